@@ -1,0 +1,1 @@
+"""Conveyor: a GraphQL API server that runs database change pipelines."""

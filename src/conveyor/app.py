@@ -1,0 +1,71 @@
+"""The ASGI application: GraphQL over HTTP and WebSocket, wired to the database."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from tortoise.contrib.starlette import RegisterTortoise
+
+from conveyor import demo
+from conveyor.crypto import PasswordCipher, load_or_create_key
+from conveyor.db.config import tortoise_config
+from conveyor.db.embedded import EmbeddedPostgres
+from conveyor.db.migrate import migrate_database
+from conveyor.graphql.ide import graphiql_assets_mount
+from conveyor.graphql.schema import schema
+from conveyor.graphql.view import GraphQLView
+from conveyor.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def password_cipher(settings: Settings) -> PasswordCipher:
+    return PasswordCipher(settings.secret_key or load_or_create_key(settings.data_dir))
+
+
+@contextlib.asynccontextmanager
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """The configured database, or an embedded one that lives as long as the context."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    # Stopped in `finally` because uvicorn's SIGTERM handling skips the wheel's exit hook.
+    embedded = EmbeddedPostgres(settings.data_dir)
+    try:
+        embedded.__enter__()
+        yield embedded.url()
+    finally:
+        embedded.stop()
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings, *, load_demo: bool = False) -> Starlette:
+    graphql = GraphQLView(schema, settings=settings, cipher=password_cipher(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with database_url(settings) as url:
+            await migrate_database(url)
+            async with RegisterTortoise(
+                app, config=tortoise_config(url, pool_max_size=settings.db_pool_max_size)
+            ):
+                if load_demo:
+                    await demo.load_demo(url, graphql.cipher)
+                yield
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", health),
+            graphiql_assets_mount(),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,80 @@
+"""The `conveyor` command."""
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+from tortoise.context import TortoiseContext
+
+from conveyor.app import create_app, database_url, password_cipher
+from conveyor.db.config import tortoise_config
+from conveyor.db.migrate import migrate_database
+from conveyor.demo import load_demo
+from conveyor.settings import Settings
+
+
+def export_schema(output: str) -> None:
+    from conveyor.graphql.schema import schema
+
+    text = schema.as_str() + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text)
+
+
+async def migrate(settings: Settings) -> None:
+    async with database_url(settings) as url:
+        await migrate_database(url)
+
+
+async def demo(settings: Settings) -> None:
+    async with database_url(settings) as url:
+        await migrate_database(url)
+        async with TortoiseContext() as context:
+            await context.init(config=tortoise_config(url, pool_max_size=2))
+            await load_demo(url, password_cipher(settings))
+
+
+def serve(settings: Settings, *, with_demo: bool) -> None:
+    app = create_app(settings, load_demo=with_demo)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Only the proxy headers we are told to trust; none by default.
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="migrate, then serve the GraphQL API")
+    serve_parser.add_argument(
+        "--demo", action="store_true", help="load the sample data first (if the database is empty)"
+    )
+    commands.add_parser("migrate", help="apply pending database migrations")
+    commands.add_parser("demo", help="load the sample data into an empty database")
+    export_parser = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
+    export_parser.add_argument("output", nargs="?", default="schema.graphql", help="'-' for stdout")
+    args = parser.parse_args(argv)
+
+    if args.command == "export-schema":
+        export_schema(args.output)
+        return
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        serve(settings, with_demo=args.demo)
+    elif args.command == "migrate":
+        asyncio.run(migrate(settings))
+    elif args.command == "demo":
+        asyncio.run(demo(settings))

@@ -1,0 +1,45 @@
+"""Encryption at rest for instance passwords."""
+
+import logging
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE_NAME = "secret.key"
+
+
+class PasswordCipher:
+    """Encrypts and decrypts instance passwords with one Fernet key."""
+
+    def __init__(self, key: str | bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def encrypt(self, password: str) -> str:
+        return self._fernet.encrypt(password.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise ValueError("the password was encrypted with another key") from None
+
+
+def load_or_create_key(data_dir: Path) -> bytes:
+    """The key kept in `data_dir`, made (readable by its owner only) on first use."""
+    key_file = data_dir / KEY_FILE_NAME
+    if key_file.exists():
+        return key_file.read_bytes().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    # O_EXCL: when two processes start at once, the loser reads the winner's key.
+    try:
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_bytes().strip()
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(key)
+    logger.info("generated a new secret key in the data directory")
+    return key

@@ -1,0 +1,235 @@
+"""Issue-level writes: create an issue with its whole pipeline, cancel it, reopen it."""
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from conveyor.db.models import (
+    Database,
+    Environment,
+    Instance,
+    Issue,
+    Pipeline,
+    Stage,
+    Task,
+    TaskDependency,
+)
+from conveyor.domain.plan import (
+    Catalog,
+    IssuePlan,
+    stage_names_in_order,
+    task_names_in_order,
+    validate_issue_plan,
+)
+from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus
+from conveyor.domain.transitions import (
+    gate,
+    status_after_issue_cancel,
+    status_after_issue_reopen,
+)
+from conveyor.errors import ConveyorError, conflict, not_found
+from conveyor.events.store import NewEvent, record_events
+
+
+async def _catalog_for(plan: IssuePlan) -> Catalog:
+    environment_ids = {stage.environment_id for stage in plan.stages} - {None}
+    tasks = [task for stage in plan.stages for task in stage.tasks]
+    instance_ids = {task.instance_id for task in tasks} - {None}
+    database_ids = {task.database_id for task in tasks} - {None}
+    environments = await Environment.filter(id__in=environment_ids) if environment_ids else []
+    instances = (
+        await Instance.filter(id__in=instance_ids).values_list("id", flat=True)
+        if instance_ids
+        else []
+    )
+    databases = (
+        await Database.filter(id__in=database_ids).values_list("id", "instance_id")
+        if database_ids
+        else []
+    )
+    return Catalog(
+        environment_policies={env.id: env.approval_policy for env in environments},
+        environment_names={env.id: env.name for env in environments},
+        instance_ids=frozenset(instances),
+        database_instances=dict(databases),
+    )
+
+
+async def create_issue(plan: IssuePlan, creator: str) -> Issue:
+    """Create the issue, its pipeline, stages, tasks and their links, or nothing at all."""
+    catalog = await _catalog_for(plan)
+    problems = validate_issue_plan(plan, catalog)
+    if problems:
+        raise ConveyorError(problems)
+    stage_names = stage_names_in_order(plan, catalog)
+    task_names = task_names_in_order(plan)
+    async with in_transaction() as connection:
+        issue = await Issue.create(
+            using_db=connection, title=plan.title, description=plan.description, creator=creator
+        )
+        pipeline = await Pipeline.create(
+            using_db=connection, issue=issue, status=PipelineStatus.OPEN
+        )
+        await Stage.bulk_create(
+            [
+                Stage(
+                    pipeline_id=pipeline.id,
+                    position=position,
+                    name=stage_names[position],
+                    environment_id=stage.environment_id,
+                )
+                for position, stage in enumerate(plan.stages)
+            ],
+            using_db=connection,
+        )
+        stages = await Stage.filter(pipeline_id=pipeline.id).order_by("position").using_db(
+            connection
+        )
+        new_tasks = [
+            Task(
+                pipeline_id=pipeline.id,
+                stage_id=stage_row.id,
+                position=position,
+                name=task_names[stage_row.position][position],
+                type=task.type,
+                status=gate(catalog.environment_policies[stage.environment_id or 0]),
+                instance_id=task.instance_id,
+                database_id=task.database_id,
+                statement=task.statement,
+                database_name=task.database_name,
+                not_before=task.not_before,
+            )
+            for stage_row, stage in zip(stages, plan.stages, strict=True)
+            for position, task in enumerate(stage.tasks)
+        ]
+        await Task.bulk_create(new_tasks, using_db=connection, batch_size=1000)
+        task_ids = await Task.filter(pipeline_id=pipeline.id).order_by(
+            "stage__position", "position"
+        ).using_db(connection).values_list("id", flat=True)
+        planned_tasks = [task for stage in plan.stages for task in stage.tasks]
+        id_by_ref = {
+            task.ref: task_id
+            for task, task_id in zip(planned_tasks, task_ids, strict=True)
+            if task.ref is not None
+        }
+        links = [
+            TaskDependency(task_id=task_id, blocked_by_id=id_by_ref[ref])
+            for task, task_id in zip(planned_tasks, task_ids, strict=True)
+            for ref in task.blocked_by
+        ]
+        if links:
+            await TaskDependency.bulk_create(links, using_db=connection, batch_size=1000)
+        await record_events(
+            connection,
+            creator,
+            [
+                NewEvent(
+                    EventKind.ISSUE_CREATED,
+                    issue_id=issue.id,
+                    pipeline_id=pipeline.id,
+                    new_status=PipelineStatus.OPEN,
+                )
+            ],
+        )
+    return issue
+
+
+async def lock_pipeline_of_issue(connection: BaseDBAsyncClient, issue_id: int) -> Pipeline:
+    """The issue's pipeline, locked for the rest of the transaction."""
+    # Every write to a pipeline's tasks locks the pipeline row first: one lock order for
+    # all writers, so two of them never deadlock.
+    pipeline = (
+        await Pipeline.filter(issue_id=issue_id).select_for_update().using_db(connection).first()
+    )
+    if pipeline is None:
+        raise not_found("issue", ("input", "issueId"))
+    return pipeline
+
+
+async def _policies_by_stage(connection: BaseDBAsyncClient, pipeline_id: int) -> dict[int, ApprovalPolicy]:
+    rows = await Stage.filter(pipeline_id=pipeline_id).using_db(connection).values_list(
+        "id", "environment__approval_policy"
+    )
+    return {stage_id: ApprovalPolicy(policy) for stage_id, policy in rows}
+
+
+async def _move_tasks(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    tasks: list[Task],
+    new_statuses: dict[int, TaskStatus],
+) -> list[NewEvent]:
+    events = []
+    for task in tasks:
+        new_status = new_statuses[task.id]
+        events.append(
+            NewEvent(
+                EventKind.TASK_STATUS_CHANGED,
+                issue_id=pipeline.issue_id,
+                pipeline_id=pipeline.id,
+                stage_id=task.stage_id,
+                task_id=task.id,
+                old_status=task.status,
+                new_status=new_status,
+            )
+        )
+        task.status = new_status
+        task.version += 1
+        await task.save(using_db=connection, update_fields=["status", "version", "updated_at"])
+    return events
+
+
+async def _set_pipeline_status(
+    connection: BaseDBAsyncClient, pipeline: Pipeline, status: PipelineStatus
+) -> NewEvent:
+    event = NewEvent(
+        EventKind.PIPELINE_STATUS_CHANGED,
+        issue_id=pipeline.issue_id,
+        pipeline_id=pipeline.id,
+        old_status=pipeline.status,
+        new_status=status,
+    )
+    pipeline.status = status
+    await pipeline.save(using_db=connection, update_fields=["status", "updated_at"])
+    return event
+
+
+async def cancel_issue(issue_id: int, actor: str) -> Issue:
+    """Cancel the issue: its waiting tasks become CANCELED, its pipeline CANCELED."""
+    async with in_transaction() as connection:
+        pipeline = await lock_pipeline_of_issue(connection, issue_id)
+        if pipeline.status is not PipelineStatus.OPEN:
+            raise conflict(f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId"))
+        tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
+        new_statuses = {
+            task.id: new_status
+            for task in tasks
+            if (new_status := status_after_issue_cancel(task.status)) is not None
+        }
+        events = [await _set_pipeline_status(connection, pipeline, PipelineStatus.CANCELED)]
+        events += await _move_tasks(
+            connection, pipeline, [task for task in tasks if task.id in new_statuses], new_statuses
+        )
+        await record_events(connection, actor, events)
+    return await Issue.get(id=issue_id)
+
+
+async def reopen_issue(issue_id: int, actor: str) -> Issue:
+    """Reopen a canceled issue: its canceled tasks return to their gate."""
+    async with in_transaction() as connection:
+        pipeline = await lock_pipeline_of_issue(connection, issue_id)
+        if pipeline.status is not PipelineStatus.CANCELED:
+            raise conflict(f"cannot reopen an issue that is {pipeline.status.value}", ("input", "issueId"))
+        tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
+        policies = await _policies_by_stage(connection, pipeline.id)
+        new_statuses = {
+            task.id: new_status
+            for task in tasks
+            if (new_status := status_after_issue_reopen(task.status, policies[task.stage_id]))
+            is not None
+        }
+        events = [await _set_pipeline_status(connection, pipeline, PipelineStatus.OPEN)]
+        events += await _move_tasks(
+            connection, pipeline, [task for task in tasks if task.id in new_statuses], new_statuses
+        )
+        await record_events(connection, actor, events)
+    return await Issue.get(id=issue_id)

@@ -1,0 +1,119 @@
+"""A small, realistic sample so that a new user sees a real pipeline tree at once."""
+
+import logging
+from urllib.parse import parse_qs, urlparse
+
+import asyncpg
+
+from conveyor.crypto import PasswordCipher
+from conveyor.db import catalog, issues
+from conveyor.db.models import Environment
+from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.domain.statuses import ApprovalPolicy, TaskType
+
+logger = logging.getLogger(__name__)
+
+DEMO_ACTOR = "demo"
+ENVIRONMENTS = (
+    ("dev", ApprovalPolicy.AUTOMATIC),
+    ("test", ApprovalPolicy.AUTOMATIC),
+    ("prod", ApprovalPolicy.MANUAL),
+)
+CREATE_ORDERS = """CREATE TABLE orders (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer text NOT NULL,
+    total_cents bigint NOT NULL CHECK (total_cents >= 0),
+    created_at timestamptz NOT NULL DEFAULT now()
+)"""
+SEED_ORDERS = "INSERT INTO orders (customer, total_cents) VALUES ('ada', 4200), ('alan', 1337)"
+
+
+async def _ensure_databases_exist(database_url: str, names: list[str]) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        existing = {
+            row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")
+        }
+        for name in names:
+            if name not in existing:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
+    """Load the sample unless environments exist already; True when it was loaded."""
+    if await Environment.exists():
+        logger.info("demo not loaded: the database already has environments")
+        return False
+    environments = {}
+    for order, (name, policy) in enumerate(ENVIRONMENTS):
+        environments[name] = await catalog.save_environment(
+            None, catalog.EnvironmentChanges(name=name, order=order * 10, approval_policy=policy)
+        )
+    # The demo's target is the server's own PostgreSQL, reached the way Conveyor reaches it.
+    url = urlparse(database_url)
+    host = parse_qs(url.query).get("host", [url.hostname or "localhost"])[0]
+    instance = await catalog.save_instance(
+        None,
+        catalog.InstanceChanges(
+            name="local",
+            environment_id=environments["dev"].id,
+            host=host,
+            port=url.port or 5432,
+            username=url.username or "postgres",
+            password=url.password or "",
+            max_running_tasks=4,
+        ),
+        cipher,
+    )
+    names = [f"demo_{env}" for env in environments]
+    await _ensure_databases_exist(database_url, names)
+    databases = {
+        env: await catalog.register_database(instance.id, f"demo_{env}") for env in environments
+    }
+    await issues.create_issue(
+        IssuePlan(
+            title="Add the orders table",
+            description="Create `orders` and seed two rows, promoted from dev to prod.",
+            stages=tuple(
+                StagePlan(
+                    environment_id=environments[env].id,
+                    tasks=(
+                        TaskPlan(
+                            type=TaskType.SCHEMA_UPDATE,
+                            name="create orders",
+                            ref=f"{env}-schema",
+                            instance_id=instance.id,
+                            database_id=databases[env].id,
+                            statement=CREATE_ORDERS,
+                        ),
+                        TaskPlan(
+                            type=TaskType.DATA_UPDATE,
+                            name="seed orders",
+                            instance_id=instance.id,
+                            database_id=databases[env].id,
+                            statement=SEED_ORDERS,
+                            blocked_by=(f"{env}-schema",),
+                        ),
+                    ),
+                )
+                for env in environments
+            ),
+        ),
+        DEMO_ACTOR,
+    )
+    await issues.create_issue(
+        IssuePlan(
+            title="Discover the databases of instance 'local'",
+            stages=(
+                StagePlan(
+                    environment_id=environments["dev"].id,
+                    tasks=(TaskPlan(type=TaskType.INSTANCE_SYNC, instance_id=instance.id),),
+                ),
+            ),
+        ),
+        DEMO_ACTOR,
+    )
+    logger.info("demo data loaded")
+    return True

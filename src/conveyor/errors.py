@@ -1,0 +1,57 @@
+"""The errors Conveyor reports to a client: a machine-readable code, a message, a field."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_INPUT = "INVALID_INPUT"
+    CONFLICT = "CONFLICT"
+    INTERNAL = "INTERNAL"
+
+
+#: The path of an input field, e.g. ("input", "stages", 0, "tasks", 1, "databaseId").
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request."""
+
+    code: ErrorCode
+    message: str
+    field: FieldPath | None = None
+
+
+class ConveyorError(Exception):
+    """A refusal the client caused and can act on; `problems` holds every reason found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        if not problems:
+            raise ValueError("a ConveyorError needs at least one problem")
+        super().__init__(problems[0].message)
+        self.problems = tuple(problems)
+
+    @property
+    def first(self) -> Problem:
+        return self.problems[0]
+
+    @classmethod
+    def single(
+        cls, code: ErrorCode, message: str, field: FieldPath | None = None
+    ) -> "ConveyorError":
+        return cls([Problem(code, message, field)])
+
+
+def not_found(noun: str, field: FieldPath | None = None) -> ConveyorError:
+    return ConveyorError.single(ErrorCode.NOT_FOUND, f"{noun} does not exist", field)
+
+
+def invalid_input(message: str, field: FieldPath | None = None) -> ConveyorError:
+    return ConveyorError.single(ErrorCode.INVALID_INPUT, message, field)
+
+
+def conflict(message: str, field: FieldPath | None = None) -> ConveyorError:
+    return ConveyorError.single(ErrorCode.CONFLICT, message, field)

@@ -1,0 +1,94 @@
+"""How errors reach a client: typed and actionable when the client caused them, opaque
+(with a correlation id for the server's log) when Conveyor did."""
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from graphql.error import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from conveyor.errors import ConveyorError, ErrorCode, FieldPath
+
+logger = logging.getLogger(__name__)
+
+#: Codes of errors found before execution, in the spirit of Apollo's.
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+
+# graphql-core names the offending part of a variable only in the message text:
+# "Variable '$input' got invalid value 'X' at 'input.stages[0].tasks[1].type'; ..."
+_VARIABLE_PATH = re.compile(r"^Variable '\$\w+' got invalid value .*? at '([^']+)';")
+_PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _field_path_in(message: str) -> FieldPath | None:
+    match = _VARIABLE_PATH.match(message)
+    if match is None:
+        variable = re.match(r"^Variable '\$(\w+)'", message)
+        return (variable.group(1),) if variable else None
+    return tuple(
+        name if name else int(index) for name, index in _PATH_PART.findall(match.group(1))
+    )
+
+
+def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
+    return {"code": code, "field": list(field) if field is not None else None}
+
+
+class ConveyorErrors(MaskErrors):
+    """Formats every error of a response; internal failures never leak their text."""
+
+    def __init__(self) -> None:
+        super().__init__(error_message="Internal server error")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [self._format(error) for error in errors]
+
+    def _format(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, ConveyorError):
+            first = original.first
+            extensions = _problem_extensions(first.code, first.field)
+            extensions["problems"] = [
+                {"message": problem.message, **_problem_extensions(problem.code, problem.field)}
+                for problem in original.problems
+            ]
+            return self._rebuild(error, first.message, extensions)
+        if error.path is None:
+            # Found while reading the request (syntax, validation, variable values): the
+            # message is graphql-core's own description of the client's document.
+            if error.message.startswith("Syntax Error"):
+                return self._rebuild(error, error.message, _problem_extensions(PARSE_FAILED, None))
+            if error.message.startswith("Variable '$"):
+                extensions = _problem_extensions(
+                    ErrorCode.INVALID_INPUT, _field_path_in(error.message)
+                )
+                return self._rebuild(error, error.message, extensions)
+            return self._rebuild(error, error.message, _problem_extensions(VALIDATION_FAILED, None))
+        correlation_id = uuid.uuid4().hex
+        # The type only: the exception's text may hold SQL, host names or secrets.
+        logger.error(
+            "internal error %s in %s: %s",
+            correlation_id,
+            ".".join(str(part) for part in error.path),
+            type(original).__name__ if original is not None else "GraphQLError",
+        )
+        return self._rebuild(
+            error,
+            self.error_message,
+            {"code": ErrorCode.INTERNAL.value, "correlationId": correlation_id},
+        )
+
+    @staticmethod
+    def _rebuild(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
+        return GraphQLError(
+            message=message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions=extensions,
+        )

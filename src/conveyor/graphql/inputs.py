@@ -1,0 +1,155 @@
+"""Mutation inputs, and their translation to the domain's plain values."""
+
+from datetime import datetime
+
+import strawberry
+from strawberry import relay
+
+from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.errors import FieldPath, not_found
+from conveyor.graphql.types.enums import ApprovalPolicy, Engine, TaskType
+from conveyor.graphql.types.node import parse_node_id
+
+
+def node_key(global_id: relay.GlobalID | None, type_name: str, field: FieldPath) -> int | None:
+    """The row id behind a global id of the expected type, or NOT_FOUND naming `field`."""
+    if global_id is None:
+        return None
+    key = parse_node_id(global_id.node_id)
+    if global_id.type_name != type_name or key is None:
+        raise not_found(type_name.lower(), field)
+    return key
+
+
+@strawberry.input(description="A new environment.")
+class CreateEnvironmentInput:
+    name: str
+    order: int = strawberry.field(description="Position on the promotion path; lower is earlier.")
+    approval_policy: ApprovalPolicy = ApprovalPolicy.AUTOMATIC
+
+
+@strawberry.input(description="Changes to an environment; omitted fields stay as they are.")
+class UpdateEnvironmentInput:
+    id: relay.GlobalID
+    name: str | None = None
+    order: int | None = None
+    approval_policy: ApprovalPolicy | None = None
+
+
+@strawberry.input(description="A new database server. The password is stored encrypted.")
+class CreateInstanceInput:
+    name: str
+    environment_id: relay.GlobalID
+    host: str
+    port: int = 5432
+    username: str
+    password: str
+    engine: Engine = Engine.POSTGRES
+    max_running_tasks: int = 1
+
+
+@strawberry.input(description="Changes to an instance; omitted fields stay as they are.")
+class UpdateInstanceInput:
+    id: relay.GlobalID
+    name: str | None = None
+    environment_id: relay.GlobalID | None = None
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = strawberry.field(
+        default=None, description="A new password; it can be written but never read."
+    )
+    max_running_tasks: int | None = None
+
+
+@strawberry.input(description="A database that exists on an instance.")
+class RegisterDatabaseInput:
+    instance_id: relay.GlobalID
+    name: str
+
+
+@strawberry.input(description="One task of a new pipeline.")
+class TaskPlanInput:
+    type: TaskType
+    instance_id: relay.GlobalID | None = None
+    database_id: relay.GlobalID | None = strawberry.field(
+        default=None, description="Required by SCHEMA_UPDATE and DATA_UPDATE."
+    )
+    name: str | None = strawberry.field(default=None, description="Defaults to type and position.")
+    ref: str | None = strawberry.field(
+        default=None, description="A name other tasks of this plan use in `blockedBy`."
+    )
+    statement: str | None = strawberry.field(
+        default=None, description="The SQL of a SCHEMA_UPDATE or DATA_UPDATE."
+    )
+    database_name: str | None = strawberry.field(
+        default=None, description="The database a DATABASE_CREATE task creates."
+    )
+    not_before: datetime | None = None
+    blocked_by: list[str] = strawberry.field(
+        default_factory=list, description="Refs of tasks that must finish first."
+    )
+
+
+@strawberry.input(description="One stage of a new pipeline.")
+class StagePlanInput:
+    environment_id: relay.GlobalID | None = None
+    tasks: list[TaskPlanInput]
+    name: str | None = strawberry.field(default=None, description="Defaults to the environment's.")
+
+
+@strawberry.input(description="An issue and its whole pipeline plan, created at once or not at all.")
+class CreateIssueInput:
+    title: str
+    description: str = ""
+    stages: list[StagePlanInput]
+
+    def to_plan(self) -> IssuePlan:
+        return IssuePlan(
+            title=self.title,
+            description=self.description,
+            stages=tuple(
+                StagePlan(
+                    name=stage.name,
+                    environment_id=node_key(
+                        stage.environment_id,
+                        "Environment",
+                        ("input", "stages", stage_index, "environmentId"),
+                    ),
+                    tasks=tuple(
+                        _task_plan(task, ("input", "stages", stage_index, "tasks", task_index))
+                        for task_index, task in enumerate(stage.tasks)
+                    ),
+                )
+                for stage_index, stage in enumerate(self.stages)
+            ),
+        )
+
+
+def _task_plan(task: TaskPlanInput, path: FieldPath) -> TaskPlan:
+    return TaskPlan(
+        type=task.type,
+        instance_id=node_key(task.instance_id, "Instance", (*path, "instanceId")),
+        database_id=node_key(task.database_id, "Database", (*path, "databaseId")),
+        name=task.name,
+        ref=task.ref,
+        statement=task.statement,
+        database_name=task.database_name,
+        not_before=task.not_before,
+        blocked_by=tuple(task.blocked_by),
+    )
+
+
+@strawberry.input(description="A new statement for a waiting or failed task.")
+class UpdateTaskStatementInput:
+    task_id: relay.GlobalID
+    statement: str
+    expected_version: int | None = strawberry.field(
+        default=None,
+        description="Refuse the edit with CONFLICT if the task is no longer at this version.",
+    )
+
+
+@strawberry.input
+class IssueActionInput:
+    issue_id: relay.GlobalID

@@ -1,0 +1,89 @@
+"""Per-request DataLoaders over the batched reads of `conveyor.db.reads`."""
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from strawberry.dataloader import DataLoader
+from tortoise.models import Model
+
+from conveyor.db import reads
+from conveyor.db.models import (
+    Database,
+    Environment,
+    Event,
+    Instance,
+    Issue,
+    Pipeline,
+    Stage,
+    Task,
+    TaskRun,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+M = TypeVar("M", bound=Model)
+
+
+def _keyed(
+    fetch: Callable[[Iterable[int]], Awaitable[Mapping[int, V]]], missing: Callable[[], Any]
+) -> DataLoader[int, V]:
+    async def load(keys: list[int]) -> list[V]:
+        found = await fetch(keys)
+        return [found[key] if key in found else missing() for key in keys]
+
+    return DataLoader(load_fn=load)
+
+
+def _by_id(model: type[M]) -> DataLoader[int, M | None]:
+    async def fetch(ids: Iterable[int]) -> dict[int, M]:
+        return await reads.rows_by_id(model, ids)
+
+    return _keyed(fetch, lambda: None)
+
+
+def _grouped(
+    fetch: Callable[[Iterable[int]], Awaitable[Mapping[int, list[V]]]],
+) -> DataLoader[int, list[V]]:
+    return _keyed(fetch, list)
+
+
+@dataclass
+class Loaders:
+    environment: DataLoader[int, Environment | None] = field(
+        default_factory=lambda: _by_id(Environment)
+    )
+    instance: DataLoader[int, Instance | None] = field(default_factory=lambda: _by_id(Instance))
+    database: DataLoader[int, Database | None] = field(default_factory=lambda: _by_id(Database))
+    issue: DataLoader[int, Issue | None] = field(default_factory=lambda: _by_id(Issue))
+    pipeline: DataLoader[int, Pipeline | None] = field(default_factory=lambda: _by_id(Pipeline))
+    stage: DataLoader[int, Stage | None] = field(default_factory=lambda: _by_id(Stage))
+    task: DataLoader[int, Task | None] = field(default_factory=lambda: _by_id(Task))
+    task_run: DataLoader[int, TaskRun | None] = field(default_factory=lambda: _by_id(TaskRun))
+    pipeline_by_issue: DataLoader[int, Pipeline | None] = field(
+        default_factory=lambda: _keyed(reads.pipelines_by_issue, lambda: None)
+    )
+    stages_by_pipeline: DataLoader[int, list[Stage]] = field(
+        default_factory=lambda: _grouped(reads.stages_by_pipeline)
+    )
+    tasks_by_stage: DataLoader[int, list[Task]] = field(init=False)
+    blocker_ids_by_task: DataLoader[int, list[int]] = field(
+        default_factory=lambda: _grouped(reads.blocker_ids_by_task)
+    )
+    runs_by_task: DataLoader[int, list[TaskRun]] = field(
+        default_factory=lambda: _grouped(reads.runs_by_task)
+    )
+    events_by_issue: DataLoader[int, list[Event]] = field(
+        default_factory=lambda: _grouped(reads.events_by_issue)
+    )
+
+    def __post_init__(self) -> None:
+        async def tasks_by_stage(stage_ids: Iterable[int]) -> dict[int, list[Task]]:
+            groups = await reads.tasks_by_stage(stage_ids)
+            # A task met in its stage is not fetched again when something names it by id.
+            for tasks in groups.values():
+                for task in tasks:
+                    self.task.prime(task.id, task)
+            return groups
+
+        self.tasks_by_stage = _grouped(tasks_by_stage)

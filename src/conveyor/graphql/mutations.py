@@ -1,0 +1,131 @@
+"""The root Mutation: each field translates its input and calls one operation of `db`."""
+
+import strawberry
+
+from conveyor.db import catalog, issues, tasks
+from conveyor.graphql.context import Info
+from conveyor.graphql.inputs import (
+    CreateEnvironmentInput,
+    CreateInstanceInput,
+    CreateIssueInput,
+    IssueActionInput,
+    RegisterDatabaseInput,
+    UpdateEnvironmentInput,
+    UpdateInstanceInput,
+    UpdateTaskStatementInput,
+    node_key,
+)
+from conveyor.graphql.types.database import Database
+from conveyor.graphql.types.environment import Environment
+from conveyor.graphql.types.instance import Instance
+from conveyor.graphql.types.issue import Issue
+from conveyor.graphql.types.task import Task
+
+
+def _required_key(global_id: strawberry.relay.GlobalID, type_name: str, field: str) -> int:
+    key = node_key(global_id, type_name, ("input", field))
+    assert key is not None
+    return key
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Add an environment to the promotion path.")
+    async def create_environment(self, input: CreateEnvironmentInput) -> Environment:
+        row = await catalog.save_environment(
+            None,
+            catalog.EnvironmentChanges(
+                name=input.name, order=input.order, approval_policy=input.approval_policy
+            ),
+        )
+        return Environment.from_row(row)
+
+    @strawberry.mutation(description="Rename, reorder or change the approval policy.")
+    async def update_environment(self, input: UpdateEnvironmentInput) -> Environment:
+        row = await catalog.save_environment(
+            _required_key(input.id, "Environment", "id"),
+            catalog.EnvironmentChanges(
+                name=input.name, order=input.order, approval_policy=input.approval_policy
+            ),
+        )
+        return Environment.from_row(row)
+
+    @strawberry.mutation(description="Register a database server.")
+    async def create_instance(self, info: Info, input: CreateInstanceInput) -> Instance:
+        row = await catalog.save_instance(
+            None,
+            catalog.InstanceChanges(
+                name=input.name,
+                environment_id=_required_key(input.environment_id, "Environment", "environmentId"),
+                engine=input.engine,
+                host=input.host,
+                port=input.port,
+                username=input.username,
+                password=input.password,
+                max_running_tasks=input.max_running_tasks,
+            ),
+            info.context.cipher,
+        )
+        return Instance.from_row(row)
+
+    @strawberry.mutation(description="Change a database server's settings or password.")
+    async def update_instance(self, info: Info, input: UpdateInstanceInput) -> Instance:
+        row = await catalog.save_instance(
+            _required_key(input.id, "Instance", "id"),
+            catalog.InstanceChanges(
+                name=input.name,
+                environment_id=node_key(
+                    input.environment_id, "Environment", ("input", "environmentId")
+                ),
+                host=input.host,
+                port=input.port,
+                username=input.username,
+                password=input.password,
+                max_running_tasks=input.max_running_tasks,
+            ),
+            info.context.cipher,
+        )
+        return Instance.from_row(row)
+
+    @strawberry.mutation(description="Record a database that exists on an instance.")
+    async def register_database(self, input: RegisterDatabaseInput) -> Database:
+        row = await catalog.register_database(
+            _required_key(input.instance_id, "Instance", "instanceId"), input.name
+        )
+        return Database.from_row(row)
+
+    @strawberry.mutation(
+        description="Open an issue with its whole pipeline plan; every task starts at its gate."
+    )
+    async def create_issue(self, info: Info, input: CreateIssueInput) -> Issue:
+        row = await issues.create_issue(input.to_plan(), info.context.actor)
+        return Issue.from_row(row)
+
+    @strawberry.mutation(
+        description="Cancel the issue: waiting tasks are canceled, running ones asked to stop."
+    )
+    async def cancel_issue(self, info: Info, input: IssueActionInput) -> Issue:
+        row = await issues.cancel_issue(
+            _required_key(input.issue_id, "Issue", "issueId"), info.context.actor
+        )
+        return Issue.from_row(row)
+
+    @strawberry.mutation(description="Reopen a canceled issue; its canceled tasks return to their gate.")
+    async def reopen_issue(self, info: Info, input: IssueActionInput) -> Issue:
+        row = await issues.reopen_issue(
+            _required_key(input.issue_id, "Issue", "issueId"), info.context.actor
+        )
+        return Issue.from_row(row)
+
+    @strawberry.mutation(
+        description="Replace the statement of a waiting or failed task. The task returns to its "
+        "gate: in a MANUAL environment any approval is dismissed."
+    )
+    async def update_task_statement(self, info: Info, input: UpdateTaskStatementInput) -> Task:
+        row = await tasks.edit_task_statement(
+            _required_key(input.task_id, "Task", "taskId"),
+            input.statement,
+            info.context.actor,
+            input.expected_version,
+        )
+        return Task.from_row(row)

@@ -1,0 +1,121 @@
+"""The root Query: Relay node lookup and the paginated lists a frontend starts from."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import strawberry
+from strawberry import relay
+from tortoise.queryset import QuerySet
+
+from conveyor.db import reads
+from conveyor.graphql.context import Info
+from conveyor.graphql.inputs import node_key
+from conveyor.graphql.types.database import Database
+from conveyor.graphql.types.enums import PipelineStatus
+from conveyor.graphql.types.environment import Environment
+from conveyor.graphql.types.instance import Instance
+from conveyor.graphql.types.issue import Issue
+from conveyor.graphql.types.pagination import Connection, decode_cursor, page_size
+from conveyor.graphql.types.pipeline import Pipeline
+
+
+
+def _counter(queryset: QuerySet[Any]) -> Callable[[], Awaitable[int]]:
+    async def count() -> int:
+        return int(await queryset.count())
+
+    return count
+
+
+@strawberry.type
+class Query:
+    node: relay.Node | None = relay.node(description="Any object, by its global id.")
+    nodes: list[relay.Node | None] = relay.node(description="Several objects by global ids.")
+
+    @strawberry.field(description="Issues, newest first.")
+    async def issues(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: PipelineStatus | None = None,
+        environment_id: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only issues with a stage in this environment."),
+        ] = None,
+    ) -> Connection[Issue]:
+        queryset = reads.issues_matching(
+            status, node_key(environment_id, "Environment", ("environmentId",))
+        )
+        page = await reads.page_newest_first(
+            queryset, page_size(first, info.context.settings), decode_cursor(after)
+        )
+        return Connection[Issue].from_page(page, Issue.from_row, _counter(queryset))
+
+    @strawberry.field(description="Pipelines, newest first.")
+    async def pipelines(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: PipelineStatus | None = None,
+        environment_id: Annotated[
+            relay.GlobalID | None,
+            strawberry.argument(description="Only pipelines with a stage in this environment."),
+        ] = None,
+    ) -> Connection[Pipeline]:
+        queryset = reads.pipelines_matching(
+            status, node_key(environment_id, "Environment", ("environmentId",))
+        )
+        page = await reads.page_newest_first(
+            queryset, page_size(first, info.context.settings), decode_cursor(after)
+        )
+        return Connection[Pipeline].from_page(page, Pipeline.from_row, _counter(queryset))
+
+    @strawberry.field(description="Environments along the promotion path, first to last.")
+    async def environments(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Environment]:
+        page = await reads.page_environments(
+            page_size(first, info.context.settings), decode_cursor(after)
+        )
+        return Connection[Environment].from_page(
+            page,
+            Environment.from_row,
+            _counter(reads.environments_matching()),
+            cursor_key=lambda row: int(row.order),
+        )
+
+    @strawberry.field(description="Instances, oldest first.")
+    async def instances(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        environment_id: relay.GlobalID | None = None,
+    ) -> Connection[Instance]:
+        queryset = reads.instances_matching(
+            node_key(environment_id, "Environment", ("environmentId",))
+        )
+        page = await reads.page_oldest_first(
+            queryset, page_size(first, info.context.settings), decode_cursor(after)
+        )
+        return Connection[Instance].from_page(page, Instance.from_row, _counter(queryset))
+
+    @strawberry.field(description="Databases, oldest first.")
+    async def databases(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        instance_id: relay.GlobalID | None = None,
+        environment_id: relay.GlobalID | None = None,
+    ) -> Connection[Database]:
+        queryset = reads.databases_matching(
+            node_key(instance_id, "Instance", ("instanceId",)),
+            node_key(environment_id, "Environment", ("environmentId",)),
+        )
+        page = await reads.page_oldest_first(
+            queryset, page_size(first, info.context.settings), decode_cursor(after)
+        )
+        return Connection[Database].from_page(page, Database.from_row, _counter(queryset))

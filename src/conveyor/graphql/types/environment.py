@@ -1,0 +1,34 @@
+from datetime import datetime
+from typing import Self
+
+import strawberry
+from strawberry import relay
+
+from conveyor.db import models
+from conveyor.graphql.types.enums import ApprovalPolicy
+from conveyor.graphql.types.node import LoadedNode
+
+
+@strawberry.type(description="A step of the promotion path (dev, test, staging, prod).")
+class Environment(LoadedNode):
+    loader_name = "environment"
+
+    id: relay.NodeID[int]
+    name: str = strawberry.field(description="Unique name.")
+    order: int = strawberry.field(description="Position on the promotion path; lower is earlier.")
+    approval_policy: ApprovalPolicy = strawberry.field(
+        description="Whether tasks in this environment wait for a person's approval."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.Environment) -> Self:
+        return cls(
+            id=row.id,
+            name=row.name,
+            order=row.order,
+            approval_policy=row.approval_policy,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )

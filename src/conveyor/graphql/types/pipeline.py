@@ -1,0 +1,41 @@
+from datetime import datetime
+from typing import Self
+
+import strawberry
+from strawberry import relay
+
+from conveyor.db import models
+from conveyor.graphql.context import Info
+from conveyor.graphql.types.enums import PipelineStatus
+from conveyor.graphql.types.issue import Issue
+from conveyor.graphql.types.node import LoadedNode
+from conveyor.graphql.types.stage import Stage
+
+
+@strawberry.type(description="The ordered stages of one issue.")
+class Pipeline(LoadedNode):
+    loader_name = "pipeline"
+
+    id: relay.NodeID[int]
+    status: PipelineStatus
+    created_at: datetime
+    updated_at: datetime
+    issue_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def issue(self, info: Info) -> Issue:
+        return await Issue.load(info, self.issue_id)
+
+    @strawberry.field(description="The stages, in the order they run.")
+    async def stages(self, info: Info) -> list[Stage]:
+        return [Stage.from_row(row) for row in await info.context.loaders.stages_by_pipeline.load(self.id)]
+
+    @classmethod
+    def from_row(cls, row: models.Pipeline) -> Self:
+        return cls(
+            id=row.id,
+            status=row.status,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            issue_id=row.issue_id,
+        )

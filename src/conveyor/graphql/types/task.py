@@ -1,0 +1,99 @@
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Self
+
+import strawberry
+from strawberry import relay
+
+from conveyor.db import models
+from conveyor.graphql.context import Info
+from conveyor.graphql.types.database import Database
+from conveyor.graphql.types.enums import TaskStatus, TaskType
+from conveyor.graphql.types.instance import Instance
+from conveyor.graphql.types.node import LoadedNode
+from conveyor.graphql.types.task_run import TaskRun
+
+if TYPE_CHECKING:
+    from conveyor.graphql.types.pipeline import Pipeline
+    from conveyor.graphql.types.stage import Stage
+
+
+@strawberry.type(description="One operation against one instance (and usually one database).")
+class Task(LoadedNode):
+    loader_name = "task"
+
+    id: relay.NodeID[int]
+    name: str
+    type: TaskType
+    status: TaskStatus
+    statement: str | None = strawberry.field(
+        description="The SQL a schema or data change runs."
+    )
+    database_name: str | None = strawberry.field(
+        description="The name of the database a DATABASE_CREATE task creates."
+    )
+    not_before: datetime | None = strawberry.field(
+        description="The task does not start before this time."
+    )
+    version: int = strawberry.field(
+        description="Grows with every change; pass it back as expectedVersion to refuse "
+        "overwriting a change you have not seen."
+    )
+    created_at: datetime
+    updated_at: datetime
+    stage_id: strawberry.Private[int]
+    pipeline_id: strawberry.Private[int]
+    instance_id: strawberry.Private[int]
+    database_id: strawberry.Private[int | None]
+
+    @strawberry.field
+    async def instance(self, info: Info) -> Instance:
+        return await Instance.load(info, self.instance_id)
+
+    @strawberry.field(description="The target database; null for instance-level tasks.")
+    async def database(self, info: Info) -> Database | None:
+        return await Database.load_optional(info, self.database_id)
+
+    @strawberry.field
+    async def stage(
+        self, info: Info
+    ) -> Annotated["Stage", strawberry.lazy("conveyor.graphql.types.stage")]:
+        from conveyor.graphql.types.stage import Stage
+
+        return await Stage.load(info, self.stage_id)
+
+    @strawberry.field
+    async def pipeline(
+        self, info: Info
+    ) -> Annotated["Pipeline", strawberry.lazy("conveyor.graphql.types.pipeline")]:
+        from conveyor.graphql.types.pipeline import Pipeline
+
+        return await Pipeline.load(info, self.pipeline_id)
+
+    @strawberry.field(description="Tasks that must be DONE or SKIPPED before this one starts.")
+    async def blocked_by(self, info: Info) -> list["Task"]:
+        blocker_ids = await info.context.loaders.blocker_ids_by_task.load(self.id)
+        rows = await info.context.loaders.task.load_many(blocker_ids)
+        return [Task.from_row(row) for row in rows if row is not None]
+
+    @strawberry.field(description="Every attempt at running the task, first to last.")
+    async def runs(self, info: Info) -> list[TaskRun]:
+        return [TaskRun.from_row(row) for row in await info.context.loaders.runs_by_task.load(self.id)]
+
+    @classmethod
+    def from_row(cls, row: models.Task) -> Self:
+        return cls(
+            id=row.id,
+            name=row.name,
+            type=row.type,
+            status=row.status,
+            statement=row.statement,
+            database_name=row.database_name,
+            not_before=row.not_before,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            stage_id=row.stage_id,
+            pipeline_id=row.pipeline_id,
+            instance_id=row.instance_id,
+            database_id=row.database_id,
+        )

@@ -1,0 +1,136 @@
+"""One PostgreSQL server per test session, one fresh database per test.
+
+The server is the one named by CONVEYOR_TEST_DATABASE_URL (any database on it; the tests
+create their own), else an embedded one started for the session. Each test database is a
+clone of a template built once from the migrations.
+"""
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+import pytest
+from cryptography.fernet import Fernet
+from tortoise.context import TortoiseContext
+
+from conveyor.crypto import PasswordCipher
+from conveyor.db.config import tortoise_config
+from conveyor.db.embedded import EmbeddedPostgres
+from conveyor.db.migrate import migrate_database
+from conveyor.graphql.context import Context
+from conveyor.graphql.schema import schema
+from conveyor.settings import Settings
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` instead."""
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A URL of the test PostgreSQL server's maintenance database."""
+    configured = os.environ.get("CONVEYOR_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="conveyor-test-pg-") as data_dir:
+        with EmbeddedPostgres(Path(data_dir)) as embedded:
+            yield embedded.url("postgres")
+
+
+async def _admin_execute(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def template_url(server_url: str) -> AsyncIterator[str]:
+    name = f"conveyor_template_{os.getpid()}"
+    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}"')
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    await migrate_database(url)
+    yield url
+    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
+    template = urlparse(template_url).path.lstrip("/")
+    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield with_database(server_url, name)
+    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[TortoiseContext]:
+    """The ORM, connected to this test's database."""
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config(database_url, pool_max_size=4))
+        yield context
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secret_key=Fernet.generate_key().decode(),
+    )
+
+
+@dataclass(frozen=True)
+class Response:
+    data: dict[str, Any] | None
+    errors: list[dict[str, Any]]
+
+    @property
+    def error_codes(self) -> list[str]:
+        return [error["extensions"]["code"] for error in self.errors]
+
+
+class GraphQLClient:
+    """Runs documents against the schema in-process, each with a fresh request context."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cipher = PasswordCipher(settings.secret_key or "")
+
+    async def __call__(
+        self, document: str, variables: dict[str, Any] | None = None, *, actor: str = "tester"
+    ) -> Response:
+        context = Context(
+            request=None, response=None, settings=self.settings, cipher=self.cipher, actor=actor
+        )
+        result = await schema.execute(document, variable_values=variables, context_value=context)
+        return Response(
+            data=result.data,
+            errors=[error.formatted for error in result.errors or []],
+        )
+
+    async def ok(
+        self, document: str, variables: dict[str, Any] | None = None, *, actor: str = "tester"
+    ) -> dict[str, Any]:
+        """The data of a response that must have no error."""
+        response = await self(document, variables, actor=actor)
+        assert response.errors == [], response.errors
+        assert response.data is not None
+        return response.data
+
+
+@pytest.fixture
+def graphql(db: TortoiseContext, settings: Settings) -> GraphQLClient:
+    return GraphQLClient(settings)
