@@ -5,6 +5,8 @@ create their own), else an embedded one started for the session. Each test datab
 clone of a template built once from the migrations.
 """
 
+import contextlib
+import logging
 import os
 import tempfile
 import uuid
@@ -41,9 +43,11 @@ def server_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    with tempfile.TemporaryDirectory(prefix="conveyor-test-pg-") as data_dir:
-        with EmbeddedPostgres(Path(data_dir)) as embedded:
-            yield embedded.url("postgres")
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-test-pg-") as data_dir,
+        EmbeddedPostgres(Path(data_dir)) as embedded,
+    ):
+        yield embedded.url("postgres")
 
 
 async def _admin_execute(server_url: str, statement: str) -> None:
@@ -134,3 +138,30 @@ class GraphQLClient:
 @pytest.fixture
 def graphql(db: TortoiseContext, settings: Settings) -> GraphQLClient:
     return GraphQLClient(settings)
+
+
+class StatementCounter(logging.Handler):
+    """Counts the SQL statements tortoise sends while it is installed."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.statements: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args:
+            self.statements.append(str(record.args[0]) if isinstance(record.args, tuple) else "")
+
+
+@contextlib.contextmanager
+def counting_statements() -> Iterator[StatementCounter]:
+    """Every statement tortoise sends inside the block (its client logs each at DEBUG)."""
+    logger = logging.getLogger("tortoise.db_client")
+    counter = StatementCounter()
+    previous_level = logger.level
+    logger.addHandler(counter)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield counter
+    finally:
+        logger.removeHandler(counter)
+        logger.setLevel(previous_level)

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     mode: Mode = Mode.DEVELOPMENT
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL; when unset, an embedded PostgreSQL runs in the data directory.",
+        description="PostgreSQL URL; unset, an embedded PostgreSQL runs in the data directory.",
     )
     data_dir: Path = Field(default_factory=default_data_dir)
     secret_key: str | None = Field(
@@ -43,6 +43,4 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
-    run_worker: bool = Field(
-        default=True, description="Run a task worker inside `conveyor serve`."
-    )
+    run_worker: bool = Field(default=True, description="Run a task worker inside `conveyor serve`.")

@@ -100,7 +100,9 @@ async def save_instance(
 ) -> Instance:
     """Create an instance (`instance_id` None) or change the given fields of one."""
     instance = (
-        Instance() if instance_id is None else await _require(Instance, instance_id, "instance", "id")
+        Instance()
+        if instance_id is None
+        else await _require(Instance, instance_id, "instance", "id")
     )
     assert isinstance(instance, Instance)
     problems: list[Problem] = []
@@ -114,7 +116,9 @@ async def save_instance(
     if changes.environment_id is not None:
         if not await Environment.exists(id=changes.environment_id):
             problems.append(
-                Problem(ErrorCode.NOT_FOUND, "environment does not exist", ("input", "environmentId"))
+                Problem(
+                    ErrorCode.NOT_FOUND, "environment does not exist", ("input", "environmentId")
+                )
             )
         instance.environment_id = changes.environment_id
     if changes.engine is not None:

@@ -81,9 +81,7 @@ class EmbeddedPostgres:
         return str(self._server.get_postmaster_info().socket_dir)
 
     def _create_database(self) -> None:
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
-        )
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
         if "(1 row)" not in exists:
             self._server.psql(f'CREATE DATABASE "{DATABASE_NAME}";')
 

@@ -36,11 +36,7 @@ async def _catalog_for(plan: IssuePlan) -> Catalog:
     instance_ids = {task.instance_id for task in tasks} - {None}
     database_ids = {task.database_id for task in tasks} - {None}
     environments = await Environment.filter(id__in=environment_ids) if environment_ids else []
-    instances = (
-        await Instance.filter(id__in=instance_ids).values_list("id", flat=True)
-        if instance_ids
-        else []
-    )
+    instances = await Instance.filter(id__in=instance_ids).only("id") if instance_ids else []
     databases = (
         await Database.filter(id__in=database_ids).values_list("id", "instance_id")
         if database_ids
@@ -49,7 +45,7 @@ async def _catalog_for(plan: IssuePlan) -> Catalog:
     return Catalog(
         environment_policies={env.id: env.approval_policy for env in environments},
         environment_names={env.id: env.name for env in environments},
-        instance_ids=frozenset(instances),
+        instance_ids=frozenset(instance.id for instance in instances),
         database_instances=dict(databases),
     )
 
@@ -81,8 +77,8 @@ async def create_issue(plan: IssuePlan, creator: str) -> Issue:
             ],
             using_db=connection,
         )
-        stages = await Stage.filter(pipeline_id=pipeline.id).order_by("position").using_db(
-            connection
+        stages = (
+            await Stage.filter(pipeline_id=pipeline.id).order_by("position").using_db(connection)
         )
         new_tasks = [
             Task(
@@ -102,9 +98,12 @@ async def create_issue(plan: IssuePlan, creator: str) -> Issue:
             for position, task in enumerate(stage.tasks)
         ]
         await Task.bulk_create(new_tasks, using_db=connection, batch_size=1000)
-        task_ids = await Task.filter(pipeline_id=pipeline.id).order_by(
-            "stage__position", "position"
-        ).using_db(connection).values_list("id", flat=True)
+        task_ids = (
+            await Task.filter(pipeline_id=pipeline.id)
+            .order_by("stage__position", "position")
+            .using_db(connection)
+            .values_list("id", flat=True)
+        )
         planned_tasks = [task for stage in plan.stages for task in stage.tasks]
         id_by_ref = {
             task.ref: task_id
@@ -145,9 +144,13 @@ async def lock_pipeline_of_issue(connection: BaseDBAsyncClient, issue_id: int) -
     return pipeline
 
 
-async def _policies_by_stage(connection: BaseDBAsyncClient, pipeline_id: int) -> dict[int, ApprovalPolicy]:
-    rows = await Stage.filter(pipeline_id=pipeline_id).using_db(connection).values_list(
-        "id", "environment__approval_policy"
+async def _policies_by_stage(
+    connection: BaseDBAsyncClient, pipeline_id: int
+) -> dict[int, ApprovalPolicy]:
+    rows = (
+        await Stage.filter(pipeline_id=pipeline_id)
+        .using_db(connection)
+        .values_list("id", "environment__approval_policy")
     )
     return {stage_id: ApprovalPolicy(policy) for stage_id, policy in rows}
 
@@ -198,7 +201,9 @@ async def cancel_issue(issue_id: int, actor: str) -> Issue:
     async with in_transaction() as connection:
         pipeline = await lock_pipeline_of_issue(connection, issue_id)
         if pipeline.status is not PipelineStatus.OPEN:
-            raise conflict(f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId"))
+            raise conflict(
+                f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId")
+            )
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
         new_statuses = {
             task.id: new_status
@@ -218,7 +223,9 @@ async def reopen_issue(issue_id: int, actor: str) -> Issue:
     async with in_transaction() as connection:
         pipeline = await lock_pipeline_of_issue(connection, issue_id)
         if pipeline.status is not PipelineStatus.CANCELED:
-            raise conflict(f"cannot reopen an issue that is {pipeline.status.value}", ("input", "issueId"))
+            raise conflict(
+                f"cannot reopen an issue that is {pipeline.status.value}", ("input", "issueId")
+            )
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
         policies = await _policies_by_stage(connection, pipeline.id)
         new_statuses = {

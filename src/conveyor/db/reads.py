@@ -93,7 +93,9 @@ async def _page(
     if after is not None:
         queryset = queryset.filter(**{f"{key}__{'lt' if descending else 'gt'}": after})
     rows = await queryset.order_by(f"-{key}" if descending else key).limit(first + 1)
-    return Page(rows=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None)
+    return Page(
+        rows=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None
+    )
 
 
 def issues_matching(

@@ -15,11 +15,12 @@ async def lock_task(
     connection: BaseDBAsyncClient, task_id: int, expected_version: int | None
 ) -> tuple[Pipeline, Task]:
     """The task and its pipeline, both locked (pipeline first), or a typed refusal."""
-    pipeline_id = await Task.filter(id=task_id).using_db(connection).values_list(
-        "pipeline_id", flat=True
-    ).first()
-    if pipeline_id is None:
+    pipeline_ids = (
+        await Task.filter(id=task_id).using_db(connection).values_list("pipeline_id", flat=True)
+    )
+    if not pipeline_ids:
         raise not_found("task", ("input", "taskId"))
+    pipeline_id = pipeline_ids[0]
     pipeline = await Pipeline.filter(id=pipeline_id).select_for_update().using_db(connection).get()
     task = await Task.filter(id=task_id).select_for_update().using_db(connection).get()
     if expected_version is not None and task.version != expected_version:
@@ -31,9 +32,11 @@ async def lock_task(
 
 
 async def approval_policy_of(connection: BaseDBAsyncClient, task: Task) -> ApprovalPolicy:
-    environment = await Environment.filter(
-        id__in=Stage.filter(id=task.stage_id).values("environment_id")
-    ).using_db(connection).get()
+    environment = (
+        await Environment.filter(id__in=Stage.filter(id=task.stage_id).values("environment_id"))
+        .using_db(connection)
+        .get()
+    )
     return environment.approval_policy
 
 

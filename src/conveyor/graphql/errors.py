@@ -28,9 +28,7 @@ def _field_path_in(message: str) -> FieldPath | None:
     if match is None:
         variable = re.match(r"^Variable '\$(\w+)'", message)
         return (variable.group(1),) if variable else None
-    return tuple(
-        name if name else int(index) for name, index in _PATH_PART.findall(match.group(1))
-    )
+    return tuple(name if name else int(index) for name, index in _PATH_PART.findall(match.group(1)))
 
 
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:

@@ -98,7 +98,9 @@ class StagePlanInput:
     name: str | None = strawberry.field(default=None, description="Defaults to the environment's.")
 
 
-@strawberry.input(description="An issue and its whole pipeline plan, created at once or not at all.")
+@strawberry.input(
+    description="An issue and its whole pipeline plan, created at once or not at all."
+)
 class CreateIssueInput:
     title: str
     description: str = ""

@@ -63,9 +63,7 @@ class Loaders:
     pipeline_by_issue: DataLoader[int, Pipeline | None] = field(
         default_factory=lambda: _keyed(reads.pipelines_by_issue, lambda: None)
     )
-    stages_by_pipeline: DataLoader[int, list[Stage]] = field(
-        default_factory=lambda: _grouped(reads.stages_by_pipeline)
-    )
+    stages_by_pipeline: DataLoader[int, list[Stage]] = field(init=False)
     tasks_by_stage: DataLoader[int, list[Task]] = field(init=False)
     blocker_ids_by_task: DataLoader[int, list[int]] = field(
         default_factory=lambda: _grouped(reads.blocker_ids_by_task)
@@ -78,12 +76,20 @@ class Loaders:
     )
 
     def __post_init__(self) -> None:
-        async def tasks_by_stage(stage_ids: Iterable[int]) -> dict[int, list[Task]]:
-            groups = await reads.tasks_by_stage(stage_ids)
-            # A task met in its stage is not fetched again when something names it by id.
-            for tasks in groups.values():
-                for task in tasks:
-                    self.task.prime(task.id, task)
-            return groups
+        # A row met through its parent is not fetched again when something names it by id.
+        self.stages_by_pipeline = _grouped(_priming(reads.stages_by_pipeline, self.stage))
+        self.tasks_by_stage = _grouped(_priming(reads.tasks_by_stage, self.task))
 
-        self.tasks_by_stage = _grouped(tasks_by_stage)
+
+def _priming(
+    fetch: Callable[[Iterable[int]], Awaitable[Mapping[int, list[M]]]],
+    by_id: DataLoader[int, M | None],
+) -> Callable[[Iterable[int]], Awaitable[Mapping[int, list[M]]]]:
+    async def fetch_and_prime(keys: Iterable[int]) -> Mapping[int, list[M]]:
+        groups = await fetch(keys)
+        for rows in groups.values():
+            for row in rows:
+                by_id.prime(row.pk, row)
+        return groups
+
+    return fetch_and_prime

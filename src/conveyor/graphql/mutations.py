@@ -110,7 +110,9 @@ class Mutation:
         )
         return Issue.from_row(row)
 
-    @strawberry.mutation(description="Reopen a canceled issue; its canceled tasks return to their gate.")
+    @strawberry.mutation(
+        description="Reopen a canceled issue; its canceled tasks return to their gate."
+    )
     async def reopen_issue(self, info: Info, input: IssueActionInput) -> Issue:
         row = await issues.reopen_issue(
             _required_key(input.issue_id, "Issue", "issueId"), info.context.actor

@@ -19,7 +19,6 @@ from conveyor.graphql.types.pagination import Connection, decode_cursor, page_si
 from conveyor.graphql.types.pipeline import Pipeline
 
 
-
 def _counter(queryset: QuerySet[Any]) -> Callable[[], Awaitable[int]]:
     async def count() -> int:
         return int(await queryset.count())

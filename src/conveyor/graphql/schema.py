@@ -21,9 +21,7 @@ class ConveyorSchema(strawberry.Schema):
 
 
 def build_schema(**options: Any) -> strawberry.Schema:
-    return ConveyorSchema(
-        query=Query, mutation=Mutation, extensions=[ConveyorErrors], **options
-    )
+    return ConveyorSchema(query=Query, mutation=Mutation, extensions=[ConveyorErrors], **options)
 
 
 schema = build_schema()

@@ -1,20 +1,34 @@
-"""The domain's value sets, exposed as GraphQL enums."""
+"""The domain's value sets, registered as GraphQL enums (the same Python classes)."""
 
 import strawberry
 
-from conveyor.domain import statuses
+from conveyor.domain.statuses import (
+    ApprovalPolicy,
+    Engine,
+    EventKind,
+    PipelineStatus,
+    StageStatus,
+    TaskRunStatus,
+    TaskStatus,
+    TaskType,
+)
 
-TaskStatus = strawberry.enum(statuses.TaskStatus, description="Where a task is in its life.")
-StageStatus = strawberry.enum(
-    statuses.StageStatus, description="A stage's status, derived from its tasks' statuses."
-)
-PipelineStatus = strawberry.enum(
-    statuses.PipelineStatus, description="The status of a pipeline and of its issue (1-to-1)."
-)
-ApprovalPolicy = strawberry.enum(
-    statuses.ApprovalPolicy, description="Whether an environment's tasks wait for a person."
-)
-Engine = strawberry.enum(statuses.Engine, description="The database engine of an instance.")
-TaskType = strawberry.enum(statuses.TaskType, description="What a task does to its target.")
-TaskRunStatus = strawberry.enum(statuses.TaskRunStatus, description="How an attempt ended.")
-EventKind = strawberry.enum(statuses.EventKind, description="What an event records.")
+__all__ = [
+    "ApprovalPolicy",
+    "Engine",
+    "EventKind",
+    "PipelineStatus",
+    "StageStatus",
+    "TaskRunStatus",
+    "TaskStatus",
+    "TaskType",
+]
+
+strawberry.enum(TaskStatus, description="Where a task is in its life.")
+strawberry.enum(StageStatus, description="A stage's status, derived from its tasks' statuses.")
+strawberry.enum(PipelineStatus, description="The status of a pipeline and of its issue (1-to-1).")
+strawberry.enum(ApprovalPolicy, description="Whether an environment's tasks wait for a person.")
+strawberry.enum(Engine, description="The database engine of an instance.")
+strawberry.enum(TaskType, description="What a task does to its target.")
+strawberry.enum(TaskRunStatus, description="How an attempt ended.")
+strawberry.enum(EventKind, description="What an event records.")

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Self
+from typing import Self, cast
 
 import strawberry
 from strawberry import relay
@@ -32,5 +32,5 @@ class Event:
             stage_id=None if row.stage_id is None else relay.GlobalID("Stage", str(row.stage_id)),
             old_status=row.old_status,
             new_status=row.new_status,
-            detail=row.detail,
+            detail=cast(JSON, row.detail),
         )

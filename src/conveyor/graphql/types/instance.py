@@ -6,8 +6,8 @@ from strawberry import relay
 
 from conveyor.db import models
 from conveyor.graphql.context import Info
-from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.enums import Engine
+from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.node import LoadedNode
 
 

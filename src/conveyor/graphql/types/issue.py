@@ -32,6 +32,7 @@ class Issue(LoadedNode):
         from conveyor.graphql.types.pipeline import Pipeline
 
         row = await info.context.loaders.pipeline_by_issue.load(self.id)
+        assert row is not None, "every issue has a pipeline"
         return Pipeline.from_row(row)
 
     @strawberry.field(description="The issue's status: always its pipeline's status.")
@@ -42,7 +43,9 @@ class Issue(LoadedNode):
 
     @strawberry.field(description="The audit trail of this issue, oldest first.")
     async def events(self, info: Info) -> list[Event]:
-        return [Event.from_row(row) for row in await info.context.loaders.events_by_issue.load(self.id)]
+        return [
+            Event.from_row(row) for row in await info.context.loaders.events_by_issue.load(self.id)
+        ]
 
     @classmethod
     def from_row(cls, row: models.Issue) -> Self:

@@ -39,7 +39,9 @@ class LoadedNode(relay.Node):
     ) -> list[Self | None]:
         keys = [parse_node_id(node_id) for node_id in node_ids]
         rows = await cls._loader(info).load_many([key for key in keys if key is not None])
-        by_key = {key: row for key, row in zip([k for k in keys if k is not None], rows, strict=True)}
+        by_key = {
+            key: row for key, row in zip([k for k in keys if k is not None], rows, strict=True)
+        }
         nodes = [
             cls.from_row(by_key[key]) if key is not None and by_key.get(key) is not None else None
             for key in keys

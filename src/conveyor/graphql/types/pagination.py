@@ -37,9 +37,7 @@ def page_size(first: int | None, settings: Settings) -> int:
     if first is None:
         return settings.default_page_size
     if not 0 <= first <= settings.max_page_size:
-        raise invalid_input(
-            f"first must be between 0 and {settings.max_page_size}", ("first",)
-        )
+        raise invalid_input(f"first must be between 0 and {settings.max_page_size}", ("first",))
     return first
 
 

@@ -28,7 +28,10 @@ class Pipeline(LoadedNode):
 
     @strawberry.field(description="The stages, in the order they run.")
     async def stages(self, info: Info) -> list[Stage]:
-        return [Stage.from_row(row) for row in await info.context.loaders.stages_by_pipeline.load(self.id)]
+        return [
+            Stage.from_row(row)
+            for row in await info.context.loaders.stages_by_pipeline.load(self.id)
+        ]
 
     @classmethod
     def from_row(cls, row: models.Pipeline) -> Self:

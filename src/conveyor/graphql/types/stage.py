@@ -52,7 +52,9 @@ class Stage(LoadedNode):
 
     @strawberry.field(description="The stage's tasks, in order.")
     async def tasks(self, info: Info) -> list[Task]:
-        return [Task.from_row(row) for row in await info.context.loaders.tasks_by_stage.load(self.id)]
+        return [
+            Task.from_row(row) for row in await info.context.loaders.tasks_by_stage.load(self.id)
+        ]
 
     @strawberry.field(description="Derived from the tasks' statuses; never stored.")
     async def status(self, info: Info) -> StageStatus:

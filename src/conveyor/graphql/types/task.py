@@ -25,9 +25,7 @@ class Task(LoadedNode):
     name: str
     type: TaskType
     status: TaskStatus
-    statement: str | None = strawberry.field(
-        description="The SQL a schema or data change runs."
-    )
+    statement: str | None = strawberry.field(description="The SQL a schema or data change runs.")
     database_name: str | None = strawberry.field(
         description="The name of the database a DATABASE_CREATE task creates."
     )
@@ -77,7 +75,9 @@ class Task(LoadedNode):
 
     @strawberry.field(description="Every attempt at running the task, first to last.")
     async def runs(self, info: Info) -> list[TaskRun]:
-        return [TaskRun.from_row(row) for row in await info.context.loaders.runs_by_task.load(self.id)]
+        return [
+            TaskRun.from_row(row) for row in await info.context.loaders.runs_by_task.load(self.id)
+        ]
 
     @classmethod
     def from_row(cls, row: models.Task) -> Self:

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Self
+from typing import Self, cast
 
 import strawberry
 from strawberry import relay
@@ -36,6 +36,6 @@ class TaskRun(LoadedNode):
             ended_at=row.ended_at,
             error_code=row.error_code,
             error_message=row.error_message,
-            result=row.result,
-            log=row.log,
+            result=cast(JSON, row.result),
+            log=cast(JSON, row.log),
         )
