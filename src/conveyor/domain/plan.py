@@ -58,9 +58,7 @@ def check_name(value: str, path: FieldPath, *, max_length: int = NAME_MAX_LENGTH
     if not value.strip():
         return [Problem(ErrorCode.INVALID_INPUT, "must not be empty", path)]
     if len(value) > max_length:
-        return [
-            Problem(ErrorCode.INVALID_INPUT, f"must be at most {max_length} characters", path)
-        ]
+        return [Problem(ErrorCode.INVALID_INPUT, f"must be at most {max_length} characters", path)]
     return []
 
 
@@ -70,7 +68,9 @@ def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
     problems = check_name(plan.title, (*root, "title"), max_length=TITLE_MAX_LENGTH)
     if not plan.stages:
         problems.append(
-            Problem(ErrorCode.INVALID_INPUT, "a pipeline needs at least one stage", (*root, "stages"))
+            Problem(
+                ErrorCode.INVALID_INPUT, "a pipeline needs at least one stage", (*root, "stages")
+            )
         )
     elif len(plan.stages) > MAX_STAGES:
         problems.append(
@@ -96,7 +96,9 @@ def _validate_stage(
         problems += check_name(stage.name, (*path, "name"))
     if stage.environment_id is None:
         problems.append(
-            Problem(ErrorCode.INVALID_INPUT, "a stage needs an environment", (*path, "environmentId"))
+            Problem(
+                ErrorCode.INVALID_INPUT, "a stage needs an environment", (*path, "environmentId")
+            )
         )
     elif stage.environment_id not in catalog.environment_policies:
         problems.append(

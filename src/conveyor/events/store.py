@@ -53,7 +53,5 @@ async def record_events(
         )
         sequence_numbers.append(row.id)
     # NOTIFY is delivered on commit only, so listeners never see a number before its row.
-    await connection.execute_query(
-        "SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])]
-    )
+    await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])])
     return sequence_numbers
