@@ -8,15 +8,21 @@ clone of a template built once from the migrations.
 import contextlib
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
@@ -165,3 +171,85 @@ def counting_statements() -> Iterator[StatementCounter]:
     finally:
         logger.removeHandler(counter)
         logger.setLevel(previous_level)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A `conveyor serve` process of this test, on a port of its own."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    log_file: BinaryIO
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, signal_number: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.log_file.close()
+
+
+def start_server(
+    env: dict[str, str], log_path: Path, *args: str, ready_timeout: float = 60
+) -> ServerProcess:
+    """Start `conveyor serve` with `env` on top of a clean environment; wait until it answers."""
+    port = free_port()
+    full_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    full_env.update(env)
+    full_env.update({"CONVEYOR_PORT": str(port), "CONVEYOR_LOG_LEVEL": "info"})
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", *args],
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(
+        process=process, url=f"http://127.0.0.1:{port}", log_path=log_path, log_file=log_file
+    )
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"conveyor serve exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"conveyor serve did not answer in time:\n{server.log()}")
+
+
+@pytest.fixture
+def live_server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `conveyor serve` (uvicorn) on this test's database."""
+    assert settings.database_url is not None
+    assert settings.secret_key is not None
+    server = start_server(
+        {
+            "CONVEYOR_DATABASE_URL": settings.database_url,
+            "CONVEYOR_DATA_DIR": str(settings.data_dir),
+            "CONVEYOR_SECRET_KEY": settings.secret_key,
+        },
+        tmp_path / "server.log",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_server_url(live_server: ServerProcess) -> str:
+    return live_server.url

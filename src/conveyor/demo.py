@@ -9,7 +9,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.models import Environment
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
-from conveyor.domain.statuses import ApprovalPolicy, TaskType
+from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
         None,
         catalog.InstanceChanges(
             name="local",
+            engine=Engine.POSTGRES,
             environment_id=environments["dev"].id,
             host=host,
             port=url.port or 5432,

@@ -1,0 +1,83 @@
+"""`conveyor serve` as a user runs it: a real process, real HTTP, its own PostgreSQL."""
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ServerProcess, start_server
+
+DEMO_TREE = """
+{ issues(first: 10) { totalCount edges { node { title status pipeline { stages {
+    name status environment { name approvalPolicy } tasks { name type status database { name } }
+} } } } } }
+"""
+
+
+def post(server: ServerProcess, document: str) -> dict[str, Any]:
+    response = httpx.post(f"{server.url}/graphql", json={"query": document}, timeout=30)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def postmasters_of(pgdata: Path) -> list[psutil.Process]:
+    """Running PostgreSQL servers whose data directory is `pgdata`."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command_line = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and str(pgdata) in " ".join(command_line):
+            found.append(process)
+    return found
+
+
+def test_serves_graphql_over_http(live_server: ServerProcess) -> None:
+    body = post(live_server, "{ environments { totalCount } }")
+
+    assert body == {"data": {"environments": {"totalCount": 0}}}
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_embedded_postgres_serves_the_demo_and_stops_with_the_server(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    data_dir = tmp_path / "data"
+    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log", "--demo")
+    try:
+        body = post(server, DEMO_TREE)
+        assert postmasters_of(data_dir / "pgdata"), "the embedded server should be running"
+    finally:
+        exit_code = server.stop(stop_signal)
+
+    assert "errors" not in body
+    issues = body["data"]["issues"]
+    assert issues["totalCount"] == 2
+    orders = next(edge["node"] for edge in issues["edges"] if "orders" in edge["node"]["title"])
+    stages = orders["pipeline"]["stages"]
+    assert [stage["name"] for stage in stages] == ["dev", "test", "prod"]
+    assert stages[2]["status"] == "PENDING_APPROVAL"
+    # uvicorn re-raises the signal once it has shut down cleanly.
+    assert exit_code in (0, -stop_signal), server.log()
+    assert "Application shutdown complete" in server.log()
+    assert postmasters_of(data_dir / "pgdata") == []
+
+
+def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    killed = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "first.log")
+    killed.stop(signal.SIGKILL)
+    # An unclean exit leaves PostgreSQL running, and the dead pid in the wheel's handle file.
+    assert postmasters_of(data_dir / "pgdata")
+
+    restarted = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log")
+    try:
+        body = post(restarted, "{ environments { totalCount } }")
+    finally:
+        exit_code = restarted.stop()
+
+    assert body == {"data": {"environments": {"totalCount": 0}}}
+    assert exit_code in (0, -signal.SIGTERM), restarted.log()
+    assert postmasters_of(data_dir / "pgdata") == []
