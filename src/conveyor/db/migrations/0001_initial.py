@@ -464,6 +464,7 @@ class Migration(migrations.Migration):
                 (
                     "log",
                     fields.JSONField(
+                        description="Statements executed and server notices, in order.",
                         db_default="[]",
                         encoder=functools.partial(dumps, separators=(",", ":")),
                         decoder=loads,
