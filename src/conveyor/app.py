@@ -46,7 +46,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings, *, load_demo: bool = False) -> Starlette:
+def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlette:
+    """The application; `load_demo` None loads the sample only into a new embedded database."""
     graphql = GraphQLView(schema, settings=settings, cipher=password_cipher(settings))
 
     @contextlib.asynccontextmanager
@@ -56,7 +57,7 @@ def create_app(settings: Settings, *, load_demo: bool = False) -> Starlette:
             async with RegisterTortoise(
                 app, config=tortoise_config(url, pool_max_size=settings.db_pool_max_size)
             ):
-                if load_demo:
+                if load_demo or (load_demo is None and settings.database_url is None):
                     await demo.load_demo(url, graphql.cipher)
                 yield
 

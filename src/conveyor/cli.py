@@ -39,7 +39,7 @@ async def demo(settings: Settings) -> None:
             await load_demo(url, password_cipher(settings))
 
 
-def serve(settings: Settings, *, with_demo: bool) -> None:
+def serve(settings: Settings, *, with_demo: bool | None) -> None:
     app = create_app(settings, load_demo=with_demo)
     uvicorn.run(
         app,
@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="migrate, then serve the GraphQL API")
     serve_parser.add_argument(
-        "--demo", action="store_true", help="load the sample data first (if the database is empty)"
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load the sample data into an empty database (default: only into the embedded one)",
     )
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("demo", help="load the sample data into an empty database")

@@ -1,17 +1,11 @@
 """Conveyor's configuration, read once from `CONVEYOR_*` environment variables."""
 
 import os
-from enum import StrEnum
 from pathlib import Path
 
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-class Mode(StrEnum):
-    DEVELOPMENT = "development"
-    PRODUCTION = "production"
 
 
 def default_data_dir() -> Path:
@@ -26,7 +20,6 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", frozen=True)
 
-    mode: Mode = Mode.DEVELOPMENT
     database_url: str | None = Field(
         default=None,
         description="PostgreSQL URL; unset, an embedded PostgreSQL runs in the data directory.",
@@ -43,4 +36,3 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
-    run_worker: bool = Field(default=True, description="Run a task worker inside `conveyor serve`.")

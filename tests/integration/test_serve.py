@@ -41,11 +41,11 @@ def test_serves_graphql_over_http(live_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_embedded_postgres_serves_the_demo_and_stops_with_the_server(
+def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     data_dir = tmp_path / "data"
-    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log", "--demo")
+    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log")
     try:
         body = post(server, DEMO_TREE)
         assert postmasters_of(data_dir / "pgdata"), "the embedded server should be running"
@@ -67,12 +67,14 @@ def test_embedded_postgres_serves_the_demo_and_stops_with_the_server(
 
 def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    killed = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "first.log")
+    killed = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "first.log", "--no-demo")
     killed.stop(signal.SIGKILL)
     # An unclean exit leaves PostgreSQL running, and the dead pid in the wheel's handle file.
     assert postmasters_of(data_dir / "pgdata")
 
-    restarted = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log")
+    restarted = start_server(
+        {"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log", "--no-demo"
+    )
     try:
         body = post(restarted, "{ environments { totalCount } }")
     finally:
