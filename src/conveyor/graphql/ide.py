@@ -10,7 +10,7 @@ Wiring, in a Starlette app::
 
     class GraphQLView(OfflineGraphiQLMixin, strawberry.asgi.GraphQL[Context, None]): ...
 
-    view = GraphQLView(schema)   # or GraphQLApp(schema), the ready-made subclass
+    view = GraphQLView(schema)
     Starlette(routes=[
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
@@ -32,7 +32,7 @@ Public API:
   with a one-year immutable cache lifetime).
 - ``render_graphiql_page(graphql_path="/graphql", *, assets_path=GRAPHIQL_ASSETS_PATH)``:
   the page's HTML.
-- ``OfflineGraphiQLMixin`` and ``GraphQLApp``: the view side, as described above.
+- ``OfflineGraphiQLMixin``: the view side, as described above.
 """
 
 from __future__ import annotations
@@ -42,20 +42,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
-from strawberry.asgi import GraphQL
 from strawberry.http.ides import GraphQL_IDE, get_graphql_ide_html
 
 __all__ = [
     "GRAPHIQL_ASSETS_PATH",
     "GRAPHIQL_STATIC_DIR",
-    "GraphQLApp",
     "OfflineGraphiQLMixin",
     "graphiql_assets_mount",
     "render_graphiql_page",
@@ -165,11 +162,3 @@ class OfflineGraphiQLMixin:
         if self.graphql_ide != "graphiql":
             return HTMLResponse(get_graphql_ide_html(graphql_ide=self.graphql_ide))
         return HTMLResponse(render_graphiql_page(None, assets_path=assets_path_for(request)))
-
-
-ContextT = TypeVar("ContextT")
-RootValueT = TypeVar("RootValueT")
-
-
-class GraphQLApp(OfflineGraphiQLMixin, GraphQL[ContextT, RootValueT]):
-    """strawberry's ASGI GraphQL view whose GraphiQL page needs no internet access."""

@@ -9,10 +9,13 @@ from strawberry.asgi import GraphQL
 
 from conveyor.crypto import PasswordCipher
 from conveyor.graphql.context import ACTOR_HEADER, ANONYMOUS, Context
+from conveyor.graphql.ide import OfflineGraphiQLMixin
 from conveyor.settings import Settings
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
+    """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
+
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
     ) -> None:
