@@ -36,3 +36,19 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
+    run_worker: bool = Field(default=True, description="Run a task worker inside `conveyor serve`.")
+    worker_concurrency: int = Field(default=4, ge=1, description="Tasks one worker runs at once.")
+    lease_seconds: float = Field(
+        default=15, gt=0, description="A RUNNING task whose worker stops renewing it is recovered."
+    )
+    poll_seconds: float = Field(
+        default=2, gt=0, description="How often a worker looks for work without a notification."
+    )
+    lock_timeout_ms: int = Field(default=10_000, ge=0, description="lock_timeout for changes.")
+    statement_timeout_ms: int = Field(
+        default=3_600_000, ge=0, description="statement_timeout for changes."
+    )
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    shutdown_grace_seconds: float = Field(
+        default=10, ge=0, description="On SIGTERM, how long running statements may finish."
+    )

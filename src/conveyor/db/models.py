@@ -4,7 +4,7 @@ from typing import Any
 
 from tortoise import fields
 from tortoise.indexes import Index
-from tortoise.migrations.constraints import CheckConstraint
+from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.models import Model
 
 from conveyor.domain.statuses import (
@@ -179,6 +179,15 @@ class Task(Timestamped):
     not_before = fields.DatetimeField(null=True)
     #: Bumped on every change; a client's stale write is refused as a conflict.
     version = fields.IntField(db_default=1)
+    #: Why the task is SKIPPED or FAILED, in a person's words or the runner's.
+    status_reason = fields.TextField(null=True)
+    approved_by = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
+    approved_at = fields.DatetimeField(null=True)
+    #: The worker that holds the RUNNING task, until its lease expires unrenewed.
+    lease_owner = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
+    lease_expires_at = fields.DatetimeField(null=True)
+    #: A person asked to stop the RUNNING task; its worker aborts the statement.
+    cancel_requested_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "task"
@@ -187,6 +196,7 @@ class Task(Timestamped):
             Index(fields=("pipeline_id", "status")),
             Index(fields=("instance_id", "status")),
             Index(fields=("database_id", "status")),
+            Index(fields=("status", "lease_expires_at")),
         )
         constraints = (
             CheckConstraint(check=not_blank("name"), name="task_name_not_blank"),
@@ -200,6 +210,13 @@ class Task(Timestamped):
             CheckConstraint(
                 check="type <> 'DATABASE_CREATE' OR database_name IS NOT NULL",
                 name="task_create_has_database_name",
+            ),
+            # The last line of defence of "one task at a time per database", whatever the
+            # number of workers.
+            UniqueConstraint(
+                fields=("database_id",),
+                condition="status = 'RUNNING'",
+                name="task_one_running_per_database",
             ),
         )
 
@@ -240,6 +257,10 @@ class TaskRun(Model):
     ended_at = fields.DatetimeField(null=True)
     error_code = fields.CharField(max_length=32, null=True)
     error_message = fields.TextField(null=True)
+    #: Whether the change ran inside one transaction (so an interruption rolled it back).
+    transactional = fields.BooleanField(null=True)
+    #: The worker that made the attempt.
+    worker = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
     result: dict[str, Any] | None = fields.JSONField(null=True)
     #: Statements executed and server notices, in order.
     log: list[dict[str, Any]] = fields.JSONField(db_default="[]")
