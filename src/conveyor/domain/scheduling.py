@@ -1,0 +1,228 @@
+"""Which tasks of a pipeline may start now, and why each other one waits, without IO."""
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import assert_never
+
+from conveyor.domain.rollup import active_stage_index
+from conveyor.domain.statuses import FINISHED_TASK_STATUSES, PipelineStatus, TaskStatus
+
+
+@dataclass(frozen=True)
+class TaskState:
+    id: int
+    status: TaskStatus
+    instance_id: int
+    #: None for an instance-level task, which occupies no database.
+    database_id: int | None = None
+    #: Timezone-aware, like the `now` it is compared with.
+    not_before: datetime | None = None
+    #: Ids of tasks of the same pipeline that must be DONE or SKIPPED first.
+    blocked_by: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class StageState:
+    id: int
+    name: str
+    tasks: tuple[TaskState, ...]
+
+
+@dataclass(frozen=True)
+class PipelineState:
+    status: PipelineStatus
+    #: In pipeline order.
+    stages: tuple[StageState, ...]
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """The tasks RUNNING anywhere in the cluster, in any pipeline, this one's included."""
+
+    running_task_by_database: Mapping[int, int]
+    running_count_by_instance: Mapping[int, int]
+    #: Must hold every instance a task of the pipeline runs against.
+    limit_by_instance: Mapping[int, int]
+
+
+class WaitingKind(StrEnum):
+    # In priority order: a task gets the first kind that applies. A closed pipeline overrides
+    # everything; then come the reasons only a person can clear, since nothing else will; then
+    # the ones the pipeline clears by itself, in the order it clears them.
+    #: The issue is canceled; nothing runs until it is reopened.
+    PIPELINE_CANCELED = "PIPELINE_CANCELED"
+    #: The issue is done. Only seen on inconsistent data: a DONE pipeline has no unfinished task.
+    PIPELINE_DONE = "PIPELINE_DONE"
+    #: The task failed; a person must retry, edit or skip it.
+    TASK_FAILED = "TASK_FAILED"
+    #: The task was canceled; a person must retry it.
+    TASK_CANCELED = "TASK_CANCELED"
+    #: The task waits for a person's approval.
+    APPROVAL = "APPROVAL"
+    #: An earlier stage has a task not DONE or SKIPPED.
+    EARLIER_STAGE = "EARLIER_STAGE"
+    #: A task it is blocked by is not DONE or SKIPPED.
+    BLOCKED_BY = "BLOCKED_BY"
+    #: Its not-before time has not come.
+    NOT_BEFORE = "NOT_BEFORE"
+    #: Another task runs, or is starting, against its database.
+    DATABASE_BUSY = "DATABASE_BUSY"
+    #: Its instance already runs as many tasks as its limit allows.
+    INSTANCE_AT_LIMIT = "INSTANCE_AT_LIMIT"
+
+
+@dataclass(frozen=True)
+class WaitingReason:
+    kind: WaitingKind
+    #: The unfinished stage, for EARLIER_STAGE.
+    stage_id: int | None = None
+    stage_name: str | None = None
+    #: The blocking task for BLOCKED_BY; the one holding the database for DATABASE_BUSY.
+    task_id: int | None = None
+    not_before: datetime | None = None
+    #: The instance's limit, for INSTANCE_AT_LIMIT.
+    limit: int | None = None
+
+    @property
+    def message(self) -> str:
+        """The reason in words a person can read."""
+        match self.kind:
+            case WaitingKind.PIPELINE_CANCELED:
+                return "the issue is canceled"
+            case WaitingKind.PIPELINE_DONE:
+                return "the issue is done"
+            case WaitingKind.TASK_FAILED:
+                return "failed: waiting for a person to retry, edit or skip it"
+            case WaitingKind.TASK_CANCELED:
+                return "canceled: waiting for a person to retry it"
+            case WaitingKind.APPROVAL:
+                return "waiting for approval"
+            case WaitingKind.EARLIER_STAGE:
+                return f"waiting for stage '{self.stage_name}' to finish"
+            case WaitingKind.BLOCKED_BY:
+                return f"blocked by task {self.task_id}"
+            case WaitingKind.NOT_BEFORE:
+                assert self.not_before is not None
+                return f"not before {self.not_before.isoformat()}"
+            case WaitingKind.DATABASE_BUSY:
+                return f"database busy with task {self.task_id}"
+            case WaitingKind.INSTANCE_AT_LIMIT:
+                return f"instance at its limit of {self.limit} running tasks"
+            case _:
+                assert_never(self.kind)
+
+
+@dataclass(frozen=True)
+class SchedulingDecision:
+    #: Task ids in stage order, then by id.
+    startable: tuple[int, ...]
+    #: One reason for every task not RUNNING, DONE, SKIPPED or startable.
+    waiting: Mapping[int, WaitingReason]
+
+
+_NOT_WAITING = frozenset({TaskStatus.RUNNING, *FINISHED_TASK_STATUSES})
+
+_CLOSED_PIPELINE_KINDS = {
+    PipelineStatus.CANCELED: WaitingKind.PIPELINE_CANCELED,
+    PipelineStatus.DONE: WaitingKind.PIPELINE_DONE,
+}
+
+_WAITING_FOR_A_PERSON = {
+    TaskStatus.FAILED: WaitingKind.TASK_FAILED,
+    TaskStatus.CANCELED: WaitingKind.TASK_CANCELED,
+    TaskStatus.PENDING_APPROVAL: WaitingKind.APPROVAL,
+}
+
+
+def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> SchedulingDecision:
+    """Which tasks of `pipeline` may start now, and why each other unfinished one waits."""
+    # Tasks are considered in stage order, then by id, so that among tasks competing for one
+    # database or instance slot the oldest wins, and the same inputs give the same decision.
+    waiting_tasks = [
+        (stage_index, task)
+        for stage_index, stage in enumerate(pipeline.stages)
+        for task in sorted(stage.tasks, key=lambda task: task.id)
+        if task.status not in _NOT_WAITING
+    ]
+    closed_kind = _CLOSED_PIPELINE_KINDS.get(pipeline.status)
+    if closed_kind is not None:
+        closed = WaitingReason(closed_kind)
+        return SchedulingDecision(
+            startable=(), waiting={task.id: closed for _, task in waiting_tasks}
+        )
+    active_index = active_stage_index(
+        [[task.status for task in stage.tasks] for stage in pipeline.stages]
+    )
+    if active_index is None:
+        return SchedulingDecision(startable=(), waiting={})
+    finished_task_ids = frozenset(
+        task.id
+        for stage in pipeline.stages
+        for task in stage.tasks
+        if task.status in FINISHED_TASK_STATUSES
+    )
+    capacity = _Capacity(occupancy)
+    startable: list[int] = []
+    waiting: dict[int, WaitingReason] = {}
+    for stage_index, task in waiting_tasks:
+        reason = _reason_in_pipeline(
+            task, stage_index, pipeline.stages[active_index], active_index, finished_task_ids, now
+        ) or capacity.reason_to_wait(task)
+        if reason is None:
+            startable.append(task.id)
+            capacity.take(task)
+        else:
+            waiting[task.id] = reason
+    return SchedulingDecision(startable=tuple(startable), waiting=waiting)
+
+
+def _reason_in_pipeline(
+    task: TaskState,
+    stage_index: int,
+    active_stage: StageState,
+    active_index: int,
+    finished_task_ids: frozenset[int],
+    now: datetime,
+) -> WaitingReason | None:
+    person_kind = _WAITING_FOR_A_PERSON.get(task.status)
+    if person_kind is not None:
+        return WaitingReason(person_kind)
+    if stage_index > active_index:
+        return WaitingReason(
+            WaitingKind.EARLIER_STAGE, stage_id=active_stage.id, stage_name=active_stage.name
+        )
+    # A blocker that is not a task of this pipeline counts as unfinished: never start on a link
+    # that cannot be checked.
+    unfinished_blockers = sorted(task.blocked_by - finished_task_ids)
+    if unfinished_blockers:
+        return WaitingReason(WaitingKind.BLOCKED_BY, task_id=unfinished_blockers[0])
+    if task.not_before is not None and task.not_before > now:
+        return WaitingReason(WaitingKind.NOT_BEFORE, not_before=task.not_before)
+    return None
+
+
+class _Capacity:
+    """Databases and instance slots in use: the cluster's running tasks plus those chosen here."""
+
+    def __init__(self, occupancy: Occupancy) -> None:
+        self._task_by_database = dict(occupancy.running_task_by_database)
+        self._count_by_instance = Counter(occupancy.running_count_by_instance)
+        self._limit_by_instance = occupancy.limit_by_instance
+
+    def reason_to_wait(self, task: TaskState) -> WaitingReason | None:
+        if task.database_id is not None and task.database_id in self._task_by_database:
+            return WaitingReason(
+                WaitingKind.DATABASE_BUSY, task_id=self._task_by_database[task.database_id]
+            )
+        limit = self._limit_by_instance[task.instance_id]
+        if self._count_by_instance[task.instance_id] >= limit:
+            return WaitingReason(WaitingKind.INSTANCE_AT_LIMIT, limit=limit)
+        return None
+
+    def take(self, task: TaskState) -> None:
+        if task.database_id is not None:
+            self._task_by_database[task.database_id] = task.id
+        self._count_by_instance[task.instance_id] += 1

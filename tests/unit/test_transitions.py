@@ -1,0 +1,163 @@
+import pytest
+
+from conveyor.domain.statuses import ApprovalPolicy, TaskStatus
+from conveyor.domain.transitions import (
+    TaskAction,
+    TransitionRefused,
+    available_actions,
+    gate,
+    must_abort_on_issue_cancel,
+    next_status,
+    status_after_issue_cancel,
+    status_after_issue_reopen,
+)
+
+APPROVAL = TaskStatus.PENDING_APPROVAL
+PENDING = TaskStatus.PENDING
+RUNNING = TaskStatus.RUNNING
+DONE = TaskStatus.DONE
+FAILED = TaskStatus.FAILED
+CANCELED = TaskStatus.CANCELED
+SKIPPED = TaskStatus.SKIPPED
+GATE = "the gate"
+NO = "refused"
+
+COLUMNS = (
+    TaskAction.APPROVE,
+    TaskAction.START,
+    TaskAction.SUCCEED,
+    TaskAction.FAIL,
+    TaskAction.CANCEL,
+    TaskAction.RETRY,
+    TaskAction.SKIP,
+    TaskAction.EDIT,
+    TaskAction.RUN_NOW,
+)
+
+# fmt: off
+EXPECTED: dict[TaskStatus, tuple[TaskStatus | str, ...]] = {
+    #          APPROVE  START    SUCCEED FAIL    CANCEL    RETRY SKIP     EDIT  RUN_NOW
+    APPROVAL: (PENDING, NO,      NO,     NO,     CANCELED, NO,   SKIPPED, GATE, APPROVAL),
+    PENDING:  (NO,      RUNNING, NO,     NO,     CANCELED, NO,   SKIPPED, GATE, PENDING),
+    RUNNING:  (NO,      NO,      DONE,   FAILED, CANCELED, NO,   NO,      NO,   NO),
+    DONE:     (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO),
+    FAILED:   (NO,      NO,      NO,     NO,     NO,       GATE, SKIPPED, GATE, NO),
+    CANCELED: (NO,      NO,      NO,     NO,     NO,       GATE, NO,      NO,   NO),
+    SKIPPED:  (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO),
+}
+# fmt: on
+
+GATE_BY_POLICY = {ApprovalPolicy.MANUAL: APPROVAL, ApprovalPolicy.AUTOMATIC: PENDING}
+
+
+def test_expected_table_covers_every_status_and_action() -> None:
+    assert set(EXPECTED) == set(TaskStatus)
+    assert set(COLUMNS) == set(TaskAction)
+    assert all(len(row) == len(COLUMNS) for row in EXPECTED.values())
+
+
+@pytest.mark.parametrize("policy", list(ApprovalPolicy))
+@pytest.mark.parametrize("action", list(TaskAction))
+@pytest.mark.parametrize("status", list(TaskStatus))
+def test_next_status_follows_the_table(
+    status: TaskStatus, action: TaskAction, policy: ApprovalPolicy
+) -> None:
+    expected = EXPECTED[status][COLUMNS.index(action)]
+    if expected == NO:
+        with pytest.raises(TransitionRefused) as refusal:
+            next_status(status, action, policy)
+        assert (refusal.value.status, refusal.value.action) == (status, action)
+    else:
+        wanted = GATE_BY_POLICY[policy] if expected == GATE else expected
+        assert next_status(status, action, policy) is wanted
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [(ApprovalPolicy.MANUAL, APPROVAL), (ApprovalPolicy.AUTOMATIC, PENDING)],
+)
+def test_gate_asks_for_approval_only_in_manual_environments(
+    policy: ApprovalPolicy, expected: TaskStatus
+) -> None:
+    assert gate(policy) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "message"),
+    [
+        (RUNNING, TaskAction.RETRY, "cannot retry a task that is RUNNING"),
+        (DONE, TaskAction.SKIP, "cannot skip a task that is DONE"),
+        (PENDING, TaskAction.APPROVE, "cannot approve a task that is PENDING"),
+        (CANCELED, TaskAction.EDIT, "cannot edit a task that is CANCELED"),
+        (SKIPPED, TaskAction.CANCEL, "cannot cancel a task that is SKIPPED"),
+        (RUNNING, TaskAction.RUN_NOW, "cannot run now a task that is RUNNING"),
+        (APPROVAL, TaskAction.START, "cannot start a task that is PENDING_APPROVAL"),
+        (PENDING, TaskAction.SUCCEED, "cannot mark as done a task that is PENDING"),
+        (FAILED, TaskAction.FAIL, "cannot mark as failed a task that is FAILED"),
+    ],
+)
+def test_refusal_names_the_action_and_the_current_status(
+    status: TaskStatus, action: TaskAction, message: str
+) -> None:
+    with pytest.raises(TransitionRefused, match=f"^{message}$"):
+        next_status(status, action, ApprovalPolicy.AUTOMATIC)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (
+            APPROVAL,
+            {
+                TaskAction.APPROVE,
+                TaskAction.CANCEL,
+                TaskAction.SKIP,
+                TaskAction.EDIT,
+                TaskAction.RUN_NOW,
+            },
+        ),
+        (PENDING, {TaskAction.CANCEL, TaskAction.SKIP, TaskAction.EDIT, TaskAction.RUN_NOW}),
+        (RUNNING, {TaskAction.CANCEL}),
+        (DONE, set()),
+        (FAILED, {TaskAction.RETRY, TaskAction.SKIP, TaskAction.EDIT}),
+        (CANCELED, {TaskAction.RETRY}),
+        (SKIPPED, set()),
+    ],
+)
+def test_available_actions_are_the_persons_allowed_ones(
+    status: TaskStatus, expected: set[TaskAction]
+) -> None:
+    assert available_actions(status) == expected
+
+
+def test_only_start_succeed_and_fail_are_the_runners() -> None:
+    runners = {action for action in TaskAction if action.performed_by_runner}
+    assert runners == {TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "must_abort"),
+    [
+        (APPROVAL, CANCELED, False),
+        (PENDING, CANCELED, False),
+        (RUNNING, None, True),
+        (DONE, None, False),
+        (FAILED, None, False),
+        (CANCELED, None, False),
+        (SKIPPED, None, False),
+    ],
+)
+def test_issue_cancel_cancels_waiting_tasks_and_stops_running_ones(
+    status: TaskStatus, expected: TaskStatus | None, must_abort: bool
+) -> None:
+    assert status_after_issue_cancel(status) is expected
+    assert must_abort_on_issue_cancel(status) is must_abort
+
+
+@pytest.mark.parametrize("policy", list(ApprovalPolicy))
+@pytest.mark.parametrize("status", list(TaskStatus))
+def test_issue_reopen_returns_only_canceled_tasks_to_their_gate(
+    status: TaskStatus, policy: ApprovalPolicy
+) -> None:
+    expected = GATE_BY_POLICY[policy] if status is CANCELED else None
+    assert status_after_issue_reopen(status, policy) is expected
