@@ -13,6 +13,8 @@ from conveyor.db.models import (
     Task,
     TaskDependency,
 )
+from conveyor.db.task_status import StatusChange, apply_changes, set_pipeline_status
+from conveyor.db.tasks import request_abort
 from conveyor.domain.plan import (
     Catalog,
     IssuePlan,
@@ -20,9 +22,10 @@ from conveyor.domain.plan import (
     task_names_in_order,
     validate_issue_plan,
 )
-from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus
+from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus
 from conveyor.domain.transitions import (
     gate,
+    must_abort_on_issue_cancel,
     status_after_issue_cancel,
     status_after_issue_reopen,
 )
@@ -134,8 +137,6 @@ async def create_issue(plan: IssuePlan, creator: str) -> Issue:
 
 async def lock_pipeline_of_issue(connection: BaseDBAsyncClient, issue_id: int) -> Pipeline:
     """The issue's pipeline, locked for the rest of the transaction."""
-    # Every write to a pipeline's tasks locks the pipeline row first: one lock order for
-    # all writers, so two of them never deadlock.
     pipeline = (
         await Pipeline.filter(issue_id=issue_id).select_for_update().using_db(connection).first()
     )
@@ -155,49 +156,8 @@ async def _policies_by_stage(
     return {stage_id: ApprovalPolicy(policy) for stage_id, policy in rows}
 
 
-async def _move_tasks(
-    connection: BaseDBAsyncClient,
-    pipeline: Pipeline,
-    tasks: list[Task],
-    new_statuses: dict[int, TaskStatus],
-) -> list[NewEvent]:
-    events = []
-    for task in tasks:
-        new_status = new_statuses[task.id]
-        events.append(
-            NewEvent(
-                EventKind.TASK_STATUS_CHANGED,
-                issue_id=pipeline.issue_id,
-                pipeline_id=pipeline.id,
-                stage_id=task.stage_id,
-                task_id=task.id,
-                old_status=task.status,
-                new_status=new_status,
-            )
-        )
-        task.status = new_status
-        task.version += 1
-        await task.save(using_db=connection, update_fields=["status", "version", "updated_at"])
-    return events
-
-
-async def _set_pipeline_status(
-    connection: BaseDBAsyncClient, pipeline: Pipeline, status: PipelineStatus
-) -> NewEvent:
-    event = NewEvent(
-        EventKind.PIPELINE_STATUS_CHANGED,
-        issue_id=pipeline.issue_id,
-        pipeline_id=pipeline.id,
-        old_status=pipeline.status,
-        new_status=status,
-    )
-    pipeline.status = status
-    await pipeline.save(using_db=connection, update_fields=["status", "updated_at"])
-    return event
-
-
 async def cancel_issue(issue_id: int, actor: str) -> Issue:
-    """Cancel the issue: its waiting tasks become CANCELED, its pipeline CANCELED."""
+    """Cancel the issue: waiting tasks become CANCELED, running ones are asked to stop."""
     async with in_transaction() as connection:
         pipeline = await lock_pipeline_of_issue(connection, issue_id)
         if pipeline.status is not PipelineStatus.OPEN:
@@ -205,16 +165,21 @@ async def cancel_issue(issue_id: int, actor: str) -> Issue:
                 f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId")
             )
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
-        new_statuses = {
-            task.id: new_status
-            for task in tasks
-            if (new_status := status_after_issue_cancel(task.status)) is not None
-        }
-        events = [await _set_pipeline_status(connection, pipeline, PipelineStatus.CANCELED)]
-        events += await _move_tasks(
-            connection, pipeline, [task for task in tasks if task.id in new_statuses], new_statuses
+        running = [task for task in tasks if must_abort_on_issue_cancel(task.status)]
+        if running:
+            await request_abort(connection, pipeline, running, actor)
+        canceled = await set_pipeline_status(connection, pipeline, PipelineStatus.CANCELED)
+        await apply_changes(
+            connection,
+            pipeline,
+            [
+                StatusChange(task, new_status)
+                for task in tasks
+                if (new_status := status_after_issue_cancel(task.status)) is not None
+            ],
+            actor,
+            [canceled],
         )
-        await record_events(connection, actor, events)
     return await Issue.get(id=issue_id)
 
 
@@ -228,15 +193,17 @@ async def reopen_issue(issue_id: int, actor: str) -> Issue:
             )
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
         policies = await _policies_by_stage(connection, pipeline.id)
-        new_statuses = {
-            task.id: new_status
-            for task in tasks
-            if (new_status := status_after_issue_reopen(task.status, policies[task.stage_id]))
-            is not None
-        }
-        events = [await _set_pipeline_status(connection, pipeline, PipelineStatus.OPEN)]
-        events += await _move_tasks(
-            connection, pipeline, [task for task in tasks if task.id in new_statuses], new_statuses
+        reopened = await set_pipeline_status(connection, pipeline, PipelineStatus.OPEN)
+        await apply_changes(
+            connection,
+            pipeline,
+            [
+                StatusChange(task, new_status, {"cancel_requested_at": None})
+                for task in tasks
+                if (new_status := status_after_issue_reopen(task.status, policies[task.stage_id]))
+                is not None
+            ],
+            actor,
+            [reopened],
         )
-        await record_events(connection, actor, events)
     return await Issue.get(id=issue_id)

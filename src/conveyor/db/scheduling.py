@@ -1,0 +1,109 @@
+"""Reading what the scheduling decision needs: pipelines' task states and the cluster's
+occupancy. The worker and the API read through the same functions, so what the API shows as a
+waiting reason is what the worker acts on."""
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from conveyor.db.models import Instance, Pipeline, Stage, Task, TaskDependency
+from conveyor.domain.scheduling import (
+    Occupancy,
+    PipelineState,
+    SchedulingDecision,
+    StageState,
+    TaskState,
+    decide,
+)
+from conveyor.domain.statuses import TaskStatus
+
+
+async def pipeline_states(
+    pipeline_ids: Iterable[int], connection: BaseDBAsyncClient | None = None
+) -> dict[int, PipelineState]:
+    """The scheduling view of each pipeline, in three statements whatever their number."""
+    wanted = set(pipeline_ids)
+    if not wanted:
+        return {}
+    pipelines = await Pipeline.filter(id__in=wanted).using_db(connection).only("id", "status")
+    stages = (
+        await Stage.filter(pipeline_id__in=wanted)
+        .using_db(connection)
+        .order_by("position")
+        .only("id", "name", "pipeline_id", "position")
+    )
+    tasks = (
+        await Task.filter(pipeline_id__in=wanted)
+        .using_db(connection)
+        .only("id", "status", "stage_id", "instance_id", "database_id", "not_before")
+    )
+    blockers: dict[int, set[int]] = defaultdict(set)
+    if tasks:
+        for link in await TaskDependency.filter(task_id__in=[task.id for task in tasks]).using_db(
+            connection
+        ):
+            blockers[link.task_id].add(link.blocked_by_id)
+    tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
+    for task in tasks:
+        tasks_by_stage[task.stage_id].append(
+            TaskState(
+                id=task.id,
+                status=task.status,
+                instance_id=task.instance_id,
+                database_id=task.database_id,
+                not_before=task.not_before,
+                blocked_by=frozenset(blockers[task.id]),
+            )
+        )
+    stages_by_pipeline: dict[int, list[StageState]] = defaultdict(list)
+    for stage in stages:
+        stages_by_pipeline[stage.pipeline_id].append(
+            StageState(id=stage.id, name=stage.name, tasks=tuple(tasks_by_stage[stage.id]))
+        )
+    return {
+        pipeline.id: PipelineState(
+            status=pipeline.status, stages=tuple(stages_by_pipeline[pipeline.id])
+        )
+        for pipeline in pipelines
+    }
+
+
+async def occupancy(
+    instance_ids: Iterable[int], connection: BaseDBAsyncClient | None = None
+) -> Occupancy:
+    """What runs anywhere on these instances (and so on their databases), and their limits."""
+    wanted = set(instance_ids)
+    running = (
+        await Task.filter(instance_id__in=wanted, status=TaskStatus.RUNNING)
+        .using_db(connection)
+        .only("id", "instance_id", "database_id")
+        if wanted
+        else []
+    )
+    limits = (
+        await Instance.filter(id__in=wanted).using_db(connection).only("id", "max_running_tasks")
+        if wanted
+        else []
+    )
+    return Occupancy(
+        running_task_by_database={
+            task.database_id: task.id for task in running if task.database_id is not None
+        },
+        running_count_by_instance=Counter(task.instance_id for task in running),
+        limit_by_instance={instance.id: instance.max_running_tasks for instance in limits},
+    )
+
+
+def instances_of(states: Iterable[PipelineState]) -> set[int]:
+    return {task.instance_id for state in states for stage in state.stages for task in stage.tasks}
+
+
+async def decisions(
+    pipeline_ids: Iterable[int], now: datetime, connection: BaseDBAsyncClient | None = None
+) -> dict[int, SchedulingDecision]:
+    """The scheduling decision of each pipeline, as of `now`."""
+    states = await pipeline_states(pipeline_ids, connection)
+    cluster = await occupancy(instances_of(states.values()), connection)
+    return {pipeline_id: decide(state, cluster, now) for pipeline_id, state in states.items()}

@@ -1,0 +1,127 @@
+"""Every task status change goes through here: the row, its event, the pipeline's roll-up."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from conveyor.db.models import Environment, Pipeline, Stage, Task
+from conveyor.domain.rollup import derive_pipeline_status
+from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus
+from conveyor.errors import conflict, not_found
+from conveyor.events.store import NewEvent, record_events
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    task: Task
+    new_status: TaskStatus
+    #: Other columns to set with the status, e.g. {"status_reason": "..."}.
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+def task_event(pipeline: Pipeline, task: Task, kind: EventKind, **fields: Any) -> NewEvent:
+    """An event about `task` of `pipeline`."""
+    return NewEvent(
+        kind,
+        issue_id=pipeline.issue_id,
+        pipeline_id=pipeline.id,
+        stage_id=task.stage_id,
+        task_id=task.id,
+        **fields,
+    )
+
+
+def pipeline_event(pipeline: Pipeline, new_status: PipelineStatus) -> NewEvent:
+    return NewEvent(
+        EventKind.PIPELINE_STATUS_CHANGED,
+        issue_id=pipeline.issue_id,
+        pipeline_id=pipeline.id,
+        old_status=pipeline.status,
+        new_status=new_status,
+    )
+
+
+async def set_pipeline_status(
+    connection: BaseDBAsyncClient, pipeline: Pipeline, status: PipelineStatus
+) -> NewEvent:
+    event = pipeline_event(pipeline, status)
+    pipeline.status = status
+    await pipeline.save(using_db=connection, update_fields=["status", "updated_at"])
+    return event
+
+
+async def apply_changes(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    changes: Sequence[StatusChange],
+    actor: str,
+    extra_events: Sequence[NewEvent] = (),
+) -> None:
+    """Save the changes, roll the pipeline up, and record every event, in the caller's
+    transaction (whose pipeline row must be locked)."""
+    events = list(extra_events)
+    for change in changes:
+        task = change.task
+        events.append(
+            task_event(
+                pipeline,
+                task,
+                EventKind.TASK_STATUS_CHANGED,
+                old_status=task.status,
+                new_status=change.new_status,
+                detail={"reason": change.columns["status_reason"]}
+                if change.columns.get("status_reason")
+                else None,
+            )
+        )
+        task.status = change.new_status
+        task.version += 1
+        for column, value in change.columns.items():
+            setattr(task, column, value)
+        await task.save(
+            using_db=connection,
+            update_fields=["status", "version", "updated_at", *change.columns],
+        )
+    if changes and pipeline.status is PipelineStatus.OPEN:
+        tasks = await Task.filter(pipeline_id=pipeline.id).using_db(connection).only("id", "status")
+        rolled_up = derive_pipeline_status(pipeline.status, [task.status for task in tasks])
+        if rolled_up is not pipeline.status:
+            # The issue becomes DONE in the same transaction as its last task.
+            events.append(await set_pipeline_status(connection, pipeline, rolled_up))
+    await record_events(connection, actor, events)
+
+
+async def lock_task(
+    connection: BaseDBAsyncClient, task_id: int, expected_version: int | None = None
+) -> tuple[Pipeline, Task]:
+    """The task and its pipeline, both locked (pipeline first), or a typed refusal."""
+    # Every writer locks the pipeline row before any of its tasks: one lock order for all,
+    # so two writers never deadlock.
+    pipeline = (
+        await Pipeline.filter(tasks__id=task_id).select_for_update().using_db(connection).first()
+    )
+    if pipeline is None:
+        raise not_found("task", ("input", "taskId"))
+    task = await Task.filter(id=task_id).select_for_update().using_db(connection).get()
+    if expected_version is not None and task.version != expected_version:
+        raise conflict(
+            f"the task changed since you read it (now at version {task.version})",
+            ("input", "expectedVersion"),
+        )
+    return pipeline, task
+
+
+async def approval_policy_of(connection: BaseDBAsyncClient, task: Task) -> ApprovalPolicy:
+    environment = (
+        await Environment.filter(id__in=Stage.filter(id=task.stage_id).values("environment_id"))
+        .using_db(connection)
+        .get()
+    )
+    return environment.approval_policy
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
