@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -128,7 +128,7 @@ class GraphQLClient:
         result = await schema.execute(document, variable_values=variables, context_value=context)
         return Response(
             data=result.data,
-            errors=[error.formatted for error in result.errors or []],
+            errors=[dict(error.formatted) for error in result.errors or []],
         )
 
     async def ok(
@@ -181,16 +181,20 @@ def free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
-    """A `conveyor serve` process of this test, on a port of its own."""
+class ConveyorProcess:
+    """A `conveyor` command run by a test, as a real process."""
 
     process: subprocess.Popen[bytes]
-    url: str
     log_path: Path
     log_file: BinaryIO
+    url: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def send_signal(self, signal_number: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
 
     def stop(self, signal_number: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -200,41 +204,50 @@ class ServerProcess:
         finally:
             self.log_file.close()
 
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"conveyor exited before {what}:\n{self.log()}")
+            if ready():
+                return
+            time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"conveyor timed out waiting for {what}:\n{self.log()}")
 
-def start_server(
-    env: dict[str, str], log_path: Path, *args: str, ready_timeout: float = 60
-) -> ServerProcess:
-    """Start `conveyor serve` with `env` on top of a clean environment; wait until it answers."""
-    port = free_port()
+
+def launch(args: list[str], env: dict[str, str], log_path: Path) -> ConveyorProcess:
+    """Run `conveyor ARGS` with `env` on top of an environment free of CONVEYOR_ variables."""
     full_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
-    full_env.update(env)
-    full_env.update({"CONVEYOR_PORT": str(port), "CONVEYOR_LOG_LEVEL": "info"})
+    full_env.update({"CONVEYOR_LOG_LEVEL": "info", **env})
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "serve", *args],
+        [sys.executable, "-m", "conveyor", *args],
         env=full_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    server = ServerProcess(
-        process=process, url=f"http://127.0.0.1:{port}", log_path=log_path, log_file=log_file
-    )
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"conveyor serve exited early:\n{server.log()}")
+    return ConveyorProcess(process=process, log_path=log_path, log_file=log_file)
+
+
+def start_server(env: dict[str, str], log_path: Path, *args: str) -> ConveyorProcess:
+    """Start `conveyor serve` on a free port; return once it answers."""
+    port = free_port()
+    server = launch(["serve", *args], {**env, "CONVEYOR_PORT": str(port)}, log_path)
+    server.url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
         try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
+            return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"conveyor serve did not answer in time:\n{server.log()}")
+            return False
+
+    server.wait_until(answers, "the server to answer")
+    return server
 
 
 @pytest.fixture
-def live_server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
+def live_server(settings: Settings, tmp_path: Path) -> Iterator[ConveyorProcess]:
     """A real `conveyor serve` (uvicorn) on this test's database."""
     assert settings.database_url is not None
     assert settings.secret_key is not None
@@ -251,5 +264,5 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def live_server_url(live_server: ServerProcess) -> str:
+def live_server_url(live_server: ConveyorProcess) -> str:
     return live_server.url

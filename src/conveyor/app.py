@@ -18,6 +18,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.graphql.ide import graphiql_assets_mount
 from conveyor.graphql.schema import schema
 from conveyor.graphql.view import GraphQLView
+from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,11 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             ):
                 if load_demo or (load_demo is None and settings.database_url is None):
                     await demo.load_demo(url, graphql.cipher)
-                yield
+                if not settings.run_worker:
+                    yield
+                    return
+                async with running_worker(settings, graphql.cipher, url):
+                    yield
 
     return Starlette(
         routes=[

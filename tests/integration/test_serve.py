@@ -8,7 +8,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ConveyorProcess, start_server
 
 DEMO_TREE = """
 { issues(first: 10) { totalCount edges { node { title status pipeline { stages {
@@ -17,7 +17,7 @@ DEMO_TREE = """
 """
 
 
-def post(server: ServerProcess, document: str) -> dict[str, Any]:
+def post(server: ConveyorProcess, document: str) -> dict[str, Any]:
     response = httpx.post(f"{server.url}/graphql", json={"query": document}, timeout=30)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -34,7 +34,7 @@ def postmasters_of(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def test_serves_graphql_over_http(live_server: ServerProcess) -> None:
+def test_serves_graphql_over_http(live_server: ConveyorProcess) -> None:
     body = post(live_server, "{ environments { totalCount } }")
 
     assert body == {"data": {"environments": {"totalCount": 0}}}

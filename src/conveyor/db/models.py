@@ -291,6 +291,10 @@ class Event(Model):
     old_status = fields.CharField(max_length=32, null=True)
     new_status = fields.CharField(max_length=32, null=True)
     detail: dict[str, Any] | None = fields.JSONField(null=True)
+    #: The id of the transaction that wrote the event: events of one change share it.
+    transaction_id = fields.BigIntField(
+        db_default=fields.SqlDefault("pg_current_xact_id()::text::bigint")
+    )
 
     class Meta:
         table = "event"

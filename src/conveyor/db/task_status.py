@@ -7,7 +7,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from conveyor.db.models import Environment, Pipeline, Stage, Task
+from conveyor.db.models import Environment, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
 from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus
 from conveyor.errors import conflict, not_found
@@ -116,8 +116,9 @@ async def lock_task(
 
 async def approval_policy_of(connection: BaseDBAsyncClient, task: Task) -> ApprovalPolicy:
     environment = (
-        await Environment.filter(id__in=Stage.filter(id=task.stage_id).values("environment_id"))
+        await Environment.filter(stages__id=task.stage_id)
         .using_db(connection)
+        .only("id", "approval_policy")
         .get()
     )
     return environment.approval_policy

@@ -3,7 +3,7 @@
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from conveyor.db.models import Pipeline, Task
+from conveyor.db.models import Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
     apply_changes,
@@ -14,25 +14,79 @@ from conveyor.db.task_status import (
 )
 from conveyor.domain.plan import check_statement
 from conveyor.domain.statuses import EventKind, PipelineStatus, TaskStatus
-from conveyor.domain.transitions import TaskAction, TransitionRefused, next_status
-from conveyor.errors import ConveyorError, conflict, invalid_input, not_found
+from conveyor.domain.transitions import (
+    TaskAction,
+    TransitionRefused,
+    available_actions,
+    next_status,
+)
+from conveyor.errors import ConveyorError, FieldPath, conflict, invalid_input, not_found
 from conveyor.events.store import record_events
 
 REASON_MAX_LENGTH = 1_000
 
+#: What a person may do to a task; START, SUCCEED and FAIL are the runner's.
+PERSON_ACTIONS = tuple(action for action in TaskAction if not action.performed_by_runner)
 
-def _require_open(pipeline: Pipeline, verb: str, field: str = "taskId") -> None:
-    if pipeline.status is not PipelineStatus.OPEN:
-        raise conflict(
-            f"cannot {verb} a task of an issue that is {pipeline.status.value}", ("input", field)
-        )
+_TASK_ID: FieldPath = ("input", "taskId")
+
+
+def _closed_refusal(
+    pipeline_status: PipelineStatus, action: TaskAction, field: FieldPath
+) -> ConveyorError | None:
+    if pipeline_status is PipelineStatus.OPEN:
+        return None
+    return conflict(
+        f"cannot {action.verb_phrase} a task of an issue that is {pipeline_status.value}", field
+    )
+
+
+def refusal(
+    task: Task, pipeline_status: PipelineStatus, action: TaskAction
+) -> ConveyorError | None:
+    """Why a person may not take `action` on `task` now, or None if they may."""
+    # Every action below and `actions_for` ask here, so the actions the API offers on a task
+    # are exactly those it would not refuse.
+    closed = _closed_refusal(pipeline_status, action, _TASK_ID)
+    if closed is not None:
+        return closed
+    if action is TaskAction.EDIT and not task.type.needs_statement:
+        return invalid_input(f"a {task.type.value} task has no statement", _TASK_ID)
+    if action not in available_actions(task.status):
+        return conflict(str(TransitionRefused(task.status, action)), _TASK_ID)
+    # The table allows both, but each would change nothing: a RUNNING task stays RUNNING until
+    # its worker has aborted it, so asking a second time is a conflict, not a no-op success.
+    if (
+        action is TaskAction.CANCEL
+        and task.status is TaskStatus.RUNNING
+        and task.cancel_requested_at is not None
+    ):
+        return conflict("the task is being canceled already", _TASK_ID)
+    if action is TaskAction.RUN_NOW and task.not_before is None:
+        return conflict("the task has no not-before time to clear", _TASK_ID)
+    return None
+
+
+def actions_for(task: Task, pipeline_status: PipelineStatus) -> list[TaskAction]:
+    """The actions a person may take on `task` now, in TaskAction's order."""
+    return [action for action in PERSON_ACTIONS if refusal(task, pipeline_status, action) is None]
+
+
+async def _lock_for(
+    connection: BaseDBAsyncClient,
+    task_id: int,
+    action: TaskAction,
+    expected_version: int | None,
+) -> tuple[Pipeline, Task]:
+    pipeline, task = await lock_task(connection, task_id, expected_version)
+    refused = refusal(task, pipeline.status, action)
+    if refused is not None:
+        raise refused
+    return pipeline, task
 
 
 async def _next_status(connection: BaseDBAsyncClient, task: Task, action: TaskAction) -> TaskStatus:
-    try:
-        return next_status(task.status, action, await approval_policy_of(connection, task))
-    except TransitionRefused as refusal:
-        raise conflict(str(refusal), ("input", "taskId")) from None
+    return next_status(task.status, action, await approval_policy_of(connection, task))
 
 
 async def edit_task_statement(
@@ -43,10 +97,7 @@ async def edit_task_statement(
     if problems:
         raise ConveyorError(problems)
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "edit")
-        if not task.type.needs_statement:
-            raise invalid_input(f"a {task.type.value} task has no statement", ("input", "taskId"))
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.EDIT, expected_version)
         new_status = await _next_status(connection, task, TaskAction.EDIT)
         edited = task_event(
             pipeline, task, EventKind.TASK_EDITED, detail={"version": task.version + 1}
@@ -71,8 +122,7 @@ async def edit_task_statement(
 async def approve_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
     """Let a task past its approval gate."""
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "approve")
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.APPROVE, expected_version)
         new_status = await _next_status(connection, task, TaskAction.APPROVE)
         await apply_changes(
             connection,
@@ -84,18 +134,22 @@ async def approve_task(task_id: int, actor: str, expected_version: int | None = 
     return task
 
 
-async def approve_stage(stage_id: int, actor: str) -> list[Task]:
+async def approve_stage(stage_id: int, actor: str) -> Stage:
     """Approve every task of the stage that waits for approval, at once."""
+    field: FieldPath = ("input", "stageId")
     async with in_transaction() as connection:
+        stage = await Stage.filter(id=stage_id).using_db(connection).first()
+        if stage is None:
+            raise not_found("stage", field)
         pipeline = (
-            await Pipeline.filter(stages__id=stage_id)
+            await Pipeline.filter(id=stage.pipeline_id)
             .select_for_update()
             .using_db(connection)
-            .first()
+            .get()
         )
-        if pipeline is None:
-            raise not_found("stage", ("input", "stageId"))
-        _require_open(pipeline, "approve", "stageId")
+        closed = _closed_refusal(pipeline.status, TaskAction.APPROVE, field)
+        if closed is not None:
+            raise closed
         waiting = (
             await Task.filter(stage_id=stage_id, status=TaskStatus.PENDING_APPROVAL)
             .select_for_update()
@@ -103,7 +157,7 @@ async def approve_stage(stage_id: int, actor: str) -> list[Task]:
             .order_by("position")
         )
         if not waiting:
-            raise conflict("no task of this stage waits for approval", ("input", "stageId"))
+            raise conflict("no task of this stage waits for approval", field)
         approved_at = now_utc()
         await apply_changes(
             connection,
@@ -117,14 +171,13 @@ async def approve_stage(stage_id: int, actor: str) -> list[Task]:
             actor,
             [task_event(pipeline, task, EventKind.TASK_APPROVED) for task in waiting],
         )
-    return list(await Task.filter(stage_id=stage_id).order_by("position"))
+    return stage
 
 
 async def retry_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
     """Send a failed or canceled task back to its gate for another attempt."""
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "retry")
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.RETRY, expected_version)
         new_status = await _next_status(connection, task, TaskAction.RETRY)
         await apply_changes(
             connection,
@@ -157,8 +210,7 @@ async def skip_task(
             f"the reason must be at most {REASON_MAX_LENGTH} characters", ("input", "reason")
         )
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "skip")
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.SKIP, expected_version)
         new_status = await _next_status(connection, task, TaskAction.SKIP)
         await apply_changes(
             connection,
@@ -172,16 +224,13 @@ async def skip_task(
 async def cancel_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
     """Cancel a waiting task; ask the worker running a RUNNING one to abort it."""
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "cancel")
-        new_status = await _next_status(connection, task, TaskAction.CANCEL)
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.CANCEL, expected_version)
         if task.status is TaskStatus.RUNNING:
             # The task stays RUNNING until its worker has aborted the statement on the target
             # and rolled it back: only then is CANCELED true.
-            if task.cancel_requested_at is not None:
-                raise conflict("the task is being canceled already", ("input", "taskId"))
             await request_abort(connection, pipeline, [task], actor)
         else:
+            new_status = await _next_status(connection, task, TaskAction.CANCEL)
             await apply_changes(connection, pipeline, [StatusChange(task, new_status)], actor)
     return task
 
@@ -207,11 +256,7 @@ async def request_abort(
 async def run_task_now(task_id: int, actor: str, expected_version: int | None = None) -> Task:
     """Clear a waiting task's not-before time."""
     async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, task_id, expected_version)
-        _require_open(pipeline, "run")
-        await _next_status(connection, task, TaskAction.RUN_NOW)
-        if task.not_before is None:
-            raise conflict("the task has no not-before time to clear", ("input", "taskId"))
+        pipeline, task = await _lock_for(connection, task_id, TaskAction.RUN_NOW, expected_version)
         task.not_before = None
         task.version += 1
         await task.save(using_db=connection, update_fields=["not_before", "version", "updated_at"])

@@ -130,6 +130,8 @@ _CLOSED_PIPELINE_KINDS = {
     PipelineStatus.DONE: WaitingKind.PIPELINE_DONE,
 }
 
+# A FAILED or CANCELED task holds later stages back, not its siblings: the rest of the active
+# stage still runs, as the other jobs of a GitLab CI stage finish when one of them fails.
 _WAITING_FOR_A_PERSON = {
     TaskStatus.FAILED: WaitingKind.TASK_FAILED,
     TaskStatus.CANCELED: WaitingKind.TASK_CANCELED,
@@ -141,7 +143,7 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     """Which tasks of `pipeline` may start now, and why each other unfinished one waits."""
     # Tasks are considered in stage order, then by id, so that among tasks competing for one
     # database or instance slot the oldest wins, and the same inputs give the same decision.
-    waiting_tasks = [
+    candidates = [
         (stage_index, task)
         for stage_index, stage in enumerate(pipeline.stages)
         for task in sorted(stage.tasks, key=lambda task: task.id)
@@ -150,9 +152,7 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     closed_kind = _CLOSED_PIPELINE_KINDS.get(pipeline.status)
     if closed_kind is not None:
         closed = WaitingReason(closed_kind)
-        return SchedulingDecision(
-            startable=(), waiting={task.id: closed for _, task in waiting_tasks}
-        )
+        return SchedulingDecision(startable=(), waiting={task.id: closed for _, task in candidates})
     active_index = active_stage_index(
         [[task.status for task in stage.tasks] for stage in pipeline.stages]
     )
@@ -167,7 +167,7 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     capacity = _Capacity(occupancy)
     startable: list[int] = []
     waiting: dict[int, WaitingReason] = {}
-    for stage_index, task in waiting_tasks:
+    for stage_index, task in candidates:
         reason = _reason_in_pipeline(
             task, stage_index, pipeline.stages[active_index], active_index, finished_task_ids, now
         ) or capacity.reason_to_wait(task)

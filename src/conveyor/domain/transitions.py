@@ -31,6 +31,11 @@ class TaskAction(StrEnum):
         """Whether the runner takes this action (else a person does)."""
         return self in (TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL)
 
+    @property
+    def verb_phrase(self) -> str:
+        """The action in words: "cannot {verb_phrase} a task that is ..."."""
+        return _VERB_PHRASES[self]
+
 
 class _Gate(Enum):
     #: Stands for "the gate" in the table: which status that is depends on the approval policy.
@@ -79,7 +84,7 @@ class TransitionRefused(Exception):
     """The action is not allowed from the task's current status."""
 
     def __init__(self, status: TaskStatus, action: TaskAction) -> None:
-        super().__init__(f"cannot {_VERB_PHRASES[action]} a task that is {status.value}")
+        super().__init__(f"cannot {action.verb_phrase} a task that is {status.value}")
         self.status = status
         self.action = action
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.relay import GlobalIDValueError
 
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath
 
@@ -17,18 +18,27 @@ logger = logging.getLogger(__name__)
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
-# graphql-core names the offending part of a variable only in the message text:
-# "Variable '$input' got invalid value 'X' at 'input.stages[0].tasks[1].type'; ..."
+# graphql-core names the offending part of a variable only in the message text. 3.2 writes
+# "Variable '$input' got invalid value 'X' at 'input.stages[0].tasks[1].type'; ...", 3.3
+# "Variable '$input' has invalid value at .stages[0].tasks[1].type: ..." (without the name).
 _VARIABLE_PATH = re.compile(r"^Variable '\$\w+' got invalid value .*? at '([^']+)';")
+_VARIABLE_PATH_3_3 = re.compile(r"^Variable '\$(\w+)' has invalid value at ((?:\.\w+|\[\d+\])+): ")
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 
+def _path_parts(text: str) -> FieldPath:
+    return tuple(name if name else int(index) for name, index in _PATH_PART.findall(text))
+
+
 def _field_path_in(message: str) -> FieldPath | None:
+    match = _VARIABLE_PATH_3_3.match(message)
+    if match is not None:
+        return (match.group(1), *_path_parts(match.group(2)))
     match = _VARIABLE_PATH.match(message)
     if match is None:
         variable = re.match(r"^Variable '\$(\w+)'", message)
         return (variable.group(1),) if variable else None
-    return tuple(name if name else int(index) for name, index in _PATH_PART.findall(match.group(1)))
+    return _path_parts(match.group(1))
 
 
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
@@ -65,6 +75,14 @@ class ConveyorErrors(MaskErrors):
                 )
                 return self._rebuild(error, error.message, extensions)
             return self._rebuild(error, error.message, _problem_extensions(VALIDATION_FAILED, None))
+        if isinstance(original, GlobalIDValueError):
+            # An id the client sent that is no global id, or names no node type of this schema:
+            # found only while resolving the field (so it has a path), yet the client's mistake.
+            return self._rebuild(
+                error,
+                "not a valid id of this API",
+                _problem_extensions(ErrorCode.INVALID_INPUT, None),
+            )
         correlation_id = uuid.uuid4().hex
         # The type only: the exception's text may hold SQL, host names or secrets.
         logger.error(

@@ -142,14 +142,28 @@ def _task_plan(task: TaskPlanInput, path: FieldPath) -> TaskPlan:
     )
 
 
-@strawberry.input(description="A new statement for a waiting or failed task.")
-class UpdateTaskStatementInput:
+@strawberry.input(description="The task a person acts on.")
+class TaskActionInput:
     task_id: relay.GlobalID
-    statement: str
     expected_version: int | None = strawberry.field(
         default=None,
-        description="Refuse the edit with CONFLICT if the task is no longer at this version.",
+        description="Refuse the action with CONFLICT if the task is no longer at this version.",
     )
+
+
+@strawberry.input(description="A new statement for a waiting or failed task.")
+class UpdateTaskStatementInput(TaskActionInput):
+    statement: str
+
+
+@strawberry.input(description="A task to skip, and why.")
+class SkipTaskInput(TaskActionInput):
+    reason: str = strawberry.field(description="Why the task is passed over; kept on the task.")
+
+
+@strawberry.input(description="The stage whose waiting tasks a person approves.")
+class StageActionInput:
+    stage_id: relay.GlobalID
 
 
 @strawberry.input

@@ -2,12 +2,13 @@
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 from tortoise.models import Model
 
-from conveyor.db import reads
+from conveyor.db import reads, scheduling
 from conveyor.db.models import (
     Database,
     Environment,
@@ -19,6 +20,7 @@ from conveyor.db.models import (
     Task,
     TaskRun,
 )
+from conveyor.domain.scheduling import SchedulingDecision
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -48,8 +50,15 @@ def _grouped(
     return _keyed(fetch, list)
 
 
+#: What a pipeline that does not exist decides: nothing starts, nothing waits.
+_NO_DECISION = SchedulingDecision(startable=(), waiting={})
+
+
 @dataclass
 class Loaders:
+    #: When the request arrived: scheduling is decided as of this moment, the same for every
+    #: pipeline the request shows.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     environment: DataLoader[int, Environment | None] = field(
         default_factory=lambda: _by_id(Environment)
     )
@@ -75,10 +84,17 @@ class Loaders:
         default_factory=lambda: _grouped(reads.events_by_issue)
     )
 
+    scheduling_decision: DataLoader[int, SchedulingDecision] = field(init=False)
+
     def __post_init__(self) -> None:
         # A row met through its parent is not fetched again when something names it by id.
         self.stages_by_pipeline = _grouped(_priming(reads.stages_by_pipeline, self.stage))
         self.tasks_by_stage = _grouped(_priming(reads.tasks_by_stage, self.task))
+        # The worker decides through the same function: a waiting reason shown is the one acted on.
+        self.scheduling_decision = _keyed(self._decide, lambda: _NO_DECISION)
+
+    async def _decide(self, pipeline_ids: Iterable[int]) -> dict[int, SchedulingDecision]:
+        return await scheduling.decisions(pipeline_ids, self.now)
 
 
 def _priming(

@@ -10,6 +10,9 @@ from conveyor.graphql.inputs import (
     CreateIssueInput,
     IssueActionInput,
     RegisterDatabaseInput,
+    SkipTaskInput,
+    StageActionInput,
+    TaskActionInput,
     UpdateEnvironmentInput,
     UpdateInstanceInput,
     UpdateTaskStatementInput,
@@ -19,6 +22,7 @@ from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.issue import Issue
+from conveyor.graphql.types.stage import Stage
 from conveyor.graphql.types.task import Task
 
 
@@ -26,6 +30,10 @@ def _required_key(global_id: strawberry.relay.GlobalID, type_name: str, field: s
     key = node_key(global_id, type_name, ("input", field))
     assert key is not None
     return key
+
+
+def _task_key(input: TaskActionInput) -> int:
+    return _required_key(input.task_id, "Task", "taskId")
 
 
 @strawberry.type
@@ -125,9 +133,56 @@ class Mutation:
     )
     async def update_task_statement(self, info: Info, input: UpdateTaskStatementInput) -> Task:
         row = await tasks.edit_task_statement(
-            _required_key(input.task_id, "Task", "taskId"),
-            input.statement,
-            info.context.actor,
-            input.expected_version,
+            _task_key(input), input.statement, info.context.actor, input.expected_version
         )
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Approve a task that waits for approval: it becomes PENDING and runs when "
+        "scheduling allows."
+    )
+    async def approve_task(self, info: Info, input: TaskActionInput) -> Task:
+        row = await tasks.approve_task(_task_key(input), info.context.actor, input.expected_version)
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Approve every task of the stage that waits for approval, at once."
+    )
+    async def approve_stage(self, info: Info, input: StageActionInput) -> Stage:
+        row = await tasks.approve_stage(
+            _required_key(input.stage_id, "Stage", "stageId"), info.context.actor
+        )
+        return Stage.from_row(row)
+
+    @strawberry.mutation(
+        description="Send a FAILED or CANCELED task back to its gate for another attempt: in a "
+        "MANUAL environment it waits for approval again."
+    )
+    async def retry_task(self, info: Info, input: TaskActionInput) -> Task:
+        row = await tasks.retry_task(_task_key(input), info.context.actor, input.expected_version)
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Cancel a waiting task. A RUNNING one is asked to stop: it stays RUNNING, "
+        "with cancelRequested, until its worker has aborted it."
+    )
+    async def cancel_task(self, info: Info, input: TaskActionInput) -> Task:
+        row = await tasks.cancel_task(_task_key(input), info.context.actor, input.expected_version)
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Pass over a waiting or FAILED task, giving a reason; the pipeline moves "
+        "on as if it were DONE."
+    )
+    async def skip_task(self, info: Info, input: SkipTaskInput) -> Task:
+        row = await tasks.skip_task(
+            _task_key(input), input.reason, info.context.actor, input.expected_version
+        )
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Clear a waiting task's notBefore time, so that it need not wait for it."
+    )
+    async def run_task_now(self, info: Info, input: TaskActionInput) -> Task:
+        row = await tasks.run_task_now(_task_key(input), info.context.actor, input.expected_version)
         return Task.from_row(row)

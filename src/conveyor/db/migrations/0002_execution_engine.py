@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from conveyor.domain.statuses import EventKind
+from tortoise.fields.db_defaults import SqlDefault
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
@@ -24,6 +25,14 @@ class Migration(migrations.Migration):
                 description="ISSUE_CREATED: ISSUE_CREATED\nPIPELINE_STATUS_CHANGED: PIPELINE_STATUS_CHANGED\nTASK_STATUS_CHANGED: TASK_STATUS_CHANGED\nTASK_APPROVED: TASK_APPROVED\nTASK_EDITED: TASK_EDITED\nTASK_CANCEL_REQUESTED: TASK_CANCEL_REQUESTED",
                 enum_type=EventKind,
                 max_length=32,
+            ),
+        ),
+        ops.AddField(
+            model_name="Event",
+            name="transaction_id",
+            field=fields.BigIntField(
+                description="The id of the transaction that wrote the event: events of one change share it.",
+                db_default=SqlDefault("pg_current_xact_id()::text::bigint"),
             ),
         ),
         ops.AddConstraint(

@@ -1,7 +1,9 @@
 """The domain's value sets, registered as GraphQL enums (the same Python classes)."""
 
 import strawberry
+from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 
+from conveyor.domain.scheduling import WaitingKind
 from conveyor.domain.statuses import (
     ApprovalPolicy,
     Engine,
@@ -12,6 +14,7 @@ from conveyor.domain.statuses import (
     TaskStatus,
     TaskType,
 )
+from conveyor.domain.transitions import TaskAction
 
 __all__ = [
     "ApprovalPolicy",
@@ -19,9 +22,11 @@ __all__ = [
     "EventKind",
     "PipelineStatus",
     "StageStatus",
+    "TaskAction",
     "TaskRunStatus",
     "TaskStatus",
     "TaskType",
+    "WaitingKind",
 ]
 
 strawberry.enum(TaskStatus, description="Where a task is in its life.")
@@ -32,3 +37,19 @@ strawberry.enum(Engine, description="The database engine of an instance.")
 strawberry.enum(TaskType, description="What a task does to its target.")
 strawberry.enum(TaskRunStatus, description="How an attempt ended.")
 strawberry.enum(EventKind, description="What an event records.")
+strawberry.enum(WaitingKind, description="What kind of thing a waiting task waits for.")
+strawberry.enum(TaskAction, description="Something a person may do to a task.")
+
+
+def _definition(enum: object) -> StrawberryEnumDefinition:
+    assert has_enum_definition(enum)
+    return enum.__strawberry_definition__
+
+
+# START, SUCCEED and FAIL are the runner's alone: no client ever takes them, so the API's enum
+# leaves them out rather than offer values every mutation would refuse.
+_definition(TaskAction).values = [
+    value
+    for value in _definition(TaskAction).values
+    if not TaskAction(value.value).performed_by_runner
+]

@@ -5,6 +5,7 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
+from conveyor.domain.rollup import active_stage_index
 from conveyor.graphql.context import Info
 from conveyor.graphql.types.enums import PipelineStatus
 from conveyor.graphql.types.issue import Issue
@@ -32,6 +33,17 @@ class Pipeline(LoadedNode):
             Stage.from_row(row)
             for row in await info.context.loaders.stages_by_pipeline.load(self.id)
         ]
+
+    @strawberry.field(
+        description="The first stage with a task not DONE or SKIPPED: only its tasks may "
+        "start. Null once every task is DONE or SKIPPED."
+    )
+    async def active_stage(self, info: Info) -> Stage | None:
+        loaders = info.context.loaders
+        stages = await loaders.stages_by_pipeline.load(self.id)
+        tasks = await loaders.tasks_by_stage.load_many([stage.id for stage in stages])
+        index = active_stage_index([[task.status for task in stage_tasks] for stage_tasks in tasks])
+        return None if index is None else Stage.from_row(stages[index])
 
     @classmethod
     def from_row(cls, row: models.Pipeline) -> Self:

@@ -5,12 +5,14 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
+from conveyor.db.tasks import actions_for
 from conveyor.graphql.context import Info
 from conveyor.graphql.types.database import Database
-from conveyor.graphql.types.enums import TaskStatus, TaskType
+from conveyor.graphql.types.enums import TaskAction, TaskStatus, TaskType
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.node import LoadedNode
 from conveyor.graphql.types.task_run import TaskRun
+from conveyor.graphql.types.waiting_reason import WaitingReason
 
 if TYPE_CHECKING:
     from conveyor.graphql.types.pipeline import Pipeline
@@ -36,12 +38,25 @@ class Task(LoadedNode):
         description="Grows with every change; pass it back as expectedVersion to refuse "
         "overwriting a change you have not seen."
     )
+    status_reason: str | None = strawberry.field(
+        description="Why the task is SKIPPED (a person's words) or FAILED (the runner's)."
+    )
+    approved_by: str | None = strawberry.field(
+        description="Who let the task past its approval gate; null until someone has, and "
+        "again after an edit or a retry."
+    )
+    approved_at: datetime | None
+    cancel_requested: bool = strawberry.field(
+        description="A person asked to stop the RUNNING task; it stays RUNNING until its "
+        "worker has aborted it."
+    )
     created_at: datetime
     updated_at: datetime
     stage_id: strawberry.Private[int]
     pipeline_id: strawberry.Private[int]
     instance_id: strawberry.Private[int]
     database_id: strawberry.Private[int | None]
+    row: strawberry.Private[models.Task]
 
     @strawberry.field
     async def instance(self, info: Info) -> Instance:
@@ -79,6 +94,24 @@ class Task(LoadedNode):
             TaskRun.from_row(row) for row in await info.context.loaders.runs_by_task.load(self.id)
         ]
 
+    @strawberry.field(
+        description="Why the task does not start yet; null when it is running, finished, or "
+        "free to start now."
+    )
+    async def waiting_reason(self, info: Info) -> WaitingReason | None:
+        decision = await info.context.loaders.scheduling_decision.load(self.pipeline_id)
+        reason = decision.waiting.get(self.id)
+        return None if reason is None else WaitingReason.from_domain(reason)
+
+    @strawberry.field(
+        description="What a person may do to the task now: exactly the mutations that would "
+        "not be refused for its current state."
+    )
+    async def available_actions(self, info: Info) -> list[TaskAction]:
+        pipeline = await info.context.loaders.pipeline.load(self.pipeline_id)
+        assert pipeline is not None, "every task has a pipeline"
+        return actions_for(self.row, pipeline.status)
+
     @classmethod
     def from_row(cls, row: models.Task) -> Self:
         return cls(
@@ -90,10 +123,15 @@ class Task(LoadedNode):
             database_name=row.database_name,
             not_before=row.not_before,
             version=row.version,
+            status_reason=row.status_reason,
+            approved_by=row.approved_by,
+            approved_at=row.approved_at,
+            cancel_requested=row.cancel_requested_at is not None,
             created_at=row.created_at,
             updated_at=row.updated_at,
             stage_id=row.stage_id,
             pipeline_id=row.pipeline_id,
             instance_id=row.instance_id,
             database_id=row.database_id,
+            row=row,
         )

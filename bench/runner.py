@@ -1,0 +1,167 @@
+"""Runner benchmark: task throughput through one worker process, and commit → start latency.
+
+    python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8]
+
+Uses the PostgreSQL server of CONVEYOR_BENCH_DATABASE_URL (default: this machine's, at
+postgresql://postgres@127.0.0.1:5432/postgres) both as Conveyor's database (a fresh one) and
+as the target instance. Tasks are trivial `SELECT 1` data changes spread over several target
+databases, so the numbers are the runner's own cost: claim, run, record, roll up.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+from cryptography.fernet import Fernet
+from tortoise.context import TortoiseContext
+
+from conveyor.crypto import PasswordCipher
+from conveyor.db import catalog, issues
+from conveyor.db.config import tortoise_config
+from conveyor.db.migrate import migrate_database
+from conveyor.db.models import Task, TaskRun
+from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus, TaskType
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
+
+
+async def admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=400)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--targets", type=int, default=8)
+    args = parser.parse_args()
+    server_url = os.environ.get("CONVEYOR_BENCH_DATABASE_URL", DEFAULT_SERVER)
+    run_id = uuid.uuid4().hex[:8]
+    conveyor_db = f"conveyor_bench_{run_id}"
+    targets = [f"conveyor_bench_target_{run_id}_{n}" for n in range(args.targets)]
+    for name in [conveyor_db, *targets]:
+        await admin(server_url, f'CREATE DATABASE "{name}"')
+    database_url = with_database(server_url, conveyor_db)
+    key = Fernet.generate_key().decode()
+    worker = None
+    try:
+        await migrate_database(database_url)
+        async with TortoiseContext() as context:
+            await context.init(config=tortoise_config(database_url))
+            environment = await catalog.save_environment(
+                None,
+                catalog.EnvironmentChanges(
+                    name="bench", order=0, approval_policy=ApprovalPolicy.AUTOMATIC
+                ),
+            )
+            address = urlparse(server_url)
+            instance = await catalog.save_instance(
+                None,
+                catalog.InstanceChanges(
+                    name="bench",
+                    environment_id=environment.id,
+                    engine=Engine.POSTGRES,
+                    host=address.hostname or "127.0.0.1",
+                    port=address.port or 5432,
+                    username=address.username or "postgres",
+                    password=address.password or "",
+                    max_running_tasks=args.targets,
+                ),
+                PasswordCipher(key),
+            )
+            databases = [await catalog.register_database(instance.id, name) for name in targets]
+
+            def plan(title: str, count: int) -> IssuePlan:
+                return IssuePlan(
+                    title=title,
+                    stages=(
+                        StagePlan(
+                            environment_id=environment.id,
+                            tasks=tuple(
+                                TaskPlan(
+                                    type=TaskType.DATA_UPDATE,
+                                    instance_id=instance.id,
+                                    database_id=databases[n % len(databases)].id,
+                                    statement="SELECT 1",
+                                )
+                                for n in range(count)
+                            ),
+                        ),
+                    ),
+                )
+
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+                "CONVEYOR_DATABASE_URL": database_url,
+                "CONVEYOR_SECRET_KEY": key,
+                "CONVEYOR_WORKER_CONCURRENCY": str(args.concurrency),
+                "CONVEYOR_LOG_LEVEL": "warning",
+            }
+            worker = subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
+            await asyncio.sleep(2)
+
+            latencies = []
+            for sample in range(args.samples):
+                created = await issues.create_issue(plan(f"latency {sample}", 1), "bench")
+                committed = datetime.now(UTC)
+                while True:
+                    run = await TaskRun.filter(task__pipeline__issue_id=created.id).first()
+                    if run is not None:
+                        break
+                    await asyncio.sleep(0.001)
+                latencies.append((run.started_at - committed).total_seconds() * 1000)
+                while await Task.filter(
+                    pipeline__issue_id=created.id, status=TaskStatus.RUNNING
+                ).exists():
+                    await asyncio.sleep(0.005)
+
+            created = await issues.create_issue(plan("throughput", args.tasks), "bench")
+            started = time.perf_counter()
+            while (
+                await Task.filter(pipeline__issue_id=created.id)
+                .exclude(status=TaskStatus.DONE)
+                .exists()
+            ):
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+        for name in [conveyor_db, *targets]:
+            await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    print("| measure | value |\n|---|---|")
+    print(f"| tasks through one worker (concurrency {args.concurrency}) | {args.tasks} |")
+    rate = args.tasks / elapsed
+    print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
+    print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
+    print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

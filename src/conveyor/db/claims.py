@@ -1,0 +1,396 @@
+"""The runner's side of the task table: claim, renew, finish, release and recover.
+
+Lock order, as for every writer: a pipeline row before any of its task rows. A claim holds
+its pipeline with FOR NO KEY UPDATE SKIP LOCKED: a person's action (FOR UPDATE) waits for it,
+and a second claimer moves on to another pipeline. Claims on one instance serialise through a
+transaction-scoped advisory lock taken with *try*, so two workers never wait on each other.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from conveyor.db.models import Database, Instance, Pipeline, Task, TaskRun
+from conveyor.db.scheduling import decisions
+from conveyor.db.task_status import StatusChange, apply_changes, now_utc
+from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
+
+logger = logging.getLogger(__name__)
+
+#: Whether a task's change runs inside one transaction; the runner knows how to tell.
+TransactionalCheck = Callable[[TaskType, str | None], bool]
+#: Who the runner's events name as their actor.
+RUNNER_ACTOR = "conveyor-runner"
+#: The advisory-lock namespace of "claiming a task on instance N" (key: namespace, N).
+_INSTANCE_CLAIM_LOCK = 7_437_812
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """Everything a worker needs to run a task it holds."""
+
+    task_id: int
+    run_id: int
+    attempt: int
+    type: TaskType
+    statement: str | None
+    database_name: str | None
+    instance_id: int
+    host: str
+    port: int
+    username: str
+    password_encrypted: str
+    #: The target database's name; None for instance-level tasks.
+    target_database: str | None
+    #: Whether an interrupted attempt leaves nothing behind (see TaskRun.transactional).
+    safe_to_rerun: bool
+
+
+async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: int) -> list[int]:
+    rows = await connection.execute_query_dict(
+        """
+        SELECT t.pipeline_id
+        FROM task t JOIN pipeline p ON p.id = t.pipeline_id
+        WHERE t.status = 'PENDING' AND p.status = 'OPEN'
+          AND (t.not_before IS NULL OR t.not_before <= now())
+        GROUP BY t.pipeline_id
+        ORDER BY min(t.id)
+        LIMIT $1
+        """,
+        [limit],
+    )
+    return [row["pipeline_id"] for row in rows]
+
+
+async def claim_next_task(
+    worker: str, lease: timedelta, transactional_of: TransactionalCheck
+) -> ClaimedTask | None:
+    """Claim one task that scheduling allows to start now, or None if there is none."""
+    async with in_transaction() as connection:
+        pipeline_ids = await _pipelines_with_startable_work(connection, limit=50)
+    for pipeline_id in pipeline_ids:
+        claimed = await _claim_in_pipeline(pipeline_id, worker, lease, transactional_of)
+        if claimed is not None:
+            return claimed
+    return None
+
+
+async def _claim_in_pipeline(
+    pipeline_id: int, worker: str, lease: timedelta, transactional_of: TransactionalCheck
+) -> ClaimedTask | None:
+    async with in_transaction() as connection:
+        pipeline = (
+            await Pipeline.filter(id=pipeline_id, status="OPEN")
+            .select_for_update(skip_locked=True, no_key=True)
+            .using_db(connection)
+            .first()
+        )
+        if pipeline is None:
+            return None
+        decision = (await decisions([pipeline_id], now_utc(), connection))[pipeline_id]
+        for task_id in decision.startable:
+            task = (
+                await Task.filter(id=task_id)
+                .select_for_update(skip_locked=True)
+                .using_db(connection)
+                .first()
+            )
+            if task is None or task.status is not TaskStatus.PENDING:
+                continue
+            if not await _instance_has_room(connection, task):
+                continue
+            try:
+                return await _start(connection, pipeline, task, worker, lease, transactional_of)
+            except IntegrityError:
+                # The database's one-running-task index caught a race our checks did not.
+                logger.info("task %s lost a race for its database; trying later", task_id)
+                return None
+    return None
+
+
+async def _instance_has_room(connection: BaseDBAsyncClient, task: Task) -> bool:
+    locked = await connection.execute_query_dict(
+        "SELECT pg_try_advisory_xact_lock($1, $2) AS locked",
+        [_INSTANCE_CLAIM_LOCK, task.instance_id],
+    )
+    if not locked[0]["locked"]:
+        return False
+    # Counted again under the lock: a claim that committed since the decision is seen now.
+    rows = await connection.execute_query_dict(
+        """
+        SELECT count(*) AS running,
+               count(*) FILTER (WHERE database_id = $2) AS on_database,
+               (SELECT max_running_tasks FROM instance WHERE id = $1) AS room
+        FROM task WHERE instance_id = $1 AND status = 'RUNNING'
+        """,
+        [task.instance_id, task.database_id],
+    )
+    row = rows[0]
+    return bool(row["running"] < row["room"] and row["on_database"] == 0)
+
+
+async def _start(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    task: Task,
+    worker: str,
+    lease: timedelta,
+    transactional_of: TransactionalCheck,
+) -> ClaimedTask:
+    started_at = now_utc()
+    attempt = await TaskRun.filter(task_id=task.id).using_db(connection).count() + 1
+    run = await TaskRun.create(
+        using_db=connection,
+        task_id=task.id,
+        attempt=attempt,
+        status=TaskRunStatus.RUNNING,
+        started_at=started_at,
+        worker=worker,
+        transactional=transactional_of(task.type, task.statement),
+    )
+    await apply_changes(
+        connection,
+        pipeline,
+        [
+            StatusChange(
+                task,
+                TaskStatus.RUNNING,
+                {
+                    "lease_owner": worker,
+                    "lease_expires_at": started_at + lease,
+                    "cancel_requested_at": None,
+                    "status_reason": None,
+                },
+            )
+        ],
+        RUNNER_ACTOR,
+    )
+    return await _claimed(connection, task, run)
+
+
+async def _claimed(connection: BaseDBAsyncClient, task: Task, run: TaskRun) -> ClaimedTask:
+    instance = await Instance.filter(id=task.instance_id).using_db(connection).get()
+    database = (
+        None
+        if task.database_id is None
+        else await Database.filter(id=task.database_id).using_db(connection).get()
+    )
+    return ClaimedTask(
+        task_id=task.id,
+        run_id=run.id,
+        attempt=run.attempt,
+        type=task.type,
+        statement=task.statement,
+        database_name=task.database_name,
+        instance_id=instance.id,
+        host=instance.host,
+        port=instance.port,
+        username=instance.username,
+        password_encrypted=instance.password_encrypted,
+        target_database=database.name if database is not None else None,
+        safe_to_rerun=bool(run.transactional),
+    )
+
+
+async def renew_leases(worker: str, task_ids: Iterable[int], lease: timedelta) -> set[int]:
+    """Extend the leases this worker still holds; the ids among them whose cancel was asked."""
+    ids = list(task_ids)
+    if not ids:
+        return set()
+    async with in_transaction() as connection:
+        rows = await connection.execute_query_dict(
+            """
+            UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
+            WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = 'RUNNING'
+            RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+            """,
+            [ids, worker, lease.total_seconds()],
+        )
+    return {row["id"] for row in rows if row["cancel_requested"]}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How an attempt ended, as the worker reports it."""
+
+    status: TaskRunStatus
+    error_code: str | None
+    error_message: str | None
+    result: dict[str, Any]
+    log: list[dict[str, Any]]
+    transactional: bool
+    created_database: str | None = None
+    discovered_databases: tuple[str, ...] | None = None
+
+
+_TASK_STATUS_OF_RUN = {
+    TaskRunStatus.DONE: TaskStatus.DONE,
+    TaskRunStatus.FAILED: TaskStatus.FAILED,
+    TaskRunStatus.CANCELED: TaskStatus.CANCELED,
+}
+
+
+async def finish_task(
+    worker: str, claimed: ClaimedTask, outcome: RunResult, *, release: bool = False
+) -> bool:
+    """Record the attempt and move the task on; False if this worker no longer held it.
+
+    `release` hands a task the worker did not finish (it is stopping) back to the queue.
+    """
+    async with in_transaction() as connection:
+        pipeline = (
+            await Pipeline.filter(tasks__id=claimed.task_id)
+            .select_for_update()
+            .using_db(connection)
+            .get()
+        )
+        task = await Task.filter(id=claimed.task_id).select_for_update().using_db(connection).get()
+        if task.status is not TaskStatus.RUNNING or task.lease_owner != worker:
+            logger.warning("task %s was taken from this worker; its result is dropped", task.id)
+            return False
+        await (
+            TaskRun.filter(id=claimed.run_id)
+            .using_db(connection)
+            .update(
+                status=outcome.status,
+                ended_at=now_utc(),
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                result=outcome.result,
+                log=outcome.log,
+                transactional=outcome.transactional,
+            )
+        )
+        columns: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "cancel_requested_at": None,
+            "status_reason": outcome.error_message
+            if outcome.status is not TaskRunStatus.DONE
+            else None,
+        }
+        if outcome.created_database is not None:
+            database = await _register_database(
+                connection, claimed.instance_id, outcome.created_database
+            )
+            columns["database_id"] = database.id
+        if outcome.discovered_databases is not None:
+            for name in outcome.discovered_databases:
+                await _register_database(connection, claimed.instance_id, name)
+        new_status = TaskStatus.PENDING if release else _TASK_STATUS_OF_RUN[outcome.status]
+        await apply_changes(
+            connection, pipeline, [StatusChange(task, new_status, columns)], RUNNER_ACTOR
+        )
+    return True
+
+
+async def _register_database(
+    connection: BaseDBAsyncClient, instance_id: int, name: str
+) -> Database:
+    database, _ = await Database.get_or_create(
+        instance_id=instance_id, name=name, using_db=connection
+    )
+    return database
+
+
+async def expired_task_ids(limit: int = 20) -> list[int]:
+    """RUNNING tasks whose worker stopped renewing their lease."""
+    tasks = (
+        await Task.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now_utc())
+        .order_by("lease_expires_at")
+        .limit(limit)
+        .only("id")
+    )
+    return [task.id for task in tasks]
+
+
+async def interrupted_attempt(task_id: int) -> ClaimedTask | None:
+    """The attempt a dead worker left behind, if the task's lease is still expired."""
+    task = await Task.filter(
+        id=task_id, status=TaskStatus.RUNNING, lease_expires_at__lt=now_utc()
+    ).first()
+    run = await TaskRun.filter(task_id=task_id).order_by("-attempt").first()
+    if task is None or run is None:
+        return None
+    async with in_transaction() as connection:
+        return await _claimed(connection, task, run)
+
+
+async def resolve_interrupted(
+    claimed: ClaimedTask, *, applied: bool, transactional: bool
+) -> TaskStatus | None:
+    """Settle a task whose worker died, from whether the target shows its change applied.
+
+    Applied: DONE. Not applied and transactional: its transaction rolled back, so it is safe
+    to run again (PENDING). Not applied and not transactional: nobody knows how far it got;
+    FAILED, for a person to decide. None when the task was settled meanwhile.
+    """
+    async with in_transaction() as connection:
+        pipeline = (
+            await Pipeline.filter(tasks__id=claimed.task_id)
+            .select_for_update()
+            .using_db(connection)
+            .get()
+        )
+        task = await Task.filter(id=claimed.task_id).select_for_update().using_db(connection).get()
+        if (
+            task.status is not TaskStatus.RUNNING
+            or task.lease_expires_at is None
+            or (task.lease_expires_at >= now_utc())
+        ):
+            return None
+        if applied:
+            run_status, new_status, reason = TaskRunStatus.DONE, TaskStatus.DONE, None
+        elif task.cancel_requested_at is not None and transactional:
+            run_status, new_status, reason = (
+                TaskRunStatus.CANCELED,
+                TaskStatus.CANCELED,
+                "canceled while its worker stopped; the change was rolled back",
+            )
+        elif transactional:
+            run_status, new_status, reason = (
+                TaskRunStatus.FAILED,
+                TaskStatus.PENDING,
+                "its worker stopped; the change was rolled back and will run again",
+            )
+        else:
+            run_status, new_status, reason = (
+                TaskRunStatus.FAILED,
+                TaskStatus.FAILED,
+                "interrupted, outcome unknown: its worker stopped during a change that "
+                "runs outside a transaction",
+            )
+        await (
+            TaskRun.filter(id=claimed.run_id)
+            .using_db(connection)
+            .update(
+                status=run_status,
+                ended_at=now_utc(),
+                error_code=None if applied else "INTERRUPTED",
+                error_message=reason,
+            )
+        )
+        await apply_changes(
+            connection,
+            pipeline,
+            [
+                StatusChange(
+                    task,
+                    new_status,
+                    {
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "cancel_requested_at": None,
+                        "status_reason": reason if new_status is TaskStatus.FAILED else None,
+                    },
+                )
+            ],
+            RUNNER_ACTOR,
+        )
+    return new_status

@@ -1,0 +1,90 @@
+"""The one LISTEN connection of a process: it hears the newest event sequence number.
+
+A notification only wakes its listeners up; they still read the event table (or poll), since
+a connection that drops misses notifications for good.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from conveyor.events.store import CHANNEL
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_DELAY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+HEALTH_CHECK_SECONDS = 15.0
+
+
+class EventListener:
+    """Holds a LISTEN connection open, reconnecting whenever it drops."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._wakeups: set[asyncio.Event] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.latest_sequence = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="conveyor-event-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def subscribe(self) -> asyncio.Event:
+        """An event set on every notification (and on every reconnect, since some may have
+        been missed); the subscriber clears it."""
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        return wakeup
+
+    def unsubscribe(self, wakeup: asyncio.Event) -> None:
+        self._wakeups.discard(wakeup)
+
+    def _wake_all(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        try:
+            self.latest_sequence = max(self.latest_sequence, int(str(payload)))
+        except ValueError:
+            logger.warning("ignored a malformed notification on %s", channel)
+        self._wake_all()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                connection = await asyncpg.connect(self._database_url)
+            except (OSError, asyncpg.PostgresError) as error:
+                delay = RECONNECT_DELAY_SECONDS[min(failures, len(RECONNECT_DELAY_SECONDS) - 1)]
+                failures += 1
+                logger.warning("event listener cannot connect (%s); retrying", type(error).__name__)
+                await asyncio.sleep(delay)
+                continue
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
+            try:
+                await connection.add_listener(CHANNEL, self._on_notification)
+                failures = 0
+                # Anything committed while we were not listening was missed: wake everyone.
+                self._wake_all()
+                while not lost.is_set():
+                    # A half-open connection (a vanished server) never says it is lost.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
+                    if not lost.is_set():
+                        await connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_SECONDS)
+                logger.warning("event listener lost its connection; reconnecting")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                logger.warning("event listener failed (%s); reconnecting", type(error).__name__)
+            finally:
+                if not connection.is_closed():
+                    await connection.close()

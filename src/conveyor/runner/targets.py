@@ -1,0 +1,719 @@
+"""Running one task against its target instance: pure execution, no Conveyor database access.
+
+Schema and data changes leave a row in `conveyor.change_history` on the target database,
+committed together with the change when it runs in a transaction, so the target itself can
+always tell whether a change was applied (`change_was_applied`) and no change runs twice.
+"""
+
+import contextlib
+import functools
+import hashlib
+import itertools
+import logging
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeAlias, assert_never
+
+import asyncpg
+
+from conveyor.domain.statuses import TaskType
+
+logger = logging.getLogger(__name__)
+
+_Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+
+#: The database an instance-level task connects to.
+MAINTENANCE_DATABASE = "postgres"
+#: How Conveyor's sessions show in the target's pg_stat_activity.
+APPLICATION_NAME = "conveyor"
+#: PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+# Conveyor's own error codes, for failures that have no SQLSTATE (or need a clearer one).
+#: The instance could not be reached at all.
+CONNECTION_FAILED = "CONNECTION_FAILED"
+#: The connection broke while the change ran; the history row tells whether it committed.
+CONNECTION_LOST = "CONNECTION_LOST"
+#: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
+CANCELED = "CANCELED"
+#: DATABASE_CREATE: a database of that name exists already.
+ALREADY_EXISTS = "ALREADY_EXISTS"
+#: Another attempt of the same non-transactional change is running on the target.
+ALREADY_RUNNING = "ALREADY_RUNNING"
+#: DATABASE_CREATE: the name cannot be a PostgreSQL database name as given.
+INVALID_NAME = "INVALID_NAME"
+#: The script has no SQL in it, only blanks or comments.
+EMPTY_STATEMENT = "EMPTY_STATEMENT"
+#: The script opens or ends transactions itself, which would break the history guarantee.
+TRANSACTION_CONTROL = "TRANSACTION_CONTROL"
+
+_QUERY_CANCELED = "57014"
+
+_HISTORY_TABLE = "conveyor.change_history"
+_HISTORY_EXISTS = "SELECT to_regclass('conveyor.change_history') IS NOT NULL"
+_CREATE_HISTORY = """
+CREATE SCHEMA IF NOT EXISTS conveyor;
+CREATE TABLE IF NOT EXISTS conveyor.change_history (
+    task_id bigint PRIMARY KEY,
+    attempt int NOT NULL,
+    checksum text NOT NULL,
+    transactional boolean NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+_LOCK_HISTORY_CREATION = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('conveyor.change_history', 0))"
+)
+_TRY_LOCK_TASK = (
+    "SELECT pg_try_advisory_lock(hashtextextended('conveyor.change_history/' || $1, 0))"
+)
+_RECORD_CHANGE = """
+INSERT INTO conveyor.change_history (task_id, attempt, checksum, transactional)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (task_id) DO NOTHING
+RETURNING true
+"""
+_APPLIED_CHANGE = (
+    "SELECT attempt, checksum, applied_at FROM conveyor.change_history WHERE task_id = $1"
+)
+_DATABASE_EXISTS = "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)"
+_SYNC_INSTANCE = """SELECT current_setting('server_version') AS server_version,
+       current_setting('server_version_num')::int AS server_version_num,
+       ARRAY(SELECT datname::text FROM pg_database
+             WHERE NOT datistemplate AND datallowconn ORDER BY datname) AS databases"""
+# Only a backend of ours: the pid may already belong to someone else's new session.
+_CANCEL_BACKEND = """SELECT coalesce(
+    (SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+     WHERE pid = $1 AND application_name = $2),
+    false)"""
+
+
+class TargetUnreachable(Exception):
+    """The target could not be asked (connection or query failed); ask again later."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach an instance; the password is already decrypted."""
+
+    #: A host name or IP, or a Unix-socket directory (starts with "/").
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    #: None for an instance-level task: it connects to the maintenance database.
+    database: str | None
+    connect_timeout: float = 10
+
+
+@dataclass(frozen=True)
+class Change:
+    task_id: int
+    attempt: int
+    type: TaskType
+    #: SCHEMA_UPDATE and DATA_UPDATE: the SQL script.
+    statement: str | None
+    #: DATABASE_CREATE: the name of the database to create.
+    database_name: str | None
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+
+@dataclass
+class Outcome:
+    succeeded: bool
+    #: The target's SQLSTATE when it has one, else one of the codes above.
+    error_code: str | None
+    #: For a person; never holds the password.
+    error_message: str | None
+    #: Whether the change ran inside one transaction (so an interruption left nothing behind).
+    transactional: bool
+    result: dict[str, Any]
+    #: In order: {"at", "kind": "statement" | "notice" | "info" | "error", "text", ...}.
+    log: list[dict[str, Any]]
+    created_database: str | None = None
+    #: INSTANCE_SYNC: the instance's databases, templates excluded.
+    discovered_databases: list[str] | None = None
+
+
+# --- Reading scripts -------------------------------------------------------------------------
+
+# One lexeme of PostgreSQL's SQL, as far as splitting and classifying need: strings (standard,
+# E'' with backslash escapes), quoted identifiers, dollar quotes and comments are opaque.
+_LEXEME = re.compile(
+    r"""
+      (?P<space>\s+)
+    | (?P<line_comment>--[^\n]*)
+    | (?P<block_comment>/\*)
+    | (?P<dollar_quote>\$(?:[^\W\d]\w*)?\$)
+    | (?P<string>[eE]'(?:[^'\\]+|\\.|'')*'?|'(?:[^']+|'')*'?)
+    | (?P<quoted_identifier>"(?:[^"]+|"")*"?)
+    | (?P<word>[^\W\d][\w$]*)
+    | (?P<open>\()
+    | (?P<close>\))
+    | (?P<semicolon>;)
+    | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_COMMENT_DELIMITER = re.compile(r"/\*|\*/")
+
+
+def _lexemes(script: str) -> Iterator[tuple[str, int, int]]:
+    """(kind, start, end) of each lexeme of `script`."""
+    position = 0
+    while position < len(script):
+        match = _LEXEME.match(script, position)
+        assert match is not None  # `other` matches any character
+        kind, end = str(match.lastgroup), match.end()
+        if kind == "block_comment":
+            end = _block_comment_end(script, position)
+        elif kind == "dollar_quote":
+            closing = script.find(match.group(), end)
+            end = len(script) if closing < 0 else closing + len(match.group())
+        yield kind, position, end
+        position = end
+
+
+def _block_comment_end(script: str, start: int) -> int:
+    # Block comments nest in PostgreSQL.
+    depth = 0
+    for delimiter in _COMMENT_DELIMITER.finditer(script, start):
+        depth += 1 if delimiter.group() == "/*" else -1
+        if depth == 0:
+            return delimiter.end()
+    return len(script)
+
+
+@dataclass(frozen=True)
+class _Statement:
+    text: str
+    #: Its bare words outside parentheses, upper-cased: enough to tell what it is.
+    words: tuple[str, ...]
+
+    @property
+    def transactional(self) -> bool:
+        return not _runs_only_outside_transaction(self.words)
+
+    @property
+    def controls_transaction(self) -> bool:
+        first = self.words[0] if self.words else ""
+        if first == "ROLLBACK":
+            return "TO" not in self.words  # ROLLBACK TO SAVEPOINT stays inside the transaction
+        return first in {"BEGIN", "START", "COMMIT", "END", "ABORT"} or self.words[:2] == (
+            "PREPARE",
+            "TRANSACTION",
+        )
+
+
+# PostgreSQL refuses these inside a transaction block. ALTER TYPE ... ADD VALUE is not here on
+# purpose: it may run in one since PostgreSQL 12. Nor is REFRESH MATERIALIZED VIEW
+# CONCURRENTLY, which may too.
+_OUTSIDE_TRANSACTION = frozenset(
+    {
+        ("CREATE", "DATABASE"),
+        ("DROP", "DATABASE"),
+        ("CREATE", "TABLESPACE"),
+        ("DROP", "TABLESPACE"),
+        ("CREATE", "SUBSCRIPTION"),
+        ("DROP", "SUBSCRIPTION"),
+        ("ALTER", "SYSTEM"),
+        ("REINDEX", "SCHEMA"),
+        ("REINDEX", "DATABASE"),
+        ("REINDEX", "SYSTEM"),
+        ("DISCARD", "ALL"),
+    }
+)
+
+
+def _runs_only_outside_transaction(words: tuple[str, ...]) -> bool:
+    first, second = (*words, "", "")[:2]
+    if first == "VACUUM" or (first, second) in _OUTSIDE_TRANSACTION:
+        return True
+    if first in {"CREATE", "DROP", "REINDEX", "ALTER"} and "CONCURRENTLY" in words:
+        # CREATE/DROP INDEX, REINDEX, ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY.
+        return True
+    if first == "CLUSTER":
+        return words[1:] in {(), ("VERBOSE",)}  # CLUSTER of every clustered table
+    if (first, second) == ("ALTER", "DATABASE"):
+        return ("SET", "TABLESPACE") in itertools.pairwise(words)
+    return False
+
+
+def _defines_routine(words: list[str]) -> bool:
+    return words[:2] in (["CREATE", "FUNCTION"], ["CREATE", "PROCEDURE"]) or words[:4] in (
+        ["CREATE", "OR", "REPLACE", "FUNCTION"],
+        ["CREATE", "OR", "REPLACE", "PROCEDURE"],
+    )
+
+
+def _parse(script: str) -> list[_Statement]:
+    """The statements of `script`, split at semicolons the way psql splits a file."""
+    statements: list[_Statement] = []
+    start: int | None = None
+    end = 0
+    words: list[str] = []
+    parentheses = 0
+    # A SQL-standard routine body (BEGIN ATOMIC ... END) holds semicolons of its own; like
+    # psql, count BEGIN/CASE against END inside CREATE [OR REPLACE] FUNCTION/PROCEDURE.
+    blocks = 0
+    for kind, begin, finish in _lexemes(script):
+        if kind in {"space", "line_comment", "block_comment"}:
+            continue
+        if kind == "semicolon" and parentheses == 0 and blocks == 0:
+            if start is not None:
+                statements.append(_Statement(script[start:end], tuple(words)))
+            start, words = None, []
+            continue
+        if start is None:
+            start = begin
+        end = finish
+        if kind == "open":
+            parentheses += 1
+        elif kind == "close":
+            parentheses = max(parentheses - 1, 0)
+        elif kind == "word" and parentheses == 0:
+            word = script[begin:finish].upper()
+            words.append(word)
+            if _defines_routine(words):
+                if word == "BEGIN" or (word == "CASE" and blocks > 0):
+                    blocks += 1
+                elif word == "END" and blocks > 0:
+                    blocks -= 1
+    if start is not None:
+        statements.append(_Statement(script[start:end], tuple(words)))
+    return statements
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of `script`, without comments around them or their semicolons."""
+    return [statement.text for statement in _parse(script)]
+
+
+def is_transactional(statement: str) -> bool:
+    """False when any statement of the script cannot run inside a transaction block."""
+    return all(parsed.transactional for parsed in _parse(statement))
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a quoted SQL identifier, exactly as given."""
+    if "\0" in name:
+        raise ValueError("an identifier cannot contain a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _database_name_problem(name: str) -> str | None:
+    if not name:
+        return "the database name is empty"
+    if "\0" in name:
+        return "a database name cannot contain a NUL character"
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        return (
+            f"the database name is longer than {MAX_IDENTIFIER_BYTES} bytes; "
+            "PostgreSQL would truncate it"
+        )
+    return None
+
+
+def _checksum(statement: str) -> str:
+    return hashlib.sha256(statement.encode()).hexdigest()
+
+
+def _rows_affected(status: str) -> int | None:
+    # "INSERT 0 5", "UPDATE 3", "SELECT 2" (CREATE TABLE AS too): the count comes last.
+    verb, _, rest = status.partition(" ")
+    count = rest.rpartition(" ")[2]
+    counted = {"INSERT", "UPDATE", "DELETE", "MERGE", "SELECT", "COPY", "FETCH", "MOVE"}
+    return int(count) if verb in counted and count.isdigit() else None
+
+
+# --- One execution ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What one execution collects on its way: the log and the clock."""
+
+    transactional: bool
+    log: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, kind: str, text: str, **details: Any) -> dict[str, Any]:
+        entry = {"at": datetime.now(UTC).isoformat(), "kind": kind, "text": text, **details}
+        self.log.append(entry)
+        return entry
+
+    def hear(self, _connection: object, message: asyncpg.PostgresLogMessage, /) -> None:
+        severity = message.severity_en or message.severity or "NOTICE"
+        self.note("notice", message.message, severity=severity)
+
+    def succeeded(self, result: dict[str, Any], **found: Any) -> Outcome:
+        return Outcome(
+            succeeded=True,
+            error_code=None,
+            error_message=None,
+            transactional=self.transactional,
+            result={**result, "durationMs": self._elapsed_ms()},
+            log=self.log,
+            **found,
+        )
+
+    def failed(self, code: str, message: str, result: dict[str, Any] | None = None) -> Outcome:
+        self.note("error", message, code=code)
+        return Outcome(
+            succeeded=False,
+            error_code=code,
+            error_message=message,
+            transactional=self.transactional,
+            result={**(result or {}), "durationMs": self._elapsed_ms()},
+            log=self.log,
+        )
+
+    def failed_on_target(
+        self, error: asyncpg.PostgresError, *, prefix: str = "", code: str | None = None
+    ) -> Outcome:
+        sqlstate = error.sqlstate
+        if code is None:
+            # 57014 is both a statement timeout and a cancel; only the message tells them apart.
+            canceled = sqlstate == _QUERY_CANCELED and "user request" in error.message
+            code = CANCELED if canceled else sqlstate
+        return self.failed(code, prefix + _describe(error), {"sqlstate": sqlstate})
+
+    def _elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 1)
+
+
+def _describe(error: asyncpg.PostgresError) -> str:
+    lines = [error.message]
+    if error.detail:
+        lines.append(f"DETAIL: {error.detail}")
+    if error.hint:
+        lines.append(f"HINT: {error.hint}")
+    return "\n".join(lines)
+
+
+async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
+    entry = run.note("statement", text)
+    status = await connection.execute(text)
+    entry["statusTag"] = status
+    return status
+
+
+# Errors of reaching the target, and of losing it mid-way. Any other InterfaceError is ours.
+_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_LOST_ERRORS = (OSError, TimeoutError, asyncpg.ConnectionDoesNotExistError)
+
+
+async def _connect(target: Target) -> _Connection:
+    return await asyncpg.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        # Always a string: None would make asyncpg read PGPASSWORD or ~/.pgpass instead.
+        password=target.password,
+        database=target.database or MAINTENANCE_DATABASE,
+        timeout=target.connect_timeout,
+        server_settings={"application_name": APPLICATION_NAME},
+    )
+
+
+def _unreachable(target: Target, error: BaseException) -> tuple[str, str]:
+    """The error code and message of a failed connection attempt."""
+    if isinstance(error, asyncpg.PostgresError):
+        code, reason = error.sqlstate, _describe(error)
+    else:
+        code = CONNECTION_FAILED
+        if isinstance(error, TimeoutError):
+            reason = f"no answer within {target.connect_timeout:g} s"
+        elif isinstance(error, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(error, socket.gaierror):
+            reason = f"unknown host ({error.strerror})"
+        elif isinstance(error, OSError) and error.strerror:
+            reason = error.strerror
+        else:
+            reason = str(error) or type(error).__name__
+    where = f"{target.host}:{target.port}/{target.database or MAINTENANCE_DATABASE}"
+    return code, f"could not connect to the instance at {where}: {reason}"
+
+
+async def _close(connection: _Connection) -> None:
+    try:
+        await connection.close(timeout=CLOSE_TIMEOUT_SECONDS)
+    except _CONNECT_ERRORS:
+        connection.terminate()
+
+
+_Work = Callable[[_Connection, _Run], Awaitable[Outcome]]
+
+
+async def execute(
+    target: Target,
+    change: Change,
+    on_backend_pid: Callable[[int], Awaitable[None]] | None = None,
+) -> Outcome:
+    """Run `change` on `target`; every problem on the target's side comes back as an Outcome.
+
+    `on_backend_pid` hears the target's backend pid as soon as the session exists, so the
+    caller can stop a running statement with `cancel_backend`.
+    """
+    work: _Work
+    match change.type:
+        case TaskType.SCHEMA_UPDATE | TaskType.DATA_UPDATE:
+            if change.statement is None:
+                raise ValueError(f"a {change.type} change needs a statement")
+            statements = _parse(change.statement)
+            run = _Run(transactional=all(parsed.transactional for parsed in statements))
+            if not statements:
+                return run.failed(EMPTY_STATEMENT, "the statement holds no SQL, only comments")
+            if any(parsed.controls_transaction for parsed in statements):
+                return run.failed(
+                    TRANSACTION_CONTROL,
+                    "the statement must not begin or end transactions (BEGIN, COMMIT, "
+                    "ROLLBACK...): Conveyor runs each change in a transaction of its own",
+                )
+            work = functools.partial(
+                _apply_change,
+                change=change,
+                statements=statements,
+                checksum=_checksum(change.statement),
+            )
+        case TaskType.DATABASE_CREATE:
+            if change.database_name is None:
+                raise ValueError("a DATABASE_CREATE change needs a database name")
+            run = _Run(transactional=False)
+            problem = _database_name_problem(change.database_name)
+            if problem is not None:
+                return run.failed(INVALID_NAME, problem)
+            work = functools.partial(_create_database, name=change.database_name)
+        case TaskType.INSTANCE_SYNC:
+            run = _Run(transactional=True)
+            work = _sync_instance
+        case unknown:
+            assert_never(unknown)
+    try:
+        connection = await _connect(target)
+    except _CONNECT_ERRORS as error:
+        return run.failed(*_unreachable(target, error))
+    try:
+        if on_backend_pid is not None:
+            await on_backend_pid(connection.get_server_pid())
+        connection.add_log_listener(run.hear)
+        return await work(connection, run)
+    except asyncpg.PostgresError as error:
+        return run.failed_on_target(error)
+    except _LOST_ERRORS as error:
+        return run.failed(CONNECTION_LOST, f"lost the connection to the instance: {error}")
+    finally:
+        await _close(connection)
+
+
+async def _ensure_history_table(connection: _Connection) -> None:
+    if await connection.fetchval(_HISTORY_EXISTS):
+        return
+    # Two changes creating the table at once would collide on the catalogs' unique indexes.
+    async with connection.transaction():
+        await connection.execute(_LOCK_HISTORY_CREATION)
+        await connection.execute(_CREATE_HISTORY)
+
+
+async def _applied_change(connection: _Connection, task_id: int) -> asyncpg.Record | None:
+    if not await connection.fetchval(_HISTORY_EXISTS):
+        return None
+    return await connection.fetchrow(_APPLIED_CHANGE, task_id)
+
+
+def _already_applied(run: _Run, applied: asyncpg.Record, checksum: str) -> Outcome:
+    attempt, applied_at = applied["attempt"], applied["applied_at"].isoformat()
+    run.note("info", f"already applied by attempt {attempt} at {applied_at}; not applied again")
+    return run.succeeded(
+        {
+            "alreadyApplied": True,
+            "appliedAttempt": attempt,
+            "appliedAt": applied_at,
+            "sameStatement": applied["checksum"] == checksum,
+        }
+    )
+
+
+async def _set_timeouts(connection: _Connection, run: _Run, change: Change, scope: str) -> None:
+    for setting, milliseconds in (
+        ("lock_timeout", change.lock_timeout_ms),
+        ("statement_timeout", change.statement_timeout_ms),
+    ):
+        await _run_statement(connection, run, f"SET {scope}{setting} = '{int(milliseconds)}ms'")
+
+
+async def _run_statements(
+    connection: _Connection, run: _Run, statements: list[_Statement]
+) -> dict[str, Any]:
+    status = ""
+    for statement in statements:
+        status = await _run_statement(connection, run, statement.text)
+    return {"statusTag": status, "rowsAffected": _rows_affected(status)}
+
+
+async def _apply_change(
+    connection: _Connection,
+    run: _Run,
+    *,
+    change: Change,
+    statements: list[_Statement],
+    checksum: str,
+) -> Outcome:
+    try:
+        await _ensure_history_table(connection)
+    except asyncpg.PostgresError as error:
+        return run.failed_on_target(error, prefix=f"could not prepare {_HISTORY_TABLE}: ")
+    if run.transactional:
+        return await _apply_in_transaction(connection, run, change, statements, checksum)
+    return await _apply_outside_transaction(connection, run, change, statements, checksum)
+
+
+async def _apply_in_transaction(
+    connection: _Connection,
+    run: _Run,
+    change: Change,
+    statements: list[_Statement],
+    checksum: str,
+) -> Outcome:
+    async with connection.transaction():
+        # The history row goes in first. A second attempt of the same task waits on it until
+        # this transaction ends, then finds it committed (applied: skip) or gone (rolled back:
+        # apply), so the change never applies twice. The wait happens before lock_timeout is
+        # set: a live earlier attempt is bounded by its own statement_timeout.
+        recorded = await connection.fetchval(
+            _RECORD_CHANGE, change.task_id, change.attempt, checksum, True
+        )
+        if not recorded:
+            applied = await connection.fetchrow(_APPLIED_CHANGE, change.task_id)
+            assert applied is not None  # the insert conflicted with it
+            return _already_applied(run, applied, checksum)
+        await _set_timeouts(connection, run, change, "LOCAL ")
+        result = await _run_statements(connection, run, statements)
+    return run.succeeded(result)
+
+
+async def _apply_outside_transaction(
+    connection: _Connection,
+    run: _Run,
+    change: Change,
+    statements: list[_Statement],
+    checksum: str,
+) -> Outcome:
+    # Without a transaction to hold the history row, a session advisory lock keeps a second
+    # attempt out while this one runs; it goes with the session, even if the worker dies.
+    if not await connection.fetchval(_TRY_LOCK_TASK, str(change.task_id)):
+        return run.failed(
+            ALREADY_RUNNING, f"another attempt of task {change.task_id} is running on the target"
+        )
+    applied = await _applied_change(connection, change.task_id)
+    if applied is not None:
+        return _already_applied(run, applied, checksum)
+    run.note(
+        "info",
+        "ran outside a transaction: a statement in it cannot run inside one, so each "
+        "statement commits on its own and a failure leaves the earlier ones applied",
+    )
+    await _set_timeouts(connection, run, change, "")
+    result = await _run_statements(connection, run, statements)
+    try:
+        await _record_applied(connection, change, checksum)
+    except asyncpg.PostgresError as error:
+        prefix = f"the change was applied but could not be recorded in {_HISTORY_TABLE}: "
+        return run.failed_on_target(error, prefix=prefix)
+    return run.succeeded(result)
+
+
+async def _record_applied(connection: _Connection, change: Change, checksum: str) -> None:
+    # The change is in: a cancel landing now must not leave it unrecorded, so try again.
+    for _ in range(2):
+        with contextlib.suppress(asyncpg.QueryCanceledError):
+            await connection.fetchval(
+                _RECORD_CHANGE, change.task_id, change.attempt, checksum, False
+            )
+            return
+    await connection.fetchval(_RECORD_CHANGE, change.task_id, change.attempt, checksum, False)
+
+
+async def _create_database(connection: _Connection, run: _Run, *, name: str) -> Outcome:
+    try:
+        await _run_statement(connection, run, f"CREATE DATABASE {quote_identifier(name)}")
+    except asyncpg.DuplicateDatabaseError as error:
+        return run.failed_on_target(error, code=ALREADY_EXISTS)
+    return run.succeeded({"database": name}, created_database=name)
+
+
+async def _sync_instance(connection: _Connection, run: _Run) -> Outcome:
+    run.note("statement", _SYNC_INSTANCE)
+    row = await connection.fetchrow(_SYNC_INSTANCE)
+    assert row is not None
+    databases: list[str] = list(row["databases"])
+    return run.succeeded(
+        {
+            "serverVersion": row["server_version"],
+            "serverVersionNum": row["server_version_num"],
+            "databases": databases,
+        },
+        discovered_databases=databases,
+    )
+
+
+# --- Recovery and cancel ---------------------------------------------------------------------
+
+
+async def change_was_applied(target: Target, change: Change) -> bool:
+    """Whether `change` took effect on the target, as the target itself records it.
+
+    Raises TargetUnreachable when the target cannot be asked.
+    """
+    if change.type is TaskType.INSTANCE_SYNC:
+        return False  # it only reads: running it again is harmless
+    try:
+        connection = await _connect(target)
+    except asyncpg.InvalidCatalogNameError as error:
+        if change.type.needs_database:
+            return False  # its database is gone, and the change with it
+        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+    except _CONNECT_ERRORS as error:
+        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+    try:
+        if change.type is TaskType.DATABASE_CREATE:
+            exists: bool = await connection.fetchval(
+                _DATABASE_EXISTS, change.database_name, timeout=target.connect_timeout
+            )
+            return exists
+        return await _applied_change(connection, change.task_id) is not None
+    except (asyncpg.PostgresError, *_LOST_ERRORS) as error:
+        raise TargetUnreachable(f"could not read the change history: {error}") from error
+    finally:
+        await _close(connection)
+
+
+async def cancel_backend(target: Target, backend_pid: int) -> bool:
+    """Cancel the statement Conveyor's session `backend_pid` runs, from a session of its own.
+
+    False when nothing was canceled: the session is gone, or the target unreachable.
+    """
+    try:
+        connection = await _connect(target)
+    except _CONNECT_ERRORS as error:
+        logger.warning(
+            "could not cancel backend %s: %s", backend_pid, _unreachable(target, error)[1]
+        )
+        return False
+    try:
+        canceled: bool = await connection.fetchval(
+            _CANCEL_BACKEND, backend_pid, APPLICATION_NAME, timeout=target.connect_timeout
+        )
+        return canceled
+    except (asyncpg.PostgresError, *_LOST_ERRORS) as error:
+        logger.warning("could not cancel backend %s: %s", backend_pid, error)
+        return False
+    finally:
+        await _close(connection)

@@ -1,0 +1,289 @@
+"""A worker: claims runnable tasks, runs them against their targets, reports the outcomes.
+
+Any number of workers may share one Conveyor database. Each holds a lease on the tasks it
+runs and renews it by heartbeat; a worker that finds another's lease expired settles that
+task from the target's own record of applied changes (see `db.claims.resolve_interrupted`).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from conveyor.crypto import PasswordCipher
+from conveyor.db import claims
+from conveyor.db.claims import ClaimedTask, RunResult
+from conveyor.domain.statuses import TaskRunStatus, TaskType
+from conveyor.events.listener import EventListener
+from conveyor.runner import targets
+from conveyor.runner.targets import Change, Outcome, Target
+from conveyor.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: How long a target may take to acknowledge a cancel before the worker gives up waiting.
+CANCEL_WAIT_SECONDS = 10.0
+CANCEL_RETRY_SECONDS = 0.25
+SHUTDOWN_REASON = "interrupted: its worker was shutting down"
+
+
+def safe_to_rerun(task_type: TaskType, statement: str | None) -> bool:
+    """Whether an interrupted attempt left nothing behind, so running it again is safe."""
+    # CREATE DATABASE is all-or-nothing and a sync only reads; a change is safe only when it
+    # ran inside one transaction, which PostgreSQL rolled back with the dead connection.
+    if task_type.needs_statement:
+        return targets.is_transactional(statement or "")
+    return True
+
+
+@dataclass
+class _Attempt:
+    claimed: ClaimedTask
+    target: Target
+    backend_pid: int | None = None
+    canceled_by_person: bool = False
+    interrupted_by_shutdown: bool = False
+    runner: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Worker:
+    def __init__(self, settings: Settings, cipher: PasswordCipher, listener: EventListener) -> None:
+        self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._settings = settings
+        self._cipher = cipher
+        self._listener = listener
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._attempts: dict[int, _Attempt] = {}
+        self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Work until `stop` is called; then finish or hand back every task held."""
+        logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
+        wakeup = self._listener.subscribe()
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
+            asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
+        ]
+        try:
+            while not self._stopping.is_set():
+                wakeup.clear()
+                self._room.clear()
+                await self._claim_while_room()
+                await self._wait_for_work(wakeup)
+            await self._drain()
+        finally:
+            self._listener.unsubscribe(wakeup)
+            for task in [*background, *self._background]:
+                task.cancel()
+            for task in [*background, *self._background]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        logger.info("%s stopped", self.id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _wait_for_work(self, wakeup: asyncio.Event) -> None:
+        waits = [
+            asyncio.create_task(wakeup.wait()),
+            asyncio.create_task(self._stopping.wait()),
+            asyncio.create_task(self._room.wait()),
+        ]
+        # Notifications only wake the worker; the poll is the safety net for any it missed
+        # and for not-before times coming due.
+        await asyncio.wait(
+            waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for wait in waits:
+            wait.cancel()
+
+    async def _claim_while_room(self) -> None:
+        while (
+            len(self._attempts) < self._settings.worker_concurrency and not self._stopping.is_set()
+        ):
+            claimed = await claims.claim_next_task(self.id, self._lease, safe_to_rerun)
+            if claimed is None:
+                return
+            attempt = _Attempt(claimed=claimed, target=self._target_of(claimed))
+            self._attempts[claimed.task_id] = attempt
+            attempt.runner = asyncio.create_task(
+                self._run_attempt(attempt), name=f"{self.id}-task-{claimed.task_id}"
+            )
+
+    def _target_of(self, claimed: ClaimedTask) -> Target:
+        return Target(
+            host=claimed.host,
+            port=claimed.port,
+            user=claimed.username,
+            password=self._cipher.decrypt(claimed.password_encrypted),
+            database=claimed.target_database,
+            connect_timeout=self._settings.connect_timeout_seconds,
+        )
+
+    def _change_of(self, claimed: ClaimedTask) -> Change:
+        return Change(
+            task_id=claimed.task_id,
+            attempt=claimed.attempt,
+            type=claimed.type,
+            statement=claimed.statement,
+            database_name=claimed.database_name,
+            lock_timeout_ms=self._settings.lock_timeout_ms,
+            statement_timeout_ms=self._settings.statement_timeout_ms,
+        )
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        claimed = attempt.claimed
+
+        async def remember_backend(pid: int) -> None:
+            attempt.backend_pid = pid
+
+        try:
+            outcome = await targets.execute(
+                attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
+            )
+            await self._report(attempt, outcome)
+        except Exception:
+            # The type only: the message may hold the target's details.
+            logger.exception("%s: task %s failed inside the worker", self.id, claimed.task_id)
+        finally:
+            self._attempts.pop(claimed.task_id, None)
+            self._room.set()
+
+    async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
+        canceled = outcome.error_code == "CANCELED"
+        if outcome.succeeded:
+            status = TaskRunStatus.DONE
+        elif canceled and attempt.canceled_by_person:
+            status = TaskRunStatus.CANCELED
+        else:
+            status = TaskRunStatus.FAILED
+        release = canceled and attempt.interrupted_by_shutdown and not attempt.canceled_by_person
+        message = outcome.error_message
+        if release and not attempt.claimed.safe_to_rerun:
+            # Canceled half-way outside a transaction: a person must look, not a rerun.
+            release, message = False, SHUTDOWN_REASON
+        await claims.finish_task(
+            self.id,
+            attempt.claimed,
+            RunResult(
+                status=status,
+                error_code=outcome.error_code,
+                error_message=message,
+                result=outcome.result,
+                log=outcome.log,
+                transactional=outcome.transactional,
+                created_database=outcome.created_database,
+                discovered_databases=tuple(outcome.discovered_databases)
+                if outcome.discovered_databases is not None
+                else None,
+            ),
+            release=release,
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                cancel_requested = await claims.renew_leases(
+                    self.id, list(self._attempts), self._lease
+                )
+            except Exception as error:
+                logger.warning("%s: heartbeat failed (%s)", self.id, type(error).__name__)
+                continue
+            for task_id in cancel_requested:
+                attempt = self._attempts.get(task_id)
+                if attempt is not None and not attempt.canceled_by_person:
+                    attempt.canceled_by_person = True
+                    self._background.add(asyncio.create_task(self._cancel_on_target(attempt)))
+
+    async def _cancel_on_target(self, attempt: _Attempt) -> None:
+        # A cancel only hits the statement running at that instant; one that lands between
+        # statements (or before the first) is repeated until the attempt is over.
+        while attempt.runner is not None and not attempt.runner.done():
+            if attempt.backend_pid is not None:
+                await targets.cancel_backend(attempt.target, attempt.backend_pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(attempt.runner), CANCEL_RETRY_SECONDS)
+
+    async def _recovery_loop(self) -> None:
+        interval = self._settings.lease_seconds / 2
+        while True:
+            try:
+                await self.recover_expired()
+            except Exception as error:
+                logger.warning("%s: recovery failed (%s)", self.id, type(error).__name__)
+            await asyncio.sleep(interval)
+
+    async def recover_expired(self) -> None:
+        """Settle every task whose worker stopped renewing its lease."""
+        for task_id in await claims.expired_task_ids():
+            claimed = await claims.interrupted_attempt(task_id)
+            if claimed is None:
+                continue
+            target = self._target_of(claimed)
+            try:
+                applied = await targets.change_was_applied(target, self._change_of(claimed))
+            except targets.TargetUnreachable:
+                logger.warning("task %s: its target is unreachable; will retry", task_id)
+                continue
+            settled = await claims.resolve_interrupted(
+                claimed, applied=applied, transactional=claimed.safe_to_rerun
+            )
+            if settled is not None:
+                logger.info("task %s recovered as %s", task_id, settled.value)
+
+    async def _drain(self) -> None:
+        running = [attempt.runner for attempt in self._attempts.values() if attempt.runner]
+        if not running:
+            return
+        logger.info("%s: waiting for %d running task(s) to finish", self.id, len(running))
+        _, pending = await asyncio.wait(running, timeout=self._settings.shutdown_grace_seconds)
+        if not pending:
+            return
+        for attempt in list(self._attempts.values()):
+            attempt.interrupted_by_shutdown = True
+            self._background.add(asyncio.create_task(self._cancel_on_target(attempt)))
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        # A target that does not answer even a cancel: stop waiting, and hand the task back
+        # (or to a person) rather than leave it RUNNING until its lease runs out.
+        for attempt in list(self._attempts.values()):
+            if attempt.runner in pending:
+                attempt.runner.cancel()
+                await claims.finish_task(
+                    self.id,
+                    attempt.claimed,
+                    RunResult(
+                        status=TaskRunStatus.FAILED,
+                        error_code="INTERRUPTED",
+                        error_message=SHUTDOWN_REASON,
+                        result={},
+                        log=[],
+                        transactional=attempt.claimed.safe_to_rerun,
+                    ),
+                    release=attempt.claimed.safe_to_rerun,
+                )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, cipher: PasswordCipher, database_url: str
+) -> AsyncIterator[Worker]:
+    """A worker (and the LISTEN connection that wakes it) for the life of the context; on
+    exit it stops claiming and finishes or hands back what it holds."""
+    listener = EventListener(database_url)
+    await listener.start()
+    worker = Worker(settings, cipher, listener)
+    work = asyncio.create_task(worker.run(), name=worker.id)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await work
+        await listener.stop()
