@@ -68,22 +68,38 @@ async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: i
     return [row["pipeline_id"] for row in rows]
 
 
-async def claim_next_task(
-    worker: str, lease: timedelta, transactional_of: TransactionalCheck
-) -> ClaimedTask | None:
-    """Claim one task that scheduling allows to start now, or None if there is none."""
+async def claim_tasks(
+    worker: str, lease: timedelta, limit: int, transactional_of: TransactionalCheck
+) -> list[ClaimedTask]:
+    """Claim up to `limit` tasks that scheduling allows to start now."""
     async with in_transaction() as connection:
         pipeline_ids = await _pipelines_with_startable_work(connection, limit=50)
+    claimed: list[ClaimedTask] = []
     for pipeline_id in pipeline_ids:
-        claimed = await _claim_in_pipeline(pipeline_id, worker, lease, transactional_of)
-        if claimed is not None:
-            return claimed
-    return None
+        if len(claimed) >= limit:
+            break
+        try:
+            claimed += await _claim_in_pipeline(
+                pipeline_id, worker, lease, limit - len(claimed), transactional_of
+            )
+        except IntegrityError:
+            # The one-running-task-per-database index caught a race the checks did not; the
+            # whole claim rolled back, and the next round will see the winner.
+            logger.info("a claim in pipeline %s lost a race; trying later", pipeline_id)
+    return claimed
 
 
 async def _claim_in_pipeline(
-    pipeline_id: int, worker: str, lease: timedelta, transactional_of: TransactionalCheck
-) -> ClaimedTask | None:
+    pipeline_id: int,
+    worker: str,
+    lease: timedelta,
+    limit: int,
+    transactional_of: TransactionalCheck,
+) -> list[ClaimedTask]:
+    # Several claims share one transaction: the decision is read once for all of them, and
+    # every lock taken on the way is a SKIP LOCKED or a try-lock, so none of them can wait
+    # on another worker, let alone deadlock.
+    claimed: list[ClaimedTask] = []
     async with in_transaction() as connection:
         pipeline = (
             await Pipeline.filter(id=pipeline_id, status="OPEN")
@@ -92,9 +108,11 @@ async def _claim_in_pipeline(
             .first()
         )
         if pipeline is None:
-            return None
+            return claimed
         decision = (await decisions([pipeline_id], now_utc(), connection))[pipeline_id]
-        for task_id in decision.startable:
+        for task_id in decision.startable[: limit * 2]:
+            if len(claimed) >= limit:
+                break
             task = (
                 await Task.filter(id=task_id)
                 .select_for_update(skip_locked=True)
@@ -103,15 +121,11 @@ async def _claim_in_pipeline(
             )
             if task is None or task.status is not TaskStatus.PENDING:
                 continue
-            if not await _instance_has_room(connection, task):
-                continue
-            try:
-                return await _start(connection, pipeline, task, worker, lease, transactional_of)
-            except IntegrityError:
-                # The database's one-running-task index caught a race our checks did not.
-                logger.info("task %s lost a race for its database; trying later", task_id)
-                return None
-    return None
+            if await _instance_has_room(connection, task):
+                claimed.append(
+                    await _start(connection, pipeline, task, worker, lease, transactional_of)
+                )
+    return claimed
 
 
 async def _instance_has_room(connection: BaseDBAsyncClient, task: Task) -> bool:

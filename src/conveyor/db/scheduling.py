@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
 
-from conveyor.db.models import Instance, Pipeline, Stage, Task, TaskDependency
+from conveyor.db.models import Instance, Pipeline, Stage, Task
 from conveyor.domain.scheduling import (
     Occupancy,
     PipelineState,
@@ -34,27 +35,28 @@ async def pipeline_states(
         .order_by("position")
         .only("id", "name", "pipeline_id", "position")
     )
-    tasks = (
-        await Task.filter(pipeline_id__in=wanted)
-        .using_db(connection)
-        .only("id", "status", "stage_id", "instance_id", "database_id", "not_before")
+    # Raw rows, blockers aggregated in the same statement: this runs for every claim, and
+    # building an ORM object per task of a large pipeline would dominate the worker's time.
+    rows = await (connection or get_connection("default")).execute_query_dict(
+        """
+        SELECT t.id, t.status, t.stage_id, t.instance_id, t.database_id, t.not_before,
+               array_remove(array_agg(d.blocked_by_id), NULL) AS blocked_by
+        FROM task t LEFT JOIN task_dependency d ON d.task_id = t.id
+        WHERE t.pipeline_id = ANY($1::int[])
+        GROUP BY t.id
+        """,
+        [list(wanted)],
     )
-    blockers: dict[int, set[int]] = defaultdict(set)
-    if tasks:
-        for link in await TaskDependency.filter(task_id__in=[task.id for task in tasks]).using_db(
-            connection
-        ):
-            blockers[link.task_id].add(link.blocked_by_id)
     tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
-    for task in tasks:
-        tasks_by_stage[task.stage_id].append(
+    for row in rows:
+        tasks_by_stage[row["stage_id"]].append(
             TaskState(
-                id=task.id,
-                status=task.status,
-                instance_id=task.instance_id,
-                database_id=task.database_id,
-                not_before=task.not_before,
-                blocked_by=frozenset(blockers[task.id]),
+                id=row["id"],
+                status=TaskStatus(row["status"]),
+                instance_id=row["instance_id"],
+                database_id=row["database_id"],
+                not_before=row["not_before"],
+                blocked_by=frozenset(row["blocked_by"]),
             )
         )
     stages_by_pipeline: dict[int, list[StageState]] = defaultdict(list)

@@ -9,7 +9,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from conveyor.db.models import Environment, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
-from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus
+from conveyor.domain.statuses import (
+    FINISHED_TASK_STATUSES,
+    ApprovalPolicy,
+    EventKind,
+    PipelineStatus,
+    TaskStatus,
+)
 from conveyor.errors import conflict, not_found
 from conveyor.events.store import NewEvent, record_events
 
@@ -86,8 +92,15 @@ async def apply_changes(
             update_fields=["status", "version", "updated_at", *change.columns],
         )
     if changes and pipeline.status is PipelineStatus.OPEN:
-        tasks = await Task.filter(pipeline_id=pipeline.id).using_db(connection).only("id", "status")
-        rolled_up = derive_pipeline_status(pipeline.status, [task.status for task in tasks])
+        # One unfinished task is enough to keep the pipeline open; no need to read them all.
+        unfinished = (
+            await Task.filter(pipeline_id=pipeline.id)
+            .exclude(status__in=FINISHED_TASK_STATUSES)
+            .using_db(connection)
+            .limit(1)
+            .only("id", "status")
+        )
+        rolled_up = derive_pipeline_status(pipeline.status, [task.status for task in unfinished])
         if rolled_up is not pipeline.status:
             # The issue becomes DONE in the same transaction as its last task.
             events.append(await set_pipeline_status(connection, pipeline, rolled_up))

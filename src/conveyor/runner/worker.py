@@ -104,17 +104,19 @@ class Worker:
             wait.cancel()
 
     async def _claim_while_room(self) -> None:
-        while (
-            len(self._attempts) < self._settings.worker_concurrency and not self._stopping.is_set()
-        ):
-            claimed = await claims.claim_next_task(self.id, self._lease, safe_to_rerun)
-            if claimed is None:
+        while not self._stopping.is_set():
+            room = self._settings.worker_concurrency - len(self._attempts)
+            if room <= 0:
                 return
-            attempt = _Attempt(claimed=claimed, target=self._target_of(claimed))
-            self._attempts[claimed.task_id] = attempt
-            attempt.runner = asyncio.create_task(
-                self._run_attempt(attempt), name=f"{self.id}-task-{claimed.task_id}"
-            )
+            claimed = await claims.claim_tasks(self.id, self._lease, room, safe_to_rerun)
+            for task in claimed:
+                attempt = _Attempt(claimed=task, target=self._target_of(task))
+                self._attempts[task.task_id] = attempt
+                attempt.runner = asyncio.create_task(
+                    self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
+                )
+            if len(claimed) < room:
+                return
 
     def _target_of(self, claimed: ClaimedTask) -> Target:
         return Target(
