@@ -488,8 +488,8 @@ async def test_refuses_an_edit_of_a_task_without_a_statement(
 
     assert error["extensions"]["code"] == "INVALID_INPUT"
     assert error["extensions"]["field"] == ["input", "taskId"]
-    task_type = {"sync": "INSTANCE_SYNC", "create": "DATABASE_CREATE"}[task]
-    assert error["message"] == f"a {task_type} task has no statement"
+    described = {"sync": "an INSTANCE_SYNC task", "create": "a DATABASE_CREATE task"}[task]
+    assert error["message"] == f"{described} has no statement"
     assert await snapshot() == before
 
 

@@ -269,7 +269,7 @@ REFUSALS: dict[str, Refusal] = {
     ),
     "instance sync given a database": Refusal(
         {},
-        "a INSTANCE_SYNC task takes no database",
+        "an INSTANCE_SYNC task takes no database",
         (*SYNC, "databaseId"),
         catalog_changes={(*SYNC, "databaseId"): lambda catalog: catalog.databases["beta"]},
     ),
@@ -346,7 +346,7 @@ REFUSALS: dict[str, Refusal] = {
     ),
     "blocked by a ref of no task": Refusal(
         {(*DML, "blockedBy"): ["ddl", "nope"]},
-        "blocked by 'nope', which is no task of this pipeline",
+        "blocked by 'nope', but no task of this pipeline has that ref",
         (*DML, "blockedBy", 1),
     ),
     "blocked by itself": Refusal(
@@ -457,6 +457,7 @@ async def test_reports_every_problem_of_a_plan_in_input_order(
     del plan["stages"][0]["tasks"][1]["instanceId"]
     del plan["stages"][0]["tasks"][1]["statement"]
     plan["stages"][1]["tasks"][0]["blockedBy"] = ["nope"]
+    plan["stages"][1]["tasks"][0]["instanceId"] = global_id("Environment", 1)
 
     error = await refusal(shared_graphql, CREATE_ISSUE, {"input": plan})
 
@@ -469,10 +470,11 @@ async def test_reports_every_problem_of_a_plan_in_input_order(
         ("INVALID_INPUT", ["input", "title"], "must not be empty"),
         ("INVALID_INPUT", ["input", *DML, "instanceId"], "a task needs an instance"),
         ("INVALID_INPUT", ["input", *DML, "statement"], "the statement must not be empty"),
+        ("NOT_FOUND", ["input", *SYNC, "instanceId"], "instance does not exist"),
         (
             "INVALID_INPUT",
             ["input", *SYNC, "blockedBy", 0],
-            "blocked by 'nope', which is no task of this pipeline",
+            "blocked by 'nope', but no task of this pipeline has that ref",
         ),
     ]
 

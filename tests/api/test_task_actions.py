@@ -523,7 +523,7 @@ REFUSALS = [
     ),
     pytest.param(
         UPDATE_STATEMENT, "prod-sync", None, {"statement": "SELECT 1"}, "INVALID_INPUT",
-        "taskId", "a INSTANCE_SYNC task has no statement", id="edit a task without statement",
+        "taskId", "an INSTANCE_SYNC task has no statement", id="edit a task without statement",
     ),
 ]
 # fmt: on

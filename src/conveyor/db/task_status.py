@@ -71,18 +71,19 @@ async def apply_changes(
     events = list(extra_events)
     for change in changes:
         task = change.task
-        events.append(
-            task_event(
-                pipeline,
-                task,
-                EventKind.TASK_STATUS_CHANGED,
-                old_status=task.status,
-                new_status=change.new_status,
-                detail={"reason": change.columns["status_reason"]}
-                if change.columns.get("status_reason")
-                else None,
+        if change.new_status is not task.status:
+            events.append(
+                task_event(
+                    pipeline,
+                    task,
+                    EventKind.TASK_STATUS_CHANGED,
+                    old_status=task.status,
+                    new_status=change.new_status,
+                    detail={"reason": change.columns["status_reason"]}
+                    if change.columns.get("status_reason")
+                    else None,
+                )
             )
-        )
         task.status = change.new_status
         task.version += 1
         for column, value in change.columns.items():

@@ -51,7 +51,7 @@ def refusal(
     if closed is not None:
         return closed
     if action is TaskAction.EDIT and not task.type.needs_statement:
-        return invalid_input(f"a {task.type.value} task has no statement", _TASK_ID)
+        return invalid_input(f"{task.type.described} has no statement", _TASK_ID)
     if action not in available_actions(task.status):
         return conflict(str(TransitionRefused(task.status, action)), _TASK_ID)
     # The table allows both, but each would change nothing: a RUNNING task stays RUNNING until

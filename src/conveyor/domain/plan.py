@@ -142,7 +142,7 @@ def _validate_task(
             problems.append(
                 Problem(
                     ErrorCode.INVALID_INPUT,
-                    f"blocked by '{ref}', which is no task of this pipeline",
+                    f"blocked by '{ref}', but no task of this pipeline has that ref",
                     (*path, "blockedBy", index),
                 )
             )
@@ -173,7 +173,7 @@ def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> lis
             return [
                 Problem(
                     ErrorCode.INVALID_INPUT,
-                    f"a {task.type.value} task needs a database",
+                    f"{task.type.described} needs a database",
                     database_path,
                 )
             ]
@@ -182,14 +182,15 @@ def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> lis
         return [
             Problem(
                 ErrorCode.INVALID_INPUT,
-                f"a {task.type.value} task takes no database",
+                f"{task.type.described} takes no database",
                 database_path,
             )
         ]
     instance_of_database = catalog.database_instances.get(task.database_id)
     if instance_of_database is None:
         return [Problem(ErrorCode.NOT_FOUND, "database does not exist", database_path)]
-    if task.instance_id is not None and instance_of_database != task.instance_id:
+    # An unknown instance is reported on its own field; comparing with it would add noise.
+    if task.instance_id in catalog.instance_ids and instance_of_database != task.instance_id:
         return [
             Problem(
                 ErrorCode.INVALID_INPUT,
@@ -208,7 +209,7 @@ def _validate_payload(task: TaskPlan, path: FieldPath) -> list[Problem]:
         problems.append(
             Problem(
                 ErrorCode.INVALID_INPUT,
-                f"a {task.type.value} task takes no statement",
+                f"{task.type.described} takes no statement",
                 (*path, "statement"),
             )
         )
@@ -226,7 +227,7 @@ def _validate_payload(task: TaskPlan, path: FieldPath) -> list[Problem]:
         problems.append(
             Problem(
                 ErrorCode.INVALID_INPUT,
-                f"a {task.type.value} task takes no database name",
+                f"{task.type.described} takes no database name",
                 name_path,
             )
         )

@@ -63,6 +63,12 @@ class TaskType(StrEnum):
     INSTANCE_SYNC = "INSTANCE_SYNC"
 
     @property
+    def described(self) -> str:
+        """The type as a person reads it in a sentence: "an INSTANCE_SYNC task"."""
+        article = "an" if self.value[0] in "AEIOU" else "a"
+        return f"{article} {self.value} task"
+
+    @property
     def needs_database(self) -> bool:
         """Whether the task runs against one existing Database (else the whole instance)."""
         return self in (TaskType.SCHEMA_UPDATE, TaskType.DATA_UPDATE)

@@ -21,6 +21,18 @@ def node_key(global_id: relay.GlobalID | None, type_name: str, field: FieldPath)
     return key
 
 
+#: Stands in a plan for an id that names no row of the expected type, so that validation
+#: reports it (NOT_FOUND, with its field) together with every other problem of the plan.
+UNKNOWN_ROW = 0
+
+
+def plan_key(global_id: relay.GlobalID | None, type_name: str) -> int | None:
+    if global_id is None:
+        return None
+    key = parse_node_id(global_id.node_id)
+    return key if global_id.type_name == type_name and key is not None else UNKNOWN_ROW
+
+
 @strawberry.input(description="A new environment.")
 class CreateEnvironmentInput:
     name: str
@@ -113,26 +125,19 @@ class CreateIssueInput:
             stages=tuple(
                 StagePlan(
                     name=stage.name,
-                    environment_id=node_key(
-                        stage.environment_id,
-                        "Environment",
-                        ("input", "stages", stage_index, "environmentId"),
-                    ),
-                    tasks=tuple(
-                        _task_plan(task, ("input", "stages", stage_index, "tasks", task_index))
-                        for task_index, task in enumerate(stage.tasks)
-                    ),
+                    environment_id=plan_key(stage.environment_id, "Environment"),
+                    tasks=tuple(_task_plan(task) for task in stage.tasks),
                 )
                 for stage_index, stage in enumerate(self.stages)
             ),
         )
 
 
-def _task_plan(task: TaskPlanInput, path: FieldPath) -> TaskPlan:
+def _task_plan(task: TaskPlanInput) -> TaskPlan:
     return TaskPlan(
         type=task.type,
-        instance_id=node_key(task.instance_id, "Instance", (*path, "instanceId")),
-        database_id=node_key(task.database_id, "Database", (*path, "databaseId")),
+        instance_id=plan_key(task.instance_id, "Instance"),
+        database_id=plan_key(task.database_id, "Database"),
         name=task.name,
         ref=task.ref,
         statement=task.statement,
