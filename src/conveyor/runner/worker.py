@@ -10,9 +10,10 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
@@ -72,8 +73,12 @@ class Worker:
         ]
         try:
             while not self._stopping.is_set():
+                woken = wakeup.is_set()
                 wakeup.clear()
                 self._room.clear()
+                if woken:
+                    # The change that woke us may be a cancel request for a task we hold.
+                    await self._renew_leases()
                 await self._claim_while_room()
                 await self._wait_for_work(wakeup)
             await self._drain()
@@ -188,22 +193,31 @@ class Worker:
             release=release,
         )
 
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            try:
-                cancel_requested = await claims.renew_leases(
-                    self.id, list(self._attempts), self._lease
-                )
-            except Exception as error:
-                logger.warning("%s: heartbeat failed (%s)", self.id, type(error).__name__)
-                continue
-            for task_id in cancel_requested:
-                attempt = self._attempts.get(task_id)
-                if attempt is not None and not attempt.canceled_by_person:
-                    attempt.canceled_by_person = True
-                    self._background.add(asyncio.create_task(self._cancel_on_target(attempt)))
+            await self._renew_leases()
+
+    async def _renew_leases(self) -> None:
+        """Extend the leases held, and start aborting the tasks a person asked to cancel."""
+        if not self._attempts:
+            return
+        try:
+            cancel_requested = await claims.renew_leases(self.id, list(self._attempts), self._lease)
+        except Exception as error:
+            logger.warning("%s: heartbeat failed (%s)", self.id, type(error).__name__)
+            return
+        for task_id in cancel_requested:
+            attempt = self._attempts.get(task_id)
+            if attempt is not None and not attempt.canceled_by_person:
+                attempt.canceled_by_person = True
+                self._in_background(self._cancel_on_target(attempt))
 
     async def _cancel_on_target(self, attempt: _Attempt) -> None:
         # A cancel only hits the statement running at that instant; one that lands between
@@ -251,7 +265,7 @@ class Worker:
             return
         for attempt in list(self._attempts.values()):
             attempt.interrupted_by_shutdown = True
-            self._background.add(asyncio.create_task(self._cancel_on_target(attempt)))
+            self._in_background(self._cancel_on_target(attempt))
         _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
         # A target that does not answer even a cancel: stop waiting, and hand the task back
         # (or to a person) rather than leave it RUNNING until its lease runs out.
