@@ -155,9 +155,15 @@ class Worker:
                 attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
             )
             await self._report(attempt, outcome)
-        except Exception:
-            # The type only: the message may hold the target's details.
-            logger.exception("%s: task %s failed inside the worker", self.id, claimed.task_id)
+        except Exception as error:
+            # The type only: the message may hold SQL or the target's details. The task is no
+            # longer renewed, so once its lease expires recovery settles it.
+            logger.error(
+                "%s: task %s failed inside the worker (%s)",
+                self.id,
+                claimed.task_id,
+                type(error).__name__,
+            )
         finally:
             self._attempts.pop(claimed.task_id, None)
             self._room.set()
