@@ -155,8 +155,8 @@ async def statement_is_running(server_url: str, database: str, text: str) -> boo
         server_url,
         "postgres",
         f"""SELECT count(*) AS n FROM pg_stat_activity
-            WHERE datname = '{database}' AND state = 'active'
-              AND application_name = 'conveyor' AND query LIKE '{text}%'""",
+            WHERE datname = {quote_literal(database)} AND state = 'active'
+              AND application_name = 'conveyor' AND query LIKE {quote_literal(text + "%")}""",
     )
     return bool(rows[0]["n"])
 

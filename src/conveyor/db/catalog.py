@@ -8,7 +8,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db.models import Database, Environment, Instance
-from conveyor.domain.plan import DATABASE_NAME_MAX_LENGTH, check_name
+from conveyor.domain.plan import check_database_name, check_name
 from conveyor.domain.statuses import ApprovalPolicy, Engine
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
 
@@ -150,7 +150,7 @@ async def save_instance(
 
 async def register_database(instance_id: int, name: str) -> Database:
     """Record a database that exists on an instance."""
-    _raise_if(check_name(name, ("input", "name"), max_length=DATABASE_NAME_MAX_LENGTH))
+    _raise_if(check_database_name(name, ("input", "name")))
     async with in_transaction():
         if not await Instance.exists(id=instance_id):
             raise not_found("instance", ("input", "instanceId"))

@@ -62,6 +62,22 @@ def check_name(value: str, path: FieldPath, *, max_length: int = NAME_MAX_LENGTH
     return []
 
 
+def check_database_name(value: str, path: FieldPath) -> list[Problem]:
+    """A database name must fit PostgreSQL's identifiers, which are limited in bytes."""
+    problems = check_name(value, path, max_length=DATABASE_NAME_MAX_LENGTH)
+    if not problems and len(value.encode()) > DATABASE_NAME_MAX_LENGTH:
+        problems.append(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"must be at most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8",
+                path,
+            )
+        )
+    if not problems and "\x00" in value:
+        problems.append(Problem(ErrorCode.INVALID_INPUT, "must not contain a NUL character", path))
+    return problems
+
+
 def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
     """Every problem with `plan`, in input order; an empty list means it may be created."""
     root: FieldPath = ("input",)
@@ -220,9 +236,7 @@ def _validate_payload(task: TaskPlan, path: FieldPath) -> list[Problem]:
                 Problem(ErrorCode.INVALID_INPUT, "the new database needs a name", name_path)
             )
         else:
-            problems += check_name(
-                task.database_name, name_path, max_length=DATABASE_NAME_MAX_LENGTH
-            )
+            problems += check_database_name(task.database_name, name_path)
     elif task.database_name is not None:
         problems.append(
             Problem(
