@@ -1,10 +1,12 @@
 """Fixtures for tests that run tasks against real PostgreSQL targets."""
 
 import asyncio
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -12,6 +14,7 @@ import asyncpg
 import pytest
 
 from conveyor.crypto import PasswordCipher
+from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, with_database
@@ -147,3 +150,25 @@ async def build_engine_catalog(
         )
         databases[key] = data["registerDatabase"]["id"]
     return EngineCatalog(environments, instance_id, databases, dict(database_names))
+
+
+@pytest.fixture
+def password_server() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-auth-pg-") as data_dir:
+        server = EmbeddedPostgres(Path(data_dir))
+        try:
+            server.__enter__()
+        except Exception as error:
+            server.stop()
+            pytest.skip(f"the embedded PostgreSQL could not start: {error!r}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def require_password_for(pgdata: Path, role: str) -> None:
+    hba = pgdata / "pg_hba.conf"
+    # Rewritten in place: the file keeps the owner (the server's system user) and mode.
+    hba.write_text(f"local all {role} scram-sha-256\n{hba.read_text()}")

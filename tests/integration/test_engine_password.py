@@ -5,12 +5,8 @@ import asyncpg
 from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.runner.worker import Worker
 from tests.conftest import GraphQLClient
-from tests.integration.conftest import build_engine_catalog, eventually
+from tests.integration.conftest import build_engine_catalog, eventually, require_password_for
 from tests.integration.test_engine import CREATE_ISSUE, issue_state, tasks_by_name
-from tests.integration.test_targets import (
-    password_server,  # noqa: F401  (a fixture, used by name)
-    require_password_for,
-)
 
 WRONG_PASSWORD = "not-the-password-4711"
 

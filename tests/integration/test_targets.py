@@ -4,11 +4,9 @@ that keeps a change from applying twice, failures, timeouts, cancel, and unreach
 import asyncio
 import json
 import socket
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,7 +27,12 @@ from conveyor.runner.targets import (
     split_statements,
 )
 from tests.conftest import free_port, with_database
-from tests.integration.conftest import address_of, eventually, target_fetch
+from tests.integration.conftest import (
+    address_of,
+    eventually,
+    require_password_for,
+    target_fetch,
+)
 
 MakeDatabase = Callable[[], Awaitable[str]]
 
@@ -380,28 +383,6 @@ async def test_a_missing_database_fails_with_its_sqlstate(server_url: str) -> No
     assert outcome.error_message.startswith("could not connect to the instance at ")
     assert outcome.error_message.endswith("does not exist")
     assert not await change_was_applied(target, change_of("SELECT 1"))
-
-
-@pytest.fixture
-def password_server() -> Iterator[EmbeddedPostgres]:
-    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
-    with tempfile.TemporaryDirectory(prefix="conveyor-auth-pg-") as data_dir:
-        server = EmbeddedPostgres(Path(data_dir))
-        try:
-            server.__enter__()
-        except Exception as error:
-            server.stop()
-            pytest.skip(f"the embedded PostgreSQL could not start: {error!r}")
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-def require_password_for(pgdata: Path, role: str) -> None:
-    hba = pgdata / "pg_hba.conf"
-    # Rewritten in place: the file keeps the owner (the server's system user) and mode.
-    hba.write_text(f"local all {role} scram-sha-256\n{hba.read_text()}")
 
 
 async def test_a_wrong_password_fails_with_28P01_and_never_shows_the_password(
