@@ -75,14 +75,21 @@ async def template_url(server_url: str) -> AsyncIterator[str]:
     await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
+@contextlib.asynccontextmanager
+async def cloned_database(server_url: str, template_url: str) -> AsyncIterator[str]:
+    """The URL of a new database cloned from the template, dropped when the block ends."""
     name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
     template = urlparse(template_url).path.lstrip("/")
     await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield with_database(server_url, name)
     await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    async with cloned_database(server_url, template_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,19 +1,15 @@
 """The catalog's mutations: environments, instances (with their write-only password), databases."""
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
-import asyncpg
 import pytest
-from strawberry import relay
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db.models import Database, Environment, Instance
 from conveyor.settings import Settings
-from tests.api.conftest import Catalog
-from tests.conftest import GraphQLClient, _admin_execute, with_database
+from tests.api.support import Catalog, global_id, row_key, the_error
+from tests.conftest import GraphQLClient
 
 CREATE_ENVIRONMENT = """
 mutation($input: CreateEnvironmentInput!) {
@@ -44,59 +40,15 @@ mutation($input: RegisterDatabaseInput!) {
 """
 
 
-# Creating a database costs more than most tests here: the module shares one, and each test
-# starts from empty tables instead.
-@pytest.fixture(scope="module")
-async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    template = urlparse(template_url).path.lstrip("/")
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def database_url(emptied_module_database_url: str) -> str:
+    """The module's one database, emptied for each test: creating one costs more than a test."""
+    return emptied_module_database_url
 
 
-#: Conveyor's tables, each before the tables it references.
-TABLES = (
-    "event",
-    "task_run",
-    "task_dependency",
-    "task",
-    "stage",
-    "pipeline",
-    "issue",
-    "database",
-    "instance",
-    "environment",
-)
-
-
-@pytest.fixture(autouse=True)
-async def empty_tables(database_url: str) -> None:
-    # DELETE, not TRUNCATE: on tables this small it is several times faster.
-    connection = await asyncpg.connect(database_url)
-    try:
-        async with connection.transaction():
-            for table in TABLES:
-                await connection.execute(f"DELETE FROM {table}")
-    finally:
-        await connection.close()
-
-
-def global_id(type_name: str, key: int) -> str:
-    return str(relay.GlobalID(type_name, str(key)))
-
-
-def row_key(node_id: str) -> int:
-    return int(relay.GlobalID.from_id(node_id).node_id)
-
-
-async def the_error(graphql: GraphQLClient, document: str, input: dict[str, Any]) -> dict[str, Any]:
+async def error_of(graphql: GraphQLClient, document: str, input: dict[str, Any]) -> dict[str, Any]:
     """The one error of a refused mutation."""
-    response = await graphql(document, {"input": input})
-    assert response.data is None
-    assert len(response.errors) == 1, response.errors
-    error: dict[str, Any] = response.errors[0]
-    return error
+    return the_error(await graphql(document, {"input": input}))
 
 
 def assert_refused(error: dict[str, Any], code: str, field: list[str], message: str) -> None:
@@ -154,7 +106,7 @@ async def test_an_environment_is_automatic_unless_told_otherwise(graphql: GraphQ
 async def test_refuses_a_second_environment_of_the_same_name(graphql: GraphQLClient) -> None:
     await create_environment(graphql, "dev", 0)
 
-    error = await the_error(graphql, CREATE_ENVIRONMENT, {"name": "dev", "order": 1})
+    error = await error_of(graphql, CREATE_ENVIRONMENT, {"name": "dev", "order": 1})
 
     assert_refused(error, "CONFLICT", ["input", "name"], "another environment has this name")
     assert await Environment.all().count() == 1
@@ -163,7 +115,7 @@ async def test_refuses_a_second_environment_of_the_same_name(graphql: GraphQLCli
 async def test_refuses_a_second_environment_of_the_same_order(graphql: GraphQLClient) -> None:
     await create_environment(graphql, "dev", 0)
 
-    error = await the_error(graphql, CREATE_ENVIRONMENT, {"name": "test", "order": 0})
+    error = await error_of(graphql, CREATE_ENVIRONMENT, {"name": "test", "order": 0})
 
     assert_refused(error, "CONFLICT", ["input", "order"], "another environment has this order")
     assert await Environment.all().count() == 1
@@ -179,7 +131,7 @@ async def test_refuses_a_second_environment_of_the_same_order(graphql: GraphQLCl
     ids=["empty", "blank", "too long"],
 )
 async def test_refuses_an_environment_name(graphql: GraphQLClient, name: str, message: str) -> None:
-    error = await the_error(graphql, CREATE_ENVIRONMENT, {"name": name, "order": 0})
+    error = await error_of(graphql, CREATE_ENVIRONMENT, {"name": name, "order": 0})
 
     assert_refused(error, "INVALID_INPUT", ["input", "name"], message)
     assert await Environment.all().count() == 0
@@ -214,7 +166,7 @@ async def test_refuses_renaming_an_environment_to_a_taken_name(graphql: GraphQLC
     await create_environment(graphql, "dev", 0)
     test_id = await create_environment(graphql, "test", 1)
 
-    error = await the_error(graphql, UPDATE_ENVIRONMENT, {"id": test_id, "name": "dev"})
+    error = await error_of(graphql, UPDATE_ENVIRONMENT, {"id": test_id, "name": "dev"})
 
     assert_refused(error, "CONFLICT", ["input", "name"], "another environment has this name")
     assert (await Environment.get(id=row_key(test_id))).name == "test"
@@ -224,7 +176,7 @@ async def test_refuses_moving_an_environment_to_a_taken_order(graphql: GraphQLCl
     await create_environment(graphql, "dev", 0)
     test_id = await create_environment(graphql, "test", 1)
 
-    error = await the_error(graphql, UPDATE_ENVIRONMENT, {"id": test_id, "order": 0})
+    error = await error_of(graphql, UPDATE_ENVIRONMENT, {"id": test_id, "order": 0})
 
     assert_refused(error, "CONFLICT", ["input", "order"], "another environment has this order")
     assert (await Environment.get(id=row_key(test_id))).order == 1
@@ -233,7 +185,7 @@ async def test_refuses_moving_an_environment_to_a_taken_order(graphql: GraphQLCl
 async def test_refuses_an_empty_name_on_update(graphql: GraphQLClient) -> None:
     environment_id = await create_environment(graphql, "dev", 0)
 
-    error = await the_error(graphql, UPDATE_ENVIRONMENT, {"id": environment_id, "name": " "})
+    error = await error_of(graphql, UPDATE_ENVIRONMENT, {"id": environment_id, "name": " "})
 
     assert_refused(error, "INVALID_INPUT", ["input", "name"], "must not be empty")
     assert (await Environment.get(id=row_key(environment_id))).name == "dev"
@@ -247,7 +199,7 @@ async def test_refuses_an_empty_name_on_update(graphql: GraphQLClient) -> None:
 async def test_refuses_updating_an_unknown_environment(
     graphql: GraphQLClient, catalog: Catalog, make_id: Callable[[Catalog], str]
 ) -> None:
-    error = await the_error(graphql, UPDATE_ENVIRONMENT, {"id": make_id(catalog), "name": "qa"})
+    error = await error_of(graphql, UPDATE_ENVIRONMENT, {"id": make_id(catalog), "name": "qa"})
 
     assert_refused(error, "NOT_FOUND", ["input", "id"], "environment does not exist")
     assert not await Environment.exists(name="qa")
@@ -348,7 +300,7 @@ async def test_moves_an_instance_to_another_environment(graphql: GraphQLClient) 
 async def test_refuses_a_port_out_of_range(graphql: GraphQLClient, port: int) -> None:
     environment_id = await create_environment(graphql, "dev", 0)
 
-    error = await the_error(graphql, CREATE_INSTANCE, instance_input(environment_id, port=port))
+    error = await error_of(graphql, CREATE_INSTANCE, instance_input(environment_id, port=port))
 
     assert_refused(error, "INVALID_INPUT", ["input", "port"], "must be between 1 and 65535")
     assert await Instance.all().count() == 0
@@ -358,7 +310,7 @@ async def test_refuses_a_port_out_of_range_on_update(graphql: GraphQLClient) -> 
     environment_id = await create_environment(graphql, "dev", 0)
     instance_id = await create_instance(graphql, environment_id)
 
-    error = await the_error(graphql, UPDATE_INSTANCE, {"id": instance_id, "port": 70000})
+    error = await error_of(graphql, UPDATE_INSTANCE, {"id": instance_id, "port": 70000})
 
     assert_refused(error, "INVALID_INPUT", ["input", "port"], "must be between 1 and 65535")
     assert (await Instance.get(id=row_key(instance_id))).port == 5433
@@ -367,7 +319,7 @@ async def test_refuses_a_port_out_of_range_on_update(graphql: GraphQLClient) -> 
 async def test_refuses_a_task_limit_below_one(graphql: GraphQLClient) -> None:
     environment_id = await create_environment(graphql, "dev", 0)
 
-    error = await the_error(
+    error = await error_of(
         graphql, CREATE_INSTANCE, instance_input(environment_id, maxRunningTasks=0)
     )
 
@@ -384,7 +336,7 @@ async def test_refuses_an_instance_in_an_unknown_environment(
 ) -> None:
     before = await Instance.all().count()
 
-    error = await the_error(graphql, CREATE_INSTANCE, instance_input(make_id(catalog)))
+    error = await error_of(graphql, CREATE_INSTANCE, instance_input(make_id(catalog)))
 
     assert_refused(error, "NOT_FOUND", ["input", "environmentId"], "environment does not exist")
     assert await Instance.all().count() == before
@@ -395,7 +347,7 @@ async def test_refuses_moving_an_instance_to_an_unknown_environment(
 ) -> None:
     unknown = global_id("Environment", 987_654)
 
-    error = await the_error(
+    error = await error_of(
         graphql,
         UPDATE_INSTANCE,
         {"id": catalog.instances["alpha"], "environmentId": unknown},
@@ -407,7 +359,7 @@ async def test_refuses_moving_an_instance_to_an_unknown_environment(
 
 
 async def test_refuses_updating_an_unknown_instance(graphql: GraphQLClient) -> None:
-    error = await the_error(
+    error = await error_of(
         graphql, UPDATE_INSTANCE, {"id": global_id("Instance", 987_654), "host": "x"}
     )
 
@@ -417,7 +369,7 @@ async def test_refuses_updating_an_unknown_instance(graphql: GraphQLClient) -> N
 async def test_refuses_a_second_instance_of_the_same_name(
     graphql: GraphQLClient, catalog: Catalog
 ) -> None:
-    error = await the_error(
+    error = await error_of(
         graphql, CREATE_INSTANCE, instance_input(catalog.environments["dev"], name="alpha")
     )
 
@@ -442,7 +394,7 @@ async def test_registers_a_database_on_an_instance(
 async def test_refuses_a_second_database_of_the_same_name_on_an_instance(
     graphql: GraphQLClient, catalog: Catalog
 ) -> None:
-    error = await the_error(
+    error = await error_of(
         graphql, REGISTER_DATABASE, {"instanceId": catalog.instances["alpha"], "name": "alpha_db"}
     )
 
@@ -474,7 +426,7 @@ async def test_the_same_database_name_may_exist_on_another_instance(
 async def test_refuses_a_database_on_an_unknown_instance(
     graphql: GraphQLClient, catalog: Catalog, make_id: Callable[[Catalog], str]
 ) -> None:
-    error = await the_error(
+    error = await error_of(
         graphql, REGISTER_DATABASE, {"instanceId": make_id(catalog), "name": "orders"}
     )
 
@@ -490,7 +442,7 @@ async def test_refuses_a_database_on_an_unknown_instance(
 async def test_refuses_a_database_name(
     graphql: GraphQLClient, catalog: Catalog, name: str, message: str
 ) -> None:
-    error = await the_error(
+    error = await error_of(
         graphql, REGISTER_DATABASE, {"instanceId": catalog.instances["alpha"], "name": name}
     )
 

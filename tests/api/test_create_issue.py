@@ -1,6 +1,6 @@
 from typing import Any
 
-from tests.api.conftest import Catalog
+from tests.api.support import Catalog, instance_task, issue_plan, orders_tasks
 from tests.conftest import GraphQLClient
 
 CREATE_ISSUE = """
@@ -22,37 +22,13 @@ mutation($input: CreateIssueInput!) {
 
 
 def plan(catalog: Catalog) -> dict[str, Any]:
-    return {
-        "title": "Add orders",
-        "stages": [
-            {
-                "environmentId": catalog.environments["dev"],
-                "tasks": [
-                    {
-                        "type": "SCHEMA_UPDATE",
-                        "ref": "ddl",
-                        "instanceId": catalog.instances["alpha"],
-                        "databaseId": catalog.databases["alpha"],
-                        "statement": "CREATE TABLE orders (id int)",
-                    },
-                    {
-                        "type": "DATA_UPDATE",
-                        "name": "seed",
-                        "instanceId": catalog.instances["alpha"],
-                        "databaseId": catalog.databases["alpha"],
-                        "statement": "INSERT INTO orders VALUES (1)",
-                        "blockedBy": ["ddl"],
-                    },
-                ],
-            },
-            {
-                "environmentId": catalog.environments["prod"],
-                "tasks": [
-                    {"type": "INSTANCE_SYNC", "instanceId": catalog.instances["beta"]},
-                ],
-            },
-        ],
-    }
+    return issue_plan(
+        catalog,
+        {
+            "dev": orders_tasks(catalog, name="seed"),
+            "prod": [instance_task(catalog, "INSTANCE_SYNC", "beta")],
+        },
+    )
 
 
 async def test_creates_the_whole_tree_with_tasks_at_their_gate(

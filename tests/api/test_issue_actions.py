@@ -1,65 +1,33 @@
 """What a person does to an issue and its tasks: cancel, reopen, edit a task's statement."""
 
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
-import asyncpg
 import pytest
-from strawberry import relay
 
-from conveyor.db.models import Event, Pipeline, Task
+from conveyor.db.models import Task
 from conveyor.domain.statuses import TaskStatus
-from tests.api.conftest import Catalog
-from tests.conftest import GraphQLClient, Response, _admin_execute, with_database
-
-# Creating a database costs more than most tests here: the module shares one, and each test
-# starts from empty tables instead.
-
-
-@pytest.fixture(scope="module")
-async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    template = urlparse(template_url).path.lstrip("/")
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-#: Conveyor's tables, each before the tables it references.
-TABLES = (
-    "event",
-    "task_run",
-    "task_dependency",
-    "task",
-    "stage",
-    "pipeline",
-    "issue",
-    "database",
-    "instance",
-    "environment",
+from tests.api.support import (
+    Catalog,
+    CreatedIssue,
+    create_issue,
+    database_task,
+    global_id,
+    instance_task,
+    put_task_in,
+    row_key,
+    snapshot,
+    the_error,
 )
+from tests.conftest import GraphQLClient
 
 
-@pytest.fixture(autouse=True)
-async def empty_tables(database_url: str) -> None:
-    # DELETE, not TRUNCATE: on tables this small it is several times faster.
-    connection = await asyncpg.connect(database_url)
-    try:
-        async with connection.transaction():
-            for table in TABLES:
-                await connection.execute(f"DELETE FROM {table}")
-    finally:
-        await connection.close()
+@pytest.fixture
+def database_url(emptied_module_database_url: str) -> str:
+    """The module's one database, emptied for each test: creating one costs more than a test."""
+    return emptied_module_database_url
 
 
-CREATE_ISSUE = """
-mutation($input: CreateIssueInput!) {
-  createIssue(input: $input) { id pipeline { stages { tasks { id name } } } }
-}
-"""
 ISSUE_STATE = """
 fragment IssueState on Issue {
   status
@@ -86,70 +54,28 @@ mutation($input: UpdateTaskStatementInput!) {
 """
 
 
-def global_id(type_name: str, key: int) -> str:
-    return str(relay.GlobalID(type_name, str(key)))
-
-
-def row_key(node_id: str) -> int:
-    return int(relay.GlobalID.from_id(node_id).node_id)
-
-
-@dataclass(frozen=True)
-class OpenIssue:
-    id: str
-    #: Global task ids by task name.
-    tasks: dict[str, str]
-
-
 @pytest.fixture
-async def issue(graphql: GraphQLClient, catalog: Catalog) -> OpenIssue:
+async def issue(graphql: GraphQLClient, catalog: Catalog) -> CreatedIssue:
     """dev (AUTOMATIC): ddl, seed, sync, create; prod (MANUAL): prod-ddl. All at their gate."""
-    alpha = {"instanceId": catalog.instances["alpha"], "databaseId": catalog.databases["alpha"]}
-    plan = {
-        "title": "Add orders",
-        "stages": [
-            {
-                "environmentId": catalog.environments["dev"],
-                "tasks": [
-                    {"type": "SCHEMA_UPDATE", "name": "ddl", "statement": "CREATE TABLE o ()"}
-                    | alpha,
-                    {"type": "DATA_UPDATE", "name": "seed", "statement": "INSERT INTO o DEFAULT"}
-                    | alpha,
-                    {
-                        "type": "INSTANCE_SYNC",
-                        "name": "sync",
-                        "instanceId": catalog.instances["beta"],
-                    },
-                    {
-                        "type": "DATABASE_CREATE",
-                        "name": "create",
-                        "instanceId": catalog.instances["beta"],
-                        "databaseName": "reports",
-                    },
-                ],
-            },
-            {
-                "environmentId": catalog.environments["prod"],
-                "tasks": [
-                    {
-                        "type": "SCHEMA_UPDATE",
-                        "name": "prod-ddl",
-                        "instanceId": catalog.instances["beta"],
-                        "databaseId": catalog.databases["beta"],
-                        "statement": "CREATE TABLE o ()",
-                    }
-                ],
-            },
-        ],
-    }
-    data = await graphql.ok(CREATE_ISSUE, {"input": plan})
-    created = data["createIssue"]
-    return OpenIssue(
-        id=created["id"],
-        tasks={
-            task["name"]: task["id"]
-            for stage in created["pipeline"]["stages"]
-            for task in stage["tasks"]
+    return await create_issue(
+        graphql,
+        catalog,
+        {
+            "dev": [
+                database_task(catalog, "SCHEMA_UPDATE", name="ddl", statement="CREATE TABLE o ()"),
+                database_task(
+                    catalog, "DATA_UPDATE", name="seed", statement="INSERT INTO o DEFAULT"
+                ),
+                instance_task(catalog, "INSTANCE_SYNC", "beta", name="sync"),
+                instance_task(
+                    catalog, "DATABASE_CREATE", "beta", name="create", databaseName="reports"
+                ),
+            ],
+            "prod": [
+                database_task(
+                    catalog, "SCHEMA_UPDATE", "beta", name="prod-ddl", statement="CREATE TABLE o ()"
+                )
+            ],
         },
     )
 
@@ -162,7 +88,7 @@ def task_statuses(issue_state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def events_of(graphql: GraphQLClient, issue: OpenIssue) -> list[dict[str, Any]]:
+async def events_of(graphql: GraphQLClient, issue: CreatedIssue) -> list[dict[str, Any]]:
     data = await graphql.ok(EVENTS, {"id": issue.id})
     events: list[dict[str, Any]] = data["node"]["events"]
     return events
@@ -175,43 +101,11 @@ def status_changes(events: list[dict[str, Any]]) -> list[tuple[str, str | None, 
     ]
 
 
-async def put_task_in(issue: OpenIssue, name: str, status: TaskStatus) -> None:
-    """Give a task a status only the runner could give it (it does not exist yet)."""
-    await Task.filter(id=row_key(issue.tasks[name])).update(status=status)
-
-
-def the_error(response: Response) -> dict[str, Any]:
-    assert response.data is None
-    assert len(response.errors) == 1, response.errors
-    error: dict[str, Any] = response.errors[0]
-    return error
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What a refused action must leave as it was."""
-
-    tasks: list[tuple[int, str, str | None, int]]
-    pipeline_statuses: list[str]
-    events: int
-
-
-async def snapshot() -> Snapshot:
-    return Snapshot(
-        tasks=[
-            (task.id, task.status.value, task.statement, task.version)
-            for task in await Task.all().order_by("id")
-        ],
-        pipeline_statuses=[pipeline.status.value for pipeline in await Pipeline.all()],
-        events=await Event.all().count(),
-    )
-
-
 # --- cancel -----------------------------------------------------------------------------------
 
 
 async def test_cancel_cancels_every_waiting_task_and_the_issue(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     data = await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
 
@@ -221,7 +115,7 @@ async def test_cancel_cancels_every_waiting_task_and_the_issue(
 
 
 async def test_cancel_records_the_pipeline_and_every_task_change(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id}, actor="bob")
 
@@ -244,12 +138,12 @@ async def test_cancel_records_the_pipeline_and_every_task_change(
 
 
 async def test_cancel_leaves_finished_failed_and_running_tasks_as_they_are(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
-    await put_task_in(issue, "ddl", TaskStatus.DONE)
-    await put_task_in(issue, "seed", TaskStatus.RUNNING)
-    await put_task_in(issue, "sync", TaskStatus.FAILED)
-    await put_task_in(issue, "create", TaskStatus.SKIPPED)
+    await put_task_in(issue.task_key("ddl"), TaskStatus.DONE)
+    await put_task_in(issue.task_key("seed"), TaskStatus.RUNNING)
+    await put_task_in(issue.task_key("sync"), TaskStatus.FAILED)
+    await put_task_in(issue.task_key("create"), TaskStatus.SKIPPED)
 
     data = await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
 
@@ -262,7 +156,9 @@ async def test_cancel_leaves_finished_failed_and_running_tasks_as_they_are(
     }
 
 
-async def test_refuses_to_cancel_a_canceled_issue(graphql: GraphQLClient, issue: OpenIssue) -> None:
+async def test_refuses_to_cancel_a_canceled_issue(
+    graphql: GraphQLClient, issue: CreatedIssue
+) -> None:
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
     before = await snapshot()
 
@@ -294,7 +190,7 @@ async def test_refuses_to_act_on_an_unknown_issue(
 
 
 async def test_reopen_returns_canceled_tasks_to_their_gate(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
 
@@ -313,10 +209,10 @@ async def test_reopen_returns_canceled_tasks_to_their_gate(
 
 
 async def test_reopen_leaves_tasks_that_were_not_canceled_as_they_are(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
-    await put_task_in(issue, "ddl", TaskStatus.DONE)
-    await put_task_in(issue, "sync", TaskStatus.FAILED)
+    await put_task_in(issue.task_key("ddl"), TaskStatus.DONE)
+    await put_task_in(issue.task_key("sync"), TaskStatus.FAILED)
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
 
     data = await graphql.ok(REOPEN_ISSUE, {"id": issue.id})
@@ -326,7 +222,7 @@ async def test_reopen_leaves_tasks_that_were_not_canceled_as_they_are(
 
 
 async def test_reopen_records_the_pipeline_and_every_task_change(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
     already = len(await events_of(graphql, issue))
@@ -347,7 +243,7 @@ async def test_reopen_records_the_pipeline_and_every_task_change(
     )
 
 
-async def test_refuses_to_reopen_an_open_issue(graphql: GraphQLClient, issue: OpenIssue) -> None:
+async def test_refuses_to_reopen_an_open_issue(graphql: GraphQLClient, issue: CreatedIssue) -> None:
     before = await snapshot()
 
     error = the_error(await graphql(REOPEN_ISSUE, {"id": issue.id}))
@@ -366,7 +262,7 @@ def edit(task_id: str, statement: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_edit_replaces_the_statement_and_bumps_the_version(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     data = await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks["seed"], "INSERT INTO o VALUES (2)"))
 
@@ -381,7 +277,9 @@ async def test_edit_replaces_the_statement_and_bumps_the_version(
     assert (row.statement, row.version) == ("INSERT INTO o VALUES (2)", 2)
 
 
-async def test_edit_records_a_task_edited_event(graphql: GraphQLClient, issue: OpenIssue) -> None:
+async def test_edit_records_a_task_edited_event(
+    graphql: GraphQLClient, issue: CreatedIssue
+) -> None:
     already = len(await events_of(graphql, issue))
 
     await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks["seed"], "SELECT 1"), actor="dave")
@@ -407,9 +305,9 @@ async def test_edit_records_a_task_edited_event(graphql: GraphQLClient, issue: O
     ids=["failed, automatic", "failed, manual", "approved, manual"],
 )
 async def test_edit_sends_the_task_back_to_its_gate(
-    graphql: GraphQLClient, issue: OpenIssue, task: str, status: TaskStatus, gate: TaskStatus
+    graphql: GraphQLClient, issue: CreatedIssue, task: str, status: TaskStatus, gate: TaskStatus
 ) -> None:
-    await put_task_in(issue, task, status)
+    await put_task_in(issue.task_key(task), status)
     already = len(await events_of(graphql, issue))
 
     data = await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks[task], "CREATE TABLE p ()"))
@@ -421,7 +319,7 @@ async def test_edit_sends_the_task_back_to_its_gate(
 
 
 async def test_edit_of_a_task_awaiting_approval_keeps_it_there(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     data = await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks["prod-ddl"], "CREATE TABLE p ()"))
 
@@ -432,7 +330,7 @@ async def test_edit_of_a_task_awaiting_approval_keeps_it_there(
 
 
 async def test_edit_at_the_expected_version_succeeds(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks["ddl"], "CREATE TABLE a ()"))
 
@@ -444,7 +342,7 @@ async def test_edit_at_the_expected_version_succeeds(
 
 
 async def test_refuses_an_edit_of_a_version_that_is_gone(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(UPDATE_STATEMENT, edit(issue.tasks["ddl"], "CREATE TABLE a ()"))
     before = await snapshot()
@@ -465,9 +363,9 @@ async def test_refuses_an_edit_of_a_version_that_is_gone(
     [TaskStatus.RUNNING, TaskStatus.DONE, TaskStatus.SKIPPED, TaskStatus.CANCELED],
 )
 async def test_refuses_an_edit_in_a_status_that_does_not_allow_it(
-    graphql: GraphQLClient, issue: OpenIssue, status: TaskStatus
+    graphql: GraphQLClient, issue: CreatedIssue, status: TaskStatus
 ) -> None:
-    await put_task_in(issue, "ddl", status)
+    await put_task_in(issue.task_key("ddl"), status)
     before = await snapshot()
 
     error = the_error(await graphql(UPDATE_STATEMENT, edit(issue.tasks["ddl"], "SELECT 1")))
@@ -480,7 +378,7 @@ async def test_refuses_an_edit_in_a_status_that_does_not_allow_it(
 
 @pytest.mark.parametrize("task", ["sync", "create"])
 async def test_refuses_an_edit_of_a_task_without_a_statement(
-    graphql: GraphQLClient, issue: OpenIssue, task: str
+    graphql: GraphQLClient, issue: CreatedIssue, task: str
 ) -> None:
     before = await snapshot()
 
@@ -494,7 +392,7 @@ async def test_refuses_an_edit_of_a_task_without_a_statement(
 
 
 async def test_refuses_an_edit_of_a_task_of_a_canceled_issue(
-    graphql: GraphQLClient, issue: OpenIssue
+    graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
     before = await snapshot()
@@ -509,7 +407,7 @@ async def test_refuses_an_edit_of_a_task_of_a_canceled_issue(
 
 @pytest.mark.parametrize("statement", ["", "  \n\t"], ids=["empty", "blank"])
 async def test_refuses_an_empty_statement(
-    graphql: GraphQLClient, issue: OpenIssue, statement: str
+    graphql: GraphQLClient, issue: CreatedIssue, statement: str
 ) -> None:
     before = await snapshot()
 
@@ -521,7 +419,9 @@ async def test_refuses_an_empty_statement(
     assert await snapshot() == before
 
 
-async def test_refuses_an_edit_of_an_unknown_task(graphql: GraphQLClient, issue: OpenIssue) -> None:
+async def test_refuses_an_edit_of_an_unknown_task(
+    graphql: GraphQLClient, issue: CreatedIssue
+) -> None:
     error = the_error(await graphql(UPDATE_STATEMENT, edit(global_id("Task", 987_654), "SELECT 1")))
 
     assert error["extensions"]["code"] == "NOT_FOUND"

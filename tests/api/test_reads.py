@@ -1,72 +1,37 @@
 """The read side: nodes by global id, paginated and filtered lists, derived fields."""
 
 import base64
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
-import asyncpg
 import pytest
 from strawberry import relay
 
-from conveyor.db.models import Task, TaskRun
+from conveyor.db.models import TaskRun
 from conveyor.domain.statuses import TaskRunStatus, TaskStatus
 from conveyor.settings import Settings
-from tests.api.conftest import CREATE_INSTANCE, Catalog
-from tests.conftest import GraphQLClient, Response, _admin_execute, with_database
-
-# Creating a database costs more than most tests here: the module shares one, and each test
-# starts from empty tables instead.
-
-
-@pytest.fixture(scope="module")
-async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    template = urlparse(template_url).path.lstrip("/")
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-#: Conveyor's tables, each before the tables it references.
-TABLES = (
-    "event",
-    "task_run",
-    "task_dependency",
-    "task",
-    "stage",
-    "pipeline",
-    "issue",
-    "database",
-    "instance",
-    "environment",
+from tests.api.support import (
+    CANCEL_ISSUE,
+    CREATE_INSTANCE,
+    Catalog,
+    CreatedIssue,
+    create_issue,
+    database_task,
+    global_id,
+    issue_plan,
+    only_error,
+    put_task_in,
+    row_key,
 )
+from tests.conftest import GraphQLClient
 
 
-@pytest.fixture(autouse=True)
-async def empty_tables(database_url: str) -> None:
-    # DELETE, not TRUNCATE: on tables this small it is several times faster.
-    connection = await asyncpg.connect(database_url)
-    try:
-        async with connection.transaction():
-            for table in TABLES:
-                await connection.execute(f"DELETE FROM {table}")
-    finally:
-        await connection.close()
+@pytest.fixture
+def database_url(emptied_module_database_url: str) -> str:
+    """The module's one database, emptied for each test: creating one costs more than a test."""
+    return emptied_module_database_url
 
-
-CREATE_ISSUE = """
-mutation($input: CreateIssueInput!) {
-  createIssue(input: $input) {
-    id
-    pipeline { id stages { id name tasks { id name } } }
-  }
-}
-"""
-CANCEL_ISSUE = "mutation($id: ID!) { cancelIssue(input: {issueId: $id}) { status } }"
 
 NODE = """
 query($id: ID!) {
@@ -86,36 +51,18 @@ query($id: ID!) {
 NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }"
 
 
-def global_id(type_name: str, key: int) -> str:
-    return str(relay.GlobalID(type_name, str(key)))
-
-
-def row_key(node_id: str) -> int:
-    return int(relay.GlobalID.from_id(node_id).node_id)
-
-
 def task_plan(catalog: Catalog, ref: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "DATA_UPDATE",
-        "ref": ref,
-        "name": ref,
-        "instanceId": catalog.instances["alpha"],
-        "databaseId": catalog.databases["alpha"],
-        "statement": f"UPDATE t SET step = '{ref}'",
+    return database_task(
+        catalog,
+        "DATA_UPDATE",
+        ref=ref,
+        name=ref,
+        statement=f"UPDATE t SET step = '{ref}'",
         **fields,
-    }
+    )
 
 
-@dataclass(frozen=True)
-class CreatedIssue:
-    id: str
-    pipeline_id: str
-    stage_ids: list[str]
-    #: Global task ids by task name.
-    task_ids: dict[str, str]
-
-
-async def create_issue(
+async def create_simple_issue(
     graphql: GraphQLClient,
     catalog: Catalog,
     title: str = "Add orders",
@@ -124,31 +71,13 @@ async def create_issue(
     actor: str = "tester",
 ) -> CreatedIssue:
     """An issue with one stage per environment, each with a task named '<environment>-task'."""
-    plan = {
-        "title": title,
-        "stages": [
-            {
-                "environmentId": catalog.environments[environment],
-                "tasks": [task_plan(catalog, f"{environment}-task")],
-            }
-            for environment in environments
-        ],
-    }
-    data = await graphql.ok(CREATE_ISSUE, {"input": plan}, actor=actor)
-    issue = data["createIssue"]
-    stages = issue["pipeline"]["stages"]
-    return CreatedIssue(
-        id=issue["id"],
-        pipeline_id=issue["pipeline"]["id"],
-        stage_ids=[stage["id"] for stage in stages],
-        task_ids={task["name"]: task["id"] for stage in stages for task in stage["tasks"]},
+    return await create_issue(
+        graphql,
+        catalog,
+        {environment: [task_plan(catalog, f"{environment}-task")] for environment in environments},
+        title=title,
+        actor=actor,
     )
-
-
-def only_error(response: Response) -> dict[str, Any]:
-    assert len(response.errors) == 1, response.errors
-    error: dict[str, Any] = response.errors[0]
-    return error
 
 
 # --- nodes ------------------------------------------------------------------------------------
@@ -163,8 +92,8 @@ class Nodes:
 
 @pytest.fixture
 async def one_of_each(graphql: GraphQLClient, catalog: Catalog) -> Nodes:
-    issue = await create_issue(graphql, catalog, "Add orders")
-    task_id = issue.task_ids["dev-task"]
+    issue = await create_simple_issue(graphql, catalog, "Add orders")
+    task_id = issue.tasks["dev-task"]
     run = await TaskRun.create(
         task_id=row_key(task_id),
         attempt=1,
@@ -179,7 +108,7 @@ async def one_of_each(graphql: GraphQLClient, catalog: Catalog) -> Nodes:
             "Database": {"id": catalog.databases["beta"], "name": "beta_db"},
             "Issue": {"id": issue.id, "title": "Add orders"},
             "Pipeline": {"id": issue.pipeline_id, "status": "OPEN"},
-            "Stage": {"id": issue.stage_ids[0], "name": "dev"},
+            "Stage": {"id": issue.stages["dev"], "name": "dev"},
             "Task": {"id": task_id, "name": "dev-task"},
             "TaskRun": {"id": run_id, "attempt": 1},
         }
@@ -303,7 +232,7 @@ query($first: Int, $after: String) {
 
 async def test_pages_through_issues_newest_first(graphql: GraphQLClient, catalog: Catalog) -> None:
     for number in range(1, 6):
-        await create_issue(graphql, catalog, f"issue {number}")
+        await create_simple_issue(graphql, catalog, f"issue {number}")
 
     pages = []
     after = None
@@ -329,7 +258,7 @@ async def test_pages_through_issues_newest_first(graphql: GraphQLClient, catalog
 
 
 async def test_a_page_past_the_last_is_empty(graphql: GraphQLClient, catalog: Catalog) -> None:
-    await create_issue(graphql, catalog, "only")
+    await create_simple_issue(graphql, catalog, "only")
     first = await graphql.ok(ISSUE_PAGE, {"first": 1})
 
     data = await graphql.ok(
@@ -349,7 +278,7 @@ async def test_the_page_size_defaults_to_the_configured_one(
     graphql: GraphQLClient, catalog: Catalog, settings: Settings
 ) -> None:
     for number in range(4):
-        await create_issue(graphql, catalog, f"issue {number}")
+        await create_simple_issue(graphql, catalog, f"issue {number}")
     configured = GraphQLClient(settings.model_copy(update={"default_page_size": 3}))
 
     data = await configured.ok(ISSUE_PAGE)
@@ -424,9 +353,9 @@ query($status: PipelineStatus, $environmentId: ID) {
 @pytest.fixture
 async def three_issues(graphql: GraphQLClient, catalog: Catalog) -> None:
     """'dev only' (OPEN), 'dev and prod' (OPEN), 'canceled' (CANCELED, test and prod)."""
-    await create_issue(graphql, catalog, "dev only", ("dev",))
-    await create_issue(graphql, catalog, "dev and prod", ("dev", "prod"))
-    canceled = await create_issue(graphql, catalog, "canceled", ("test", "prod"))
+    await create_simple_issue(graphql, catalog, "dev only", ("dev",))
+    await create_simple_issue(graphql, catalog, "dev and prod", ("dev", "prod"))
+    canceled = await create_simple_issue(graphql, catalog, "canceled", ("test", "prod"))
     await graphql.ok(CANCEL_ISSUE, {"id": canceled.id})
 
 
@@ -548,7 +477,7 @@ query($id: ID!) {
 async def test_an_issue_has_its_pipelines_status(
     graphql: GraphQLClient, catalog: Catalog, cancel: bool
 ) -> None:
-    issue = await create_issue(graphql, catalog)
+    issue = await create_simple_issue(graphql, catalog)
     if cancel:
         await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
 
@@ -561,31 +490,15 @@ async def test_an_issue_has_its_pipelines_status(
 async def set_statuses(task_ids: list[str], statuses: list[TaskStatus]) -> None:
     """Put tasks in statuses only the runner could give them (it does not exist yet)."""
     for task_id, status in zip(task_ids, statuses, strict=True):
-        await Task.filter(id=row_key(task_id)).update(status=status)
+        await put_task_in(row_key(task_id), status)
 
 
 async def create_stage_of(graphql: GraphQLClient, catalog: Catalog, size: int) -> CreatedIssue:
-    data = await graphql.ok(
-        CREATE_ISSUE,
-        {
-            "input": {
-                "title": "Many tasks",
-                "stages": [
-                    {
-                        "environmentId": catalog.environments["dev"],
-                        "tasks": [task_plan(catalog, f"t{index}") for index in range(size)],
-                    }
-                ],
-            }
-        },
-    )
-    issue = data["createIssue"]
-    stage = issue["pipeline"]["stages"][0]
-    return CreatedIssue(
-        id=issue["id"],
-        pipeline_id=issue["pipeline"]["id"],
-        stage_ids=[stage["id"]],
-        task_ids={task["name"]: task["id"] for task in stage["tasks"]},
+    return await create_issue(
+        graphql,
+        catalog,
+        {"dev": [task_plan(catalog, f"t{index}") for index in range(size)]},
+        title="Many tasks",
     )
 
 
@@ -612,7 +525,7 @@ async def test_a_stage_status_is_derived_from_its_tasks(
     graphql: GraphQLClient, catalog: Catalog, statuses: list[TaskStatus], stage_status: str
 ) -> None:
     issue = await create_stage_of(graphql, catalog, len(statuses))
-    await set_statuses(list(issue.task_ids.values()), statuses)
+    await set_statuses(list(issue.tasks.values()), statuses)
 
     data = await graphql.ok(STATUSES, {"id": issue.id})
 
@@ -632,7 +545,7 @@ async def test_a_stage_counts_its_tasks_in_each_status(
         TaskStatus.PENDING,
         TaskStatus.CANCELED,
     ]
-    await set_statuses(list(issue.task_ids.values()), statuses)
+    await set_statuses(list(issue.tasks.values()), statuses)
 
     data = await graphql.ok(STATUSES, {"id": issue.id})
 
@@ -652,23 +565,18 @@ async def test_a_stage_counts_its_tasks_in_each_status(
 async def test_a_task_lists_the_tasks_it_is_blocked_by(
     graphql: GraphQLClient, catalog: Catalog
 ) -> None:
-    plan = {
-        "title": "Chain",
-        "stages": [
-            {
-                "environmentId": catalog.environments["dev"],
-                "tasks": [
-                    task_plan(catalog, "first"),
-                    task_plan(catalog, "second"),
-                    task_plan(catalog, "third", blockedBy=["second", "first"]),
-                ],
-            },
-            {
-                "environmentId": catalog.environments["prod"],
-                "tasks": [task_plan(catalog, "later", blockedBy=["third"])],
-            },
-        ],
-    }
+    plan = issue_plan(
+        catalog,
+        {
+            "dev": [
+                task_plan(catalog, "first"),
+                task_plan(catalog, "second"),
+                task_plan(catalog, "third", blockedBy=["second", "first"]),
+            ],
+            "prod": [task_plan(catalog, "later", blockedBy=["third"])],
+        },
+        title="Chain",
+    )
     document = """
     mutation($input: CreateIssueInput!) {
       createIssue(input: $input) {
@@ -695,7 +603,7 @@ async def test_a_task_lists_the_tasks_it_is_blocked_by(
 async def test_an_issue_lists_its_creation_event_with_the_actor(
     graphql: GraphQLClient, catalog: Catalog
 ) -> None:
-    issue = await create_issue(graphql, catalog, actor="ada")
+    issue = await create_simple_issue(graphql, catalog, actor="ada")
     document = """
     query($id: ID!) {
       node(id: $id) {

@@ -8,30 +8,30 @@ request.
 import json
 import re
 import socket
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 from cryptography.fernet import Fernet
-from strawberry import relay
 from tortoise.context import TortoiseContext
 from tortoise.models import Model
 
 from conveyor.db.config import tortoise_config
 from conveyor.db.models import Event, Issue, Pipeline, Stage, Task, TaskDependency
 from conveyor.settings import Settings
-from tests.api.conftest import CREATE_ENVIRONMENT, CREATE_INSTANCE, REGISTER_DATABASE, Catalog
-from tests.conftest import GraphQLClient, Response, _admin_execute, with_database
-
-CREATE_ISSUE = """
-mutation($input: CreateIssueInput!) {
-  createIssue(input: $input) { id pipeline { stages { tasks { name } } } }
-}
-"""
+from tests.api.support import (
+    CREATE_ISSUE,
+    Catalog,
+    create_catalog,
+    global_id,
+    instance_task,
+    issue_plan,
+    orders_tasks,
+    the_error,
+)
+from tests.conftest import GraphQLClient, Response
 
 WRITTEN_BY_CREATE_ISSUE: tuple[type[Model], ...] = (
     Issue,
@@ -70,24 +70,15 @@ LEAKS = re.compile(
 
 
 @pytest.fixture(scope="module")
-async def shared_database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    template = urlparse(template_url).path.lstrip("/")
-    await _admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    await _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
 async def shared_graphql(
-    shared_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[GraphQLClient]:
     async with TortoiseContext() as context:
-        await context.init(config=tortoise_config(shared_database_url, pool_max_size=4))
+        await context.init(config=tortoise_config(module_database_url, pool_max_size=4))
         data_dir: Path = tmp_path_factory.mktemp("data")
         yield GraphQLClient(
             Settings(
-                database_url=shared_database_url,
+                database_url=module_database_url,
                 data_dir=data_dir,
                 secret_key=Fernet.generate_key().decode(),
             )
@@ -96,37 +87,8 @@ async def shared_graphql(
 
 @pytest.fixture(scope="module")
 async def shared_catalog(shared_graphql: GraphQLClient) -> Catalog:
-    """The same catalog as tests.api.conftest's: dev, test, prod(MANUAL); alpha and beta."""
-    graphql = shared_graphql
-    environments = {}
-    for order, (name, policy) in enumerate(
-        [("dev", "AUTOMATIC"), ("test", "AUTOMATIC"), ("prod", "MANUAL")]
-    ):
-        data = await graphql.ok(
-            CREATE_ENVIRONMENT, {"input": {"name": name, "order": order, "approvalPolicy": policy}}
-        )
-        environments[name] = data["createEnvironment"]["id"]
-    instances = {}
-    databases = {}
-    for name in ("alpha", "beta"):
-        data = await graphql.ok(
-            CREATE_INSTANCE,
-            {
-                "input": {
-                    "name": name,
-                    "environmentId": environments["dev"],
-                    "host": "127.0.0.1",
-                    "username": "postgres",
-                    "password": f"secret-{name}",
-                }
-            },
-        )
-        instances[name] = data["createInstance"]["id"]
-        data = await graphql.ok(
-            REGISTER_DATABASE, {"input": {"instanceId": instances[name], "name": f"{name}_db"}}
-        )
-        databases[name] = data["registerDatabase"]["id"]
-    return Catalog(environments=environments, instances=instances, databases=databases)
+    """The catalog of tests.api.conftest's `catalog`, made once for the whole module."""
+    return await create_catalog(shared_graphql)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -134,47 +96,18 @@ async def shared_catalog(shared_graphql: GraphQLClient) -> Catalog:
 
 def valid_plan(catalog: Catalog) -> dict[str, Any]:
     """A plan createIssue accepts; each refusal below breaks exactly one thing in it."""
-    return {
-        "title": "Add orders",
-        "stages": [
-            {
-                "environmentId": catalog.environments["dev"],
-                "tasks": [
-                    {
-                        "type": "SCHEMA_UPDATE",
-                        "ref": "ddl",
-                        "instanceId": catalog.instances["alpha"],
-                        "databaseId": catalog.databases["alpha"],
-                        "statement": "CREATE TABLE orders (id int)",
-                    },
-                    {
-                        "type": "DATA_UPDATE",
-                        "ref": "dml",
-                        "instanceId": catalog.instances["alpha"],
-                        "databaseId": catalog.databases["alpha"],
-                        "statement": "INSERT INTO orders VALUES (1)",
-                        "blockedBy": ["ddl"],
-                    },
-                    {
-                        "type": "DATABASE_CREATE",
-                        "ref": "create",
-                        "instanceId": catalog.instances["beta"],
-                        "databaseName": "reports",
-                    },
-                ],
-            },
-            {
-                "environmentId": catalog.environments["prod"],
-                "tasks": [
-                    {
-                        "type": "INSTANCE_SYNC",
-                        "ref": "sync",
-                        "instanceId": catalog.instances["beta"],
-                    }
-                ],
-            },
-        ],
-    }
+    return issue_plan(
+        catalog,
+        {
+            "dev": [
+                *orders_tasks(catalog, ref="dml"),
+                instance_task(
+                    catalog, "DATABASE_CREATE", "beta", ref="create", databaseName="reports"
+                ),
+            ],
+            "prod": [instance_task(catalog, "INSTANCE_SYNC", "beta", ref="sync")],
+        },
+    )
 
 
 async def row_counts() -> dict[str, int]:
@@ -194,15 +127,9 @@ async def refusal(
     before = await row_counts()
     response = await graphql(document, variables)
     assert await row_counts() == before
-    assert response.data is None
-    assert len(response.errors) == 1, response.errors
+    error = the_error(response)
     assert_tells_nothing_internal(response)
-    error: dict[str, Any] = response.errors[0]
     return error
-
-
-def global_id(type_name: str, key: int) -> str:
-    return str(relay.GlobalID(type_name, str(key)))
 
 
 def unknown_id(type_name: str) -> Callable[[Catalog], str]:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tests.api.conftest import Catalog
+from tests.api.support import Catalog
 from tests.conftest import GraphQLClient, counting_statements
 
 CREATE_ISSUE = (

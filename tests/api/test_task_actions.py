@@ -7,19 +7,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from strawberry import relay
 
 from conveyor.db.models import Event, Issue, Pipeline, Task
 from conveyor.domain.statuses import EventKind, TaskStatus
-from tests.api.conftest import Catalog, delete_all_rows
+from tests.api.support import (
+    CANCEL_ISSUE,
+    Catalog,
+    CreatedIssue,
+    create_issue,
+    database_task,
+    global_id,
+    instance_task,
+    put_task_in,
+    row_key,
+    snapshot,
+    the_error,
+)
 from tests.conftest import GraphQLClient, Response
 
 
 @pytest.fixture
-async def database_url(module_database_url: str) -> str:
-    """The module's database, emptied for each test."""
-    await delete_all_rows(module_database_url)
-    return module_database_url
+def database_url(emptied_module_database_url: str) -> str:
+    """The module's one database, emptied for each test: creating one costs more than a test."""
+    return emptied_module_database_url
 
 
 TASK_STATE = """
@@ -67,12 +77,6 @@ query($id: ID!) {
 }
 """
 )
-CREATE_ISSUE = """
-mutation($input: CreateIssueInput!) {
-  createIssue(input: $input) { id pipeline { stages { id name tasks { id name } } } }
-}
-"""
-CANCEL_ISSUE = "mutation($id: ID!) { cancelIssue(input: {issueId: $id}) { status } }"
 
 #: The mutation that takes each action of the API's TaskAction enum, and the input it needs
 #: beside the task's id.
@@ -86,84 +90,41 @@ MUTATION_OF_ACTION: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def global_id(type_name: str, key: int) -> str:
-    return str(relay.GlobalID(type_name, str(key)))
-
-
-def row_key(node_id: str) -> int:
-    return int(relay.GlobalID.from_id(node_id).node_id)
-
-
 def tomorrow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class CreatedIssue:
-    id: str
-    #: Global ids by name.
-    stages: dict[str, str]
-    tasks: dict[str, str]
-
-    def task_key(self, name: str) -> int:
-        return row_key(self.tasks[name])
-
-
 def change(catalog: Catalog, name: str, instance: str = "alpha", **fields: Any) -> dict[str, Any]:
     """A schema change against `instance`'s database, named and referable as `name`."""
-    return {
-        "type": "SCHEMA_UPDATE",
-        "name": name,
-        "ref": name,
-        "instanceId": catalog.instances[instance],
-        "databaseId": catalog.databases[instance],
-        "statement": "CREATE TABLE o ()",
+    return database_task(
+        catalog,
+        "SCHEMA_UPDATE",
+        instance,
+        name=name,
+        ref=name,
+        statement="CREATE TABLE o ()",
         **fields,
-    }
+    )
 
 
 def sync(catalog: Catalog, name: str, instance: str) -> dict[str, Any]:
     """An instance-level task: it occupies `instance` but none of its databases."""
-    return {"type": "INSTANCE_SYNC", "name": name, "instanceId": catalog.instances[instance]}
+    return instance_task(catalog, "INSTANCE_SYNC", instance, name=name)
 
 
-async def create_issue(
-    graphql: GraphQLClient, catalog: Catalog, stages: dict[str, list[dict[str, Any]]]
-) -> CreatedIssue:
-    """An issue with one stage per environment named in `stages`, in that order."""
-    plan = {
-        "title": "Add orders",
-        "stages": [
-            {"environmentId": catalog.environments[environment], "tasks": tasks}
-            for environment, tasks in stages.items()
-        ],
+def the_issues_stages(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
+    """dev (AUTOMATIC): ddl, then seed (blocked by ddl), on alpha's database;
+    prod (MANUAL): prod-ddl on beta's database and prod-sync on beta."""
+    return {
+        "dev": [change(catalog, "ddl"), change(catalog, "seed", blockedBy=["ddl"])],
+        "prod": [change(catalog, "prod-ddl", "beta"), sync(catalog, "prod-sync", "beta")],
     }
-    created = (await graphql.ok(CREATE_ISSUE, {"input": plan}))["createIssue"]
-    stage_rows = created["pipeline"]["stages"]
-    return CreatedIssue(
-        id=created["id"],
-        stages={stage["name"]: stage["id"] for stage in stage_rows},
-        tasks={task["name"]: task["id"] for stage in stage_rows for task in stage["tasks"]},
-    )
 
 
 @pytest.fixture
 async def issue(graphql: GraphQLClient, catalog: Catalog) -> CreatedIssue:
-    """dev (AUTOMATIC): ddl, then seed (blocked by ddl), on alpha's database;
-    prod (MANUAL): prod-ddl on beta's database and prod-sync on beta. All at their gate."""
-    return await create_issue(
-        graphql,
-        catalog,
-        {
-            "dev": [change(catalog, "ddl"), change(catalog, "seed", blockedBy=["ddl"])],
-            "prod": [change(catalog, "prod-ddl", "beta"), sync(catalog, "prod-sync", "beta")],
-        },
-    )
-
-
-async def put_task_in(task_key: int, status: TaskStatus, **columns: Any) -> None:
-    """Give a task what only the runner gives it, as the runner would: no event, no version."""
-    await Task.filter(id=task_key).update(status=status, **columns)
+    """An issue of `the_issues_stages`, all of its tasks at their gate."""
+    return await create_issue(graphql, catalog, the_issues_stages(catalog))
 
 
 async def task_state(graphql: GraphQLClient, task_id: str) -> dict[str, Any]:
@@ -193,46 +154,12 @@ async def act_ok(
     return state
 
 
-def the_error(response: Response) -> dict[str, Any]:
-    assert response.data is None
-    assert len(response.errors) == 1, response.errors
-    error: dict[str, Any] = response.errors[0]
-    return error
-
-
 async def task_events(task_key: int) -> list[tuple[str, str, str | None, str | None]]:
     """(kind, actor, old status, new status) of every event about the task, oldest first."""
     return [
         (event.kind.value, event.actor, event.old_status, event.new_status)
         for event in await Event.filter(task_id=task_key).order_by("id")
     ]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What a refused action must leave as it was."""
-
-    tasks: list[tuple[int, str, int, str | None, datetime | None, datetime | None]]
-    pipeline_statuses: list[str]
-    events: int
-
-
-async def snapshot() -> Snapshot:
-    return Snapshot(
-        tasks=[
-            (
-                task.id,
-                task.status.value,
-                task.version,
-                task.approved_by,
-                task.not_before,
-                task.cancel_requested_at,
-            )
-            for task in await Task.all().order_by("id")
-        ],
-        pipeline_statuses=[pipeline.status.value for pipeline in await Pipeline.all()],
-        events=await Event.all().count(),
-    )
 
 
 # --- each action's success ----------------------------------------------------------------------
@@ -896,14 +823,7 @@ ACTIONS_BY_CASE = [
 
 async def arrange(graphql: GraphQLClient, catalog: Catalog, case: TaskCase) -> CreatedIssue:
     """A new issue (see the `issue` fixture) whose task `case.task` is as `case` describes."""
-    issue = await create_issue(
-        graphql,
-        catalog,
-        {
-            "dev": [change(catalog, "ddl"), change(catalog, "seed", blockedBy=["ddl"])],
-            "prod": [change(catalog, "prod-ddl", "beta"), sync(catalog, "prod-sync", "beta")],
-        },
-    )
+    issue = await create_issue(graphql, catalog, the_issues_stages(catalog))
     columns: dict[str, Any] = {}
     if case.status is not None:
         columns["status"] = case.status
