@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Pipeline, Task, TaskRun
 from conveyor.db.scheduling import decisions
-from conveyor.db.task_status import StatusChange, apply_changes, now_utc
+from conveyor.db.task_status import StatusChange, apply_changes, lock_task, now_utc
 from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
 
 logger = logging.getLogger(__name__)
@@ -258,13 +258,7 @@ async def finish_task(
     `release` hands a task the worker did not finish (it is stopping) back to the queue.
     """
     async with in_transaction() as connection:
-        pipeline = (
-            await Pipeline.filter(tasks__id=claimed.task_id)
-            .select_for_update()
-            .using_db(connection)
-            .get()
-        )
-        task = await Task.filter(id=claimed.task_id).select_for_update().using_db(connection).get()
+        pipeline, task = await lock_task(connection, claimed.task_id)
         if task.status is not TaskStatus.RUNNING or task.lease_owner != worker:
             logger.warning("task %s was taken from this worker; its result is dropped", task.id)
             return False
@@ -346,13 +340,7 @@ async def resolve_interrupted(
     FAILED, for a person to decide. None when the task was settled meanwhile.
     """
     async with in_transaction() as connection:
-        pipeline = (
-            await Pipeline.filter(tasks__id=claimed.task_id)
-            .select_for_update()
-            .using_db(connection)
-            .get()
-        )
-        task = await Task.filter(id=claimed.task_id).select_for_update().using_db(connection).get()
+        pipeline, task = await lock_task(connection, claimed.task_id)
         if (
             task.status is not TaskStatus.RUNNING
             or task.lease_expires_at is None

@@ -15,7 +15,7 @@ from conveyor.graphql.types.enums import PipelineStatus
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.issue import Issue
-from conveyor.graphql.types.pagination import Connection, decode_cursor, page_size
+from conveyor.graphql.types.pagination import Connection, NodeType, decode_cursor, page_size
 from conveyor.graphql.types.pipeline import Pipeline
 
 
@@ -24,6 +24,21 @@ def _counter(queryset: QuerySet[Any]) -> Callable[[], Awaitable[int]]:
         return int(await queryset.count())
 
     return count
+
+
+async def _connection(
+    info: Info,
+    queryset: QuerySet[Any],
+    to_node: Callable[[Any], NodeType],
+    first: int | None,
+    after: str | None,
+    *,
+    newest_first: bool = False,
+) -> Connection[NodeType]:
+    """A page of `queryset`'s rows by id, as a connection of nodes."""
+    paginate = reads.page_newest_first if newest_first else reads.page_oldest_first
+    page = await paginate(queryset, page_size(first, info.context.settings), decode_cursor(after))
+    return Connection[NodeType].from_page(page, to_node, _counter(queryset))
 
 
 @strawberry.type
@@ -46,10 +61,7 @@ class Query:
         queryset = reads.issues_matching(
             status, node_key(environment_id, "Environment", ("environmentId",))
         )
-        page = await reads.page_newest_first(
-            queryset, page_size(first, info.context.settings), decode_cursor(after)
-        )
-        return Connection[Issue].from_page(page, Issue.from_row, _counter(queryset))
+        return await _connection(info, queryset, Issue.from_row, first, after, newest_first=True)
 
     @strawberry.field(description="Pipelines, newest first.")
     async def pipelines(
@@ -66,10 +78,7 @@ class Query:
         queryset = reads.pipelines_matching(
             status, node_key(environment_id, "Environment", ("environmentId",))
         )
-        page = await reads.page_newest_first(
-            queryset, page_size(first, info.context.settings), decode_cursor(after)
-        )
-        return Connection[Pipeline].from_page(page, Pipeline.from_row, _counter(queryset))
+        return await _connection(info, queryset, Pipeline.from_row, first, after, newest_first=True)
 
     @strawberry.field(description="Environments along the promotion path, first to last.")
     async def environments(
@@ -96,10 +105,7 @@ class Query:
         queryset = reads.instances_matching(
             node_key(environment_id, "Environment", ("environmentId",))
         )
-        page = await reads.page_oldest_first(
-            queryset, page_size(first, info.context.settings), decode_cursor(after)
-        )
-        return Connection[Instance].from_page(page, Instance.from_row, _counter(queryset))
+        return await _connection(info, queryset, Instance.from_row, first, after)
 
     @strawberry.field(description="Databases, oldest first.")
     async def databases(
@@ -114,7 +120,4 @@ class Query:
             node_key(instance_id, "Instance", ("instanceId",)),
             node_key(environment_id, "Environment", ("environmentId",)),
         )
-        page = await reads.page_oldest_first(
-            queryset, page_size(first, info.context.settings), decode_cursor(after)
-        )
-        return Connection[Database].from_page(page, Database.from_row, _counter(queryset))
+        return await _connection(info, queryset, Database.from_row, first, after)
