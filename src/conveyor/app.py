@@ -15,6 +15,8 @@ from conveyor.crypto import PasswordCipher, load_or_create_key
 from conveyor.db.config import tortoise_config
 from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.db.migrate import migrate_database
+from conveyor.events.hub import running_hub
+from conveyor.events.listener import running_listener
 from conveyor.graphql.ide import graphiql_assets_mount
 from conveyor.graphql.schema import schema
 from conveyor.graphql.view import GraphQLView
@@ -60,11 +62,25 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             ):
                 if load_demo or (load_demo is None and settings.database_url is None):
                     await demo.load_demo(url, graphql.cipher)
-                if not settings.run_worker:
-                    yield
-                    return
-                async with running_worker(settings, graphql.cipher, url):
-                    yield
+                # One LISTEN connection per process, shared by live updates and the worker.
+                async with (
+                    running_listener(url) as listener,
+                    running_hub(
+                        listener,
+                        subscriber_buffer=settings.subscriber_buffer,
+                        poll_seconds=settings.event_poll_seconds,
+                    ) as hub,
+                    contextlib.AsyncExitStack() as worker_stack,
+                ):
+                    if settings.run_worker:
+                        await worker_stack.enter_async_context(
+                            running_worker(settings, graphql.cipher, url, listener)
+                        )
+                    graphql.hub = hub
+                    try:
+                        yield
+                    finally:
+                        graphql.hub = None
 
     return Starlette(
         routes=[

@@ -63,6 +63,10 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # Only the proxy headers we are told to trust; none by default.
         proxy_headers=False,
         server_header=False,
+        # Protocol-level pings keep graphql-transport-ws sockets alive through proxies and
+        # find dead peers; legacy graphql-ws ones also get the view's "ka" messages.
+        ws_ping_interval=settings.websocket_keep_alive_seconds,
+        ws_ping_timeout=settings.websocket_keep_alive_seconds,
     )
 
 

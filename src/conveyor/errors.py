@@ -1,6 +1,6 @@
 """The errors Conveyor reports to a client: a machine-readable code, a message, a field."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -9,6 +9,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID_INPUT = "INVALID_INPUT"
     CONFLICT = "CONFLICT"
+    #: A subscriber fell too far behind; it resumes with `after` set to `lastSequence`.
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
     INTERNAL = "INTERNAL"
 
 
@@ -28,11 +30,15 @@ class Problem:
 class ConveyorError(Exception):
     """A refusal the client caused and can act on; `problems` holds every reason found."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(
+        self, problems: Sequence[Problem], details: Mapping[str, object] | None = None
+    ) -> None:
         if not problems:
             raise ValueError("a ConveyorError needs at least one problem")
         super().__init__(problems[0].message)
         self.problems = tuple(problems)
+        #: Extra machine-readable facts for the client, e.g. {"lastSequence": 41}.
+        self.details: Mapping[str, object] = details or {}
 
     @property
     def first(self) -> Problem:

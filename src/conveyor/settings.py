@@ -52,3 +52,25 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10, ge=0, description="On SIGTERM, how long running statements may finish."
     )
+    subscriber_buffer: int = Field(
+        default=1000,
+        ge=1,
+        description="Events a subscriber may fall behind by before its subscription is closed "
+        "as too slow; more than one change writes for one subscription, since the events of "
+        "a change arrive at once.",
+    )
+    event_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often live updates read new events without a notification.",
+    )
+    connection_init_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="A WebSocket that sends no connection_init within this is closed (4408).",
+    )
+    websocket_keep_alive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often an idle WebSocket is pinged.",
+    )

@@ -7,6 +7,7 @@ a connection that drops misses notifications for good.
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -14,6 +15,8 @@ from conveyor.events.store import CHANNEL
 
 logger = logging.getLogger(__name__)
 
+#: How the connection shows in pg_stat_activity (an operator may look for it, or end it).
+APPLICATION_NAME = "conveyor-listener"
 RECONNECT_DELAY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 HEALTH_CHECK_SECONDS = 15.0
 
@@ -62,7 +65,9 @@ class EventListener:
         failures = 0
         while True:
             try:
-                connection = await asyncpg.connect(self._database_url)
+                connection = await asyncpg.connect(
+                    self._database_url, server_settings={"application_name": APPLICATION_NAME}
+                )
             except (OSError, asyncpg.PostgresError) as error:
                 delay = RECONNECT_DELAY_SECONDS[min(failures, len(RECONNECT_DELAY_SECONDS) - 1)]
                 failures += 1
@@ -88,3 +93,14 @@ class EventListener:
             finally:
                 if not connection.is_closed():
                     await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def running_listener(database_url: str) -> AsyncIterator[EventListener]:
+    """The process's LISTEN connection, for the life of the context."""
+    listener = EventListener(database_url)
+    await listener.start()
+    try:
+        yield listener
+    finally:
+        await listener.stop()

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from conveyor.crypto import PasswordCipher
+from conveyor.events.hub import EventHub
 from conveyor.graphql.loaders import Loaders
 from conveyor.settings import Settings
 
@@ -24,6 +25,8 @@ class Context:
     cipher: PasswordCipher
     actor: str = ANONYMOUS
     loaders: Loaders = field(default_factory=Loaders)
+    #: The process's fan-out of new events; None where nothing serves subscriptions.
+    hub: EventHub | None = None
 
 
 Info = strawberry.Info[Context, None]

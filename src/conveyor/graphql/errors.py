@@ -7,8 +7,10 @@ import uuid
 from typing import Any
 
 from graphql.error import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath
 
@@ -41,6 +43,26 @@ def _field_path_in(message: str) -> FieldPath | None:
     return _path_parts(match.group(1))
 
 
+#: What strawberry refuses before execution: the client's doing, described safely.
+_PRE_EXECUTION_REFUSALS = (
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+    MissingQueryError,
+    GraphQLError,
+)
+
+
+def _raised_by_a_subscription(error: GraphQLError) -> bool:
+    """Whether strawberry wrapped an exception that a subscription's stream raised: such an
+    error has neither a path nor a place in the document."""
+    return (
+        error.path is None
+        and error.nodes is None
+        and error.original_error is not None
+        and not isinstance(error.original_error, _PRE_EXECUTION_REFUSALS)
+    )
+
+
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
 
@@ -63,8 +85,9 @@ class ConveyorErrors(MaskErrors):
                 {"message": problem.message, **_problem_extensions(problem.code, problem.field)}
                 for problem in original.problems
             ]
+            extensions.update(original.details)
             return self._rebuild(error, first.message, extensions)
-        if error.path is None:
+        if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.
             if error.message.startswith("Syntax Error"):
@@ -88,7 +111,7 @@ class ConveyorErrors(MaskErrors):
         logger.error(
             "internal error %s in %s: %s",
             correlation_id,
-            ".".join(str(part) for part in error.path),
+            ".".join(str(part) for part in error.path or ["subscription"]),
             type(original).__name__ if original is not None else "GraphQLError",
         )
         return self._rebuild(

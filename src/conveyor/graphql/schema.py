@@ -9,6 +9,8 @@ from strawberry.types import ExecutionContext
 from conveyor.graphql.errors import ConveyorErrors
 from conveyor.graphql.mutations import Mutation
 from conveyor.graphql.queries import Query
+from conveyor.graphql.subscriptions import Subscription
+from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -21,7 +23,15 @@ class ConveyorSchema(strawberry.Schema):
 
 
 def build_schema(**options: Any) -> strawberry.Schema:
-    return ConveyorSchema(query=Query, mutation=Mutation, extensions=[ConveyorErrors], **options)
+    return ConveyorSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        # The implementations of interfaces that only subscriptions return.
+        types=[TaskStatusSnapshot, TaskStatusChange],
+        extensions=[ConveyorErrors],
+        **options,
+    )
 
 
 schema = build_schema()

@@ -19,7 +19,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask, RunResult
 from conveyor.domain.statuses import TaskRunStatus, TaskType
-from conveyor.events.listener import EventListener
+from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
 from conveyor.settings import Settings
@@ -295,17 +295,21 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: Settings, cipher: PasswordCipher, database_url: str
+    settings: Settings,
+    cipher: PasswordCipher,
+    database_url: str,
+    listener: EventListener | None = None,
 ) -> AsyncIterator[Worker]:
-    """A worker (and the LISTEN connection that wakes it) for the life of the context; on
-    exit it stops claiming and finishes or hands back what it holds."""
-    listener = EventListener(database_url)
-    await listener.start()
-    worker = Worker(settings, cipher, listener)
-    work = asyncio.create_task(worker.run(), name=worker.id)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await work
-        await listener.stop()
+    """A worker for the life of the context, woken by `listener` (else by a LISTEN
+    connection of its own); on exit it stops claiming and finishes or hands back what it
+    holds."""
+    async with contextlib.AsyncExitStack() as stack:
+        if listener is None:
+            listener = await stack.enter_async_context(running_listener(database_url))
+        worker = Worker(settings, cipher, listener)
+        work = asyncio.create_task(worker.run(), name=worker.id)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await work

@@ -1,0 +1,211 @@
+"""Fan-out of new events to the live subscriptions of one process.
+
+The hub reads each new event from the table once, however many subscribers there are, and
+hands it to every subscriber whose filter matches. A subscriber that falls more than its
+buffer behind is dropped (its buffer freed at once) rather than allowed to slow the others or
+to grow without bound; it learns the last sequence it was given, and resumes from there.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from conveyor.db import events as event_log
+from conveyor.db.events import EventFilter
+from conveyor.db.models import Event
+from conveyor.errors import ConveyorError, ErrorCode, Problem
+from conveyor.events.listener import EventListener
+
+logger = logging.getLogger(__name__)
+
+#: Events read per query, by the hub and by a replay.
+READ_BATCH_SIZE = 500
+
+
+class SubscriberTooSlow(ConveyorError):
+    """The subscriber fell more than its buffer behind; `last_sequence` is the last event
+    it was given."""
+
+    def __init__(self, last_sequence: int) -> None:
+        super().__init__(
+            [
+                Problem(
+                    ErrorCode.SUBSCRIBER_TOO_SLOW,
+                    "the subscriber fell too far behind and was closed; subscribe again with "
+                    f"`after: {last_sequence}` to resume",
+                )
+            ],
+            details={"lastSequence": last_sequence},
+        )
+        self.last_sequence = last_sequence
+
+
+class HubSubscription:
+    """One subscriber's bounded buffer of matching events, and where its delivery stands."""
+
+    def __init__(self, hub: "EventHub", event_filter: EventFilter, capacity: int) -> None:
+        self.event_filter = event_filter
+        self._hub = hub
+        self._capacity = capacity
+        self._buffer: deque[Event] = deque()
+        self._arrived = asyncio.Event()
+        self.overflowed = False
+        #: The sequence of the last event handed to the subscriber; older ones are dropped.
+        self.last_delivered = 0
+
+    def offer(self, event: Event) -> bool:
+        """Buffer `event`; False (and the buffer freed) when the subscriber is too far behind."""
+        if len(self._buffer) >= self._capacity:
+            self.overflowed = True
+            self._buffer.clear()
+            self._arrived.set()
+            return False
+        self._buffer.append(event)
+        self._arrived.set()
+        return True
+
+    async def events(self, after: int | None = None) -> AsyncGenerator[Event, None]:
+        """Every matching event after `after` (else after the subscription started), in
+        sequence order and each once: first the backlog from the table, then live ones."""
+        if after is not None:
+            self.last_delivered = after
+            while True:
+                async for event in self._replay():
+                    yield event
+                if not self.overflowed:
+                    break
+                # The live buffer overflowed while the backlog was being sent; every event is
+                # in the table, so keep reading from it before going live again.
+                self._hub.rejoin(self)
+        while True:
+            yield await self._next_live()
+
+    async def _replay(self) -> AsyncGenerator[Event, None]:
+        while True:
+            rows = await event_log.events_after(
+                self.last_delivered, READ_BATCH_SIZE, self.event_filter
+            )
+            for row in rows:
+                self.last_delivered = row.id
+                yield row
+            if len(rows) < READ_BATCH_SIZE:
+                return
+
+    async def _next_live(self) -> Event:
+        while True:
+            if self.overflowed:
+                raise SubscriberTooSlow(self.last_delivered)
+            while self._buffer:
+                event = self._buffer.popleft()
+                # Registered before the backlog (or snapshot) was read, the buffer may repeat
+                # what the subscriber already has.
+                if event.id > self.last_delivered:
+                    self.last_delivered = event.id
+                    return event
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    def clear_overflow(self) -> None:
+        self.overflowed = False
+        self._buffer.clear()
+        self._arrived.clear()
+
+
+class EventHub:
+    """Reads new events once per process and fans them out to its subscriptions."""
+
+    def __init__(
+        self, listener: EventListener, *, subscriber_buffer: int, poll_seconds: float
+    ) -> None:
+        self._listener = listener
+        self._subscriber_buffer = subscriber_buffer
+        self._poll_seconds = poll_seconds
+        self._subscriptions: set[HubSubscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        #: Every event up to this sequence has been handed to the subscriptions.
+        self.last_read = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    async def start(self) -> None:
+        # Subscribers only ever want what happens from now on, or a replay from the table.
+        self.last_read = await event_log.latest_event_sequence()
+        self._task = asyncio.create_task(self._run(), name="conveyor-event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, event_filter: EventFilter) -> AsyncIterator[HubSubscription]:
+        """A subscription that receives every matching event read from now on."""
+        subscription = HubSubscription(self, event_filter, self._subscriber_buffer)
+        # Everything read so far predates the subscription: a subscriber dropped before its
+        # first event resumes from here.
+        subscription.last_delivered = self.last_read
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def rejoin(self, subscription: HubSubscription) -> None:
+        """Take back a subscription dropped as too slow, with an empty buffer."""
+        subscription.clear_overflow()
+        self._subscriptions.add(subscription)
+
+    async def _run(self) -> None:
+        wakeup = self._listener.subscribe()
+        try:
+            while True:
+                wakeup.clear()
+                try:
+                    await self._read_new_events()
+                except Exception as error:
+                    # The type only, as elsewhere: the next wakeup or poll reads again.
+                    logger.warning("event hub cannot read events (%s)", type(error).__name__)
+                # A notification only wakes the hub; the poll catches any missed while the
+                # listener was reconnecting (it also wakes us once it is back).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), self._poll_seconds)
+        finally:
+            self._listener.unsubscribe(wakeup)
+
+    async def _read_new_events(self) -> None:
+        while True:
+            rows = await event_log.events_after(self.last_read, READ_BATCH_SIZE)
+            for row in rows:
+                self._fan_out(row)
+                self.last_read = row.id
+            if len(rows) < READ_BATCH_SIZE:
+                return
+
+    def _fan_out(self, event: Event) -> None:
+        too_slow = [
+            subscription
+            for subscription in self._subscriptions
+            if subscription.event_filter.matches(event) and not subscription.offer(event)
+        ]
+        for subscription in too_slow:
+            self._subscriptions.discard(subscription)
+            logger.info("closed a subscriber that fell %d events behind", self._subscriber_buffer)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    listener: EventListener, *, subscriber_buffer: int, poll_seconds: float
+) -> AsyncIterator[EventHub]:
+    """The process's fan-out hub, woken by `listener`, for the life of the context."""
+    hub = EventHub(listener, subscriber_buffer=subscriber_buffer, poll_seconds=poll_seconds)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()

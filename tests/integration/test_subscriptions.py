@@ -1,0 +1,715 @@
+"""Live updates: subscriptions over real WebSockets to a real `conveyor serve`, and the hub
+that feeds them, against real PostgreSQL."""
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+from gql import Client, GraphQLRequest
+from gql.transport.websockets import WebsocketsTransport
+from strawberry import relay
+from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from conveyor.db.events import EventFilter
+from conveyor.db.models import Event, Issue, Pipeline
+from conveyor.domain.statuses import EventKind, PipelineStatus
+from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow, running_hub
+from conveyor.events.listener import APPLICATION_NAME, running_listener
+from conveyor.events.store import NewEvent, record_events
+from conveyor.graphql.context import Context
+from conveyor.graphql.schema import schema
+from conveyor.settings import Settings
+from tests.conftest import ConveyorProcess, GraphQLClient, start_server
+from tests.integration.conftest import EngineCatalog, build_engine_catalog, eventually
+
+TRANSPORT_WS = Subprotocol("graphql-transport-ws")
+LEGACY_WS = Subprotocol("graphql-ws")
+#: How long a test waits for one message before it calls the message lost.
+MESSAGE_WAIT_SECONDS = 15.0
+#: Events written per transaction by the slow-subscriber test: fewer than its buffer of 20.
+EVENTS_PER_CHANGE = 10
+
+TASK_CHANGES = """
+subscription($pipelineId: ID, $stageId: ID, $taskId: ID, $after: Int, $snapshot: Boolean! = false) {
+  taskStatusChanged(pipelineId: $pipelineId, stageId: $stageId, taskId: $taskId, after: $after,
+                    snapshot: $snapshot) {
+    __typename
+    sequence
+    ... on TaskStatusSnapshot { tasks { id name status } }
+    ... on TaskStatusChange { kind taskId oldStatus newStatus actor at task { id name status } }
+  }
+}
+"""
+PIPELINE_CHANGES = """
+subscription($pipelineId: ID, $issueId: ID, $after: Int) {
+  pipelineStatusChanged(pipelineId: $pipelineId, issueId: $issueId, after: $after) {
+    sequence kind oldStatus newStatus issueId pipeline { id status }
+  }
+}
+"""
+CREATE_ISSUE = """
+mutation($input: CreateIssueInput!) {
+  createIssue(input: $input) { id pipeline { id stages { id tasks { id name } } } }
+}
+"""
+
+
+def websocket_url(server: ConveyorProcess) -> str:
+    return server.url.replace("http://", "ws://", 1) + "/graphql"
+
+
+class LiveSubscription:
+    """The messages of one subscription, read in the background as they arrive."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
+
+    async def next(self) -> dict[str, Any]:
+        item = await asyncio.wait_for(self.queue.get(), MESSAGE_WAIT_SECONDS)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def take(self, count: int) -> list[dict[str, Any]]:
+        return [await self.next() for _ in range(count)]
+
+    async def assert_nothing_more(self, seconds: float = 0.5) -> None:
+        await asyncio.sleep(seconds)
+        assert self.queue.empty(), f"unexpected message: {self.queue.get_nowait()}"
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    url: str, document: str, variables: dict[str, Any], *, protocol: str = TRANSPORT_WS
+) -> AsyncIterator[LiveSubscription]:
+    """A subscription through gql's WebSocket client speaking `protocol`."""
+    transport = WebsocketsTransport(url=url, subprotocols=[protocol])
+    live = LiveSubscription()
+    async with Client(transport=transport) as session:
+
+        async def read() -> None:
+            try:
+                request = GraphQLRequest(document, variable_values=variables)
+                async for result in session.subscribe(request):
+                    live.queue.put_nowait(next(iter(result.values())))
+            except Exception as error:
+                live.queue.put_nowait(error)
+
+        reader = asyncio.create_task(read())
+        try:
+            yield live
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+@pytest.fixture
+async def catalog(graphql: GraphQLClient, server_url: str) -> EngineCatalog:
+    # The registered database is never created: tasks of the MANUAL stage used below wait
+    # for an approval that these tests never give.
+    return await build_engine_catalog(graphql, server_url, {"main": "conveyor_never_created"})
+
+
+async def create_issue(
+    graphql: GraphQLClient,
+    catalog: EngineCatalog,
+    environment: str = "prod",
+    statements: tuple[str, ...] = ("SELECT 1",),
+    database: str = "main",
+) -> dict[str, Any]:
+    """An issue of one stage in `environment`; returns its id, pipeline, stage and task ids."""
+    tasks = [
+        {
+            "type": "DATA_UPDATE",
+            "name": f"task-{index}",
+            "instanceId": catalog.instance,
+            "databaseId": catalog.databases[database],
+            "statement": statement,
+        }
+        for index, statement in enumerate(statements)
+    ]
+    data = await graphql.ok(
+        CREATE_ISSUE,
+        {
+            "input": {
+                "title": "live",
+                "stages": [{"environmentId": catalog.environments[environment], "tasks": tasks}],
+            }
+        },
+    )
+    issue = data["createIssue"]
+    stage = issue["pipeline"]["stages"][0]
+    return {
+        "id": issue["id"],
+        "pipeline": issue["pipeline"]["id"],
+        "stage": stage["id"],
+        "tasks": [task["id"] for task in stage["tasks"]],
+    }
+
+
+async def act_on_task(graphql: GraphQLClient, action: str, task_id: str) -> None:
+    await graphql.ok(
+        f"mutation($i: TaskActionInput!) {{ {action}(input: $i) {{ status }} }}",
+        {"i": {"taskId": task_id}},
+    )
+
+
+async def cancel_then_retry(graphql: GraphQLClient, task_id: str, changes: int) -> None:
+    """`changes` status changes of a waiting task: canceled, back to its gate, and so on."""
+    assert changes % 2 == 0, "start and end at the gate"
+    for index in range(changes):
+        await act_on_task(graphql, "cancelTask" if index % 2 == 0 else "retryTask", task_id)
+
+
+def row_key(global_id: str) -> int:
+    """The row id behind a global id."""
+    return int(relay.GlobalID.from_id(global_id).node_id)
+
+
+async def status_events(pipeline_id: str, after: int) -> list[tuple[int, str, str]]:
+    """(sequence, old, new) of the pipeline's task status events after `after`."""
+    rows = await Event.filter(
+        kind=EventKind.TASK_STATUS_CHANGED, pipeline_id=row_key(pipeline_id), id__gt=after
+    ).order_by("id")
+    return [(row.id, str(row.old_status), str(row.new_status)) for row in rows]
+
+
+def changes_of(messages: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    return [(m["sequence"], m["oldStatus"], m["newStatus"]) for m in messages]
+
+
+# --- end to end, over a real server ------------------------------------------------------
+
+
+async def test_a_subscriber_sees_every_status_change_of_a_pipeline_run_in_order(
+    graphql: GraphQLClient,
+    live_server: ConveyorProcess,
+    server_url: str,
+    target_databases: Callable[[], Awaitable[str]],
+) -> None:
+    catalog = await build_engine_catalog(graphql, server_url, {"main": await target_databases()})
+    issue = await create_issue(
+        graphql, catalog, statements=("CREATE TABLE orders (id int)", "SELECT 1")
+    )
+    url = websocket_url(live_server)
+
+    async with (
+        subscribed(url, TASK_CHANGES, {"pipelineId": issue["pipeline"], "snapshot": True}) as tasks,
+        subscribed(url, PIPELINE_CHANGES, {"issueId": issue["id"], "after": 0}) as pipeline,
+    ):
+        snapshot = await tasks.next()
+        assert snapshot["__typename"] == "TaskStatusSnapshot"
+        assert [task["status"] for task in snapshot["tasks"]] == ["PENDING_APPROVAL"] * 2
+        await graphql.ok(
+            "mutation($i: StageActionInput!) { approveStage(input: $i) { status } }",
+            {"i": {"stageId": issue["stage"]}},
+        )
+        # Each task: approved (PENDING), claimed (RUNNING), finished (DONE).
+        received = await tasks.take(6)
+        pipeline_done = await pipeline.next()
+
+    assert changes_of(received) == await status_events(issue["pipeline"], snapshot["sequence"])
+    assert {m["__typename"] for m in received} == {"TaskStatusChange"}
+    assert (
+        sorted(m["newStatus"] for m in received) == ["DONE"] * 2 + ["PENDING"] * 2 + ["RUNNING"] * 2
+    )
+    assert [m["sequence"] for m in received] == sorted(m["sequence"] for m in received)
+    assert {m["task"]["name"] for m in received} == {"task-0", "task-1"}
+    assert pipeline_done["oldStatus"] == "OPEN"
+    assert pipeline_done["newStatus"] == "DONE"
+    assert pipeline_done["pipeline"] == {"id": issue["pipeline"], "status": "DONE"}
+    # Committed with the last task's DONE, after it.
+    assert pipeline_done["sequence"] > received[-1]["sequence"]
+
+
+async def test_a_resumed_subscription_gets_exactly_the_missed_changes_then_live_ones(
+    graphql: GraphQLClient, live_server: ConveyorProcess, catalog: EngineCatalog
+) -> None:
+    issue = await create_issue(graphql, catalog)
+    task_id = issue["tasks"][0]
+    url = websocket_url(live_server)
+    async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}) as first:
+        snapshot = await first.next()
+        await cancel_then_retry(graphql, task_id, 2)
+        seen = await first.take(2)
+    last_seen = seen[-1]["sequence"]
+
+    await cancel_then_retry(graphql, task_id, 4)
+    async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "after": last_seen}) as resumed:
+        missed = await resumed.take(4)
+        await cancel_then_retry(graphql, task_id, 2)
+        live = await resumed.take(2)
+        await resumed.assert_nothing_more()
+
+    every_change = await status_events(issue["pipeline"], snapshot["sequence"])
+    assert changes_of(seen) == every_change[:2]
+    assert changes_of(missed) == every_change[2:6]
+    assert changes_of(live) == every_change[6:]
+    assert len(every_change) == 8
+
+
+async def test_a_change_made_through_one_replica_reaches_a_subscriber_on_another(
+    graphql: GraphQLClient,
+    live_server: ConveyorProcess,
+    catalog: EngineCatalog,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    assert settings.database_url is not None
+    assert settings.secret_key is not None
+    other = start_server(
+        {
+            "CONVEYOR_DATABASE_URL": settings.database_url,
+            "CONVEYOR_DATA_DIR": str(settings.data_dir),
+            "CONVEYOR_SECRET_KEY": settings.secret_key,
+            "CONVEYOR_RUN_WORKER": "false",
+        },
+        tmp_path / "other.log",
+    )
+    try:
+        issue = await create_issue(graphql, catalog)
+        task_id = issue["tasks"][0]
+        async with subscribed(
+            websocket_url(other), TASK_CHANGES, {"taskId": task_id, "snapshot": True}
+        ) as live:
+            await live.next()
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"{live_server.url}/graphql",
+                    json={
+                        "query": "mutation($i: TaskActionInput!) { cancelTask(input: $i) "
+                        "{ status } }",
+                        "variables": {"i": {"taskId": task_id}},
+                    },
+                    headers={"X-Conveyor-Actor": "someone-on-replica-a"},
+                )
+            assert response.json()["data"]["cancelTask"]["status"] == "CANCELED"
+            change = await live.next()
+    finally:
+        other.stop()
+
+    assert (change["oldStatus"], change["newStatus"]) == ("PENDING_APPROVAL", "CANCELED")
+    assert change["actor"] == "someone-on-replica-a"
+
+
+async def listener_pids(server_url: str, database: str) -> list[int]:
+    connection = await asyncpg.connect(server_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+            APPLICATION_NAME,
+            database,
+        )
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]
+
+
+async def terminate_listeners(server_url: str, database: str) -> int:
+    connection = await asyncpg.connect(server_url)
+    try:
+        terminated: int = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = $2",
+            APPLICATION_NAME,
+            database,
+        )
+    finally:
+        await connection.close()
+    return terminated
+
+
+async def test_subscribers_get_every_event_while_the_listen_connection_is_killed(
+    graphql: GraphQLClient,
+    live_server: ConveyorProcess,
+    catalog: EngineCatalog,
+    server_url: str,
+    database_url: str,
+) -> None:
+    database = urlparse(database_url).path.lstrip("/")
+    issue = await create_issue(graphql, catalog)
+    task_id = issue["tasks"][0]
+    before = await listener_pids(server_url, database)
+    assert len(before) == 1, "one LISTEN connection per process, shared by hub and worker"
+
+    async with subscribed(
+        websocket_url(live_server), TASK_CHANGES, {"taskId": task_id, "snapshot": True}
+    ) as live:
+        snapshot = await live.next()
+        terminated = []
+        for _ in range(3):
+            terminated.append(await terminate_listeners(server_url, database))
+            # Changes land while the listener is down or reconnecting: their notifications
+            # are lost for good, and only the hub's re-read and poll can deliver them.
+            await cancel_then_retry(graphql, task_id, 2)
+        received = await live.take(6)
+        await live.assert_nothing_more()
+
+    assert terminated[0] == 1
+    assert changes_of(received) == await status_events(issue["pipeline"], snapshot["sequence"])
+
+    async def reconnected() -> bool:
+        pids = await listener_pids(server_url, database)
+        return len(pids) == 1 and pids != before
+
+    await eventually(reconnected, within=10, what="the listener to reconnect")
+
+
+async def raw_subscribe(
+    url: str, document: str, variables: dict[str, Any], **connect_options: Any
+) -> ClientConnection:
+    """A graphql-transport-ws client that subscribes and then reads only when told to."""
+    connection = await connect(url, subprotocols=[TRANSPORT_WS], **connect_options)
+    await connection.send('{"type": "connection_init"}')
+    assert '"connection_ack"' in str(await connection.recv())
+    await connection.send(
+        json.dumps(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": document, "variables": variables},
+            }
+        )
+    )
+    return connection
+
+
+async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_stays_bounded(
+    graphql: GraphQLClient, catalog: EngineCatalog, settings: Settings, tmp_path: Path
+) -> None:
+    assert settings.database_url is not None
+    assert settings.secret_key is not None
+    server = start_server(
+        {
+            "CONVEYOR_DATABASE_URL": settings.database_url,
+            "CONVEYOR_DATA_DIR": str(settings.data_dir),
+            "CONVEYOR_SECRET_KEY": settings.secret_key,
+            "CONVEYOR_RUN_WORKER": "false",
+            "CONVEYOR_SUBSCRIBER_BUFFER": "20",
+        },
+        tmp_path / "server.log",
+    )
+    # A large statement makes every message the slow client asks for large, so the socket
+    # buffers between it and the server fill after a few hundred events.
+    issue = await create_issue(graphql, catalog, statements=("SELECT 1 -- " + "x" * 20_000,))
+    task_id = issue["tasks"][0]
+    url = websocket_url(server)
+    heavy = TASK_CHANGES.replace("task {", "task { statement")
+    assert heavy != TASK_CHANGES
+    small_receive_buffer = socket.socket()
+    small_receive_buffer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    small_receive_buffer.connect(("127.0.0.1", int(urlparse(server.url).port or 0)))
+    process = psutil.Process(server.process.pid)
+    event_count = 2000
+    try:
+        slow = await raw_subscribe(
+            url,
+            heavy,
+            {"taskId": task_id, "snapshot": True},
+            sock=small_receive_buffer,
+            compression=None,
+            max_queue=1,
+        )
+        assert '"TaskStatusSnapshot"' in str(await slow.recv())
+        async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}) as fast:
+            await fast.next()
+            rss_before = process.memory_info().rss
+            peak_rss = rss_before
+            fast_received: list[dict[str, Any]] = []
+            for batch in range(event_count // EVENTS_PER_CHANGE):
+                old, new = ("PENDING", "RUNNING") if batch % 2 == 0 else ("RUNNING", "PENDING")
+                async with in_transaction() as connection:
+                    await record_events(
+                        connection,
+                        "load",
+                        [
+                            NewEvent(
+                                EventKind.TASK_STATUS_CHANGED,
+                                issue_id=row_key(issue["id"]),
+                                pipeline_id=row_key(issue["pipeline"]),
+                                task_id=row_key(task_id),
+                                old_status=old,
+                                new_status=new,
+                            )
+                        ]
+                        * EVENTS_PER_CHANGE,
+                    )
+                # A subscriber that keeps up never holds more than one change's events.
+                fast_received += await fast.take(EVENTS_PER_CHANGE)
+                peak_rss = max(peak_rss, process.memory_info().rss)
+
+        # The slow client reads at last: what the sockets held, then the reason it was closed.
+        slow_sequences: list[int] = []
+        closing: dict[str, Any] = {}
+        while not closing:
+            message = json.loads(await asyncio.wait_for(slow.recv(), MESSAGE_WAIT_SECONDS))
+            payload = message.get("payload", {})
+            if payload.get("errors"):
+                closing = payload["errors"][0]
+            else:
+                slow_sequences.append(payload["data"]["taskStatusChanged"]["sequence"])
+        assert json.loads(await slow.recv())["type"] == "complete"
+        await slow.close()
+    finally:
+        server.stop()
+
+    sequences = [m["sequence"] for m in fast_received]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == event_count
+    assert closing["extensions"]["code"] == "SUBSCRIBER_TOO_SLOW"
+    assert closing["extensions"]["lastSequence"] == slow_sequences[-1]
+    assert len(slow_sequences) < event_count
+    # The dropped subscriber's buffer is freed: the server does not hold thousands of
+    # undelivered 20 kB messages for it.
+    assert peak_rss - rss_before < 60 * 2**20, (rss_before, peak_rss)
+    assert "closed a subscriber that fell 20 events behind" in server.log()
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_both_websocket_protocols_carry_subscriptions(
+    graphql: GraphQLClient, live_server: ConveyorProcess, catalog: EngineCatalog, protocol: str
+) -> None:
+    issue = await create_issue(graphql, catalog)
+    task_id = issue["tasks"][0]
+    async with subscribed(
+        websocket_url(live_server),
+        TASK_CHANGES,
+        {"stageId": issue["stage"], "snapshot": True},
+        protocol=protocol,
+    ) as live:
+        snapshot = await live.next()
+        received = []
+        for action in ("cancelTask", "retryTask"):
+            await act_on_task(graphql, action, task_id)
+            received.append(await live.next())
+
+    assert snapshot["tasks"] == [{"id": task_id, "name": "task-0", "status": "PENDING_APPROVAL"}]
+    assert [(m["oldStatus"], m["newStatus"]) for m in received] == [
+        ("PENDING_APPROVAL", "CANCELED"),
+        ("CANCELED", "PENDING_APPROVAL"),
+    ]
+    # Nested fields are read afresh for every message, not cached for the connection.
+    assert [m["task"]["status"] for m in received] == ["CANCELED", "PENDING_APPROVAL"]
+
+
+async def test_a_socket_without_connection_init_is_closed_with_4408(
+    live_server: ConveyorProcess,
+) -> None:
+    started = time.monotonic()
+    async with connect(websocket_url(live_server), subprotocols=[TRANSPORT_WS]) as connection:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), 10)
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4408
+    # The default CONVEYOR_CONNECTION_INIT_TIMEOUT_SECONDS.
+    assert 2.5 < time.monotonic() - started < 6
+
+
+async def test_a_websocket_from_a_foreign_origin_is_refused(live_server: ConveyorProcess) -> None:
+    url = websocket_url(live_server)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin("https://evil.example"), subprotocols=[TRANSPORT_WS]):
+            pass
+    async with connect(
+        url, origin=Origin(live_server.url), subprotocols=[TRANSPORT_WS]
+    ) as same_origin:
+        assert same_origin.subprotocol == TRANSPORT_WS
+
+    assert refused.value.response.status_code == 403
+
+
+# --- refusals, in-process ------------------------------------------------------------------
+
+
+async def first_result(graphql: GraphQLClient, variables: dict[str, Any]) -> Any:
+    context = Context(request=None, response=None, settings=graphql.settings, cipher=graphql.cipher)
+    stream = await schema.subscribe(TASK_CHANGES, variable_values=variables, context_value=context)
+    async with contextlib.aclosing(stream):
+        return await anext(stream)
+
+
+@pytest.mark.parametrize(
+    ("variables", "code", "field"),
+    [
+        ({}, "INVALID_INPUT", ["pipelineId"]),
+        ({"pipelineId": "UGlwZWxpbmU6OTk5OQ==", "taskId": "VGFzazox"}, "INVALID_INPUT", ["taskId"]),
+        ({"pipelineId": "UGlwZWxpbmU6OTk5OQ=="}, "NOT_FOUND", ["pipelineId"]),
+        ({"stageId": "VGFzazox"}, "NOT_FOUND", ["stageId"]),
+        ({"taskId": "VGFzazox", "after": -1}, "INVALID_INPUT", ["after"]),
+        ({"taskId": "VGFzazox", "after": 1, "snapshot": True}, "INVALID_INPUT", ["snapshot"]),
+    ],
+    ids=["no-scope", "two-scopes", "unknown-pipeline", "wrong-type", "negative-after", "both"],
+)
+async def test_bad_subscription_arguments_are_refused_with_typed_errors(
+    graphql: GraphQLClient,
+    catalog: EngineCatalog,
+    variables: dict[str, Any],
+    code: str,
+    field: list[str],
+) -> None:
+    # Task 1 exists: only the argument under test is wrong.
+    await create_issue(graphql, catalog)
+
+    result = await first_result(graphql, variables)
+
+    assert result.data is None
+    [error] = [error.formatted for error in result.errors]
+    assert error["extensions"]["code"] == code, error
+    assert error["extensions"]["field"] == field
+
+
+async def test_an_internal_failure_of_a_subscription_reveals_nothing(
+    graphql: GraphQLClient, catalog: EngineCatalog
+) -> None:
+    issue = await create_issue(graphql, catalog)
+
+    # In-process there is no event hub: the arguments are fine, the server is not.
+    result = await first_result(graphql, {"taskId": issue["tasks"][0]})
+
+    [error] = [error.formatted for error in result.errors]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert "hub" not in str(error)
+
+
+# --- the hub, in-process ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def hub(db: TortoiseContext, database_url: str) -> AsyncIterator[EventHub]:
+    async with (
+        running_listener(database_url) as listener,
+        running_hub(listener, subscriber_buffer=5, poll_seconds=1.0) as hub,
+    ):
+        yield hub
+
+
+@pytest.fixture
+async def pipeline(db: TortoiseContext) -> Pipeline:
+    issue = await Issue.create(title="events", creator="tester")
+    return await Pipeline.create(issue=issue, status=PipelineStatus.OPEN)
+
+
+async def write_events(pipeline: Pipeline, count: int, task_id: int = 1) -> list[int]:
+    async with in_transaction() as connection:
+        return await record_events(
+            connection,
+            "tester",
+            [
+                NewEvent(
+                    EventKind.TASK_STATUS_CHANGED,
+                    issue_id=pipeline.issue_id,
+                    pipeline_id=pipeline.id,
+                    task_id=task_id,
+                    old_status="PENDING",
+                    new_status="RUNNING",
+                )
+            ]
+            * count,
+        )
+
+
+async def read_through(hub: EventHub, sequence: int) -> None:
+    async def caught_up() -> bool:
+        return hub.last_read >= sequence
+
+    await eventually(caught_up, within=5, what=f"the hub to read event {sequence}")
+
+
+def task_filter(pipeline: Pipeline, task_id: int | None = None) -> EventFilter:
+    return EventFilter(
+        frozenset({EventKind.TASK_STATUS_CHANGED}), pipeline_id=pipeline.id, task_id=task_id
+    )
+
+
+async def take(subscription: HubSubscription, after: int | None, count: int) -> list[int]:
+    stream = subscription.events(after)
+    async with contextlib.aclosing(stream):
+        return [(await asyncio.wait_for(anext(stream), 5)).id for _ in range(count)]
+
+
+async def test_the_hub_replays_the_backlog_then_live_events_each_once(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    backlog = await write_events(pipeline, 3)
+    async with hub.subscription(task_filter(pipeline)) as subscription:
+        # Read by the hub after the subscription started, so both buffered and in the table.
+        both = await write_events(pipeline, 2)
+        await read_through(hub, both[-1])
+        stream = subscription.events(after=backlog[0])
+        async with contextlib.aclosing(stream):
+            replayed = [(await anext(stream)).id for _ in range(4)]
+            live = await write_events(pipeline, 2)
+            delivered = [(await asyncio.wait_for(anext(stream), 5)).id for _ in range(2)]
+
+    assert replayed == [*backlog[1:], *both]
+    assert delivered == live
+
+
+async def test_the_hub_fans_out_only_matching_events(hub: EventHub, pipeline: Pipeline) -> None:
+    async with (
+        hub.subscription(task_filter(pipeline, task_id=1)) as first_task,
+        hub.subscription(task_filter(pipeline, task_id=2)) as second_task,
+    ):
+        of_first = await write_events(pipeline, 2, task_id=1)
+        of_second = await write_events(pipeline, 1, task_id=2)
+
+        assert await take(first_task, None, 2) == of_first
+        assert await take(second_task, None, 1) == of_second
+
+
+async def test_the_hub_drops_a_subscriber_that_falls_behind_and_feeds_the_others(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    async with (
+        hub.subscription(task_filter(pipeline)) as slow,
+        hub.subscription(task_filter(pipeline)) as fast,
+    ):
+        first = await write_events(pipeline, 1)
+        assert await take(slow, None, 1) == first
+        fast_received = list(first)
+        for _ in range(3):
+            await write_events(pipeline, 3)
+            fast_received += await take(fast, None, 3)
+        # Buffer of 5: the slow one overflowed at its sixth undelivered event.
+        assert hub.subscriber_count == 1
+        with pytest.raises(SubscriberTooSlow) as too_slow:
+            await take(slow, None, 1)
+
+    assert len(fast_received) == 10
+    assert too_slow.value.last_sequence == first[0]
+    assert too_slow.value.details == {"lastSequence": first[0]}
+
+
+async def test_the_hub_keeps_replaying_from_the_table_when_it_overflows_during_a_replay(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    backlog = await write_events(pipeline, 3)
+    async with hub.subscription(task_filter(pipeline)) as subscription:
+        during = await write_events(pipeline, 8)
+        await read_through(hub, during[-1])
+        assert subscription.overflowed
+        stream = subscription.events(after=0)
+        async with contextlib.aclosing(stream):
+            replayed = [(await anext(stream)).id for _ in range(11)]
+            live = await write_events(pipeline, 2)
+            delivered = [(await asyncio.wait_for(anext(stream), 5)).id for _ in range(2)]
+
+    assert replayed == [*backlog, *during]
+    assert delivered == live
