@@ -18,7 +18,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.events.hub import running_hub
 from conveyor.events.listener import running_listener
 from conveyor.graphql.ide import graphiql_assets_mount
-from conveyor.graphql.schema import schema
+from conveyor.graphql.schema import build_schema
 from conveyor.graphql.view import GraphQLView
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
@@ -51,7 +51,9 @@ async def health(request: Request) -> JSONResponse:
 
 def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlette:
     """The application; `load_demo` None loads the sample only into a new embedded database."""
-    graphql = GraphQLView(schema, settings=settings, cipher=password_cipher(settings))
+    graphql = GraphQLView(
+        build_schema(settings), settings=settings, cipher=password_cipher(settings)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

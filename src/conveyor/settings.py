@@ -74,3 +74,31 @@ class Settings(BaseSettings):
         gt=0,
         description="How often an idle WebSocket is pinged.",
     )
+    max_query_depth: int = Field(
+        default=12,
+        ge=1,
+        description="Deepest nesting of fields inside fields an operation may have "
+        "(`{ issues { edges { node { title } } } }` is 3); deeper is refused (QUERY_TOO_DEEP).",
+    )
+    max_aliases: int = Field(
+        default=30, ge=0, description="Aliases a document may use (TOO_MANY_ALIASES)."
+    )
+    max_tokens: int = Field(
+        default=5000,
+        ge=1,
+        description="Tokens (names, punctuation, values) a document may have; checked while "
+        "parsing (TOO_MANY_TOKENS). Large inputs belong in variables, which do not count.",
+    )
+    max_directives: int = Field(
+        default=50, ge=0, description="Directives a document may use (TOO_MANY_DIRECTIVES)."
+    )
+    max_request_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1,
+        description="Largest HTTP request body /graphql accepts; larger ones get HTTP 413 "
+        "(REQUEST_TOO_LARGE) before they are parsed.",
+    )
+    introspection: bool = Field(
+        default=True, description="Answer introspection (`__schema`, `__type`) queries."
+    )
+    graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")

@@ -20,6 +20,27 @@ logger = logging.getLogger(__name__)
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
+#: Codes of documents and requests refused by the limits against hostile documents (those
+#: of LIMIT_CODES also carry the limit in `extensions.limit`).
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+BATCHING_NOT_SUPPORTED = "BATCHING_NOT_SUPPORTED"
+INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+LIMIT_CODES = frozenset(
+    {QUERY_TOO_DEEP, TOO_MANY_ALIASES, TOO_MANY_TOKENS, TOO_MANY_DIRECTIVES, REQUEST_TOO_LARGE}
+)
+
+# The messages of the limiters strawberry and graphql-core ship, which set no code.
+_TOO_DEEP = re.compile(r"^'(.*)' exceeds maximum operation depth of (\d+)$", re.DOTALL)
+_TOO_MANY_ALIASES = re.compile(r"^(\d+) aliases found\. Allowed: (\d+)$")
+_TOO_MANY_TOKENS = re.compile(
+    r"^Syntax Error: Document contains more than (\d+) tokens\. Parsing aborted\.$"
+)
+_INTROSPECTION_DISABLED = "GraphQL introspection has been disabled, "
+
 # graphql-core names the offending part of a variable only in the message text. 3.2 writes
 # "Variable '$input' got invalid value 'X' at 'input.stages[0].tasks[1].type'; ...", 3.3
 # "Variable '$input' has invalid value at .stages[0].tasks[1].type: ..." (without the name).
@@ -67,6 +88,48 @@ def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
 
 
+def limit_exceeded(code: str, message: str, limit: int, **details: object) -> GraphQLError:
+    """The error of a document past one of the limits (its code is one of LIMIT_CODES)."""
+    return GraphQLError(
+        message, extensions={**_problem_extensions(code, None), "limit": limit, **details}
+    )
+
+
+def _limit_refusal(error: GraphQLError) -> tuple[str, dict[str, Any]] | None:
+    """The message and extensions of `error` if a limit (or disabled introspection) refused
+    the document, in words a person understands."""
+    extensions = error.extensions or {}
+    if extensions.get("code") in LIMIT_CODES and error.original_error is None:
+        return error.message, dict(extensions)
+    message = error.message
+    if match := _TOO_DEEP.match(message):
+        limit = int(match.group(2))
+        name = match.group(1)
+        operation = "the operation" if name == "anonymous" else f"operation '{name}'"
+        return (
+            f"{operation} nests fields more than {limit} level{'s' if limit != 1 else ''} "
+            "deep, the most this server "
+            "allows; ask for less at once",
+            {**_problem_extensions(QUERY_TOO_DEEP, None), "limit": limit},
+        )
+    if match := _TOO_MANY_ALIASES.match(message):
+        count, limit = int(match.group(1)), int(match.group(2))
+        return (
+            f"the document uses {count} aliases; this server allows at most {limit}",
+            {**_problem_extensions(TOO_MANY_ALIASES, None), "limit": limit, "count": count},
+        )
+    if match := _TOO_MANY_TOKENS.match(message):
+        limit = int(match.group(1))
+        return (
+            f"the document has more than {limit} tokens (names, punctuation and values), the "
+            "most this server allows; pass large inputs as variables",
+            {**_problem_extensions(TOO_MANY_TOKENS, None), "limit": limit},
+        )
+    if message.startswith(_INTROSPECTION_DISABLED):
+        return message, _problem_extensions(INTROSPECTION_DISABLED, None)
+    return None
+
+
 class ConveyorErrors(MaskErrors):
     """Formats every error of a response; internal failures never leak their text."""
 
@@ -74,10 +137,22 @@ class ConveyorErrors(MaskErrors):
         super().__init__(error_message="Internal server error")
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [self._format(error) for error in errors]
+        formatted: list[GraphQLError] = []
+        seen_refusals: set[str] = set()
+        for error in errors:
+            error = self._format(error)
+            # The depth limiter reports every branch that is too deep: one error says it.
+            if (error.extensions or {}).get("code") in LIMIT_CODES:
+                if error.message in seen_refusals:
+                    continue
+                seen_refusals.add(error.message)
+            formatted.append(error)
+        return formatted
 
     def _format(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
+        if error.path is None and (refusal := _limit_refusal(error)) is not None:
+            return self._rebuild(error, *refusal)
         if isinstance(original, ConveyorError):
             first = original.first
             extensions = _problem_extensions(first.code, first.field)

@@ -1,16 +1,29 @@
-"""The GraphQL schema Conveyor serves."""
+"""The GraphQL schema Conveyor serves, with its limits against hostile documents."""
 
-from typing import Any
+import copy
+from collections.abc import Callable
 
 import strawberry
+from graphql import ASTValidationRule, DirectiveNode, DocumentNode, ValidationContext
 from graphql.error import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.types import ExecutionContext
 
-from conveyor.graphql.errors import ConveyorErrors
+from conveyor.graphql.errors import TOO_MANY_DIRECTIVES, ConveyorErrors, limit_exceeded
 from conveyor.graphql.mutations import Mutation
 from conveyor.graphql.queries import Query
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
+from conveyor.settings import Settings
+
+ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -22,16 +35,68 @@ class ConveyorSchema(strawberry.Schema):
         return None
 
 
-def build_schema(**options: Any) -> strawberry.Schema:
-    return ConveyorSchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        # The implementations of interfaces that only subscriptions return.
-        types=[TaskStatusSnapshot, TaskStatusChange],
-        extensions=[ConveyorErrors],
-        **options,
-    )
+def max_directives_rule(max_directives: int) -> type[ASTValidationRule]:
+    """A validation rule refusing a document that uses more than `max_directives` directives
+    (each `@name` counts, wherever it stands; graphql-core and strawberry have no such rule)."""
+
+    class MaxDirectivesRule(ASTValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self.count = 0
+
+        def enter_directive(self, node: DirectiveNode, *_args: object) -> None:
+            self.count += 1
+
+        def leave_document(self, node: DocumentNode, *_args: object) -> None:
+            if self.count > max_directives:
+                self.report_error(
+                    limit_exceeded(
+                        TOO_MANY_DIRECTIVES,
+                        f"the document uses {self.count} directives; this server allows at "
+                        f"most {max_directives}",
+                        max_directives,
+                        count=self.count,
+                    )
+                )
+
+    return MaxDirectivesRule
 
 
+def limit_extensions(settings: Settings) -> list[ExtensionFactory]:
+    """The extensions that refuse documents past the limits of `settings`: factories, so that
+    each request gets its own instances."""
+    directives_rule = max_directives_rule(settings.max_directives)
+    extensions: list[ExtensionFactory] = [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules([directives_rule]),
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    return extensions
+
+
+# strawberry converts the types once: a second Schema of the same types fails (the relay
+# connection fields are changed in place), so the limited schemas are copies of this one.
+_schema = ConveyorSchema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    # The implementations of interfaces that only subscriptions return.
+    types=[TaskStatusSnapshot, TaskStatusChange],
+    extensions=[ConveyorErrors],
+)
+
+
+def build_schema(settings: Settings | None = None) -> ConveyorSchema:
+    """The schema with the document limits of `settings` (the defaults when None, without
+    reading the environment). The limits do not change the SDL."""
+    limited = copy.copy(_schema)
+    limits = settings if settings is not None else Settings.model_construct()
+    limited.extensions = (ConveyorErrors, *limit_extensions(limits))
+    return limited
+
+
+#: The schema with the default limits: `conveyor export-schema` and the tests use it.
 schema = build_schema()
