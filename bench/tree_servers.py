@@ -1,0 +1,159 @@
+"""The servers bench/tree_reads.py compares, each started as one process on loopback."""
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+
+BENCH_DIR = Path(__file__).resolve().parent
+POSTGRAPHILE_VERSION = "4.14.1"
+POSTGRAPHILE_DIR = BENCH_DIR / ".postgraphile"
+POSTGRAPHILE_BIN = POSTGRAPHILE_DIR / "node_modules" / ".bin" / "postgraphile"
+START_TIMEOUT_SECONDS = 120.0
+REQUEST_TIMEOUT_SECONDS = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    path: str
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    async def wait_until_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+        raise RuntimeError(f"{self.name} did not listen:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+def ensure_postgraphile() -> str | None:
+    """Install PostGraphile into bench/.postgraphile if needed; why it cannot run, or None."""
+    if POSTGRAPHILE_BIN.exists():
+        return None
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node or npm is not installed: PostGraphile skipped"
+    POSTGRAPHILE_DIR.mkdir(exist_ok=True)
+    package = POSTGRAPHILE_DIR / "package.json"
+    if not package.exists():
+        package.write_text('{"private": true}\n')
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", f"postgraphile@{POSTGRAPHILE_VERSION}"],
+        cwd=POSTGRAPHILE_DIR,
+        check=True,
+        timeout=600,
+    )
+    return None
+
+
+def command_for(name: str, database_url: str, port: int) -> list[str]:
+    if name == "conveyor":
+        return [sys.executable, "-m", "conveyor", "serve", "--no-demo"]
+    if name == "limit":
+        return [sys.executable, str(BENCH_DIR / "tree_limit.py"), database_url, str(port)]
+    return [
+        str(POSTGRAPHILE_BIN),
+        "--connection",
+        database_url,
+        "--schema",
+        "public",
+        "--simple-collections",
+        "only",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-query-log",
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    names: list[str], database_url: str, work_dir: Path, conveyor_env: dict[str, str]
+) -> AsyncIterator[dict[str, Server]]:
+    """Each named server, started on a free loopback port and stopped at the end."""
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")
+    }
+    servers: dict[str, Server] = {}
+    try:
+        for name in names:
+            port = free_port()
+            env = {**environment, "NODE_ENV": "production"}
+            if name == "conveyor":
+                env.update(
+                    CONVEYOR_DATABASE_URL=database_url,
+                    CONVEYOR_SECRET_KEY=Fernet.generate_key().decode(),
+                    CONVEYOR_DATA_DIR=str(work_dir / "conveyor-data"),
+                    CONVEYOR_PORT=str(port),
+                    CONVEYOR_LOG_LEVEL="warning",
+                    CONVEYOR_RUN_WORKER="false",
+                    **conveyor_env,
+                )
+            log_path = work_dir / f"{name}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    command_for(name, database_url, port),
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            server = Server(name, process, port, "/" if name == "limit" else "/graphql", log_path)
+            servers[name] = server
+            await server.wait_until_listening()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+async def post(client: httpx.AsyncClient, server: Server, body: bytes) -> dict[str, Any]:
+    response = await client.post(
+        server.url, content=body, headers={"content-type": "application/json"}
+    )
+    response.raise_for_status()
+    document: dict[str, Any] = response.json()
+    if document.get("errors"):
+        raise RuntimeError(f"{server.name} answered errors: {document['errors']}")
+    data: dict[str, Any] = document["data"]
+    return data
