@@ -16,16 +16,13 @@ import itertools
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
 import httpx
 import psutil
 from cryptography.fernet import Fernet
@@ -34,6 +31,7 @@ from tortoise.context import TortoiseContext
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from common import admin_fetch, free_port, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues, tasks
 from conveyor.db.config import tortoise_config
@@ -42,7 +40,6 @@ from conveyor.db.models import Event, Task
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 SUBSCRIPTION = """
 subscription($taskId: ID!) {
   taskStatusChanged(taskId: $taskId, snapshot: true) {
@@ -54,30 +51,6 @@ subscription($taskId: ID!) {
 #: Subscribers opened at once while connecting; more would only queue in the accept backlog.
 CONNECT_CONCURRENCY = 50
 MESSAGE_WAIT_SECONDS = 30.0
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-async def admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -173,10 +146,9 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 100, 1000])
     args = parser.parse_args()
-    server_url = os.environ.get("CONVEYOR_BENCH_DATABASE_URL", DEFAULT_SERVER)
     conveyor_db = f"conveyor_bench_live_{uuid.uuid4().hex[:8]}"
-    await admin(server_url, f'CREATE DATABASE "{conveyor_db}"')
-    database_url = with_database(server_url, conveyor_db)
+    await admin_fetch(f'CREATE DATABASE "{conveyor_db}"')
+    database_url = with_database(server_url(), conveyor_db)
     key = Fernet.generate_key().decode()
     server = None
     results: list[tuple[int, list[float], int]] = []
@@ -255,7 +227,7 @@ async def main() -> None:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-        await admin(server_url, f'DROP DATABASE IF EXISTS "{conveyor_db}" WITH (FORCE)')
+        await admin_fetch(f'DROP DATABASE IF EXISTS "{conveyor_db}" WITH (FORCE)')
 
     print("| subscribers | commit → delivery p50 | p99 | server RSS |\n|---|---|---|---|")
     for count, latencies, rss in results:

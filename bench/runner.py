@@ -18,12 +18,12 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
-import asyncpg
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
+from common import admin_fetch, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -31,25 +31,6 @@ from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Task, TaskRun
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus, TaskType
-
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-async def admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def main() -> None:
@@ -59,13 +40,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--targets", type=int, default=8)
     args = parser.parse_args()
-    server_url = os.environ.get("CONVEYOR_BENCH_DATABASE_URL", DEFAULT_SERVER)
     run_id = uuid.uuid4().hex[:8]
     conveyor_db = f"conveyor_bench_{run_id}"
     targets = [f"conveyor_bench_target_{run_id}_{n}" for n in range(args.targets)]
     for name in [conveyor_db, *targets]:
-        await admin(server_url, f'CREATE DATABASE "{name}"')
-    database_url = with_database(server_url, conveyor_db)
+        await admin_fetch(f'CREATE DATABASE "{name}"')
+    database_url = with_database(server_url(), conveyor_db)
     key = Fernet.generate_key().decode()
     worker = None
     try:
@@ -78,7 +58,7 @@ async def main() -> None:
                     name="bench", order=0, approval_policy=ApprovalPolicy.AUTOMATIC
                 ),
             )
-            address = urlparse(server_url)
+            address = urlparse(server_url())
             instance = await catalog.save_instance(
                 None,
                 catalog.InstanceChanges(
@@ -153,7 +133,7 @@ async def main() -> None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=30)
         for name in [conveyor_db, *targets]:
-            await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print("| measure | value |\n|---|---|")
     print(f"| tasks through one worker (concurrency {args.concurrency}) | {args.tasks} |")

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
 import tree_seed
+from common import server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db.config import tortoise_config
 from conveyor.db.models import Issue, Pipeline
@@ -72,7 +73,7 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     await tree_seed.ensure_seeded(args.database)
-    url = tree_seed.with_database(tree_seed.server_url(), args.database)
+    url = with_database(server_url(), args.database)
     settings = Settings(database_url=url, secret_key=Fernet.generate_key().decode())
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(url))

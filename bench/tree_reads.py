@@ -39,6 +39,7 @@ import httpx
 import psutil
 
 import tree_seed
+from common import server_url, with_database
 from tree_profile import py_spy_record, summarize_profile
 from tree_queries import LABELS, PAGE_SIZE, SHAPES, Case, Shape, normalized, task_count
 from tree_servers import (
@@ -361,8 +362,7 @@ async def main() -> None:
         "data set already seeded" if seeded_in is None else f"seeded in {seeded_in:.0f} s",
         file=sys.stderr,
     )
-    server_url = tree_seed.server_url()
-    database_url = tree_seed.with_database(server_url, args.database)
+    database_url = with_database(server_url(), args.database)
     names = ["limit", "conveyor"]
     skipped = None if args.no_postgraphile else ensure_postgraphile()
     if args.no_postgraphile:

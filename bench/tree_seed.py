@@ -10,15 +10,14 @@ run finds it by name (and checks its comment, which records the shape) and seeds
 
 import argparse
 import asyncio
-import os
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse, urlunparse
 
 import asyncpg
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
+from common import admin_fetch, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -27,7 +26,6 @@ from conveyor.db.models import Database, Environment, Instance
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_DATABASE = "conveyor_bench_tree"
 ENVIRONMENTS = (
     ("dev", ApprovalPolicy.AUTOMATIC),
@@ -51,22 +49,6 @@ SHAPE = (
     f"{DATABASES_PER_INSTANCE} databases, {PIPELINES} x {STAGES} x {TASKS_PER_STAGE} tasks, "
     f"1 x {LARGE_STAGES} x {LARGE_TASKS_PER_STAGE}"
 )
-
-
-def server_url() -> str:
-    return os.environ.get("CONVEYOR_BENCH_DATABASE_URL", DEFAULT_SERVER)
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
-
-
-async def admin_fetch(statement: str, *args: object) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(server_url())
-    try:
-        return await connection.fetch(statement, *args)
-    finally:
-        await connection.close()
 
 
 @dataclass(frozen=True)

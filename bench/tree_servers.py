@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,14 @@ from typing import Any
 import httpx
 from cryptography.fernet import Fernet
 
+from common import free_port
+
 BENCH_DIR = Path(__file__).resolve().parent
 POSTGRAPHILE_VERSION = "4.14.1"
 POSTGRAPHILE_DIR = BENCH_DIR / ".postgraphile"
 POSTGRAPHILE_BIN = POSTGRAPHILE_DIR / "node_modules" / ".bin" / "postgraphile"
 START_TIMEOUT_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
