@@ -1,5 +1,7 @@
 """What a person does to a task: edit, approve, retry, cancel, skip, run now."""
 
+from typing import Any
+
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
@@ -119,19 +121,38 @@ async def edit_task_statement(
     return task
 
 
-async def approve_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
-    """Let a task past its approval gate."""
+async def _take_action(
+    task_id: int,
+    action: TaskAction,
+    actor: str,
+    expected_version: int | None,
+    columns: dict[str, Any],
+    event_kind: EventKind | None = None,
+) -> Task:
+    """Lock the task, check `action` is allowed, move it on with `columns`, record it."""
     async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.APPROVE, expected_version)
-        new_status = await _next_status(connection, task, TaskAction.APPROVE)
+        pipeline, task = await _lock_for(connection, task_id, action, expected_version)
+        new_status = await _next_status(connection, task, action)
         await apply_changes(
             connection,
             pipeline,
-            [StatusChange(task, new_status, {"approved_by": actor, "approved_at": now_utc()})],
+            [StatusChange(task, new_status, columns)],
             actor,
-            [task_event(pipeline, task, EventKind.TASK_APPROVED)],
+            [task_event(pipeline, task, event_kind)] if event_kind is not None else [],
         )
     return task
+
+
+async def approve_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
+    """Let a task past its approval gate."""
+    return await _take_action(
+        task_id,
+        TaskAction.APPROVE,
+        actor,
+        expected_version,
+        {"approved_by": actor, "approved_at": now_utc()},
+        EventKind.TASK_APPROVED,
+    )
 
 
 async def approve_stage(stage_id: int, actor: str) -> Stage:
@@ -176,27 +197,18 @@ async def approve_stage(stage_id: int, actor: str) -> Stage:
 
 async def retry_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
     """Send a failed or canceled task back to its gate for another attempt."""
-    async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.RETRY, expected_version)
-        new_status = await _next_status(connection, task, TaskAction.RETRY)
-        await apply_changes(
-            connection,
-            pipeline,
-            [
-                StatusChange(
-                    task,
-                    new_status,
-                    {
-                        "status_reason": None,
-                        "approved_by": None,
-                        "approved_at": None,
-                        "cancel_requested_at": None,
-                    },
-                )
-            ],
-            actor,
-        )
-    return task
+    return await _take_action(
+        task_id,
+        TaskAction.RETRY,
+        actor,
+        expected_version,
+        {
+            "status_reason": None,
+            "approved_by": None,
+            "approved_at": None,
+            "cancel_requested_at": None,
+        },
+    )
 
 
 async def skip_task(
@@ -209,16 +221,9 @@ async def skip_task(
         raise invalid_input(
             f"the reason must be at most {REASON_MAX_LENGTH} characters", ("input", "reason")
         )
-    async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.SKIP, expected_version)
-        new_status = await _next_status(connection, task, TaskAction.SKIP)
-        await apply_changes(
-            connection,
-            pipeline,
-            [StatusChange(task, new_status, {"status_reason": reason.strip()})],
-            actor,
-        )
-    return task
+    return await _take_action(
+        task_id, TaskAction.SKIP, actor, expected_version, {"status_reason": reason.strip()}
+    )
 
 
 async def cancel_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
