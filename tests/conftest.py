@@ -31,6 +31,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.db.config import tortoise_config
 from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.db.migrate import migrate_database
+from conveyor.domain.permissions import Principal, Role
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
@@ -127,10 +128,19 @@ class GraphQLClient:
         self.cipher = PasswordCipher(settings.secret_key or "")
 
     async def __call__(
-        self, document: str, variables: dict[str, Any] | None = None, *, actor: str = "tester"
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        actor: str = "tester",
+        role: Role = Role.ADMIN,
     ) -> Response:
         context = Context(
-            request=None, response=None, settings=self.settings, cipher=self.cipher, actor=actor
+            request=None,
+            response=None,
+            settings=self.settings,
+            cipher=self.cipher,
+            principal=Principal(actor=actor, role=role),
         )
         result = await schema.execute(document, variable_values=variables, context_value=context)
         return Response(
@@ -139,10 +149,15 @@ class GraphQLClient:
         )
 
     async def ok(
-        self, document: str, variables: dict[str, Any] | None = None, *, actor: str = "tester"
+        self,
+        document: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        actor: str = "tester",
+        role: Role = Role.ADMIN,
     ) -> dict[str, Any]:
         """The data of a response that must have no error."""
-        response = await self(document, variables, actor=actor)
+        response = await self(document, variables, actor=actor, role=role)
         assert response.errors == [], response.errors
         assert response.data is not None
         return response.data
@@ -195,6 +210,13 @@ class ConveyorProcess:
     log_path: Path
     log_file: BinaryIO
     url: str = ""
+    #: The first admin token, when this server wrote one into its data directory.
+    token: str = ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers that authenticate a request as the first admin."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -237,6 +259,33 @@ def launch(args: list[str], env: dict[str, str], log_path: Path) -> ConveyorProc
     return ConveyorProcess(process=process, log_path=log_path, log_file=log_file)
 
 
+def admin_token(env: dict[str, str]) -> str:
+    """An ADMIN token for the database of `env`: the first one, if the server wrote it to its
+    data directory, else a new one from `conveyor token create`."""
+    written = Path(env.get("CONVEYOR_DATA_DIR", "/nonexistent")) / "admin-token"
+    if written.exists():
+        return written.read_text().strip()
+    full_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "token",
+            "create",
+            "--actor",
+            "tester",
+            "--role",
+            "ADMIN",
+        ],
+        env={**full_env, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return created.stdout.strip()
+
+
 def start_server(env: dict[str, str], log_path: Path, *args: str) -> ConveyorProcess:
     """Start `conveyor serve` on a free port; return once it answers."""
     port = free_port()
@@ -250,6 +299,7 @@ def start_server(env: dict[str, str], log_path: Path, *args: str) -> ConveyorPro
             return False
 
     server.wait_until(answers, "the server to answer")
+    server.token = admin_token(env)
     return server
 
 

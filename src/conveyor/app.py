@@ -11,7 +11,8 @@ from starlette.routing import Route, WebSocketRoute
 from tortoise.contrib.starlette import RegisterTortoise
 
 from conveyor import demo
-from conveyor.crypto import PasswordCipher, load_or_create_key
+from conveyor.crypto import PasswordCipher, load_or_create_key, write_secret
+from conveyor.db import tokens
 from conveyor.db.config import tortoise_config
 from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.db.migrate import migrate_database
@@ -45,6 +46,15 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
         embedded.stop()
 
 
+async def _issue_first_admin_token(settings: Settings) -> None:
+    """Keep a new installation reachable: with no usable ADMIN token, write one for the
+    operator into the data directory."""
+    path = settings.admin_token_path
+    if await tokens.issue_first_admin_token(lambda token: write_secret(path, token)):
+        # The path, never the token: log lines end up in places secrets must not.
+        logger.warning("no admin token existed: wrote a new one to %s (owner-only file)", path)
+
+
 async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -62,6 +72,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             async with RegisterTortoise(
                 app, config=tortoise_config(url, pool_max_size=settings.db_pool_max_size)
             ):
+                await _issue_first_admin_token(settings)
                 if load_demo or (load_demo is None and settings.database_url is None):
                     await demo.load_demo(url, graphql.cipher)
                 # One LISTEN connection per process, shared by live updates and the worker.
@@ -71,6 +82,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                         listener,
                         subscriber_buffer=settings.subscriber_buffer,
                         poll_seconds=settings.event_poll_seconds,
+                        token_check_seconds=settings.token_check_seconds,
                     ) as hub,
                     contextlib.AsyncExitStack() as worker_stack,
                 ):

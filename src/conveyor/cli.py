@@ -5,15 +5,21 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
 from tortoise.context import TortoiseContext
 
 from conveyor.app import create_app, database_url, password_cipher
+from conveyor.db import tokens
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
+from conveyor.domain.permissions import SYSTEM, Role
+from conveyor.errors import ConveyorError
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 
@@ -33,12 +39,65 @@ async def migrate(settings: Settings) -> None:
         await migrate_database(url)
 
 
-async def demo(settings: Settings) -> None:
+@asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[str]:
+    """The database, migrated, with tortoise set up for a one-off command."""
     async with database_url(settings) as url:
         await migrate_database(url)
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(url, pool_max_size=2))
-            await load_demo(url, password_cipher(settings))
+            yield url
+
+
+async def demo(settings: Settings) -> None:
+    async with migrated_database(settings) as url:
+        await load_demo(url, password_cipher(settings))
+
+
+async def manage_tokens(settings: Settings, args: argparse.Namespace) -> None:
+    """`conveyor token ...`: whoever can run this can read the database, so it acts as ADMIN."""
+    async with migrated_database(settings):
+        if args.token_command == "create":
+            expires_at = (
+                None
+                if args.expires_in_days is None
+                else datetime.now(UTC) + timedelta(days=args.expires_in_days)
+            )
+            issued = await tokens.issue_token(
+                SYSTEM,
+                args.actor,
+                Role(args.role),
+                description=args.description,
+                expires_at=expires_at,
+            )
+            # The only place the token is ever shown: stdout, for the operator to keep.
+            sys.stdout.write(issued.token + "\n")
+            print(
+                f"token {issued.row.id} ({issued.row.prefix}...) acts as {issued.row.actor}, "
+                f"{issued.row.role.value}; it is not shown again",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":
+            for row in await tokens.list_tokens(SYSTEM, include_revoked=args.all):
+                state = "revoked" if row.revoked_at else f"expires {row.expires_at or 'never'}"
+                print(f"{row.id}\t{row.prefix}...\t{row.actor}\t{row.role.value}\t{state}")
+        elif args.token_command == "revoke":
+            row = await tokens.revoke_token(SYSTEM, args.id)
+            print(f"token {row.id} ({row.prefix}...) of {row.actor} is revoked", file=sys.stderr)
+
+
+def _add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    token_parser = commands.add_parser("token", help="create, list or revoke API tokens")
+    token_commands = token_parser.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token; it is printed once")
+    create.add_argument("--actor", required=True, help="the name recorded on its actions")
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument("--description", default="")
+    create.add_argument("--expires-in-days", type=float, default=None, help="default: never")
+    listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its number")
+    revoke.add_argument("id", type=int)
 
 
 async def work(settings: Settings) -> None:
@@ -53,9 +112,20 @@ async def work(settings: Settings) -> None:
             await stop.wait()
 
 
+class AccessLogWithoutQueries(logging.Filter):
+    """Drops the query string from uvicorn's access log lines: on /graphql it holds a GET's
+    document and variables, which may carry anything, secrets included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            record.args = (client, method, str(path).split("?", 1)[0], version, status)
+        return True
+
+
 def serve(settings: Settings, *, with_demo: bool | None) -> None:
     app = create_app(settings, load_demo=with_demo)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -67,7 +137,12 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # find dead peers; legacy graphql-ws ones also get the view's "ka" messages.
         ws_ping_interval=settings.websocket_keep_alive_seconds,
         ws_ping_timeout=settings.websocket_keep_alive_seconds,
+        # A WebSocket message may be as large as an HTTP request body, no larger.
+        ws_max_size=settings.max_request_bytes,
     )
+    # After uvicorn.Config, which configures the loggers.
+    logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQueries())
+    uvicorn.Server(config).run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("worker", help="run tasks (as many worker processes as you like)")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("demo", help="load the sample data into an empty database")
+    _add_token_commands(commands)
     export_parser = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
     export_parser.add_argument("output", nargs="?", default="schema.graphql", help="'-' for stdout")
     args = parser.parse_args(argv)
@@ -104,3 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(migrate(settings))
     elif args.command == "demo":
         asyncio.run(demo(settings))
+    elif args.command == "token":
+        try:
+            asyncio.run(manage_tokens(settings, args))
+        except ConveyorError as error:
+            sys.exit(f"conveyor token: {error.first.message}")

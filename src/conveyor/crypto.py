@@ -1,4 +1,4 @@
-"""Encryption at rest for instance passwords."""
+"""Secrets at rest: instance passwords encrypted, keys and tokens in owner-only files."""
 
 import logging
 import os
@@ -43,3 +43,12 @@ def load_or_create_key(data_dir: Path) -> bytes:
         file.write(key)
     logger.info("generated a new secret key in the data directory")
     return key
+
+
+def write_secret(path: Path, content: str) -> None:
+    """Write `content` to a new file at `path` that only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(content + "\n")

@@ -8,12 +8,16 @@ import asyncpg
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.models import Environment
+from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
+from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.targets import quote_identifier
 
 logger = logging.getLogger(__name__)
 
-DEMO_ACTOR = "demo"
+#: The demo's issues are opened by a developer, so that an admin or DBA approves prod.
+DEMO_AUTHOR = Principal(actor="demo", role=Role.DEVELOPER)
 ENVIRONMENTS = (
     ("dev", ApprovalPolicy.AUTOMATIC),
     ("test", ApprovalPolicy.AUTOMATIC),
@@ -36,7 +40,7 @@ async def _ensure_databases_exist(database_url: str, names: list[str]) -> None:
         }
         for name in names:
             if name not in existing:
-                await connection.execute(f'CREATE DATABASE "{name}"')
+                await connection.execute(f"CREATE DATABASE {quote_identifier(name)}")
     finally:
         await connection.close()
 
@@ -48,13 +52,23 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
         return False
     environments = {}
     for order, (name, policy) in enumerate(ENVIRONMENTS):
+        protected = policy is ApprovalPolicy.MANUAL
         environments[name] = await catalog.save_environment(
-            None, catalog.EnvironmentChanges(name=name, order=order * 10, approval_policy=policy)
+            SYSTEM,
+            None,
+            catalog.EnvironmentChanges(
+                name=name,
+                order=order * 10,
+                approval_policy=policy,
+                developers_may_approve=not protected,
+                creator_may_approve=not protected,
+            ),
         )
     # The demo's target is the server's own PostgreSQL, reached the way Conveyor reaches it.
     url = urlparse(database_url)
     host = parse_qs(url.query).get("host", [url.hostname or "localhost"])[0]
     instance = await catalog.save_instance(
+        SYSTEM,
         None,
         catalog.InstanceChanges(
             name="local",
@@ -67,13 +81,18 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
             max_running_tasks=4,
         ),
         cipher,
+        # The operator's own database, not a client's choice; the runner still checks it
+        # against the instance networks before each connection.
+        networks=UNRESTRICTED,
     )
     names = [f"demo_{env}" for env in environments]
     await _ensure_databases_exist(database_url, names)
     databases = {
-        env: await catalog.register_database(instance.id, f"demo_{env}") for env in environments
+        env: await catalog.register_database(SYSTEM, instance.id, f"demo_{env}")
+        for env in environments
     }
     await issues.create_issue(
+        DEMO_AUTHOR,
         IssuePlan(
             title="Add the orders table",
             description="Create `orders` and seed two rows, promoted from dev to prod.",
@@ -102,9 +121,9 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
                 for env in environments
             ),
         ),
-        DEMO_ACTOR,
     )
     await issues.create_issue(
+        DEMO_AUTHOR,
         IssuePlan(
             title="Discover the databases of instance 'local'",
             stages=(
@@ -114,7 +133,6 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
                 ),
             ),
         ),
-        DEMO_ACTOR,
     )
     logger.info("demo data loaded")
     return True

@@ -9,6 +9,12 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID_INPUT = "INVALID_INPUT"
     CONFLICT = "CONFLICT"
+    #: No valid token: missing, unknown, revoked or expired.
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    #: The token is valid, but its role (or the environment's policy) does not allow this.
+    FORBIDDEN = "FORBIDDEN"
+    #: The token spent its allowance of requests or query cost; retry after `retryAfter`.
+    RATE_LIMITED = "RATE_LIMITED"
     #: A subscriber fell too far behind; it resumes with `after` set to `lastSequence`.
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
     INTERNAL = "INTERNAL"
@@ -61,3 +67,11 @@ def invalid_input(message: str, field: FieldPath | None = None) -> ConveyorError
 
 def conflict(message: str, field: FieldPath | None = None) -> ConveyorError:
     return ConveyorError.single(ErrorCode.CONFLICT, message, field)
+
+
+def forbidden(message: str, field: FieldPath | None = None) -> ConveyorError:
+    return ConveyorError.single(ErrorCode.FORBIDDEN, message, field)
+
+
+def unauthenticated(message: str) -> ConveyorError:
+    return ConveyorError.single(ErrorCode.UNAUTHENTICATED, message)

@@ -1,11 +1,15 @@
 """Conveyor's configuration, read once from `CONVEYOR_*` environment variables."""
 
 import os
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from conveyor.domain.targets import InstanceNetworks
 
 
 def default_data_dir() -> Path:
@@ -15,6 +19,23 @@ def default_data_dir() -> Path:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/conveyor")
     return Path(platformdirs.user_data_dir("conveyor"))
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+#: A list read from one environment variable as comma-separated values.
+CommaSeparated = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
+
+
+class Mode(StrEnum):
+    """Development shows a client everything that helps write queries; production shows less."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
 
 
 class Settings(BaseSettings):
@@ -98,7 +119,91 @@ class Settings(BaseSettings):
         description="Largest HTTP request body /graphql accepts; larger ones get HTTP 413 "
         "(REQUEST_TOO_LARGE) before they are parsed.",
     )
-    introspection: bool = Field(
-        default=True, description="Answer introspection (`__schema`, `__type`) queries."
+    max_query_cost: int = Field(
+        default=10_000,
+        ge=1,
+        description="Cost an operation may have: each field counts 1, and everything inside a "
+        "connection counts once per item of the page it asks for (`first`/`last`, else the "
+        "default page size); costlier operations are refused (QUERY_TOO_COSTLY).",
     )
-    graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
+    max_errors: int = Field(
+        default=50,
+        ge=1,
+        description="Errors one response may carry; the rest are replaced by one "
+        "TOO_MANY_ERRORS error.",
+    )
+    mode: Mode = Field(
+        default=Mode.DEVELOPMENT,
+        description="`production` turns introspection, field suggestions and GraphiQL off "
+        "unless they are set explicitly.",
+    )
+    introspection: bool | None = Field(
+        default=None,
+        description="Answer introspection (`__schema`, `__type`) queries; default: on in "
+        "development mode, off in production.",
+    )
+    field_suggestions: bool | None = Field(
+        default=None,
+        description='Suggest names in validation errors ("Did you mean ...?"); default: on in '
+        "development mode, off in production.",
+    )
+    graphiql: bool | None = Field(
+        default=None,
+        description="Serve GraphiQL to browsers at /graphql; default: on in development mode, "
+        "off in production.",
+    )
+    allowed_origins: CommaSeparated = Field(
+        default_factory=list,
+        description="Other origins (`https://app.example.com`, comma-separated) whose pages may "
+        "open a WebSocket to /graphql; same-origin pages and non-browser clients always may.",
+    )
+    instance_networks: CommaSeparated = Field(
+        default_factory=list,
+        description="If set, the networks (`10.0.0.0/8,192.168.1.5`, comma-separated) instances "
+        "may be on: every address an instance's host resolves to must be in one of them, "
+        "checked when it is saved and before each connection.",
+    )
+    rate_limit_requests: int = Field(
+        default=600,
+        ge=0,
+        description="Requests one token may make per minute; 0 turns the limit off.",
+    )
+    rate_limit_cost: int = Field(
+        default=200_000,
+        ge=0,
+        description="Query cost (see max_query_cost) one token may spend per minute; 0 turns "
+        "the limit off.",
+    )
+    token_check_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often live subscriptions check that their token is still valid: a "
+        "revoked or expired token's subscriptions end within about this time.",
+    )
+
+    @field_validator("instance_networks")
+    @classmethod
+    def _networks_parse(cls, entries: list[str]) -> list[str]:
+        # A mistyped network stops every process at start, not the first instance saved.
+        InstanceNetworks.parse(entries)
+        return entries
+
+    def _development_default(self, value: bool | None) -> bool:
+        return self.mode is Mode.DEVELOPMENT if value is None else value
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self._development_default(self.introspection)
+
+    @property
+    def field_suggestions_enabled(self) -> bool:
+        return self._development_default(self.field_suggestions)
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self._development_default(self.graphiql)
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where `conveyor serve` writes the first admin token, readable by its owner only."""
+        return self.data_dir / "admin-token"

@@ -1,10 +1,12 @@
-"""GraphiQL at /graphql works in a real browser without touching the internet.
+"""GraphiQL at /graphql works in a real browser without touching the internet, with the API
+token a person pastes into its "API token" field.
 
 Drives Debian's headless Chromium through chromedriver. Skipped when either is missing,
 unless CONVEYOR_REQUIRE_BROWSER=1, which turns the skip into a failure (for CI images that
 are meant to have a browser). CONVEYOR_BROWSER_SCREENSHOT=path saves a screenshot there.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +17,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+from tests.conftest import ConveyorProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -40,6 +44,12 @@ ASSETS = (
     "@graphiql/plugin-explorer@1.0.2/dist/index.umd.js",
 )
 QUERY = "{ __typename }"
+#: Refused for its missing argument, which shows that the server accepted the socket.
+SUBSCRIPTION = "subscription { taskStatusChanged { sequence } }"
+QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
+RESPONSE_PANE = ".graphiql-response .CodeMirror"
+HEADERS_EDITOR = ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror"
+TOKEN_FIELD = "#conveyor-api-token"
 TIMEOUT = 30.0
 
 pytestmark = pytest.mark.browser
@@ -100,40 +110,103 @@ def _wait_for(browser: Any, script: str, what: str, timeout: float = TIMEOUT) ->
         time.sleep(0.1)
 
 
-def test_graphiql_runs_a_query_offline(driver: Any, request: pytest.FixtureRequest) -> None:
-    # Only now, with a browser at hand, start the (possibly expensive) live server.
-    base_url: str = request.getfixturevalue("live_server_url")
-    base_url = base_url.rstrip("/")
+def _editor_text(selector: str) -> str:
+    """A script returning the text of the CodeMirror editor at `selector`, if it is there."""
+    return (
+        f"const cm = document.querySelector({json.dumps(selector)});"
+        "return cm && cm.CodeMirror && cm.CodeMirror.getValue();"
+    )
 
+
+def _open_graphiql(browser: Any, base_url: str, query: str) -> None:
     # strawberry's page reads the initial query from `q` (a `query` parameter would make
     # the GraphQL view execute it and answer JSON instead of the page).
-    driver.get(f"{base_url}/graphql?q={quote(QUERY)}")
-    try:
-        _wait_for(
-            driver,
-            "const cm = document.querySelector('.graphiql-query-editor .CodeMirror');"
-            "return cm && cm.CodeMirror && cm.CodeMirror.getValue();",
-            "the GraphiQL query editor",
-        )
-        editor_text = driver.execute_script(
-            "return document.querySelector('.graphiql-query-editor .CodeMirror')"
-            ".CodeMirror.getValue();"
-        )
-        assert editor_text == QUERY
+    browser.get(f"{base_url}/graphql?q={quote(query)}")
+    editor_text = _wait_for(browser, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
+    assert editor_text == query
 
-        driver.find_element("css selector", "button.graphiql-execute-button").click()
-        response_text = _wait_for(
-            driver,
-            "const cm = document.querySelector('.graphiql-response .CodeMirror');"
-            "return cm && cm.CodeMirror && cm.CodeMirror.getValue();",
-            "the response pane",
+
+def _set_editor_text(browser: Any, selector: str, text: str) -> None:
+    browser.execute_script(
+        "document.querySelector(arguments[0]).CodeMirror.setValue(arguments[1]);", selector, text
+    )
+
+
+def _run(browser: Any) -> str:
+    """Run the editor's operation; the response pane's text once it shows one."""
+    # Emptied first, so that the text waited for is this run's answer and not, say, the
+    # error of the schema fetch that GraphiQL shows there too.
+    _set_editor_text(browser, RESPONSE_PANE, "")
+    browser.find_element("css selector", "button.graphiql-execute-button").click()
+    text: str = _wait_for(browser, _editor_text(RESPONSE_PANE), "the response pane")
+    return text
+
+
+def _show_documentation(browser: Any) -> str:
+    """The documentation explorer's text, once it shows the schema's root types."""
+    browser.find_element("css selector", 'button[aria-label="Show Documentation Explorer"]').click()
+    text: str = _wait_for(
+        browser,
+        "const docs = document.querySelector('.graphiql-doc-explorer');"
+        "return docs && docs.innerText.includes('Root Types') && docs.innerText;",
+        "the documentation explorer to show the schema",
+    )
+    return text
+
+
+def test_graphiql_runs_a_query_offline_with_the_pasted_token(
+    driver: Any, request: pytest.FixtureRequest
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    # Only now, with a browser at hand, start the (possibly expensive) live server.
+    server: ConveyorProcess = request.getfixturevalue("live_server")
+    base_url = server.url.rstrip("/")
+    assert server.token, "the live server wrote no admin token"
+
+    try:
+        _open_graphiql(driver, base_url, QUERY)
+        # Without a token the server refuses the schema fetch, and GraphiQL says why.
+        schema_refusal = _wait_for(
+            driver, _editor_text(RESPONSE_PANE), "the schema fetch to be refused"
         )
-        assert '"__typename":' in response_text, response_text
-        assert '"data"' in response_text, response_text
-        assert '"errors"' not in response_text, response_text
+        assert "UNAUTHENTICATED" in schema_refusal, schema_refusal
+        refused = _run(driver)
+        assert "UNAUTHENTICATED" in refused, refused
+        assert '"data"' not in refused, refused
+
+        # What a person does: paste the token, then press the run button.
+        driver.find_element("css selector", TOKEN_FIELD).send_keys(server.token)
+        answered = _run(driver)
+        assert '"__typename": "Query"' in answered, answered
+        assert '"errors"' not in answered, answered
         # The text is also what the user sees on screen.
         shown = driver.find_element("css selector", ".graphiql-response").text
         assert "__typename" in shown, shown
+        # The schema was fetched again, with the token.
+        assert "Query" in _show_documentation(driver)
+
+        # A reload keeps the token within the tab; it never reaches localStorage.
+        driver.refresh()
+        _wait_for(driver, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
+        kept = driver.execute_script(
+            "return document.querySelector(arguments[0]).value;", TOKEN_FIELD
+        )
+        assert kept == server.token
+        assert server.token not in driver.execute_script("return JSON.stringify(localStorage);")
+        assert '"__typename": "Query"' in _run(driver)
+
+        # An Authorization header typed into GraphiQL's Headers editor wins over the field,
+        # whatever its letter case: with a wrong token in the field, the header's one works.
+        driver.find_element("xpath", "//button[normalize-space()='Headers']").click()
+        _set_editor_text(
+            driver, HEADERS_EDITOR, json.dumps({"authorization": f"Bearer {server.token}"})
+        )
+        field = driver.find_element("css selector", TOKEN_FIELD)
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys("cvy_not-a-token")
+        overridden = _run(driver)
+        assert '"__typename": "Query"' in overridden, overridden
 
         resources: list[str] = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name);"
@@ -143,14 +216,34 @@ def test_graphiql_runs_a_query_offline(driver: Any, request: pytest.FixtureReque
         for asset in ASSETS:
             assert f"{base_url}/graphiql-assets/{asset}" in resources, (asset, resources)
 
-        # A failed integrity check or a script error would be logged as SEVERE.
+        # A failed integrity check or a script error would be logged as SEVERE; so is each
+        # request the server refused, which this test made on purpose.
+        refusal = (
+            f"{base_url}/graphql - Failed to load resource: "
+            "the server responded with a status of 401"
+        )
         errors = [
             entry["message"]
             for entry in driver.get_log("browser")
-            if entry.get("level") == "SEVERE"
+            if entry.get("level") == "SEVERE" and not entry["message"].startswith(refusal)
         ]
         assert not errors, errors
     finally:
         screenshot = os.environ.get("CONVEYOR_BROWSER_SCREENSHOT")
         if screenshot:
             driver.save_screenshot(screenshot)
+
+
+def test_graphiql_subscribes_with_the_pasted_token(
+    driver: Any, request: pytest.FixtureRequest
+) -> None:
+    # Token-less, the server closes the WebSocket (4403), and the page's graphql-ws client
+    # retries that for about 40 s before it shows the error: the API tests pin the refusal.
+    from selenium.webdriver.common.keys import Keys
+
+    server: ConveyorProcess = request.getfixturevalue("live_server")
+    _open_graphiql(driver, server.url.rstrip("/"), SUBSCRIPTION)
+    driver.find_element("css selector", TOKEN_FIELD).send_keys(server.token, Keys.ENTER)
+    answered = _run(driver)
+    # Past connection_init: the subscription itself refuses its missing argument.
+    assert "give exactly one of" in answered, answered

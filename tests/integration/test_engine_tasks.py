@@ -19,7 +19,13 @@ from conveyor.runner.targets import quote_identifier
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, free_port, with_database
-from tests.integration.conftest import EngineCatalog, build_engine_catalog, eventually, target_fetch
+from tests.integration.conftest import (
+    EngineCatalog,
+    address_of,
+    build_engine_catalog,
+    eventually,
+    target_fetch,
+)
 
 MakeDatabase = Callable[[], Awaitable[str]]
 
@@ -46,6 +52,8 @@ query($instanceId: ID!, $after: String) {
 }
 """
 TASK_ACTION = "mutation($i: TaskActionInput!) {{ {name}(input: $i) {{ status cancelRequested }} }}"
+UPDATE_INSTANCE_OPTIONS = "mutation($i: UpdateInstanceInput!) { updateInstance(input: $i) { id } }"
+STANDBY_ONLY = {"name": "target_session_attrs", "value": "standby"}
 
 #: A cancel or a not-before time that comes due is noticed within about a heartbeat (a third of
 #: the 3 s lease) or a poll (0.2 s); this leaves room for a busy machine, and none for a 30 s sleep.
@@ -209,8 +217,9 @@ async def short_lock_timeout_worker(
 
 @pytest.fixture
 async def created_database_name(server_url: str) -> AsyncIterator[str]:
-    """A name no database has yet, awkward on purpose; dropped afterwards if it was made."""
-    name = f'conveyor e2e "x" {uuid.uuid4().hex[:8]}'
+    """A name no database has yet, awkward on purpose (a quote, spaces, a semicolon, a
+    comment); dropped afterwards if it was made."""
+    name = f'conveyor e2e "x"; -- {uuid.uuid4().hex[:8]}'
     yield name
     connection = await asyncpg.connect(server_url)
     try:
@@ -397,6 +406,62 @@ async def test_an_unreachable_instance_fails_the_task_with_the_reason(
     assert run["errorCode"] == "CONNECTION_FAILED"
     assert run["errorMessage"] == reason
     assert password not in str(task)
+
+
+async def test_a_host_outside_the_instance_networks_fails_the_task_before_connecting(
+    graphql: GraphQLClient, engine_settings: Settings, database_url: str, server_url: str
+) -> None:
+    # Saved while any host was allowed; the operator has restricted the networks since.
+    catalog = await build_engine_catalog(graphql, server_url, {}, host="localhost")
+    _, tasks = await create_issue(
+        graphql,
+        catalog.environments["dev"],
+        {"type": "INSTANCE_SYNC", "name": "sync", "instanceId": catalog.instance},
+    )
+
+    async with tuned_worker(engine_settings, database_url, instance_networks=["10.0.0.0/8"]):
+        task = await wait_for_task(graphql, tasks["sync"], "DONE", "FAILED")
+
+    assert task["status"] == "FAILED"
+    (run,) = task["runs"]
+    assert run["errorCode"] == "HOST_NOT_ALLOWED"
+    assert run["errorMessage"] == task["statusReason"]
+    assert task["statusReason"].startswith("could not connect to the instance at localhost:")
+    assert task["statusReason"].endswith(
+        "/postgres: the host resolves to an address outside the instance networks"
+    )
+    assert "127.0.0.1" not in str(task)
+
+
+async def test_an_instance_inside_the_networks_runs_with_its_connection_options(
+    graphql: GraphQLClient, engine_settings: Settings, database_url: str, server_url: str
+) -> None:
+    if address_of(server_url).host.startswith("/"):
+        pytest.skip("the test server listens on a Unix socket only")
+    catalog = await build_engine_catalog(
+        graphql,
+        server_url,
+        {},
+        host="127.0.0.1",
+        connectionOptions=[{"name": "target_session_attrs", "value": "read-write"}],
+    )
+    sync = {"type": "INSTANCE_SYNC", "name": "sync", "instanceId": catalog.instance}
+
+    async with tuned_worker(engine_settings, database_url, instance_networks=["127.0.0.0/8"]):
+        _, first = await create_issue(graphql, catalog.environments["dev"], sync)
+        done = await wait_for_task(graphql, first["sync"], "DONE", "FAILED")
+        # A primary is no standby: the option reaches the connection the runner opens.
+        await graphql.ok(
+            UPDATE_INSTANCE_OPTIONS,
+            {"i": {"id": catalog.instance, "connectionOptions": [STANDBY_ONLY]}},
+        )
+        _, second = await create_issue(graphql, catalog.environments["dev"], sync)
+        failed = await wait_for_task(graphql, second["sync"], "DONE", "FAILED")
+
+    assert done["status"] == "DONE", done["statusReason"]
+    assert failed["status"] == "FAILED"
+    assert failed["runs"][-1]["errorCode"] == "CONNECTION_FAILED"
+    assert failed["statusReason"].endswith(": no server there is one target_session_attrs accepts")
 
 
 async def test_a_statement_running_past_the_statement_timeout_fails_and_applies_nothing(

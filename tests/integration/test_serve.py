@@ -17,8 +17,13 @@ DEMO_TREE = """
 """
 
 
-def post(server: ConveyorProcess, document: str) -> dict[str, Any]:
-    response = httpx.post(f"{server.url}/graphql", json={"query": document}, timeout=30)
+def post(server: ConveyorProcess, document: str, token: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.url}/graphql",
+        json={"query": document},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -35,7 +40,7 @@ def postmasters_of(pgdata: Path) -> list[psutil.Process]:
 
 
 def test_serves_graphql_over_http(live_server: ConveyorProcess) -> None:
-    body = post(live_server, "{ environments { totalCount } }")
+    body = post(live_server, "{ environments { totalCount } }", live_server.token)
 
     assert body == {"data": {"environments": {"totalCount": 0}}}
 
@@ -47,7 +52,9 @@ def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
     data_dir = tmp_path / "data"
     server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log")
     try:
-        body = post(server, DEMO_TREE)
+        # What a person does next: read the admin token the server wrote, then use it.
+        token = (data_dir / "admin-token").read_text().strip()
+        body = post(server, DEMO_TREE, token)
         assert postmasters_of(data_dir / "pgdata"), "the embedded server should be running"
     finally:
         exit_code = server.stop(stop_signal)
@@ -62,6 +69,8 @@ def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
     # uvicorn re-raises the signal once it has shut down cleanly.
     assert exit_code in (0, -stop_signal), server.log()
     assert "Application shutdown complete" in server.log()
+    assert str(data_dir / "admin-token") in server.log()
+    assert token not in server.log()
     assert postmasters_of(data_dir / "pgdata") == []
 
 
@@ -76,7 +85,7 @@ def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Pa
         {"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log", "--no-demo"
     )
     try:
-        body = post(restarted, "{ environments { totalCount } }")
+        body = post(restarted, "{ environments { totalCount } }", restarted.token)
     finally:
         exit_code = restarted.stop()
 

@@ -15,17 +15,16 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from gql import Client, GraphQLRequest
-from gql.transport.websockets import WebsocketsTransport
 from strawberry import relay
 from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Origin, Subprotocol
+from websockets.typing import Origin
 
 from conveyor.db.events import EventFilter
 from conveyor.db.models import Event, Issue, Pipeline
+from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
 from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow, running_hub
 from conveyor.events.listener import APPLICATION_NAME, running_listener
@@ -35,11 +34,16 @@ from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
 from tests.conftest import ConveyorProcess, GraphQLClient, start_server
 from tests.integration.conftest import EngineCatalog, build_engine_catalog, eventually
+from tests.integration.subscribers import (
+    LEGACY_WS,
+    MESSAGE_WAIT_SECONDS,
+    TRANSPORT_WS,
+    bearer,
+    raw_subscribe,
+    subscribed,
+    websocket_url,
+)
 
-TRANSPORT_WS = Subprotocol("graphql-transport-ws")
-LEGACY_WS = Subprotocol("graphql-ws")
-#: How long a test waits for one message before it calls the message lost.
-MESSAGE_WAIT_SECONDS = 15.0
 #: Events written per transaction by the slow-subscriber test: fewer than its buffer of 20.
 EVENTS_PER_CHANGE = 10
 
@@ -66,56 +70,6 @@ mutation($input: CreateIssueInput!) {
   createIssue(input: $input) { id pipeline { id stages { id tasks { id name } } } }
 }
 """
-
-
-def websocket_url(server: ConveyorProcess) -> str:
-    return server.url.replace("http://", "ws://", 1) + "/graphql"
-
-
-class LiveSubscription:
-    """The messages of one subscription, read in the background as they arrive."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
-
-    async def next(self) -> dict[str, Any]:
-        item = await asyncio.wait_for(self.queue.get(), MESSAGE_WAIT_SECONDS)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    async def take(self, count: int) -> list[dict[str, Any]]:
-        return [await self.next() for _ in range(count)]
-
-    async def assert_nothing_more(self, seconds: float = 0.5) -> None:
-        await asyncio.sleep(seconds)
-        assert self.queue.empty(), f"unexpected message: {self.queue.get_nowait()}"
-
-
-@contextlib.asynccontextmanager
-async def subscribed(
-    url: str, document: str, variables: dict[str, Any], *, protocol: str = TRANSPORT_WS
-) -> AsyncIterator[LiveSubscription]:
-    """A subscription through gql's WebSocket client speaking `protocol`."""
-    transport = WebsocketsTransport(url=url, subprotocols=[protocol])
-    live = LiveSubscription()
-    async with Client(transport=transport) as session:
-
-        async def read() -> None:
-            try:
-                request = GraphQLRequest(document, variable_values=variables)
-                async for result in session.subscribe(request):
-                    live.queue.put_nowait(next(iter(result.values())))
-            except Exception as error:
-                live.queue.put_nowait(error)
-
-        reader = asyncio.create_task(read())
-        try:
-            yield live
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
 
 
 @pytest.fixture
@@ -208,9 +162,14 @@ async def test_a_subscriber_sees_every_status_change_of_a_pipeline_run_in_order(
     )
     url = websocket_url(live_server)
 
+    token = live_server.token
     async with (
-        subscribed(url, TASK_CHANGES, {"pipelineId": issue["pipeline"], "snapshot": True}) as tasks,
-        subscribed(url, PIPELINE_CHANGES, {"issueId": issue["id"], "after": 0}) as pipeline,
+        subscribed(
+            url, TASK_CHANGES, {"pipelineId": issue["pipeline"], "snapshot": True}, token=token
+        ) as tasks,
+        subscribed(
+            url, PIPELINE_CHANGES, {"issueId": issue["id"], "after": 0}, token=token
+        ) as pipeline,
     ):
         snapshot = await tasks.next()
         assert snapshot["__typename"] == "TaskStatusSnapshot"
@@ -243,14 +202,19 @@ async def test_a_resumed_subscription_gets_exactly_the_missed_changes_then_live_
     issue = await create_issue(graphql, catalog)
     task_id = issue["tasks"][0]
     url = websocket_url(live_server)
-    async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}) as first:
+    token = live_server.token
+    async with subscribed(
+        url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}, token=token
+    ) as first:
         snapshot = await first.next()
         await cancel_then_retry(graphql, task_id, 2)
         seen = await first.take(2)
     last_seen = seen[-1]["sequence"]
 
     await cancel_then_retry(graphql, task_id, 4)
-    async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "after": last_seen}) as resumed:
+    async with subscribed(
+        url, TASK_CHANGES, {"taskId": task_id, "after": last_seen}, token=token
+    ) as resumed:
         missed = await resumed.take(4)
         await cancel_then_retry(graphql, task_id, 2)
         live = await resumed.take(2)
@@ -284,8 +248,16 @@ async def test_a_change_made_through_one_replica_reaches_a_subscriber_on_another
     try:
         issue = await create_issue(graphql, catalog)
         task_id = issue["tasks"][0]
+        created = await graphql.ok(
+            "mutation($i: CreateApiTokenInput!) { createApiToken(input: $i) { token } }",
+            {"i": {"actor": "someone-on-replica-a", "role": "DBA"}},
+        )
+        replica_a_token = created["createApiToken"]["token"]
         async with subscribed(
-            websocket_url(other), TASK_CHANGES, {"taskId": task_id, "snapshot": True}
+            websocket_url(other),
+            TASK_CHANGES,
+            {"taskId": task_id, "snapshot": True},
+            token=other.token,
         ) as live:
             await live.next()
             async with httpx.AsyncClient() as client:
@@ -296,7 +268,7 @@ async def test_a_change_made_through_one_replica_reaches_a_subscriber_on_another
                         "{ status } }",
                         "variables": {"i": {"taskId": task_id}},
                     },
-                    headers={"X-Conveyor-Actor": "someone-on-replica-a"},
+                    headers=bearer(replica_a_token),
                 )
             assert response.json()["data"]["cancelTask"]["status"] == "CANCELED"
             change = await live.next()
@@ -348,7 +320,10 @@ async def test_subscribers_get_every_event_while_the_listen_connection_is_killed
     assert len(before) == 1, "one LISTEN connection per process, shared by hub and worker"
 
     async with subscribed(
-        websocket_url(live_server), TASK_CHANGES, {"taskId": task_id, "snapshot": True}
+        websocket_url(live_server),
+        TASK_CHANGES,
+        {"taskId": task_id, "snapshot": True},
+        token=live_server.token,
     ) as live:
         snapshot = await live.next()
         terminated = []
@@ -370,25 +345,6 @@ async def test_subscribers_get_every_event_while_the_listen_connection_is_killed
     await eventually(reconnected, within=10, what="the listener to reconnect")
 
 
-async def raw_subscribe(
-    url: str, document: str, variables: dict[str, Any], **connect_options: Any
-) -> ClientConnection:
-    """A graphql-transport-ws client that subscribes and then reads only when told to."""
-    connection = await connect(url, subprotocols=[TRANSPORT_WS], **connect_options)
-    await connection.send('{"type": "connection_init"}')
-    assert '"connection_ack"' in str(await connection.recv())
-    await connection.send(
-        json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": document, "variables": variables},
-            }
-        )
-    )
-    return connection
-
-
 async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_stays_bounded(
     graphql: GraphQLClient, catalog: EngineCatalog, settings: Settings, tmp_path: Path
 ) -> None:
@@ -401,6 +357,9 @@ async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_s
             "CONVEYOR_SECRET_KEY": settings.secret_key,
             "CONVEYOR_RUN_WORKER": "false",
             "CONVEYOR_SUBSCRIBER_BUFFER": "20",
+            # The slow client stops reading, so it stops answering pings too: on a loaded
+            # machine the ping timeout could close it before the buffer overflows.
+            "CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS": "600",
         },
         tmp_path / "server.log",
     )
@@ -421,12 +380,15 @@ async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_s
             url,
             heavy,
             {"taskId": task_id, "snapshot": True},
+            token=server.token,
             sock=small_receive_buffer,
             compression=None,
             max_queue=1,
         )
         assert '"TaskStatusSnapshot"' in str(await slow.recv())
-        async with subscribed(url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}) as fast:
+        async with subscribed(
+            url, TASK_CHANGES, {"taskId": task_id, "snapshot": True}, token=server.token
+        ) as fast:
             await fast.next()
             rss_before = process.memory_info().rss
             peak_rss = rss_before
@@ -490,6 +452,7 @@ async def test_both_websocket_protocols_carry_subscriptions(
         websocket_url(live_server),
         TASK_CHANGES,
         {"stageId": issue["stage"], "snapshot": True},
+        token=live_server.token,
         protocol=protocol,
     ) as live:
         snapshot = await live.next()
@@ -538,7 +501,13 @@ async def test_a_websocket_from_a_foreign_origin_is_refused(live_server: Conveyo
 
 
 async def first_result(graphql: GraphQLClient, variables: dict[str, Any]) -> Any:
-    context = Context(request=None, response=None, settings=graphql.settings, cipher=graphql.cipher)
+    context = Context(
+        request=None,
+        response=None,
+        settings=graphql.settings,
+        cipher=graphql.cipher,
+        principal=Principal(actor="tester", role=Role.VIEWER),
+    )
     stream = await schema.subscribe(TASK_CHANGES, variable_values=variables, context_value=context)
     async with contextlib.aclosing(stream):
         return await anext(stream)
@@ -595,7 +564,9 @@ async def test_an_internal_failure_of_a_subscription_reveals_nothing(
 async def hub(db: TortoiseContext, database_url: str) -> AsyncIterator[EventHub]:
     async with (
         running_listener(database_url) as listener,
-        running_hub(listener, subscriber_buffer=5, poll_seconds=1.0) as hub,
+        running_hub(
+            listener, subscriber_buffer=5, poll_seconds=1.0, token_check_seconds=1.0
+        ) as hub,
     ):
         yield hub
 
@@ -648,7 +619,7 @@ async def test_the_hub_replays_the_backlog_then_live_events_each_once(
     hub: EventHub, pipeline: Pipeline
 ) -> None:
     backlog = await write_events(pipeline, 3)
-    async with hub.subscription(task_filter(pipeline)) as subscription:
+    async with hub.subscription(task_filter(pipeline), SYSTEM) as subscription:
         # Read by the hub after the subscription started, so both buffered and in the table.
         both = await write_events(pipeline, 2)
         await read_through(hub, both[-1])
@@ -664,8 +635,8 @@ async def test_the_hub_replays_the_backlog_then_live_events_each_once(
 
 async def test_the_hub_fans_out_only_matching_events(hub: EventHub, pipeline: Pipeline) -> None:
     async with (
-        hub.subscription(task_filter(pipeline, task_id=1)) as first_task,
-        hub.subscription(task_filter(pipeline, task_id=2)) as second_task,
+        hub.subscription(task_filter(pipeline, task_id=1), SYSTEM) as first_task,
+        hub.subscription(task_filter(pipeline, task_id=2), SYSTEM) as second_task,
     ):
         of_first = await write_events(pipeline, 2, task_id=1)
         of_second = await write_events(pipeline, 1, task_id=2)
@@ -678,8 +649,8 @@ async def test_the_hub_drops_a_subscriber_that_falls_behind_and_feeds_the_others
     hub: EventHub, pipeline: Pipeline
 ) -> None:
     async with (
-        hub.subscription(task_filter(pipeline)) as slow,
-        hub.subscription(task_filter(pipeline)) as fast,
+        hub.subscription(task_filter(pipeline), SYSTEM) as slow,
+        hub.subscription(task_filter(pipeline), SYSTEM) as fast,
     ):
         first = await write_events(pipeline, 1)
         assert await take(slow, None, 1) == first
@@ -701,7 +672,7 @@ async def test_the_hub_keeps_replaying_from_the_table_when_it_overflows_during_a
     hub: EventHub, pipeline: Pipeline
 ) -> None:
     backlog = await write_events(pipeline, 3)
-    async with hub.subscription(task_filter(pipeline)) as subscription:
+    async with hub.subscription(task_filter(pipeline), SYSTEM) as subscription:
         during = await write_events(pipeline, 8)
         await read_through(hub, during[-1])
         assert subscription.overflowed

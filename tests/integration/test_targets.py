@@ -437,7 +437,7 @@ async def created_databases(server_url: str) -> AsyncIterator[list[str]]:
 async def test_database_create_makes_a_database_of_exactly_the_given_name(
     server_url: str, created_databases: list[str]
 ) -> None:
-    name = f'conveyor "odd" name {uuid.uuid4().hex[:8]}'
+    name = f'conveyor "odd"; name -- {uuid.uuid4().hex[:8]}'
     created_databases.append(name)
     target = target_of(server_url, None)
     change = change_of(type=TaskType.DATABASE_CREATE, database_name=name)

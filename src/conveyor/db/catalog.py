@@ -1,18 +1,30 @@
 """Writes to the catalog: environments, instances and the databases on them."""
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from conveyor.crypto import PasswordCipher
+from conveyor.db.access import require
 from conveyor.db.models import Database, Environment, Instance
+from conveyor.domain.permissions import Operation, Principal
 from conveyor.domain.plan import check_database_name, check_name
 from conveyor.domain.statuses import ApprovalPolicy, Engine
+from conveyor.domain.targets import (
+    ConnectionOptions,
+    InstanceNetworks,
+    connection_option_problems,
+    pinned_address_problem,
+)
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
+from conveyor.hosts import HostNotAllowed, checked_hosts
 
 HOST_MAX_LENGTH = 255
+#: How long saving an instance waits for its host to resolve, while instance networks are set.
+RESOLVE_TIMEOUT_SECONDS = 10.0
 
 
 def _raise_if(problems: list[Problem]) -> None:
@@ -48,10 +60,15 @@ class EnvironmentChanges:
     name: str | None = None
     order: int | None = None
     approval_policy: ApprovalPolicy | None = None
+    developers_may_approve: bool | None = None
+    creator_may_approve: bool | None = None
 
 
-async def save_environment(environment_id: int | None, changes: EnvironmentChanges) -> Environment:
+async def save_environment(
+    principal: Principal, environment_id: int | None, changes: EnvironmentChanges
+) -> Environment:
     """Create an environment (`environment_id` None) or change the given fields of one."""
+    require(principal, Operation.MANAGE_CATALOG)
     environment = (
         Environment()
         if environment_id is None
@@ -78,6 +95,10 @@ async def save_environment(environment_id: int | None, changes: EnvironmentChang
         environment.order = changes.order
     if changes.approval_policy is not None:
         environment.approval_policy = changes.approval_policy
+    if changes.developers_may_approve is not None:
+        environment.developers_may_approve = changes.developers_may_approve
+    if changes.creator_may_approve is not None:
+        environment.creator_may_approve = changes.creator_may_approve
     _raise_if(problems)
     await _save(environment)
     return environment
@@ -91,14 +112,23 @@ class InstanceChanges:
     host: str | None = None
     port: int | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     max_running_tasks: int | None = None
+    #: (name, value) pairs that replace all the instance's options; () clears them.
+    connection_options: tuple[tuple[str, str], ...] | None = None
 
 
 async def save_instance(
-    instance_id: int | None, changes: InstanceChanges, cipher: PasswordCipher
+    principal: Principal,
+    instance_id: int | None,
+    changes: InstanceChanges,
+    cipher: PasswordCipher,
+    *,
+    networks: InstanceNetworks,
 ) -> Instance:
-    """Create an instance (`instance_id` None) or change the given fields of one."""
+    """Create an instance (`instance_id` None) or change the given fields of one; with
+    `networks` set, a new host must resolve inside them."""
+    require(principal, Operation.MANAGE_CATALOG)
     instance = (
         Instance()
         if instance_id is None
@@ -123,8 +153,10 @@ async def save_instance(
         instance.environment_id = changes.environment_id
     if changes.engine is not None:
         instance.engine = changes.engine
+    host_problems = []
     if changes.host is not None:
-        problems += check_name(changes.host, ("input", "host"), max_length=HOST_MAX_LENGTH)
+        host_problems = check_name(changes.host, ("input", "host"), max_length=HOST_MAX_LENGTH)
+        problems += host_problems
         instance.host = changes.host
     if changes.port is not None:
         if not 1 <= changes.port <= 65535:
@@ -143,13 +175,53 @@ async def save_instance(
                 Problem(ErrorCode.INVALID_INPUT, "must be at least 1", ("input", "maxRunningTasks"))
             )
         instance.max_running_tasks = changes.max_running_tasks
+    options_problems = []
+    if changes.connection_options is not None:
+        options_problems = connection_option_problems(
+            changes.connection_options, ("input", "connectionOptions")
+        )
+        problems += options_problems
+        if not options_problems:
+            options = ConnectionOptions.parse(changes.connection_options)
+            instance.connection_options = options.stored()
+    elif instance_id is None:
+        instance.connection_options = {}
+    # Checked only when the host or the options change: the DNS answer is not asked again for
+    # a rename, and the runner checks the host before each connection anyway.
+    connection_changed = changes.host is not None or changes.connection_options is not None
+    if networks.restricted and connection_changed and not (host_problems or options_problems):
+        problems += await _network_problems(
+            instance, networks, host_changed=changes.host is not None
+        )
     _raise_if(problems)
     await _save(instance)
     return instance
 
 
-async def register_database(instance_id: int, name: str) -> Database:
+async def _network_problems(
+    instance: Instance, networks: InstanceNetworks, *, host_changed: bool
+) -> list[Problem]:
+    """Whether a new host resolves inside the networks, and whether the instance's options
+    can work against the checked address the runner will connect to."""
+    if host_changed:
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+                await checked_hosts(instance.host, networks)
+        except HostNotAllowed as error:
+            return [Problem(ErrorCode.INVALID_INPUT, str(error), ("input", "host"))]
+        except (OSError, TimeoutError):
+            message = "the host does not resolve, so it cannot be checked against the networks"
+            return [Problem(ErrorCode.INVALID_INPUT, message, ("input", "host"))]
+    options = ConnectionOptions.parse(instance.connection_options.items())
+    problem = pinned_address_problem(instance.host, options)
+    if problem is not None:
+        return [Problem(ErrorCode.INVALID_INPUT, problem, ("input", "connectionOptions"))]
+    return []
+
+
+async def register_database(principal: Principal, instance_id: int, name: str) -> Database:
     """Record a database that exists on an instance."""
+    require(principal, Operation.MANAGE_CATALOG)
     _raise_if(check_database_name(name, ("input", "name")))
     async with in_transaction():
         if not await Instance.exists(id=instance_id):

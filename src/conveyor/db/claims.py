@@ -46,6 +46,8 @@ class ClaimedTask:
     port: int
     username: str
     password_encrypted: str
+    #: The instance's libpq options as stored (see domain.targets for the ones allowed).
+    connection_options: dict[str, str]
     #: The target database's name; None for instance-level tasks.
     target_database: str | None
     #: Whether an interrupted attempt leaves nothing behind (see TaskRun.transactional).
@@ -207,6 +209,7 @@ async def _claimed(connection: BaseDBAsyncClient, task: Task, run: TaskRun) -> C
         port=instance.port,
         username=instance.username,
         password_encrypted=instance.password_encrypted,
+        connection_options=dict(instance.connection_options),
         target_database=database.name if database is not None else None,
         safe_to_rerun=bool(run.transactional),
     )

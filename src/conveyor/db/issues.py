@@ -3,6 +3,7 @@
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from conveyor.db.access import refuse_if, require
 from conveyor.db.models import (
     Database,
     Environment,
@@ -15,6 +16,7 @@ from conveyor.db.models import (
 )
 from conveyor.db.task_status import StatusChange, apply_changes, set_pipeline_status
 from conveyor.db.tasks import request_abort
+from conveyor.domain.permissions import Operation, Principal, issue_action_refusal
 from conveyor.domain.plan import (
     Catalog,
     IssuePlan,
@@ -53,8 +55,10 @@ async def _catalog_for(plan: IssuePlan) -> Catalog:
     )
 
 
-async def create_issue(plan: IssuePlan, creator: str) -> Issue:
+async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
     """Create the issue, its pipeline, stages, tasks and their links, or nothing at all."""
+    require(principal, Operation.CREATE_ISSUE)
+    creator = principal.actor
     catalog = await _catalog_for(plan)
     problems = validate_issue_plan(plan, catalog)
     if problems:
@@ -135,13 +139,18 @@ async def create_issue(plan: IssuePlan, creator: str) -> Issue:
     return issue
 
 
-async def lock_pipeline_of_issue(connection: BaseDBAsyncClient, issue_id: int) -> Pipeline:
-    """The issue's pipeline, locked for the rest of the transaction."""
+async def lock_pipeline_of_issue(
+    connection: BaseDBAsyncClient, issue_id: int, principal: Principal
+) -> Pipeline:
+    """The issue's pipeline, locked for the rest of the transaction, if `principal` may
+    act on the issue."""
     pipeline = (
         await Pipeline.filter(issue_id=issue_id).select_for_update().using_db(connection).first()
     )
     if pipeline is None:
         raise not_found("issue", ("input", "issueId"))
+    issue = await Issue.filter(id=issue_id).using_db(connection).only("id", "creator").get()
+    refuse_if(issue_action_refusal(principal, issue.creator), ("input", "issueId"))
     return pipeline
 
 
@@ -156,10 +165,11 @@ async def _policies_by_stage(
     return {stage_id: ApprovalPolicy(policy) for stage_id, policy in rows}
 
 
-async def cancel_issue(issue_id: int, actor: str) -> Issue:
+async def cancel_issue(principal: Principal, issue_id: int) -> Issue:
     """Cancel the issue: waiting tasks become CANCELED, running ones are asked to stop."""
     async with in_transaction() as connection:
-        pipeline = await lock_pipeline_of_issue(connection, issue_id)
+        pipeline = await lock_pipeline_of_issue(connection, issue_id, principal)
+        actor = principal.actor
         if pipeline.status is not PipelineStatus.OPEN:
             raise conflict(
                 f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId")
@@ -183,10 +193,11 @@ async def cancel_issue(issue_id: int, actor: str) -> Issue:
     return await Issue.get(id=issue_id)
 
 
-async def reopen_issue(issue_id: int, actor: str) -> Issue:
+async def reopen_issue(principal: Principal, issue_id: int) -> Issue:
     """Reopen a canceled issue: its canceled tasks return to their gate."""
     async with in_transaction() as connection:
-        pipeline = await lock_pipeline_of_issue(connection, issue_id)
+        pipeline = await lock_pipeline_of_issue(connection, issue_id, principal)
+        actor = principal.actor
         if pipeline.status is not PipelineStatus.CANCELED:
             raise conflict(
                 f"cannot reopen an issue that is {pipeline.status.value}", ("input", "issueId")

@@ -7,6 +7,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.models import Model
 
+from conveyor.domain.permissions import Role
 from conveyor.domain.statuses import (
     ApprovalPolicy,
     Engine,
@@ -47,6 +48,9 @@ class Environment(Timestamped):
     #: Position on the promotion path: dev < test < staging < prod.
     order = fields.IntField(unique=True)
     approval_policy = fields.CharEnumField(ApprovalPolicy, max_length=16)
+    #: Who may approve here besides ADMIN and DBA tokens: see domain.permissions.ApprovalRules.
+    developers_may_approve = fields.BooleanField(db_default=False)
+    creator_may_approve = fields.BooleanField(db_default=True)
 
     class Meta:
         table = "environment"
@@ -72,6 +76,8 @@ class Instance(Timestamped):
     )
     environment_id: int
     max_running_tasks = fields.IntField(db_default=1)
+    #: libpq connection options from an allow-list (runner.targets), e.g. {"sslmode": "require"}.
+    connection_options: dict[str, str] = fields.JSONField(db_default="{}")
 
     class Meta:
         table = "instance"
@@ -300,3 +306,29 @@ class Event(Model):
         table = "event"
         indexes = (Index(fields=("issue_id", "id")), Index(fields=("pipeline_id", "id")))
         constraints = (CheckConstraint(check=one_of("kind", EventKind), name="event_kind_valid"),)
+
+
+class ApiToken(Model):
+    """A bearer token: only its SHA-256 digest is kept; the token itself is shown once."""
+
+    id = fields.IntField(primary_key=True)
+    #: The name recorded as the actor of everything done with the token.
+    actor = fields.CharField(max_length=NAME_MAX_LENGTH)
+    role = fields.CharEnumField(Role, max_length=16)
+    description = fields.CharField(max_length=TITLE_MAX_LENGTH, db_default="")
+    digest = fields.CharField(max_length=64, unique=True)
+    #: The token's first characters, so that a person can tell their tokens apart.
+    prefix = fields.CharField(max_length=16)
+    created_by = fields.CharField(max_length=NAME_MAX_LENGTH)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+    revoked_by = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_token"
+        constraints = (
+            CheckConstraint(check=not_blank("actor"), name="api_token_actor_not_blank"),
+            CheckConstraint(check=one_of("role", Role), name="api_token_role_valid"),
+        )

@@ -11,7 +11,6 @@ from conveyor.db.models import Environment, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
-    ApprovalPolicy,
     EventKind,
     PipelineStatus,
     TaskStatus,
@@ -128,14 +127,9 @@ async def lock_task(
     return pipeline, task
 
 
-async def approval_policy_of(connection: BaseDBAsyncClient, task: Task) -> ApprovalPolicy:
-    environment = (
-        await Environment.filter(stages__id=task.stage_id)
-        .using_db(connection)
-        .only("id", "approval_policy")
-        .get()
-    )
-    return environment.approval_policy
+async def environment_of(connection: BaseDBAsyncClient, task: Task) -> Environment:
+    """The environment of the task's stage: its approval policy and who may approve there."""
+    return await Environment.filter(stages__id=task.stage_id).using_db(connection).get()
 
 
 def now_utc() -> datetime:

@@ -1,18 +1,26 @@
 """What a person does to a task: edit, approve, retry, cancel, skip, run now."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from conveyor.db.models import Pipeline, Stage, Task
+from conveyor.db.access import refuse_if
+from conveyor.db.models import Environment, Issue, Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
     apply_changes,
-    approval_policy_of,
+    environment_of,
     lock_task,
     now_utc,
     task_event,
+)
+from conveyor.domain.permissions import (
+    ApprovalRules,
+    Principal,
+    approval_refusal,
+    task_action_refusal,
 )
 from conveyor.domain.plan import check_statement
 from conveyor.domain.statuses import EventKind, PipelineStatus, TaskStatus
@@ -22,7 +30,14 @@ from conveyor.domain.transitions import (
     available_actions,
     next_status,
 )
-from conveyor.errors import ConveyorError, FieldPath, conflict, invalid_input, not_found
+from conveyor.errors import (
+    ConveyorError,
+    FieldPath,
+    conflict,
+    forbidden,
+    invalid_input,
+    not_found,
+)
 from conveyor.events.store import record_events
 
 REASON_MAX_LENGTH = 1_000
@@ -43,12 +58,32 @@ def _closed_refusal(
     )
 
 
+def approval_rules(environment: Environment) -> ApprovalRules:
+    return ApprovalRules(
+        developers_may_approve=environment.developers_may_approve,
+        creator_may_approve=environment.creator_may_approve,
+    )
+
+
+@dataclass(frozen=True)
+class TaskAccess:
+    """Who asks, and what decides whether they may act on a task: its issue's creator and
+    its environment's approval rules."""
+
+    principal: Principal
+    issue_creator: str
+    rules: ApprovalRules
+
+
 def refusal(
-    task: Task, pipeline_status: PipelineStatus, action: TaskAction
+    task: Task, pipeline_status: PipelineStatus, action: TaskAction, access: TaskAccess
 ) -> ConveyorError | None:
-    """Why a person may not take `action` on `task` now, or None if they may."""
+    """Why `access.principal` may not take `action` on `task` now, or None if they may."""
     # Every action below and `actions_for` ask here, so the actions the API offers on a task
     # are exactly those it would not refuse.
+    denied = task_action_refusal(access.principal, action, access.issue_creator, access.rules)
+    if denied is not None:
+        return forbidden(denied, _TASK_ID)
     closed = _closed_refusal(pipeline_status, action, _TASK_ID)
     if closed is not None:
         return closed
@@ -69,38 +104,61 @@ def refusal(
     return None
 
 
-def actions_for(task: Task, pipeline_status: PipelineStatus) -> list[TaskAction]:
-    """The actions a person may take on `task` now, in TaskAction's order."""
-    return [action for action in PERSON_ACTIONS if refusal(task, pipeline_status, action) is None]
+def actions_for(
+    task: Task, pipeline_status: PipelineStatus, access: TaskAccess
+) -> list[TaskAction]:
+    """The actions `access.principal` may take on `task` now, in TaskAction's order."""
+    return [
+        action
+        for action in PERSON_ACTIONS
+        if refusal(task, pipeline_status, action, access) is None
+    ]
+
+
+@dataclass(frozen=True)
+class _Locked:
+    pipeline: Pipeline
+    task: Task
+    environment: Environment
+
+    def next_status(self, action: TaskAction) -> TaskStatus:
+        return next_status(self.task.status, action, self.environment.approval_policy)
+
+
+async def _issue_creator(connection: BaseDBAsyncClient, pipeline: Pipeline) -> str:
+    issue = await Issue.filter(id=pipeline.issue_id).using_db(connection).only("id", "creator")
+    return issue[0].creator
 
 
 async def _lock_for(
     connection: BaseDBAsyncClient,
     task_id: int,
     action: TaskAction,
+    principal: Principal,
     expected_version: int | None,
-) -> tuple[Pipeline, Task]:
+) -> _Locked:
     pipeline, task = await lock_task(connection, task_id, expected_version)
-    refused = refusal(task, pipeline.status, action)
+    environment = await environment_of(connection, task)
+    access = TaskAccess(
+        principal, await _issue_creator(connection, pipeline), approval_rules(environment)
+    )
+    refused = refusal(task, pipeline.status, action, access)
     if refused is not None:
         raise refused
-    return pipeline, task
-
-
-async def _next_status(connection: BaseDBAsyncClient, task: Task, action: TaskAction) -> TaskStatus:
-    return next_status(task.status, action, await approval_policy_of(connection, task))
+    return _Locked(pipeline, task, environment)
 
 
 async def edit_task_statement(
-    task_id: int, statement: str, actor: str, expected_version: int | None = None
+    principal: Principal, task_id: int, statement: str, expected_version: int | None = None
 ) -> Task:
     """Replace a waiting or failed task's statement; it returns to its gate."""
     problems = check_statement(statement, ("input", "statement"))
     if problems:
         raise ConveyorError(problems)
     async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.EDIT, expected_version)
-        new_status = await _next_status(connection, task, TaskAction.EDIT)
+        locked = await _lock_for(connection, task_id, TaskAction.EDIT, principal, expected_version)
+        pipeline, task = locked.pipeline, locked.task
+        new_status = locked.next_status(TaskAction.EDIT)
         edited = task_event(
             pipeline, task, EventKind.TASK_EDITED, detail={"version": task.version + 1}
         )
@@ -115,47 +173,49 @@ async def edit_task_statement(
                     {"statement": statement, "approved_by": None, "approved_at": None},
                 )
             ],
-            actor,
+            principal.actor,
             [edited],
         )
     return task
 
 
 async def _take_action(
+    principal: Principal,
     task_id: int,
     action: TaskAction,
-    actor: str,
     expected_version: int | None,
     columns: dict[str, Any],
     event_kind: EventKind | None = None,
 ) -> Task:
     """Lock the task, check `action` is allowed, move it on with `columns`, record it."""
     async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, action, expected_version)
-        new_status = await _next_status(connection, task, action)
+        locked = await _lock_for(connection, task_id, action, principal, expected_version)
+        pipeline, task = locked.pipeline, locked.task
         await apply_changes(
             connection,
             pipeline,
-            [StatusChange(task, new_status, columns)],
-            actor,
+            [StatusChange(task, locked.next_status(action), columns)],
+            principal.actor,
             [task_event(pipeline, task, event_kind)] if event_kind is not None else [],
         )
     return task
 
 
-async def approve_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
+async def approve_task(
+    principal: Principal, task_id: int, expected_version: int | None = None
+) -> Task:
     """Let a task past its approval gate."""
     return await _take_action(
+        principal,
         task_id,
         TaskAction.APPROVE,
-        actor,
         expected_version,
-        {"approved_by": actor, "approved_at": now_utc()},
+        {"approved_by": principal.actor, "approved_at": now_utc()},
         EventKind.TASK_APPROVED,
     )
 
 
-async def approve_stage(stage_id: int, actor: str) -> Stage:
+async def approve_stage(principal: Principal, stage_id: int) -> Stage:
     """Approve every task of the stage that waits for approval, at once."""
     field: FieldPath = ("input", "stageId")
     async with in_transaction() as connection:
@@ -167,6 +227,15 @@ async def approve_stage(stage_id: int, actor: str) -> Stage:
             .select_for_update()
             .using_db(connection)
             .get()
+        )
+        environment = await Environment.filter(id=stage.environment_id).using_db(connection).get()
+        refuse_if(
+            approval_refusal(
+                principal,
+                await _issue_creator(connection, pipeline),
+                approval_rules(environment),
+            ),
+            field,
         )
         closed = _closed_refusal(pipeline.status, TaskAction.APPROVE, field)
         if closed is not None:
@@ -185,22 +254,26 @@ async def approve_stage(stage_id: int, actor: str) -> Stage:
             pipeline,
             [
                 StatusChange(
-                    task, TaskStatus.PENDING, {"approved_by": actor, "approved_at": approved_at}
+                    task,
+                    TaskStatus.PENDING,
+                    {"approved_by": principal.actor, "approved_at": approved_at},
                 )
                 for task in waiting
             ],
-            actor,
+            principal.actor,
             [task_event(pipeline, task, EventKind.TASK_APPROVED) for task in waiting],
         )
     return stage
 
 
-async def retry_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
+async def retry_task(
+    principal: Principal, task_id: int, expected_version: int | None = None
+) -> Task:
     """Send a failed or canceled task back to its gate for another attempt."""
     return await _take_action(
+        principal,
         task_id,
         TaskAction.RETRY,
-        actor,
         expected_version,
         {
             "status_reason": None,
@@ -212,7 +285,7 @@ async def retry_task(task_id: int, actor: str, expected_version: int | None = No
 
 
 async def skip_task(
-    task_id: int, reason: str, actor: str, expected_version: int | None = None
+    principal: Principal, task_id: int, reason: str, expected_version: int | None = None
 ) -> Task:
     """Pass over a waiting or failed task, for a reason a person gives."""
     if not reason.strip():
@@ -222,21 +295,28 @@ async def skip_task(
             f"the reason must be at most {REASON_MAX_LENGTH} characters", ("input", "reason")
         )
     return await _take_action(
-        task_id, TaskAction.SKIP, actor, expected_version, {"status_reason": reason.strip()}
+        principal, task_id, TaskAction.SKIP, expected_version, {"status_reason": reason.strip()}
     )
 
 
-async def cancel_task(task_id: int, actor: str, expected_version: int | None = None) -> Task:
+async def cancel_task(
+    principal: Principal, task_id: int, expected_version: int | None = None
+) -> Task:
     """Cancel a waiting task; ask the worker running a RUNNING one to abort it."""
     async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.CANCEL, expected_version)
+        locked = await _lock_for(
+            connection, task_id, TaskAction.CANCEL, principal, expected_version
+        )
+        pipeline, task = locked.pipeline, locked.task
         if task.status is TaskStatus.RUNNING:
             # The task stays RUNNING until its worker has aborted the statement on the target
             # and rolled it back: only then is CANCELED true.
-            await request_abort(connection, pipeline, [task], actor)
+            await request_abort(connection, pipeline, [task], principal.actor)
         else:
-            new_status = await _next_status(connection, task, TaskAction.CANCEL)
-            await apply_changes(connection, pipeline, [StatusChange(task, new_status)], actor)
+            new_status = locked.next_status(TaskAction.CANCEL)
+            await apply_changes(
+                connection, pipeline, [StatusChange(task, new_status)], principal.actor
+            )
     return task
 
 
@@ -258,16 +338,21 @@ async def request_abort(
     )
 
 
-async def run_task_now(task_id: int, actor: str, expected_version: int | None = None) -> Task:
+async def run_task_now(
+    principal: Principal, task_id: int, expected_version: int | None = None
+) -> Task:
     """Clear a waiting task's not-before time."""
     async with in_transaction() as connection:
-        pipeline, task = await _lock_for(connection, task_id, TaskAction.RUN_NOW, expected_version)
+        locked = await _lock_for(
+            connection, task_id, TaskAction.RUN_NOW, principal, expected_version
+        )
+        pipeline, task = locked.pipeline, locked.task
         task.not_before = None
         task.version += 1
         await task.save(using_db=connection, update_fields=["not_before", "version", "updated_at"])
         await record_events(
             connection,
-            actor,
+            principal.actor,
             [task_event(pipeline, task, EventKind.TASK_EDITED, detail={"notBefore": None})],
         )
     return task

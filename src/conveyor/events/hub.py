@@ -4,6 +4,10 @@ The hub reads each new event from the table once, however many subscribers there
 hands it to every subscriber whose filter matches. A subscriber that falls more than its
 buffer behind is dropped (its buffer freed at once) rather than allowed to slow the others or
 to grow without bound; it learns the last sequence it was given, and resumes from there.
+
+Each subscription belongs to a principal: the hub checks, every few seconds and in one query
+for all of them, that their tokens are still valid, and ends the subscriptions of a revoked or
+expired token with UNAUTHENTICATED.
 """
 
 import asyncio
@@ -11,11 +15,14 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
 
 from conveyor.db import events as event_log
+from conveyor.db import tokens
 from conveyor.db.events import EventFilter
 from conveyor.db.models import Event
-from conveyor.errors import ConveyorError, ErrorCode, Problem
+from conveyor.domain.permissions import Principal
+from conveyor.errors import ConveyorError, ErrorCode, Problem, unauthenticated
 from conveyor.events.listener import EventListener
 
 logger = logging.getLogger(__name__)
@@ -42,11 +49,20 @@ class SubscriberTooSlow(ConveyorError):
         self.last_sequence = last_sequence
 
 
+def _token_unusable() -> ConveyorError:
+    return unauthenticated("the subscription's token was revoked or has expired")
+
+
 class HubSubscription:
     """One subscriber's bounded buffer of matching events, and where its delivery stands."""
 
-    def __init__(self, hub: "EventHub", event_filter: EventFilter, capacity: int) -> None:
+    def __init__(
+        self, hub: "EventHub", event_filter: EventFilter, capacity: int, principal: Principal
+    ) -> None:
         self.event_filter = event_filter
+        self.principal = principal
+        #: Why the hub ended the subscription, raised to the subscriber at its next read.
+        self.ended: ConveyorError | None = None
         self._hub = hub
         self._capacity = capacity
         self._buffer: deque[Event] = deque()
@@ -88,13 +104,26 @@ class HubSubscription:
                 self.last_delivered, READ_BATCH_SIZE, self.event_filter
             )
             for row in rows:
+                self._check_still_allowed()
                 self.last_delivered = row.id
                 yield row
             if len(rows) < READ_BATCH_SIZE:
                 return
 
+    def end(self, reason: ConveyorError) -> None:
+        self.ended = reason
+        self._buffer.clear()
+        self._arrived.set()
+
+    def _check_still_allowed(self) -> None:
+        if self.ended is None and self.principal.expired(datetime.now(UTC)):
+            self.end(_token_unusable())
+        if self.ended is not None:
+            raise self.ended
+
     async def _next_live(self) -> Event:
         while True:
+            self._check_still_allowed()
             if self.overflowed:
                 raise SubscriberTooSlow(self.last_delivered)
             while self._buffer:
@@ -117,13 +146,19 @@ class EventHub:
     """Reads new events once per process and fans them out to its subscriptions."""
 
     def __init__(
-        self, listener: EventListener, *, subscriber_buffer: int, poll_seconds: float
+        self,
+        listener: EventListener,
+        *,
+        subscriber_buffer: int,
+        poll_seconds: float,
+        token_check_seconds: float,
     ) -> None:
         self._listener = listener
         self._subscriber_buffer = subscriber_buffer
         self._poll_seconds = poll_seconds
+        self._token_check_seconds = token_check_seconds
         self._subscriptions: set[HubSubscription] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         #: Every event up to this sequence has been handed to the subscriptions.
         self.last_read = 0
 
@@ -134,19 +169,24 @@ class EventHub:
     async def start(self) -> None:
         # Subscribers only ever want what happens from now on, or a replay from the table.
         self.last_read = await event_log.latest_event_sequence()
-        self._task = asyncio.create_task(self._run(), name="conveyor-event-hub")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="conveyor-event-hub"),
+            asyncio.create_task(self._watch_tokens(), name="conveyor-token-watch"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     @contextlib.asynccontextmanager
-    async def subscription(self, event_filter: EventFilter) -> AsyncIterator[HubSubscription]:
-        """A subscription that receives every matching event read from now on."""
-        subscription = HubSubscription(self, event_filter, self._subscriber_buffer)
+    async def subscription(
+        self, event_filter: EventFilter, principal: Principal
+    ) -> AsyncIterator[HubSubscription]:
+        """A subscription of `principal` that receives every matching event read from now on."""
+        subscription = HubSubscription(self, event_filter, self._subscriber_buffer, principal)
         # Everything read so far predates the subscription: a subscriber dropped before its
         # first event resumes from here.
         subscription.last_delivered = self.last_read
@@ -187,6 +227,27 @@ class EventHub:
             if len(rows) < READ_BATCH_SIZE:
                 return
 
+    async def _watch_tokens(self) -> None:
+        while True:
+            await asyncio.sleep(self._token_check_seconds)
+            try:
+                await self.end_subscriptions_of_unusable_tokens()
+            except Exception as error:
+                logger.warning("event hub cannot check tokens (%s)", type(error).__name__)
+
+    async def end_subscriptions_of_unusable_tokens(self) -> None:
+        """End every subscription whose token is revoked or expired: one query for all."""
+        held = {
+            subscription.principal.token_id
+            for subscription in self._subscriptions
+            if subscription.principal.token_id is not None
+        }
+        unusable = await tokens.unusable_token_ids(held)
+        for subscription in list(self._subscriptions):
+            if subscription.principal.token_id in unusable:
+                self._subscriptions.discard(subscription)
+                subscription.end(_token_unusable())
+
     def _fan_out(self, event: Event) -> None:
         too_slow = [
             subscription
@@ -200,10 +261,19 @@ class EventHub:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    listener: EventListener, *, subscriber_buffer: int, poll_seconds: float
+    listener: EventListener,
+    *,
+    subscriber_buffer: int,
+    poll_seconds: float,
+    token_check_seconds: float,
 ) -> AsyncIterator[EventHub]:
     """The process's fan-out hub, woken by `listener`, for the life of the context."""
-    hub = EventHub(listener, subscriber_buffer=subscriber_buffer, poll_seconds=poll_seconds)
+    hub = EventHub(
+        listener,
+        subscriber_buffer=subscriber_buffer,
+        poll_seconds=poll_seconds,
+        token_check_seconds=token_check_seconds,
+    )
     await hub.start()
     try:
         yield hub

@@ -1,4 +1,4 @@
-"""What every resolver gets: the request's loaders, its actor, and the app's services."""
+"""What every resolver gets: the request's loaders, who acts, and the app's services."""
 
 from dataclasses import dataclass, field
 
@@ -8,13 +8,12 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from conveyor.crypto import PasswordCipher
+from conveyor.domain.permissions import Principal
+from conveyor.errors import unauthenticated
 from conveyor.events.hub import EventHub
 from conveyor.graphql.loaders import Loaders
+from conveyor.graphql.rate_limits import Headers, RateLimited, TokenRateLimits
 from conveyor.settings import Settings
-
-#: The header naming who acts, until real identities arrive.
-ACTOR_HEADER = "x-conveyor-actor"
-ANONYMOUS = "anonymous"
 
 
 @dataclass
@@ -23,10 +22,38 @@ class Context:
     response: Response | None
     settings: Settings
     cipher: PasswordCipher
-    actor: str = ANONYMOUS
+    #: Who acts; None only on a WebSocket that has not sent its connection_init yet.
+    principal: Principal | None = None
     loaders: Loaders = field(default_factory=Loaders)
     #: The process's fan-out of new events; None where nothing serves subscriptions.
     hub: EventHub | None = None
+    #: What a WebSocket client sent in connection_init (set by strawberry).
+    connection_params: object = None
+    #: The cost of the operation being executed (see graphql.cost), for rate limiting.
+    query_cost: int = 0
+    #: The process's per-token limits; None where nothing limits (in-process tests).
+    rate_limits: TokenRateLimits | None = None
+
+    @property
+    def acting(self) -> Principal:
+        """The principal of the request; resolvers only run for authenticated ones."""
+        if self.principal is None:
+            raise unauthenticated("send an API token: Authorization: Bearer <token>")
+        return self.principal
+
+    def spend(self, cost: int) -> RateLimited | None:
+        """Spend `cost` from the token's allowance; the refusal if it has not that much left."""
+        if self.rate_limits is None or self.principal is None or self.principal.token_id is None:
+            return None
+        headers: Headers = self.response.headers if self.response is not None else {}
+        try:
+            self.rate_limits.take_cost(self.principal.token_id, cost, headers)
+        except RateLimited as limited:
+            if self.response is not None:
+                self.response.status_code = 429
+                self.response.headers["Retry-After"] = str(limited.allowance.reset_seconds)
+            return limited
+        return None
 
 
 Info = strawberry.Info[Context, None]

@@ -6,13 +6,16 @@ import re
 import uuid
 from typing import Any
 
+from graphql import ValidationContext, ValidationRule
 from graphql.error import GraphQLError
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath
+from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +29,56 @@ QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
 TOO_MANY_DIRECTIVES = "TOO_MANY_DIRECTIVES"
+QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCHING_NOT_SUPPORTED = "BATCHING_NOT_SUPPORTED"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
 INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 LIMIT_CODES = frozenset(
-    {QUERY_TOO_DEEP, TOO_MANY_ALIASES, TOO_MANY_TOKENS, TOO_MANY_DIRECTIVES, REQUEST_TOO_LARGE}
+    {
+        QUERY_TOO_DEEP,
+        TOO_MANY_ALIASES,
+        TOO_MANY_TOKENS,
+        TOO_MANY_DIRECTIVES,
+        QUERY_TOO_COSTLY,
+        REQUEST_TOO_LARGE,
+        # A token's allowance of query cost, spent while the document is validated.
+        ErrorCode.RATE_LIMITED,
+    }
 )
+#: Refusals of a whole document, made by Conveyor's validation rules: passed on as they are.
+_DOCUMENT_REFUSAL_CODES = LIMIT_CODES | {ErrorCode.UNAUTHENTICATED}
+#: The last error of a response that had more than `max_errors`: it says how many were left
+#: out (`extensions.leftOut`, a lower bound when validation stopped early) and carries the
+#: limit.
+TOO_MANY_ERRORS = "TOO_MANY_ERRORS"
 
 # The messages of the limiters strawberry and graphql-core ship, which set no code.
-_TOO_DEEP = re.compile(r"^'(.*)' exceeds maximum operation depth of (\d+)$", re.DOTALL)
-_TOO_MANY_ALIASES = re.compile(r"^(\d+) aliases found\. Allowed: (\d+)$")
 _TOO_MANY_TOKENS = re.compile(
     r"^Syntax Error: Document contains more than (\d+) tokens\. Parsing aborted\.$"
 )
 _INTROSPECTION_DISABLED = "GraphQL introspection has been disabled, "
+# graphql-core's validation stops with this error once it has found its maximum of errors.
+_VALIDATION_STOPPED = "Too many validation errors, error limit reached. Validation aborted."
+
+# graphql-core's suggestions of names of the schema (its `did_you_mean` helper): " Did you
+# mean 'a', 'b', or 'c'?", optionally with "to use an inline fragment on " or "the enum
+# value " before the names. Unknown input fields read "...field 'x'. Did you mean 'y'? Found:
+# ..." with a suggestion and "...field 'x', found: ..." without one.
+_NAME = r"'[_A-Za-z][_0-9A-Za-z]*'"
+_SUGGESTION = (
+    r" Did you mean (?:to use an inline fragment on |the enum value )?"
+    rf"{_NAME}(?:, {_NAME})*(?:,? or {_NAME})?\?"
+)
+_SUGGESTION_BEFORE_FOUND = re.compile(rf"\.{_SUGGESTION} Found: ")
+_SUGGESTION_ANYWHERE = re.compile(_SUGGESTION)
+
+
+def without_suggestions(message: str) -> str:
+    """`message` without graphql-core's suggestions of names of the schema, as graphql-core
+    writes it when asked to hide them (which strawberry does not ask)."""
+    return _SUGGESTION_ANYWHERE.sub("", _SUGGESTION_BEFORE_FOUND.sub(", found: ", message))
+
 
 # graphql-core names the offending part of a variable only in the message text. 3.2 writes
 # "Variable '$input' got invalid value 'X' at 'input.stages[0].tasks[1].type'; ...", 3.3
@@ -88,6 +127,11 @@ def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
 
 
+def unauthenticated_document(message: str) -> GraphQLError:
+    """The refusal of a whole document sent without a usable token."""
+    return GraphQLError(message, extensions=_problem_extensions(ErrorCode.UNAUTHENTICATED, None))
+
+
 def limit_exceeded(code: str, message: str, limit: int, **details: object) -> GraphQLError:
     """The error of a document past one of the limits (its code is one of LIMIT_CODES)."""
     return GraphQLError(
@@ -99,25 +143,9 @@ def _limit_refusal(error: GraphQLError) -> tuple[str, dict[str, Any]] | None:
     """The message and extensions of `error` if a limit (or disabled introspection) refused
     the document, in words a person understands."""
     extensions = error.extensions or {}
-    if extensions.get("code") in LIMIT_CODES and error.original_error is None:
+    if extensions.get("code") in _DOCUMENT_REFUSAL_CODES and error.original_error is None:
         return error.message, dict(extensions)
     message = error.message
-    if match := _TOO_DEEP.match(message):
-        limit = int(match.group(2))
-        name = match.group(1)
-        operation = "the operation" if name == "anonymous" else f"operation '{name}'"
-        return (
-            f"{operation} nests fields more than {limit} level{'s' if limit != 1 else ''} "
-            "deep, the most this server "
-            "allows; ask for less at once",
-            {**_problem_extensions(QUERY_TOO_DEEP, None), "limit": limit},
-        )
-    if match := _TOO_MANY_ALIASES.match(message):
-        count, limit = int(match.group(1)), int(match.group(2))
-        return (
-            f"the document uses {count} aliases; this server allows at most {limit}",
-            {**_problem_extensions(TOO_MANY_ALIASES, None), "limit": limit, "count": count},
-        )
     if match := _TOO_MANY_TOKENS.match(message):
         limit = int(match.group(1))
         return (
@@ -130,24 +158,74 @@ def _limit_refusal(error: GraphQLError) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-class ConveyorErrors(MaskErrors):
-    """Formats every error of a response; internal failures never leak their text."""
+def stop_validation_after(max_errors: int) -> type[ValidationRule]:
+    """A validation rule that makes validation stop after `max_errors` errors, the way
+    graphql-core stops after 100 (a limit strawberry does not let one change): once more are
+    found, validation ends with graphql-core's own error, which ConveyorErrors turns into
+    TOO_MANY_ERRORS."""
 
-    def __init__(self) -> None:
+    class StopValidationAfter(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            # Every rule reports through the context's callback (graphql-core's design: the
+            # callback replaces the method), looked up when it reports.
+            report = context.on_error
+            found = 0
+
+            def on_error(error: GraphQLError) -> None:
+                nonlocal found
+                if found >= max_errors:
+                    raise ValidationAbortedError(_VALIDATION_STOPPED)
+                found += 1
+                report(error)
+
+            context.on_error = on_error  # type: ignore[method-assign]
+
+    return StopValidationAfter
+
+
+def _stopped_validation(error: GraphQLError) -> bool:
+    return isinstance(error, ValidationAbortedError) and error.message == _VALIDATION_STOPPED
+
+
+def _left_out(count: int, limit: int, *, at_least: bool) -> GraphQLError:
+    errors = "error was" if count == 1 else "errors were"
+    return GraphQLError(
+        f"{'at least ' if at_least else ''}{count} more {errors} left out: this server "
+        f"reports at most {limit} errors in one response",
+        extensions={**_problem_extensions(TOO_MANY_ERRORS, None), "limit": limit, "leftOut": count},
+    )
+
+
+def _at_most(errors: list[GraphQLError], limit: int) -> list[GraphQLError]:
+    """`errors`, of which the first `limit` - 1 are kept and the rest replaced by one error
+    saying how many were left out, when there are more than `limit` (or validation stopped
+    before finding them all)."""
+    stopped = any(_stopped_validation(error) for error in errors)
+    found = [error for error in errors if not _stopped_validation(error)]
+    if not stopped and len(found) <= limit:
+        return found
+    kept = found[: limit - 1]
+    # Validation stopped at the error after the last one it reported.
+    left_out = len(found) - len(kept) + (1 if stopped else 0)
+    return [*kept, _left_out(left_out, limit, at_least=stopped)]
+
+
+class ConveyorErrors(MaskErrors):
+    """Formats every error of a response; internal failures never leak their text, names of
+    the schema are suggested only when `settings.field_suggestions_enabled`, and a response
+    carries at most `settings.max_errors` errors."""
+
+    def __init__(self, settings: Settings) -> None:
         super().__init__(error_message="Internal server error")
+        self.max_errors = settings.max_errors
+        self.suggestions = settings.field_suggestions_enabled
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        formatted: list[GraphQLError] = []
-        seen_refusals: set[str] = set()
-        for error in errors:
-            error = self._format(error)
-            # The depth limiter reports every branch that is too deep: one error says it.
-            if (error.extensions or {}).get("code") in LIMIT_CODES:
-                if error.message in seen_refusals:
-                    continue
-                seen_refusals.add(error.message)
-            formatted.append(error)
-        return formatted
+        formatted = [
+            error if _stopped_validation(error) else self._format(error) for error in errors
+        ]
+        return _at_most(formatted, self.max_errors)
 
     def _format(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
@@ -165,14 +243,13 @@ class ConveyorErrors(MaskErrors):
         if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.
-            if error.message.startswith("Syntax Error"):
-                return self._rebuild(error, error.message, _problem_extensions(PARSE_FAILED, None))
-            if error.message.startswith("Variable '$"):
-                extensions = _problem_extensions(
-                    ErrorCode.INVALID_INPUT, _field_path_in(error.message)
-                )
-                return self._rebuild(error, error.message, extensions)
-            return self._rebuild(error, error.message, _problem_extensions(VALIDATION_FAILED, None))
+            message = error.message if self.suggestions else without_suggestions(error.message)
+            if message.startswith("Syntax Error"):
+                return self._rebuild(error, message, _problem_extensions(PARSE_FAILED, None))
+            if message.startswith("Variable '$"):
+                extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
+                return self._rebuild(error, message, extensions)
+            return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
         if isinstance(original, GlobalIDValueError):
             # An id the client sent that is no global id, or names no node type of this schema:
             # found only while resolving the field (so it has a path), yet the client's mistake.

@@ -6,6 +6,13 @@ copies of those files (vendored in ``static/graphiql/`` by ``scripts/vendor-grap
 checks them against the page's ``integrity`` hashes) and renders strawberry's page, kept as
 our own copy in ``static/graphiql/graphiql.html``, with the CDN URLs pointing at them.
 
+Our copy adds an "API token" field at the top right, since every GraphQL request needs a
+token and a browser cannot be told to send one. The page keeps what a person pastes there in
+the tab's sessionStorage and sends it as ``Authorization: Bearer <token>`` with every
+operation and schema fetch over HTTP, and as the ``connection_init`` payload of the
+WebSocket of a subscription. An Authorization header typed into GraphiQL's Headers editor
+wins over the field. The page itself is served without a token.
+
 Wiring, in a Starlette app::
 
     class GraphQLView(OfflineGraphiQLMixin, strawberry.asgi.GraphQL[Context, None]): ...

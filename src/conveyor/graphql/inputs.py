@@ -6,8 +6,9 @@ import strawberry
 from strawberry import relay
 
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.domain.targets import ALLOWED_OPTIONS
 from conveyor.errors import FieldPath, not_found
-from conveyor.graphql.types.enums import ApprovalPolicy, Engine, TaskType
+from conveyor.graphql.types.enums import ApprovalPolicy, Engine, Role, TaskType
 from conveyor.graphql.types.node import parse_node_id
 
 
@@ -38,6 +39,15 @@ class CreateEnvironmentInput:
     name: str
     order: int = strawberry.field(description="Position on the promotion path; lower is earlier.")
     approval_policy: ApprovalPolicy = ApprovalPolicy.AUTOMATIC
+    developers_may_approve: bool = strawberry.field(
+        default=False,
+        description="DEVELOPER tokens may approve tasks here (ADMIN and DBA always may).",
+    )
+    creator_may_approve: bool = strawberry.field(
+        default=True,
+        description="An issue's creator may approve its own tasks here. Turn off to require a "
+        "second person in a protected environment.",
+    )
 
 
 @strawberry.input(description="Changes to an environment; omitted fields stay as they are.")
@@ -46,6 +56,30 @@ class UpdateEnvironmentInput:
     name: str | None = None
     order: int | None = None
     approval_policy: ApprovalPolicy | None = None
+    developers_may_approve: bool | None = None
+    creator_may_approve: bool | None = None
+
+
+@strawberry.input(description="A libpq connection option, from the few Conveyor allows.")
+class ConnectionOptionInput:
+    name: str
+    value: str
+
+
+CONNECTION_OPTIONS_DESCRIPTION = (
+    "libpq options for the connection, each at most once: "
+    + "; ".join(f"`{name}` ({', '.join(values)})" for name, values in ALLOWED_OPTIONS.items())
+    + ". Others are refused: Conveyor chooses where it connects, as whom, with which session "
+    "settings, and never reads a file for an instance."
+)
+
+
+def connection_option_pairs(
+    options: list[ConnectionOptionInput] | None,
+) -> tuple[tuple[str, str], ...] | None:
+    if options is None:
+        return None
+    return tuple((option.name, option.value) for option in options)
 
 
 @strawberry.input(description="A new database server. The password is stored encrypted.")
@@ -58,6 +92,9 @@ class CreateInstanceInput:
     password: str
     engine: Engine = Engine.POSTGRES
     max_running_tasks: int = 1
+    connection_options: list[ConnectionOptionInput] = strawberry.field(
+        default_factory=list, description=CONNECTION_OPTIONS_DESCRIPTION
+    )
 
 
 @strawberry.input(description="Changes to an instance; omitted fields stay as they are.")
@@ -72,6 +109,10 @@ class UpdateInstanceInput:
         default=None, description="A new password; it can be written but never read."
     )
     max_running_tasks: int | None = None
+    connection_options: list[ConnectionOptionInput] | None = strawberry.field(
+        default=None,
+        description=CONNECTION_OPTIONS_DESCRIPTION + " A list replaces all the options.",
+    )
 
 
 @strawberry.input(description="A database that exists on an instance.")
@@ -174,3 +215,21 @@ class StageActionInput:
 @strawberry.input
 class IssueActionInput:
     issue_id: relay.GlobalID
+
+
+@strawberry.input(description="A new API token.")
+class CreateApiTokenInput:
+    actor: str = strawberry.field(
+        description="The name recorded as the actor of everything done with the token; an "
+        "issue's creator is matched by it."
+    )
+    role: Role
+    description: str = ""
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="When the token stops working; never when omitted."
+    )
+
+
+@strawberry.input(description="The API token to revoke.")
+class RevokeApiTokenInput:
+    id: relay.GlobalID

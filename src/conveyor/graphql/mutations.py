@@ -2,22 +2,27 @@
 
 import strawberry
 
-from conveyor.db import catalog, issues, tasks
+from conveyor.db import catalog, issues, tasks, tokens
+from conveyor.domain.targets import InstanceNetworks
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import (
+    CreateApiTokenInput,
     CreateEnvironmentInput,
     CreateInstanceInput,
     CreateIssueInput,
     IssueActionInput,
     RegisterDatabaseInput,
+    RevokeApiTokenInput,
     SkipTaskInput,
     StageActionInput,
     TaskActionInput,
     UpdateEnvironmentInput,
     UpdateInstanceInput,
     UpdateTaskStatementInput,
+    connection_option_pairs,
     node_key,
 )
+from conveyor.graphql.types.api_token import ApiToken, CreatedApiToken
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.instance import Instance
@@ -39,21 +44,31 @@ def _task_key(input: TaskActionInput) -> int:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Add an environment to the promotion path.")
-    async def create_environment(self, input: CreateEnvironmentInput) -> Environment:
+    async def create_environment(self, info: Info, input: CreateEnvironmentInput) -> Environment:
         row = await catalog.save_environment(
+            info.context.acting,
             None,
             catalog.EnvironmentChanges(
-                name=input.name, order=input.order, approval_policy=input.approval_policy
+                name=input.name,
+                order=input.order,
+                approval_policy=input.approval_policy,
+                developers_may_approve=input.developers_may_approve,
+                creator_may_approve=input.creator_may_approve,
             ),
         )
         return Environment.from_row(row)
 
     @strawberry.mutation(description="Rename, reorder or change the approval policy.")
-    async def update_environment(self, input: UpdateEnvironmentInput) -> Environment:
+    async def update_environment(self, info: Info, input: UpdateEnvironmentInput) -> Environment:
         row = await catalog.save_environment(
+            info.context.acting,
             _required_key(input.id, "Environment", "id"),
             catalog.EnvironmentChanges(
-                name=input.name, order=input.order, approval_policy=input.approval_policy
+                name=input.name,
+                order=input.order,
+                approval_policy=input.approval_policy,
+                developers_may_approve=input.developers_may_approve,
+                creator_may_approve=input.creator_may_approve,
             ),
         )
         return Environment.from_row(row)
@@ -61,6 +76,7 @@ class Mutation:
     @strawberry.mutation(description="Register a database server.")
     async def create_instance(self, info: Info, input: CreateInstanceInput) -> Instance:
         row = await catalog.save_instance(
+            info.context.acting,
             None,
             catalog.InstanceChanges(
                 name=input.name,
@@ -71,14 +87,17 @@ class Mutation:
                 username=input.username,
                 password=input.password,
                 max_running_tasks=input.max_running_tasks,
+                connection_options=connection_option_pairs(input.connection_options),
             ),
             info.context.cipher,
+            networks=InstanceNetworks.parse(info.context.settings.instance_networks),
         )
         return Instance.from_row(row)
 
     @strawberry.mutation(description="Change a database server's settings or password.")
     async def update_instance(self, info: Info, input: UpdateInstanceInput) -> Instance:
         row = await catalog.save_instance(
+            info.context.acting,
             _required_key(input.id, "Instance", "id"),
             catalog.InstanceChanges(
                 name=input.name,
@@ -90,15 +109,19 @@ class Mutation:
                 username=input.username,
                 password=input.password,
                 max_running_tasks=input.max_running_tasks,
+                connection_options=connection_option_pairs(input.connection_options),
             ),
             info.context.cipher,
+            networks=InstanceNetworks.parse(info.context.settings.instance_networks),
         )
         return Instance.from_row(row)
 
     @strawberry.mutation(description="Record a database that exists on an instance.")
-    async def register_database(self, input: RegisterDatabaseInput) -> Database:
+    async def register_database(self, info: Info, input: RegisterDatabaseInput) -> Database:
         row = await catalog.register_database(
-            _required_key(input.instance_id, "Instance", "instanceId"), input.name
+            info.context.acting,
+            _required_key(input.instance_id, "Instance", "instanceId"),
+            input.name,
         )
         return Database.from_row(row)
 
@@ -106,7 +129,7 @@ class Mutation:
         description="Open an issue with its whole pipeline plan; every task starts at its gate."
     )
     async def create_issue(self, info: Info, input: CreateIssueInput) -> Issue:
-        row = await issues.create_issue(input.to_plan(), info.context.actor)
+        row = await issues.create_issue(info.context.acting, input.to_plan())
         return Issue.from_row(row)
 
     @strawberry.mutation(
@@ -114,7 +137,7 @@ class Mutation:
     )
     async def cancel_issue(self, info: Info, input: IssueActionInput) -> Issue:
         row = await issues.cancel_issue(
-            _required_key(input.issue_id, "Issue", "issueId"), info.context.actor
+            info.context.acting, _required_key(input.issue_id, "Issue", "issueId")
         )
         return Issue.from_row(row)
 
@@ -123,7 +146,7 @@ class Mutation:
     )
     async def reopen_issue(self, info: Info, input: IssueActionInput) -> Issue:
         row = await issues.reopen_issue(
-            _required_key(input.issue_id, "Issue", "issueId"), info.context.actor
+            info.context.acting, _required_key(input.issue_id, "Issue", "issueId")
         )
         return Issue.from_row(row)
 
@@ -133,7 +156,7 @@ class Mutation:
     )
     async def update_task_statement(self, info: Info, input: UpdateTaskStatementInput) -> Task:
         row = await tasks.edit_task_statement(
-            _task_key(input), input.statement, info.context.actor, input.expected_version
+            info.context.acting, _task_key(input), input.statement, input.expected_version
         )
         return Task.from_row(row)
 
@@ -142,7 +165,9 @@ class Mutation:
         "scheduling allows."
     )
     async def approve_task(self, info: Info, input: TaskActionInput) -> Task:
-        row = await tasks.approve_task(_task_key(input), info.context.actor, input.expected_version)
+        row = await tasks.approve_task(
+            info.context.acting, _task_key(input), input.expected_version
+        )
         return Task.from_row(row)
 
     @strawberry.mutation(
@@ -150,7 +175,7 @@ class Mutation:
     )
     async def approve_stage(self, info: Info, input: StageActionInput) -> Stage:
         row = await tasks.approve_stage(
-            _required_key(input.stage_id, "Stage", "stageId"), info.context.actor
+            info.context.acting, _required_key(input.stage_id, "Stage", "stageId")
         )
         return Stage.from_row(row)
 
@@ -159,7 +184,7 @@ class Mutation:
         "MANUAL environment it waits for approval again."
     )
     async def retry_task(self, info: Info, input: TaskActionInput) -> Task:
-        row = await tasks.retry_task(_task_key(input), info.context.actor, input.expected_version)
+        row = await tasks.retry_task(info.context.acting, _task_key(input), input.expected_version)
         return Task.from_row(row)
 
     @strawberry.mutation(
@@ -167,7 +192,7 @@ class Mutation:
         "with cancelRequested, until its worker has aborted it."
     )
     async def cancel_task(self, info: Info, input: TaskActionInput) -> Task:
-        row = await tasks.cancel_task(_task_key(input), info.context.actor, input.expected_version)
+        row = await tasks.cancel_task(info.context.acting, _task_key(input), input.expected_version)
         return Task.from_row(row)
 
     @strawberry.mutation(
@@ -176,7 +201,7 @@ class Mutation:
     )
     async def skip_task(self, info: Info, input: SkipTaskInput) -> Task:
         row = await tasks.skip_task(
-            _task_key(input), input.reason, info.context.actor, input.expected_version
+            info.context.acting, _task_key(input), input.reason, input.expected_version
         )
         return Task.from_row(row)
 
@@ -184,5 +209,30 @@ class Mutation:
         description="Clear a waiting task's notBefore time, so that it need not wait for it."
     )
     async def run_task_now(self, info: Info, input: TaskActionInput) -> Task:
-        row = await tasks.run_task_now(_task_key(input), info.context.actor, input.expected_version)
+        row = await tasks.run_task_now(
+            info.context.acting, _task_key(input), input.expected_version
+        )
         return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Create an API token (ADMIN only). Its secret is in the answer, and only there."
+    )
+    async def create_api_token(self, info: Info, input: CreateApiTokenInput) -> CreatedApiToken:
+        issued = await tokens.issue_token(
+            info.context.acting,
+            input.actor,
+            input.role,
+            description=input.description,
+            expires_at=input.expires_at,
+        )
+        return CreatedApiToken(token=issued.token, api_token=ApiToken.from_row(issued.row))
+
+    @strawberry.mutation(
+        description="Revoke an API token (ADMIN only): requests with it are refused from now on "
+        "and its live subscriptions end within seconds."
+    )
+    async def revoke_api_token(self, info: Info, input: RevokeApiTokenInput) -> ApiToken:
+        row = await tokens.revoke_token(
+            info.context.acting, _required_key(input.id, "ApiToken", "id")
+        )
+        return ApiToken.from_row(row)

@@ -7,9 +7,10 @@ import strawberry
 from strawberry import relay
 from tortoise.queryset import QuerySet
 
-from conveyor.db import reads
+from conveyor.db import reads, tokens
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import node_key
+from conveyor.graphql.types.api_token import ApiToken, Viewer
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.enums import PipelineStatus
 from conveyor.graphql.types.environment import Environment
@@ -45,6 +46,15 @@ async def _connection(
 class Query:
     node: relay.Node | None = relay.node(description="Any object, by its global id.")
     nodes: list[relay.Node | None] = relay.node(description="Several objects by global ids.")
+
+    @strawberry.field(description="Who the request's token acts as, and with which role.")
+    def viewer(self, info: Info) -> Viewer:
+        return Viewer.from_principal(info.context.acting)
+
+    @strawberry.field(description="API tokens, oldest first (ADMIN only).")
+    async def api_tokens(self, info: Info, include_revoked: bool = False) -> list[ApiToken]:
+        rows = await tokens.list_tokens(info.context.acting, include_revoked=include_revoked)
+        return [ApiToken.from_row(row) for row in rows]
 
     @strawberry.field(description="Issues, newest first.")
     async def issues(

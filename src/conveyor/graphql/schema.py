@@ -9,14 +9,19 @@ from graphql.error import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
-    QueryDepthLimiter,
     SchemaExtension,
 )
 from strawberry.types import ExecutionContext
 
-from conveyor.graphql.errors import TOO_MANY_DIRECTIVES, ConveyorErrors, limit_exceeded
+from conveyor.graphql.authentication import RequireUsableToken
+from conveyor.graphql.cost import DocumentLimits
+from conveyor.graphql.errors import (
+    TOO_MANY_DIRECTIVES,
+    ConveyorErrors,
+    limit_exceeded,
+    stop_validation_after,
+)
 from conveyor.graphql.mutations import Mutation
 from conveyor.graphql.queries import Query
 from conveyor.graphql.subscriptions import Subscription
@@ -62,17 +67,21 @@ def max_directives_rule(max_directives: int) -> type[ASTValidationRule]:
     return MaxDirectivesRule
 
 
-def limit_extensions(settings: Settings) -> list[ExtensionFactory]:
-    """The extensions that refuse documents past the limits of `settings`: factories, so that
-    each request gets its own instances."""
-    directives_rule = max_directives_rule(settings.max_directives)
-    extensions: list[ExtensionFactory] = [
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-        lambda: AddValidationRules([directives_rule]),
+def extensions_for(settings: Settings) -> list[ExtensionFactory]:
+    """The extensions that format errors and refuse documents past the limits of `settings`:
+    factories, so that each request gets its own instances."""
+    rules = [
+        max_directives_rule(settings.max_directives),
+        stop_validation_after(settings.max_errors),
     ]
-    if not settings.introspection:
+    extensions: list[ExtensionFactory] = [
+        lambda: ConveyorErrors(settings),
+        RequireUsableToken,
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: DocumentLimits(settings),
+        lambda: AddValidationRules(rules),
+    ]
+    if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
     return extensions
 
@@ -85,7 +94,6 @@ _schema = ConveyorSchema(
     subscription=Subscription,
     # The implementations of interfaces that only subscriptions return.
     types=[TaskStatusSnapshot, TaskStatusChange],
-    extensions=[ConveyorErrors],
 )
 
 
@@ -94,7 +102,7 @@ def build_schema(settings: Settings | None = None) -> ConveyorSchema:
     reading the environment). The limits do not change the SDL."""
     limited = copy.copy(_schema)
     limits = settings if settings is not None else Settings.model_construct()
-    limited.extensions = (ConveyorErrors, *limit_extensions(limits))
+    limited.extensions = tuple(extensions_for(limits))
     return limited
 
 

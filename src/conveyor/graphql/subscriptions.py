@@ -1,6 +1,7 @@
 """The root Subscription: live status changes, resumable from any sequence number."""
 
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -10,7 +11,9 @@ from tortoise.models import Model
 
 from conveyor.db import events as event_log
 from conveyor.db import models, reads
+from conveyor.db.access import require
 from conveyor.db.events import EventFilter
+from conveyor.domain.permissions import Operation
 from conveyor.domain.statuses import EventKind
 from conveyor.errors import invalid_input, not_found
 from conveyor.events.hub import EventHub, HubSubscription
@@ -58,6 +61,13 @@ AfterArgument = Annotated[
         "in order, then live ones; nothing is missed and nothing sent twice."
     ),
 ]
+
+
+def _subscribe(
+    info: Info, event_filter: EventFilter
+) -> AbstractAsyncContextManager[HubSubscription]:
+    """A hub subscription for the request's principal, checked again on each event."""
+    return _hub(info).subscription(event_filter, info.context.acting)
 
 
 def _hub(info: Info) -> EventHub:
@@ -127,15 +137,15 @@ class Subscription:
             ),
         ] = False,
     ) -> AsyncGenerator[TaskStatusUpdate, None]:
+        require(info.context.acting, Operation.READ)
         column, key = await _scope(_TASK_SCOPES, (pipeline_id, stage_id, task_id))
         _check_after(after)
         if snapshot and after is not None:
             raise invalid_input("give either `after` or `snapshot`, not both", ("snapshot",))
-        hub = _hub(info)
         event_filter = EventFilter(frozenset({EventKind.TASK_STATUS_CHANGED}), **{column: key})
         # Registered before the snapshot or the backlog is read, so that no event falls
         # between them and the live ones.
-        async with hub.subscription(event_filter) as subscription:
+        async with _subscribe(info, event_filter) as subscription:
             if snapshot:
                 taken = await event_log.task_snapshot(**{column: key})
                 after = taken.sequence
@@ -157,11 +167,11 @@ class Subscription:
         issue_id: Annotated[relay.GlobalID | None, _scope_argument("issue's pipeline")] = None,
         after: AfterArgument = None,
     ) -> AsyncGenerator[PipelineStatusChange, None]:
+        require(info.context.acting, Operation.READ)
         column, key = await _scope(_PIPELINE_SCOPES, (pipeline_id, issue_id))
         _check_after(after)
-        hub = _hub(info)
         event_filter = EventFilter(frozenset({EventKind.PIPELINE_STATUS_CHANGED}), **{column: key})
-        async with hub.subscription(event_filter) as subscription:
+        async with _subscribe(info, event_filter) as subscription:
             async for change in _changes(
                 info, subscription, after, PipelineStatusChange.from_event
             ):

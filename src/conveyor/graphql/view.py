@@ -1,5 +1,6 @@
 """The strawberry ASGI view, with Conveyor's request context and request limits."""
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -9,25 +10,44 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
 
 from conveyor.crypto import PasswordCipher
+from conveyor.db import tokens
+from conveyor.domain.permissions import Principal
+from conveyor.errors import ErrorCode
 from conveyor.events.hub import EventHub
-from conveyor.graphql.context import ACTOR_HEADER, ANONYMOUS, Context
-from conveyor.graphql.errors import BATCHING_NOT_SUPPORTED, REQUEST_TOO_LARGE
+from conveyor.graphql.context import Context
+from conveyor.graphql.errors import (
+    BATCHING_NOT_SUPPORTED,
+    REQUEST_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
 from conveyor.settings import Settings
 
 
 class RequestRefused(Exception):
     """An HTTP request refused before its document is parsed, answered as a GraphQL error."""
 
-    def __init__(self, status_code: int, code: str, message: str, **details: object) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **details: object,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
+        self.headers = headers
         self.details = details
 
     def response(self) -> Response:
@@ -35,7 +55,52 @@ class RequestRefused(Exception):
         return JSONResponse(
             {"errors": [{"message": self.message, "extensions": extensions}]},
             status_code=self.status_code,
+            headers=self.headers,
         )
+
+
+def _unauthenticated(message: str) -> RequestRefused:
+    return RequestRefused(
+        401,
+        ErrorCode.UNAUTHENTICATED,
+        message,
+        headers={"WWW-Authenticate": 'Bearer realm="conveyor"'},
+    )
+
+
+def _rate_limited(limited: RateLimited, headers: Mapping[str, str]) -> RequestRefused:
+    return RequestRefused(
+        429,
+        ErrorCode.RATE_LIMITED,
+        limited.first.message,
+        headers={**headers, "Retry-After": str(limited.allowance.reset_seconds)},
+        **limited.details,
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json"
+
+
+def bearer_token(authorization: object) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value, or None."""
+    if not isinstance(authorization, str):
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _connection_init_authorization(params: object) -> object:
+    """The Authorization value of a connection_init payload; its key in any letter case."""
+    if not isinstance(params, dict):
+        return None
+    for key, value in params.items():
+        if isinstance(key, str) and key.lower() == "authorization":
+            return value
+    return None
 
 
 def _too_large(limit: int) -> RequestRefused:
@@ -53,7 +118,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
     ) -> None:
-        options.setdefault("graphql_ide", "graphiql" if settings.graphiql else None)
+        options.setdefault("graphql_ide", "graphiql" if settings.graphiql_enabled else None)
         super().__init__(
             schema,
             # graphql-transport-ws, and the legacy graphql-ws (Apollo's) that older clients
@@ -69,8 +134,16 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             keep_alive_interval=settings.websocket_keep_alive_seconds,
             **options,
         )
+        # Pages on these origins may open a WebSocket; same-origin pages always may.
+        self.allowed_origins = frozenset(
+            origin.rstrip("/").lower() for origin in settings.allowed_origins
+        )
         self.settings = settings
         self.cipher = cipher
+        self.rate_limits = TokenRateLimits(
+            requests_per_minute=settings.rate_limit_requests,
+            cost_per_minute=settings.rate_limit_cost,
+        )
         #: Set for the life of the application; None outside it (no live updates).
         self.hub: EventHub | None = None
 
@@ -108,6 +181,14 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST" and not _is_json(request.content_type):
+            # A cross-site form can POST urlencoded, multipart or text/plain bodies without a
+            # CORS preflight; JSON it cannot.
+            raise RequestRefused(
+                415,
+                UNSUPPORTED_MEDIA_TYPE,
+                "send the operation as a JSON body with Content-Type: application/json",
+            )
         # strawberry refuses a batch too (batching_config is unset), in plain text.
         if request.method == "POST" and (await request.get_body()).lstrip()[:1] == b"[":
             raise RequestRefused(
@@ -120,12 +201,59 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
-        actor = request.headers.get(ACTOR_HEADER, "").strip() or ANONYMOUS
+        # The principal is found later: the GraphiQL page needs no token, and a WebSocket
+        # brings its token in connection_init.
         return Context(
             request=request,
             response=response if isinstance(response, Response) else None,
             settings=self.settings,
             cipher=self.cipher,
-            actor=actor[:100],
             hub=self.hub,
+            rate_limits=self.rate_limits,
         )
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: Any,
+        sub_response: Response,
+    ) -> Any:
+        # Authorization is a header a cross-site page cannot send without a CORS preflight,
+        # which this server never answers: a GET that gets past this was not forged.
+        principal = await self._authenticate(request.headers.get("authorization"))
+        context.principal = principal
+        assert principal.token_id is not None, "a request's principal comes from a token"
+        try:
+            self.rate_limits.take_request(principal.token_id, sub_response.headers)
+        except RateLimited as limited:
+            raise _rate_limited(limited, sub_response.headers) from None
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+
+    async def _authenticate(self, authorization: object) -> Principal:
+        token = bearer_token(authorization)
+        if token is None:
+            raise _unauthenticated(
+                "this API needs a token: send the header Authorization: Bearer <token>"
+            )
+        principal = await tokens.authenticate(token)
+        if principal is None:
+            raise _unauthenticated("the token is unknown, revoked or expired")
+        return principal
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        authorization = _connection_init_authorization(context.connection_params)
+        if authorization is None and context.request is not None:
+            # Clients that cannot put a token into connection_init send the header instead.
+            authorization = context.request.headers.get("authorization")
+        try:
+            context.principal = await self._authenticate(authorization)
+        except RequestRefused as refusal:
+            raise ConnectionRejectionError(
+                {"message": refusal.message, "extensions": {"code": refusal.code}}
+            ) from None
+        return await super().on_ws_connect(context)

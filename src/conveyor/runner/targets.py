@@ -5,6 +5,7 @@ committed together with the change when it runs in a transaction, so the target 
 always tell whether a change was applied (`change_was_applied`) and no change runs twice.
 """
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -13,14 +14,22 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, assert_never
 
 import asyncpg
+from asyncpg.connect_utils import SessionAttribute
 
 from conveyor.domain.statuses import TaskType
+from conveyor.domain.targets import (
+    UNRESTRICTED,
+    ConnectionOptions,
+    InstanceNetworks,
+    pinned_address_problem,
+)
+from conveyor.hosts import HostNotAllowed, checked_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,10 @@ CLOSE_TIMEOUT_SECONDS = 5.0
 # Conveyor's own error codes, for failures that have no SQLSTATE (or need a clearer one).
 #: The instance could not be reached at all.
 CONNECTION_FAILED = "CONNECTION_FAILED"
+#: The instance's host is, or resolves to, an address outside the instance networks.
+HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"
+#: The instance's connection options are not ones Conveyor allows (see domain.targets).
+INVALID_CONNECTION_OPTION = "INVALID_CONNECTION_OPTION"
 #: The connection broke while the change ran; the history row tells whether it committed.
 CONNECTION_LOST = "CONNECTION_LOST"
 #: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
@@ -109,6 +122,10 @@ class Target:
     #: None for an instance-level task: it connects to the maintenance database.
     database: str | None
     connect_timeout: float = 10
+    #: Where the host may be; checked after resolution, before each connection.
+    networks: InstanceNetworks = UNRESTRICTED
+    #: The instance's libpq connection options, as stored; only allowed ones are applied.
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -404,14 +421,42 @@ async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
     return status
 
 
+class _Refused(Exception):
+    """Conveyor's own rules keep it from connecting; nothing was sent to the host."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 # Errors of reaching the target, and of losing it mid-way. Any other InterfaceError is ours.
-_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CONNECT_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    _Refused,
+)
 _LOST_ERRORS = (OSError, TimeoutError, asyncpg.ConnectionDoesNotExistError)
 
 
 async def _connect(target: Target) -> _Connection:
+    try:
+        options = ConnectionOptions.parse(target.options.items())
+    except ValueError as error:
+        raise _Refused(INVALID_CONNECTION_OPTION, f"connection option {error}") from None
+    problem = pinned_address_problem(target.host, options) if target.networks.restricted else None
+    if problem is not None:
+        raise _Refused(INVALID_CONNECTION_OPTION, problem)
+    try:
+        async with asyncio.timeout(target.connect_timeout):
+            hosts = await checked_hosts(target.host, target.networks)
+    except HostNotAllowed as error:
+        raise _Refused(HOST_NOT_ALLOWED, str(error)) from None
     return await asyncpg.connect(
-        host=target.host,
+        host=hosts,
         port=target.port,
         user=target.user,
         # Always a string: None would make asyncpg read PGPASSWORD or ~/.pgpass instead.
@@ -419,13 +464,28 @@ async def _connect(target: Target) -> _Connection:
         database=target.database or MAINTENANCE_DATABASE,
         timeout=target.connect_timeout,
         server_settings={"application_name": APPLICATION_NAME},
+        **_asyncpg_options(options),
     )
+
+
+def _asyncpg_options(options: ConnectionOptions) -> dict[str, Any]:
+    """The instance's options as asyncpg's keywords; those not set keep asyncpg's defaults."""
+    keywords: dict[str, Any] = {}
+    if options.sslmode is not None:
+        keywords["ssl"] = str(options.sslmode)
+    if options.target_session_attrs is not None:
+        keywords["target_session_attrs"] = SessionAttribute(str(options.target_session_attrs))
+    return keywords
 
 
 def _unreachable(target: Target, error: BaseException) -> tuple[str, str]:
     """The error code and message of a failed connection attempt."""
     if isinstance(error, asyncpg.PostgresError):
         code, reason = error.sqlstate, _describe(error)
+    elif isinstance(error, _Refused):
+        code, reason = error.code, error.reason
+    elif isinstance(error, asyncpg.exceptions.TargetServerAttributeNotMatched):
+        code, reason = CONNECTION_FAILED, "no server there is one target_session_attrs accepts"
     else:
         code = CONNECTION_FAILED
         if isinstance(error, TimeoutError):

@@ -19,6 +19,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask, RunResult
 from conveyor.domain.statuses import TaskRunStatus, TaskType
+from conveyor.domain.targets import InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
@@ -56,6 +57,8 @@ class Worker:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
         self._cipher = cipher
+        # Parsed once: a mistyped network stops the worker at start, not at its first task.
+        self._networks = InstanceNetworks.parse(settings.instance_networks)
         self._listener = listener
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._attempts: dict[int, _Attempt] = {}
@@ -131,6 +134,8 @@ class Worker:
             password=self._cipher.decrypt(claimed.password_encrypted),
             database=claimed.target_database,
             connect_timeout=self._settings.connect_timeout_seconds,
+            networks=self._networks,
+            options=claimed.connection_options,
         )
 
     def _change_of(self, claimed: ClaimedTask) -> Change:

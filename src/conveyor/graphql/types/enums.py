@@ -3,6 +3,7 @@
 import strawberry
 from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 
+from conveyor.domain.permissions import Role
 from conveyor.domain.scheduling import WaitingKind
 from conveyor.domain.statuses import (
     ApprovalPolicy,
@@ -21,6 +22,7 @@ __all__ = [
     "Engine",
     "EventKind",
     "PipelineStatus",
+    "Role",
     "StageStatus",
     "TaskAction",
     "TaskRunStatus",
@@ -39,6 +41,7 @@ strawberry.enum(TaskRunStatus, description="How an attempt ended.")
 strawberry.enum(EventKind, description="What an event records.")
 strawberry.enum(WaitingKind, description="What kind of thing a waiting task waits for.")
 strawberry.enum(TaskAction, description="Something a person may do to a task.")
+strawberry.enum(Role, description="What an API token may do.")
 
 
 def _definition(enum: object) -> StrawberryEnumDefinition:

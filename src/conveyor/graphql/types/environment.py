@@ -19,6 +19,12 @@ class Environment(LoadedNode):
     approval_policy: ApprovalPolicy = strawberry.field(
         description="Whether tasks in this environment wait for a person's approval."
     )
+    developers_may_approve: bool = strawberry.field(
+        description="Whether DEVELOPER tokens may approve tasks here (ADMIN and DBA always may)."
+    )
+    creator_may_approve: bool = strawberry.field(
+        description="Whether an issue's creator may approve its own tasks here."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -29,6 +35,8 @@ class Environment(LoadedNode):
             name=row.name,
             order=row.order,
             approval_policy=row.approval_policy,
+            developers_may_approve=row.developers_may_approve,
+            creator_may_approve=row.creator_may_approve,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

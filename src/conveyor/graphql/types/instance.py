@@ -11,6 +11,12 @@ from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.node import LoadedNode
 
 
+@strawberry.type(description="A libpq connection option an instance sets.")
+class ConnectionOption:
+    name: str
+    value: str
+
+
 @strawberry.type(description="A database server Conveyor connects to. Its password is write-only.")
 class Instance(LoadedNode):
     loader_name = "instance"
@@ -23,6 +29,9 @@ class Instance(LoadedNode):
     username: str
     max_running_tasks: int = strawberry.field(
         description="How many tasks may run against this instance at once."
+    )
+    connection_options: list[ConnectionOption] = strawberry.field(
+        description="The libpq options Conveyor connects with, by name."
     )
     created_at: datetime
     updated_at: datetime
@@ -42,6 +51,10 @@ class Instance(LoadedNode):
             port=row.port,
             username=row.username,
             max_running_tasks=row.max_running_tasks,
+            connection_options=[
+                ConnectionOption(name=name, value=value)
+                for name, value in sorted(row.connection_options.items())
+            ],
             created_at=row.created_at,
             updated_at=row.updated_at,
             environment_id=row.environment_id,

@@ -5,7 +5,7 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
-from conveyor.db.tasks import actions_for
+from conveyor.db.tasks import TaskAccess, actions_for, approval_rules
 from conveyor.graphql.context import Info
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.enums import TaskAction, TaskStatus, TaskType
@@ -104,13 +104,21 @@ class Task(LoadedNode):
         return None if reason is None else WaitingReason.from_domain(reason)
 
     @strawberry.field(
-        description="What a person may do to the task now: exactly the mutations that would "
-        "not be refused for its current state."
+        description="What the caller may do to the task now: exactly the mutations that would "
+        "not be refused, given its state, the caller's role and the environment's policy."
     )
     async def available_actions(self, info: Info) -> list[TaskAction]:
-        pipeline = await info.context.loaders.pipeline.load(self.pipeline_id)
+        loaders = info.context.loaders
+        pipeline = await loaders.pipeline.load(self.pipeline_id)
+        stage = await loaders.stage.load(self.stage_id)
         assert pipeline is not None, "every task has a pipeline"
-        return actions_for(self.row, pipeline.status)
+        assert stage is not None, "every task has a stage"
+        issue = await loaders.issue.load(pipeline.issue_id)
+        environment = await loaders.environment.load(stage.environment_id)
+        assert issue is not None, "every pipeline has an issue"
+        assert environment is not None, "every stage has an environment"
+        access = TaskAccess(info.context.acting, issue.creator, approval_rules(environment))
+        return actions_for(self.row, pipeline.status, access)
 
     @classmethod
     def from_row(cls, row: models.Task) -> Self:

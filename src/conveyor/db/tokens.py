@@ -1,0 +1,162 @@
+"""API tokens: issued once, kept as digests, checked on every request, revoked for good."""
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from conveyor.db.access import require
+from conveyor.db.models import TITLE_MAX_LENGTH, ApiToken
+from conveyor.db.task_status import now_utc
+from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role
+from conveyor.domain.plan import check_name
+from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
+
+#: Marks Conveyor's tokens, so that secret scanners and people can recognise one.
+TOKEN_PREFIX = "cvy_"
+#: How many characters of a token are kept in clear, to tell tokens apart.
+SHOWN_PREFIX_LENGTH = 10
+#: `last_used_at` is written at most this often per token: a read must not become a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: Any constant unique to Conveyor: replicas starting together create one first token.
+_BOOTSTRAP_LOCK_KEY = 7_437_812_001
+
+
+def digest(token: str) -> str:
+    """What is stored of a token. Tokens are 256 random bits, so a plain SHA-256 is enough:
+    there is nothing to guess that a slow hash would protect."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    row: ApiToken
+    #: The token itself: shown to its creator once, never stored.
+    token: str
+
+
+async def issue_token(
+    principal: Principal,
+    actor: str,
+    role: Role,
+    *,
+    description: str = "",
+    expires_at: datetime | None = None,
+) -> IssuedToken:
+    """Create a token acting as `actor` with `role`."""
+    require(principal, Operation.MANAGE_TOKENS)
+    problems = check_name(actor, ("input", "actor"))
+    if len(description) > TITLE_MAX_LENGTH:
+        problems.append(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"must be at most {TITLE_MAX_LENGTH} characters",
+                ("input", "description"),
+            )
+        )
+    if expires_at is not None and expires_at <= now_utc():
+        problems.append(
+            Problem(ErrorCode.INVALID_INPUT, "must be in the future", ("input", "expiresAt"))
+        )
+    if problems:
+        raise ConveyorError(problems)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = await ApiToken.create(
+        actor=actor.strip(),
+        role=role,
+        description=description,
+        digest=digest(token),
+        prefix=token[:SHOWN_PREFIX_LENGTH],
+        created_by=principal.actor,
+        expires_at=expires_at,
+    )
+    return IssuedToken(row, token)
+
+
+async def revoke_token(principal: Principal, token_id: int) -> ApiToken:
+    """Revoke a token: every request and live subscription made with it is refused from now."""
+    require(principal, Operation.MANAGE_TOKENS)
+    async with in_transaction() as connection:
+        row = await ApiToken.filter(id=token_id).select_for_update().using_db(connection).first()
+        if row is None:
+            raise not_found("API token", ("input", "id"))
+        if row.revoked_at is not None:
+            raise conflict("the token is revoked already", ("input", "id"))
+        row.revoked_at = now_utc()
+        row.revoked_by = principal.actor
+        await row.save(using_db=connection, update_fields=["revoked_at", "revoked_by"])
+    return row
+
+
+async def list_tokens(principal: Principal, *, include_revoked: bool) -> list[ApiToken]:
+    require(principal, Operation.MANAGE_TOKENS)
+    tokens = ApiToken.all() if include_revoked else ApiToken.filter(revoked_at__isnull=True)
+    return await tokens.order_by("id")
+
+
+async def tokens_by_id(principal: Principal, token_ids: set[int]) -> dict[int, ApiToken]:
+    require(principal, Operation.MANAGE_TOKENS)
+    return {row.id: row for row in await ApiToken.filter(id__in=token_ids)} if token_ids else {}
+
+
+async def authenticate(token: str) -> Principal | None:
+    """The principal a token stands for, or None if it is unknown, revoked or expired."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    row = await ApiToken.filter(digest=digest(token), revoked_at__isnull=True).first()
+    now = now_utc()
+    if row is None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        await ApiToken.filter(id=row.id).update(last_used_at=now)
+    return Principal(actor=row.actor, role=row.role, token_id=row.id, expires_at=row.expires_at)
+
+
+async def still_usable(principal: Principal) -> Principal | None:
+    """`principal` if its token is still neither revoked nor expired, else None."""
+    if principal.token_id is None:
+        return principal
+    unusable = await unusable_token_ids({principal.token_id})
+    return None if unusable else principal
+
+
+async def unusable_token_ids(token_ids: set[int]) -> set[int]:
+    """Those of `token_ids` that are revoked, expired or gone."""
+    if not token_ids:
+        return set()
+    usable = await ApiToken.filter(id__in=token_ids, revoked_at__isnull=True).values_list(
+        "id", "expires_at"
+    )
+    now = now_utc()
+    return token_ids - {
+        token_id for token_id, expires_at in usable if expires_at is None or expires_at > now
+    }
+
+
+async def issue_first_admin_token(keep: Callable[[str], None]) -> bool:
+    """If no usable ADMIN token exists, issue one and hand it to `keep`, which stores it
+    for the operator; the token is issued only if `keep` returns. Returns whether it did."""
+    async with in_transaction() as connection:
+        # Replicas starting together: one issues the token, the others then see it.
+        await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [_BOOTSTRAP_LOCK_KEY])
+        usable_admin = ApiToken.filter(role=Role.ADMIN, revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now_utc())
+        )
+        if await usable_admin.using_db(connection).exists():
+            return False
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        await ApiToken.create(
+            using_db=connection,
+            actor="admin",
+            role=Role.ADMIN,
+            description="first admin token, written by `conveyor serve`",
+            digest=digest(token),
+            prefix=token[:SHOWN_PREFIX_LENGTH],
+            created_by=SYSTEM.actor,
+        )
+        keep(token)
+    return True

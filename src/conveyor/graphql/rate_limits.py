@@ -1,0 +1,115 @@
+"""Per-token rate limits on requests and on query cost, reported in the standard headers.
+
+Each process counts for itself (in memory): with N API replicas behind a load balancer a token
+gets up to N times the limit. The headers follow the IETF draft "RateLimit header fields for
+HTTP": `RateLimit-Policy` names both limits, `RateLimit` gives what is left of each, and the
+older `RateLimit-Limit`/`-Remaining`/`-Reset` trio, which most clients read, describes the
+request limit. The counters live in memory, so the (synchronous) calls never wait: the cost of
+an operation is spent while its document is validated.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from conveyor.errors import ConveyorError, ErrorCode, Problem
+
+WINDOW_SECONDS = 60
+
+
+class Headers(Protocol):
+    def __setitem__(self, key: str, value: str, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What is left of one limit for one token."""
+
+    policy: str
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+class RateLimited(ConveyorError):
+    def __init__(self, allowance: Allowance) -> None:
+        super().__init__(
+            [
+                Problem(
+                    ErrorCode.RATE_LIMITED,
+                    f"this token has used its {allowance.limit} {allowance.policy} per minute; "
+                    f"try again in {allowance.reset_seconds} s",
+                )
+            ],
+            details={"policy": allowance.policy, "retryAfter": allowance.reset_seconds},
+        )
+        self.allowance = allowance
+
+
+class _Limit:
+    def __init__(self, policy: str, per_minute: int, limiter: SlidingWindowCounterRateLimiter):
+        self.policy = policy
+        self.item: RateLimitItem = RateLimitItemPerMinute(per_minute)
+        self._limiter = limiter
+
+    def allowance(self, token_id: int) -> Allowance:
+        stats = self._limiter.get_window_stats(self.item, self.policy, str(token_id))
+        return Allowance(
+            self.policy,
+            self.item.amount,
+            max(stats.remaining, 0),
+            max(math.ceil(stats.reset_time - time.time()), 1),
+        )
+
+    def take(self, token_id: int, amount: int) -> Allowance:
+        """Spend `amount` of the token's allowance, or raise RateLimited spending nothing."""
+        taken = self._limiter.hit(self.item, self.policy, str(token_id), cost=amount)
+        allowance = self.allowance(token_id)
+        if not taken:
+            raise RateLimited(allowance)
+        return allowance
+
+
+class TokenRateLimits:
+    """The limits of every token, for one process; a limit of 0 is no limit."""
+
+    def __init__(self, *, requests_per_minute: int, cost_per_minute: int) -> None:
+        limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.requests = (
+            _Limit("requests", requests_per_minute, limiter) if requests_per_minute else None
+        )
+        self.cost = _Limit("cost", cost_per_minute, limiter) if cost_per_minute else None
+
+    def take_request(self, token_id: int, headers: Headers) -> None:
+        if self.requests is not None:
+            self._take(self.requests, token_id, 1, headers)
+
+    def take_cost(self, token_id: int, cost: int, headers: Headers) -> None:
+        if self.cost is not None and cost > 0:
+            self._take(self.cost, token_id, cost, headers)
+
+    def _take(self, limit: _Limit, token_id: int, amount: int, headers: Headers) -> None:
+        try:
+            limit.take(token_id, amount)
+        finally:
+            self._describe(token_id, headers)
+
+    def _describe(self, token_id: int, headers: Headers) -> None:
+        limits = [limit for limit in (self.requests, self.cost) if limit is not None]
+        allowances = [limit.allowance(token_id) for limit in limits]
+        headers["RateLimit-Policy"] = ", ".join(
+            f'"{a.policy}";q={a.limit};w={WINDOW_SECONDS}' for a in allowances
+        )
+        headers["RateLimit"] = ", ".join(
+            f'"{a.policy}";r={a.remaining};t={a.reset_seconds}' for a in allowances
+        )
+        requests = next((a for a in allowances if a.policy == "requests"), None)
+        if requests is not None:
+            headers["RateLimit-Limit"] = str(requests.limit)
+            headers["RateLimit-Remaining"] = str(requests.remaining)
+            headers["RateLimit-Reset"] = str(requests.reset_seconds)
