@@ -1,12 +1,18 @@
 """What every benchmark needs: the server it measures against, databases on it, percentiles."""
 
+import asyncio
 import os
 import socket
+import sys
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
 
+from conveyor.domain.permissions import Principal, Role
+
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: Who the benchmarks act as when they seed through Conveyor's own functions.
+BENCH = Principal(actor="bench", role=Role.ADMIN)
 
 
 def server_url() -> str:
@@ -25,6 +31,35 @@ async def admin_fetch(statement: str, *args: object) -> list[asyncpg.Record]:
         return await connection.fetch(statement, *args)
     finally:
         await connection.close()
+
+
+async def create_token(database_url: str) -> str:
+    """A VIEWER token for the benchmark's requests, made with `conveyor token create` as an
+    operator makes one; it expires in a day, so that reruns leave nothing usable behind."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    # Not subprocess.run: the database may be behind wire_count's proxy, in this event loop.
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conveyor",
+        "token",
+        "create",
+        "--actor",
+        "bench",
+        "--role",
+        "VIEWER",
+        "--description",
+        "benchmark reads",
+        "--expires-in-days",
+        "1",
+        env={**environment, "CONVEYOR_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await command.communicate()
+    if command.returncode != 0:
+        raise RuntimeError(f"conveyor token create failed: {err.decode()}")
+    return out.decode().strip()
 
 
 def percentile(values: list[float], fraction: float) -> float:

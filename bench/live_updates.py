@@ -15,10 +15,12 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,14 +33,16 @@ from tortoise.context import TortoiseContext
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from common import admin_fetch, free_port, percentile, server_url, with_database
+from common import BENCH, admin_fetch, free_port, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
-from conveyor.db import catalog, issues, tasks
+from conveyor.db import catalog, issues, tasks, tokens
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Event, Task
+from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
+from conveyor.domain.targets import UNRESTRICTED
 
 SUBSCRIPTION = """
 subscription($taskId: ID!) {
@@ -69,11 +73,13 @@ class Subscriber:
                 self.arrivals[sequence] = time.perf_counter()
 
 
-async def subscribe(url: str, task_id: str) -> Subscriber:
+async def subscribe(url: str, token: str, task_id: str) -> Subscriber:
     connection = await connect(
         url, subprotocols=[Subprotocol("graphql-transport-ws")], compression=None
     )
-    await connection.send(json.dumps({"type": "connection_init"}))
+    await connection.send(
+        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+    )
     assert json.loads(await connection.recv())["type"] == "connection_ack"
     await connection.send(
         json.dumps(
@@ -92,11 +98,11 @@ async def subscribe(url: str, task_id: str) -> Subscriber:
     return subscriber
 
 
-async def subscribe_many(url: str, task_id: str, count: int) -> list[Subscriber]:
+async def subscribe_many(url: str, token: str, task_id: str, count: int) -> list[Subscriber]:
     subscribers: list[Subscriber] = []
     while len(subscribers) < count:
         chunk = min(CONNECT_CONCURRENCY, count - len(subscribers))
-        subscribers += await asyncio.gather(*(subscribe(url, task_id) for _ in range(chunk)))
+        subscribers += await asyncio.gather(*(subscribe(url, token, task_id) for _ in range(chunk)))
     return subscribers
 
 
@@ -112,15 +118,15 @@ STATUS_CHANGES = itertools.cycle([tasks.cancel_task, tasks.retry_task])
 
 
 async def measure(
-    url: str, task_id: int, count: int, samples: int, server: psutil.Process
+    url: str, token: str, task_id: int, count: int, samples: int, server: psutil.Process
 ) -> tuple[list[float], int]:
     """Latencies (ms) of `samples` changes to `count` subscribers, and the server's RSS."""
     global_id = str(relay.GlobalID("Task", str(task_id)))
-    subscribers = await subscribe_many(url, global_id, count)
+    subscribers = await subscribe_many(url, token, global_id, count)
     latencies: list[float] = []
     try:
         for _ in range(samples):
-            await next(STATUS_CHANGES)(task_id, "bench")
+            await next(STATUS_CHANGES)(BENCH, task_id)
             committed = time.perf_counter()
             sequence = await latest_sequence_of(task_id)
             deadline = committed + MESSAGE_WAIT_SECONDS
@@ -152,17 +158,22 @@ async def main() -> None:
     key = Fernet.generate_key().decode()
     server = None
     results: list[tuple[int, list[float], int]] = []
+    # The server writes a first admin token into its data directory: a temporary one, not
+    # the user's.
+    data_dir = tempfile.mkdtemp(prefix="conveyor-bench-live-")
     try:
         await migrate_database(database_url)
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(database_url))
             environment = await catalog.save_environment(
+                BENCH,
                 None,
                 catalog.EnvironmentChanges(
                     name="bench", order=0, approval_policy=ApprovalPolicy.MANUAL
                 ),
             )
             instance = await catalog.save_instance(
+                BENCH,
                 None,
                 catalog.InstanceChanges(
                     name="bench",
@@ -175,10 +186,12 @@ async def main() -> None:
                     max_running_tasks=1,
                 ),
                 PasswordCipher(key),
+                networks=UNRESTRICTED,
             )
-            database = await catalog.register_database(instance.id, "never_created")
+            database = await catalog.register_database(BENCH, instance.id, "never_created")
             # A MANUAL stage: the task only ever moves when the bench moves it.
             issue = await issues.create_issue(
+                BENCH,
                 IssuePlan(
                     title="live updates",
                     stages=(
@@ -195,15 +208,18 @@ async def main() -> None:
                         ),
                     ),
                 ),
-                "bench",
             )
             task = await Task.filter(pipeline__issue_id=issue.id).get()
+            subscriber_token = await tokens.issue_token(
+                SYSTEM, "bench", Role.VIEWER, description="bench/live_updates.py subscribers"
+            )
 
             port = free_port()
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
                 "CONVEYOR_DATABASE_URL": database_url,
                 "CONVEYOR_SECRET_KEY": key,
+                "CONVEYOR_DATA_DIR": data_dir,
                 "CONVEYOR_RUN_WORKER": "false",
                 "CONVEYOR_PORT": str(port),
                 "CONVEYOR_LOG_LEVEL": "warning",
@@ -221,13 +237,16 @@ async def main() -> None:
             process = psutil.Process(server.pid)
             url = f"ws://127.0.0.1:{port}/graphql"
             for count in args.subscribers:
-                latencies, rss = await measure(url, task.id, count, args.samples, process)
+                latencies, rss = await measure(
+                    url, subscriber_token.token, task.id, count, args.samples, process
+                )
                 results.append((count, latencies, rss))
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         await admin_fetch(f'DROP DATABASE IF EXISTS "{conveyor_db}" WITH (FORCE)')
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     print("| subscribers | commit → delivery p50 | p99 | server RSS |\n|---|---|---|---|")
     for count, latencies, rss in results:

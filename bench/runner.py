@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import admin_fetch, percentile, server_url, with_database
+from common import BENCH, admin_fetch, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -31,6 +31,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Task, TaskRun
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus, TaskType
+from conveyor.domain.targets import UNRESTRICTED
 
 
 async def main() -> None:
@@ -53,6 +54,7 @@ async def main() -> None:
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(database_url))
             environment = await catalog.save_environment(
+                BENCH,
                 None,
                 catalog.EnvironmentChanges(
                     name="bench", order=0, approval_policy=ApprovalPolicy.AUTOMATIC
@@ -60,6 +62,7 @@ async def main() -> None:
             )
             address = urlparse(server_url())
             instance = await catalog.save_instance(
+                BENCH,
                 None,
                 catalog.InstanceChanges(
                     name="bench",
@@ -72,8 +75,11 @@ async def main() -> None:
                     max_running_tasks=args.targets,
                 ),
                 PasswordCipher(key),
+                networks=UNRESTRICTED,
             )
-            databases = [await catalog.register_database(instance.id, name) for name in targets]
+            databases = [
+                await catalog.register_database(BENCH, instance.id, name) for name in targets
+            ]
 
             def plan(title: str, count: int) -> IssuePlan:
                 return IssuePlan(
@@ -106,7 +112,7 @@ async def main() -> None:
 
             latencies = []
             for sample in range(args.samples):
-                created = await issues.create_issue(plan(f"latency {sample}", 1), "bench")
+                created = await issues.create_issue(BENCH, plan(f"latency {sample}", 1))
                 committed = datetime.now(UTC)
                 while True:
                     run = await TaskRun.filter(task__pipeline__issue_id=created.id).first()
@@ -119,7 +125,7 @@ async def main() -> None:
                 ).exists():
                     await asyncio.sleep(0.005)
 
-            created = await issues.create_issue(plan("throughput", args.tasks), "bench")
+            created = await issues.create_issue(BENCH, plan("throughput", args.tasks))
             started = time.perf_counter()
             while (
                 await Task.filter(pipeline__issue_id=created.id)

@@ -1,8 +1,13 @@
--- wrk script of bench/tree_reads.py: POST the JSON body in $BENCH_BODY_FILE, print one JSON line.
+-- wrk script of bench/tree_reads.py: POST the JSON body in $BENCH_BODY_FILE, with the
+-- Authorization header in $BENCH_AUTHORIZATION if it is set, and print one JSON line.
 local file = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 wrk.headers["Content-Type"] = "application/json"
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization ~= nil and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
 file:close()
 
 function done(summary, latency, requests)

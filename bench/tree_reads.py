@@ -148,7 +148,11 @@ async def run_wrk(server: Server, body_path: Path, clients: int, seconds: int) -
         "-s",
         str(WRK_SCRIPT),
         server.url,
-        env={**os.environ, "BENCH_BODY_FILE": str(body_path)},
+        env={
+            **os.environ,
+            "BENCH_BODY_FILE": str(body_path),
+            "BENCH_AUTHORIZATION": server.headers.get("Authorization", ""),
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

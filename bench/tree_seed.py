@@ -17,7 +17,7 @@ import asyncpg
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import admin_fetch, server_url, with_database
+from common import BENCH, admin_fetch, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -25,6 +25,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Database, Environment, Instance
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
+from conveyor.domain.targets import UNRESTRICTED
 
 DEFAULT_DATABASE = "conveyor_bench_tree"
 ENVIRONMENTS = (
@@ -86,7 +87,7 @@ async def seed_catalog() -> Targets:
     environment_ids: list[int] = []
     for order, (name, policy) in enumerate(ENVIRONMENTS):
         environment = await catalog.save_environment(
-            None, catalog.EnvironmentChanges(name=name, order=order, approval_policy=policy)
+            BENCH, None, catalog.EnvironmentChanges(name=name, order=order, approval_policy=policy)
         )
         environment_ids.append(environment.id)
     databases_by_environment: dict[int, list[tuple[int, int]]] = {
@@ -95,6 +96,7 @@ async def seed_catalog() -> Targets:
     for n in range(INSTANCES):
         environment_id = environment_ids[n % len(environment_ids)]
         instance = await catalog.save_instance(
+            BENCH,
             None,
             catalog.InstanceChanges(
                 name=f"pg-{n:02d}",
@@ -107,9 +109,11 @@ async def seed_catalog() -> Targets:
                 max_running_tasks=2,
             ),
             cipher,
+            # Made-up hosts, never connected to: nothing to resolve.
+            networks=UNRESTRICTED,
         )
         for d in range(DATABASES_PER_INSTANCE):
-            database = await catalog.register_database(instance.id, f"app_{d}")
+            database = await catalog.register_database(BENCH, instance.id, f"app_{d}")
             databases_by_environment[environment_id].append((instance.id, database.id))
     return Targets(environment_ids, databases_by_environment)
 
@@ -117,12 +121,12 @@ async def seed_catalog() -> Targets:
 async def seed_issues(targets: Targets) -> None:
     # The large pipeline first, so that the newest page of pipelines holds only small ones.
     await issues.create_issue(
-        targets.plan(LARGE_TITLE, LARGE_STAGES, LARGE_TASKS_PER_STAGE, 0), "bench"
+        BENCH, targets.plan(LARGE_TITLE, LARGE_STAGES, LARGE_TASKS_PER_STAGE, 0)
     )
     for start in range(0, PIPELINES, SEED_CONCURRENCY):
         await asyncio.gather(
             *(
-                issues.create_issue(targets.plan(f"bench {n}", STAGES, TASKS_PER_STAGE, n), "bench")
+                issues.create_issue(BENCH, targets.plan(f"bench {n}", STAGES, TASKS_PER_STAGE, n))
                 for n in range(start, min(start + SEED_CONCURRENCY, PIPELINES))
             )
         )

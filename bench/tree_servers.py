@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography.fernet import Fernet
 
-from common import free_port
+from common import create_token, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 POSTGRAPHILE_VERSION = "4.14.1"
@@ -32,6 +32,9 @@ class Server:
     port: int
     path: str
     log_path: Path
+    #: What every request sends besides its body: Conveyor's token; nothing for the others
+    #: (PostGraphile refuses a bearer token it was not configured to verify).
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -114,7 +117,9 @@ async def running(
         for name in names:
             port = free_port()
             env = {**environment, "NODE_ENV": "production"}
+            headers = {}
             if name == "conveyor":
+                headers["Authorization"] = f"Bearer {await create_token(database_url)}"
                 env.update(
                     CONVEYOR_DATABASE_URL=database_url,
                     CONVEYOR_SECRET_KEY=Fernet.generate_key().decode(),
@@ -122,6 +127,9 @@ async def running(
                     CONVEYOR_PORT=str(port),
                     CONVEYOR_LOG_LEVEL="warning",
                     CONVEYOR_RUN_WORKER="false",
+                    # Measured here is the server, not the limits that protect it.
+                    CONVEYOR_RATE_LIMIT_REQUESTS="0",
+                    CONVEYOR_RATE_LIMIT_COST="0",
                     **conveyor_env,
                 )
             log_path = work_dir / f"{name}.log"
@@ -132,7 +140,8 @@ async def running(
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            server = Server(name, process, port, "/" if name == "limit" else "/graphql", log_path)
+            path = "/" if name == "limit" else "/graphql"
+            server = Server(name, process, port, path, log_path, headers)
             servers[name] = server
             await server.wait_until_listening()
         yield servers
@@ -143,7 +152,7 @@ async def running(
 
 async def post(client: httpx.AsyncClient, server: Server, body: bytes) -> dict[str, Any]:
     response = await client.post(
-        server.url, content=body, headers={"content-type": "application/json"}
+        server.url, content=body, headers={"content-type": "application/json", **server.headers}
     )
     response.raise_for_status()
     document: dict[str, Any] = response.json()
