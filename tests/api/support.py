@@ -26,6 +26,7 @@ TABLES = (
     "database",
     "instance",
     "environment",
+    "api_token",
 )
 
 

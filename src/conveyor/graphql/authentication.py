@@ -14,8 +14,9 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
 from conveyor.db import tokens
+from conveyor.errors import ErrorCode
 from conveyor.graphql.context import Context
-from conveyor.graphql.errors import unauthenticated_document
+from conveyor.graphql.errors import document_refused
 
 
 class RequireUsableToken(SchemaExtension):
@@ -35,8 +36,9 @@ class RequireUsableToken(SchemaExtension):
 class _RefuseDocument(ASTValidationRule):
     def leave_document(self, node: DocumentNode, *_args: object) -> None:
         self.report_error(
-            unauthenticated_document(
+            document_refused(
+                ErrorCode.UNAUTHENTICATED,
                 "this operation needs a usable token: the connection's token is missing, "
-                "revoked or expired"
+                "revoked or expired",
             )
         )

@@ -5,10 +5,10 @@ Cost: every field costs 1. A field that returns a Relay connection (one with a `
 value of `first`/`last` (a literal, or a variable's value), else the default page size, at
 most the largest page size, and at least 1 (a page of 0 items still resolves `pageInfo` and
 `totalCount`). So `{ issues(first: 10) { edges { node { id } } } }` costs
-1 + 10 * (1 + 1 + 1) = 31. Plain lists (`Issue.events`, `Pipeline.stages`, `Task.runs`, ...)
-are not multiplied: they cannot be paged, their length is set by the data, and a client cannot
-make them longer by asking. Fields under `@skip`/`@include` count as if included: the cost is an
-upper bound known before execution.
+1 + 10 * (1 + 1 + 1) = 31; `nodes(ids:)` multiplies likewise, by the number of ids. Plain
+lists (`Issue.events`, `Pipeline.stages`, `Task.runs`, ...) are not multiplied: they cannot be
+paged, their length is set by the data, and a client cannot make them longer by asking. Fields
+under `@skip`/`@include` count as if included: the cost is an upper bound known before execution.
 
 Depth: the most fields nested inside one another (`{ issues { edges { node { title } } } }`
 is 3; introspection fields do not count). Aliases: every alias, once for each place its
@@ -33,6 +33,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
@@ -57,6 +58,8 @@ from conveyor.settings import Settings
 
 #: The arguments that make a field a connection: they say how many items a page holds.
 PAGE_ARGUMENTS = ("first", "last")
+#: Fields like `nodes(ids:)` multiply what is inside them by the number of ids.
+IDS_ARGUMENT = "ids"
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,11 @@ class _Walk:
         inside = self.selections(
             node.selection_set, get_named_type(definition.type) if definition else None
         )
-        page = (
-            self.page_size(node)
-            if definition is not None and any(name in definition.args for name in PAGE_ARGUMENTS)
-            else 1
-        )
+        page = 1
+        if definition is not None and any(name in definition.args for name in PAGE_ARGUMENTS):
+            page = self.page_size(node)
+        elif definition is not None and IDS_ARGUMENT in definition.args:
+            page = self.id_count(node)
         return Measure(
             cost=1 + page * inside.cost,
             depth=0 if node.name.value.startswith("__") else 1 + inside.depth,
@@ -166,6 +169,19 @@ class _Walk:
         size = max(requested) if requested else self.settings.default_page_size
         return min(max(size, 1), self.settings.max_page_size)
 
+    def id_count(self, node: FieldNode) -> int:
+        """How many objects a field like `nodes(ids:)` asks for: a list as long as it likes."""
+        for argument in node.arguments or ():
+            if argument.name.value != IDS_ARGUMENT:
+                continue
+            value = argument.value
+            if isinstance(value, ListValueNode):
+                return max(len(value.values), 1)
+            if isinstance(value, VariableNode):
+                given = self.variables.get(value.name.value)
+                return max(len(given), 1) if isinstance(given, list) else 1
+        return 1
+
     def requested_size(self, value: ValueNode | None) -> int | None:
         """The page size `value` asks for; None for the default page size. A value that is
         no integer (refused later, by validation or by the variable's coercion) counts as
@@ -173,7 +189,8 @@ class _Walk:
         if value is None or isinstance(value, NullValueNode):
             return None
         if isinstance(value, IntValueNode):
-            return int(value.value)
+            # Past the largest page anyway; and Python refuses to convert very long ones.
+            return int(value.value) if len(value.value) < 10 else self.settings.max_page_size
         if isinstance(value, VariableNode):
             name = value.name.value
             if name not in self.variables:

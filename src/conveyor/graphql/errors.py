@@ -33,6 +33,9 @@ QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 BATCHING_NOT_SUPPORTED = "BATCHING_NOT_SUPPORTED"
 UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+BAD_REQUEST_BODY = "BAD_REQUEST_BODY"
+#: A subscription sent over HTTP: subscriptions run over WebSocket only.
+SUBSCRIPTION_NEEDS_WEBSOCKET = "SUBSCRIPTION_NEEDS_WEBSOCKET"
 INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
 LIMIT_CODES = frozenset(
     {
@@ -47,7 +50,11 @@ LIMIT_CODES = frozenset(
     }
 )
 #: Refusals of a whole document, made by Conveyor's validation rules: passed on as they are.
-_DOCUMENT_REFUSAL_CODES = LIMIT_CODES | {ErrorCode.UNAUTHENTICATED}
+_DOCUMENT_REFUSAL_CODES = LIMIT_CODES | {
+    ErrorCode.UNAUTHENTICATED,
+    ErrorCode.INVALID_INPUT,
+    SUBSCRIPTION_NEEDS_WEBSOCKET,
+}
 #: The last error of a response that had more than `max_errors`: it says how many were left
 #: out (`extensions.leftOut`, a lower bound when validation stopped early) and carries the
 #: limit.
@@ -72,6 +79,15 @@ _SUGGESTION = (
 )
 _SUGGESTION_BEFORE_FOUND = re.compile(rf"\.{_SUGGESTION} Found: ")
 _SUGGESTION_ANYWHERE = re.compile(_SUGGESTION)
+
+
+# graphql-core quotes the text of a Python exception raised while coercing a literal; this one
+# (an integer literal past Python's 4300-digit conversion limit) names Python internals.
+_INTEGER_TOO_LONG = re.compile(r"encountered error 'Exceeds the limit \(\d+ digits\)[^']*'")
+
+
+def _without_python_text(message: str) -> str:
+    return _INTEGER_TOO_LONG.sub("encountered an integer with too many digits", message)
 
 
 def without_suggestions(message: str) -> str:
@@ -127,9 +143,9 @@ def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
 
 
-def unauthenticated_document(message: str) -> GraphQLError:
-    """The refusal of a whole document sent without a usable token."""
-    return GraphQLError(message, extensions=_problem_extensions(ErrorCode.UNAUTHENTICATED, None))
+def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
+    """The refusal of a whole document by one of Conveyor's validation rules."""
+    return GraphQLError(message, extensions=_problem_extensions(code, field))
 
 
 def limit_exceeded(code: str, message: str, limit: int, **details: object) -> GraphQLError:
@@ -243,7 +259,9 @@ class ConveyorErrors(MaskErrors):
         if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.
-            message = error.message if self.suggestions else without_suggestions(error.message)
+            message = _without_python_text(error.message)
+            if not self.suggestions:
+                message = without_suggestions(message)
             if message.startswith("Syntax Error"):
                 return self._rebuild(error, message, _problem_extensions(PARSE_FAILED, None))
             if message.startswith("Variable '$"):

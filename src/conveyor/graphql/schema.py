@@ -24,6 +24,7 @@ from conveyor.graphql.errors import (
 )
 from conveyor.graphql.mutations import Mutation
 from conveyor.graphql.queries import Query
+from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
 from conveyor.settings import Settings
@@ -77,6 +78,7 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     extensions: list[ExtensionFactory] = [
         lambda: ConveyorErrors(settings),
         RequireUsableToken,
+        RequestRules,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: DocumentLimits(settings),
         lambda: AddValidationRules(rules),

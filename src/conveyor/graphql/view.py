@@ -1,5 +1,6 @@
 """The strawberry ASGI view, with Conveyor's request context and request limits."""
 
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from conveyor.errors import ErrorCode
 from conveyor.events.hub import EventHub
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import (
+    BAD_REQUEST_BODY,
     BATCHING_NOT_SUPPORTED,
     REQUEST_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
@@ -177,6 +179,21 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             return message
 
         return limited_receive
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            # JSONDecodeError, bad UTF-8, numbers past Python's digit limit, nesting past
+            # the recursion limit: all the client's doing.
+            raise RequestRefused(400, BAD_REQUEST_BODY, "the body is not valid JSON") from None
+        if not isinstance(decoded, dict | list):
+            raise RequestRefused(
+                400,
+                BAD_REQUEST_BODY,
+                'send one operation as a JSON object: {"query": "...", "variables": {...}}',
+            )
+        return decoded
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
