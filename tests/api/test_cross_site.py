@@ -260,3 +260,45 @@ async def test_query_cost_is_limited_per_token_before_anything_runs(
     assert error_code(answers[-1]) == "RATE_LIMITED"
     assert refused["errors"][0]["extensions"]["policy"] == "cost"
     assert int(answers[-1].headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"query": "{ viewe\xffr { role } }"}',
+        b"42",
+        b'"{ viewer { role } }"',
+        b"null",
+        # Deeper than Python's recursion limit, within the fixture's 10,000-byte bodies.
+        b'{"query": "{ __typename }", "variables": {"v": ' + b"[" * 4000 + b"]" * 4000 + b"}}",
+    ],
+    ids=["bad-utf8", "number", "string", "null", "deep-nesting"],
+)
+async def test_a_body_that_is_no_json_object_is_a_client_error(
+    server: ConveyorProcess, body: bytes
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(
+            f"{server.url}/graphql",
+            content=body,
+            headers={**server.auth, "content-type": "application/json"},
+        )
+
+    assert response.status_code == 400
+    assert error_code(response) == "BAD_REQUEST_BODY"
+    assert "Traceback" not in server.log()
+
+
+async def test_a_subscription_over_http_is_told_to_use_a_websocket(
+    server: ConveyorProcess,
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(
+            f"{server.url}/graphql",
+            json={"query": "subscription { pipelineStatusChanged { sequence } }"},
+            headers=server.auth,
+        )
+
+    assert response.json()["data"] is None
+    assert error_code(response) == "SUBSCRIPTION_NEEDS_WEBSOCKET"
+    assert "internal error" not in server.log()

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from graphql import GraphQLError
+from strawberry import relay
 from strawberry.types import ExecutionResult
 from tortoise.context import TortoiseContext
 
@@ -660,3 +661,63 @@ async def test_the_default_body_limit_takes_a_plan_of_5000_tasks(
         server.stop()
     assert response.status_code == 200, response.text
     assert "errors" not in response.json(), response.json()
+
+
+NODES = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+
+
+async def test_nodes_costs_once_per_id_asked_for(db: TortoiseContext, settings: Settings) -> None:
+    # 1 + ids * (id 1): 10 ids cost 11.
+    client = limited(settings, max_query_cost=11)
+    ids = [str(relay.GlobalID("Issue", str(n))) for n in range(1, 12)]
+    assert await client.ok(NODES, {"ids": ids[:10]}) == {"nodes": [None] * 10}
+    assert client.cost == 11
+    error = await client.refused(NODES, "QUERY_TOO_COSTLY", {"ids": ids})
+    assert error["extensions"]["cost"] == 12
+    literal = "{ nodes(ids: [" + ", ".join(json.dumps(id) for id in ids) + "]) { id } }"
+    await client.refused(literal, "QUERY_TOO_COSTLY")
+
+
+@pytest.mark.parametrize(
+    ("text", "literal_code"),
+    [
+        ("nul \x00 inside", "INVALID_INPUT"),
+        # The GraphQL spec forbids an unpaired surrogate escape in a literal: the parser says so.
+        ("unpaired \ud800 surrogate", "GRAPHQL_PARSE_FAILED"),
+    ],
+)
+async def test_text_postgresql_cannot_store_is_refused_before_anything_runs(
+    graphql: GraphQLClient, text: str, literal_code: str
+) -> None:
+    document = (
+        "mutation($input: CreateEnvironmentInput!) { createEnvironment(input: $input) { id } }"
+    )
+    response = await graphql(document, {"input": {"name": text, "order": 5}})
+    assert response.data is None
+    assert response.error_codes == ["INVALID_INPUT"]
+    assert response.errors[0]["extensions"]["field"] == ["input", "name"]
+    escaped = json.dumps(text)  # a literal with the same character, escaped
+    literal = await graphql(
+        "mutation { createEnvironment(input: {name: " + escaped + ", order: 5}) { id } }"
+    )
+    assert literal.error_codes == [literal_code]
+    environments = await graphql.ok("{ environments { edges { node { name } } } }")
+    assert environments["environments"]["edges"] == []
+
+
+async def test_an_integer_too_long_for_python_is_described_without_python(
+    graphql: GraphQLClient,
+) -> None:
+    digits = "9" * 5000
+    for document in (
+        "{ issues(first: " + digits + ") { totalCount } }",
+        'mutation { createEnvironment(input: {name: "x", order: ' + digits + "}) { id } }",
+    ):
+        response = await graphql(document)
+        assert response.error_codes == ["GRAPHQL_VALIDATION_FAILED"]
+        message = response.errors[0]["message"]
+        assert message.startswith(
+            "Expected value of type 'Int', but encountered an integer with too many digits"
+        )
+        assert "sys." not in message
+        assert "4300" not in message
