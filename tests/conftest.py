@@ -32,6 +32,8 @@ from conveyor.db.config import tortoise_config
 from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.db.migrate import migrate_database
 from conveyor.domain.permissions import Principal, Role
+from conveyor.events.hub import EventHub, running_hub
+from conveyor.events.listener import running_listener
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
@@ -166,6 +168,18 @@ class GraphQLClient:
 @pytest.fixture
 def graphql(db: TortoiseContext, settings: Settings) -> GraphQLClient:
     return GraphQLClient(settings)
+
+
+@pytest.fixture
+async def hub(db: TortoiseContext, database_url: str) -> AsyncIterator[EventHub]:
+    """The fan-out of live updates, in-process, with a small buffer and quick token checks."""
+    async with (
+        running_listener(database_url) as listener,
+        running_hub(
+            listener, subscriber_buffer=5, poll_seconds=1.0, token_check_seconds=1.0
+        ) as hub,
+    ):
+        yield hub
 
 
 class StatementCounter(logging.Handler):
@@ -303,19 +317,23 @@ def start_server(env: dict[str, str], log_path: Path, *args: str) -> ConveyorPro
     return server
 
 
+def conveyor_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `conveyor` process on this test's database and data directory,
+    with `extra` on top."""
+    assert settings.database_url is not None
+    assert settings.secret_key is not None
+    return {
+        "CONVEYOR_DATABASE_URL": settings.database_url,
+        "CONVEYOR_DATA_DIR": str(settings.data_dir),
+        "CONVEYOR_SECRET_KEY": settings.secret_key,
+        **extra,
+    }
+
+
 @pytest.fixture
 def live_server(settings: Settings, tmp_path: Path) -> Iterator[ConveyorProcess]:
     """A real `conveyor serve` (uvicorn) on this test's database."""
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
-    server = start_server(
-        {
-            "CONVEYOR_DATABASE_URL": settings.database_url,
-            "CONVEYOR_DATA_DIR": str(settings.data_dir),
-            "CONVEYOR_SECRET_KEY": settings.secret_key,
-        },
-        tmp_path / "server.log",
-    )
+    server = start_server(conveyor_env(settings), tmp_path / "server.log")
     yield server
     server.stop()
 

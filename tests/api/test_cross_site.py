@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from conveyor.settings import Settings
-from tests.conftest import ConveyorProcess, start_server
+from tests.conftest import ConveyorProcess, conveyor_env, start_server
 
 TRANSPORT_WS = Subprotocol("graphql-transport-ws")
 ALLOWED_ORIGIN = "https://app.example.com"
@@ -27,19 +27,15 @@ CREATE_ENVIRONMENT = 'mutation { createEnvironment(input: {name: "forged", order
 
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[ConveyorProcess]:
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
     server = start_server(
-        {
-            "CONVEYOR_DATABASE_URL": settings.database_url,
-            "CONVEYOR_DATA_DIR": str(settings.data_dir),
-            "CONVEYOR_SECRET_KEY": settings.secret_key,
-            "CONVEYOR_RUN_WORKER": "false",
-            "CONVEYOR_ALLOWED_ORIGINS": f"{ALLOWED_ORIGIN}, https://other.example.com",
-            "CONVEYOR_RATE_LIMIT_REQUESTS": str(REQUESTS_PER_MINUTE),
-            "CONVEYOR_RATE_LIMIT_COST": str(COST_PER_MINUTE),
-            "CONVEYOR_MAX_REQUEST_BYTES": "10000",
-        },
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
+            CONVEYOR_ALLOWED_ORIGINS=f"{ALLOWED_ORIGIN}, https://other.example.com",
+            CONVEYOR_RATE_LIMIT_REQUESTS=str(REQUESTS_PER_MINUTE),
+            CONVEYOR_RATE_LIMIT_COST=str(COST_PER_MINUTE),
+            CONVEYOR_MAX_REQUEST_BYTES="10000",
+        ),
         tmp_path / "server.log",
     )
     yield server

@@ -22,7 +22,7 @@ from conveyor.graphql.schema import build_schema
 from conveyor.settings import Mode, Settings
 from tests.api.support import create_catalog
 from tests.api.test_statement_count import CREATE_ISSUE, pipeline_plan
-from tests.conftest import ConveyorProcess, GraphQLClient, Response, start_server
+from tests.conftest import ConveyorProcess, GraphQLClient, Response, conveyor_env, start_server
 
 
 @pytest.fixture
@@ -479,16 +479,12 @@ LIMIT = 1000
 
 def serve(settings: Settings, tmp_path: Path, **env: str) -> ConveyorProcess:
     """`conveyor serve` without a worker on the test's database, with `env` on top."""
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
     return start_server(
-        {
-            "CONVEYOR_DATABASE_URL": settings.database_url,
-            "CONVEYOR_DATA_DIR": str(settings.data_dir),
-            "CONVEYOR_SECRET_KEY": settings.secret_key,
-            "CONVEYOR_RUN_WORKER": "false",
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
             **env,
-        },
+        ),
         tmp_path / "server.log",
     )
 

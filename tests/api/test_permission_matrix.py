@@ -10,7 +10,7 @@ allow in its state.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,7 +20,6 @@ import pytest
 from graphql import GraphQLEnumType, GraphQLField, GraphQLObjectType
 from strawberry.types import ExecutionResult
 from tortoise.connection import get_connection
-from tortoise.context import TortoiseContext
 
 from conveyor.db.catalog import (
     EnvironmentChanges,
@@ -33,8 +32,7 @@ from conveyor.db.models import Event
 from conveyor.domain.permissions import SYSTEM, ApprovalRules, Principal, Role
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus
 from conveyor.domain.targets import InstanceNetworks
-from conveyor.events.hub import EventHub, running_hub
-from conveyor.events.listener import running_listener
+from conveyor.events.hub import EventHub
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from tests.api.support import (
@@ -584,17 +582,6 @@ SUBSCRIPTION_SCOPES: dict[str, tuple[str, Callable[[CreatedIssue], str]]] = {
     "taskStatusChanged": ("taskId", lambda issue: issue.tasks["change"]),
     "pipelineStatusChanged": ("issueId", lambda issue: issue.id),
 }
-
-
-@pytest.fixture
-async def hub(db: TortoiseContext, database_url: str) -> AsyncIterator[EventHub]:
-    async with (
-        running_listener(database_url) as listener,
-        running_hub(
-            listener, subscriber_buffer=5, poll_seconds=1.0, token_check_seconds=1.0
-        ) as hub,
-    ):
-        yield hub
 
 
 async def first_message(

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from conveyor.db.tokens import SHOWN_PREFIX_LENGTH
 from conveyor.settings import Settings
 from tests.api.support import CREATE_ISSUE, create_catalog, create_issue, database_task, issue_plan
-from tests.conftest import ConveyorProcess, GraphQLClient, start_server
+from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, start_server
 from tests.integration.subscribers import (
     LEGACY_WS,
     MESSAGE_WAIT_SECONDS,
@@ -383,14 +383,10 @@ async def test_every_change_records_the_actor_of_the_token_that_made_it(
 async def test_a_new_installation_writes_a_first_admin_token_once(
     settings: Settings, tmp_path: Path
 ) -> None:
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
-    env = {
-        "CONVEYOR_DATABASE_URL": settings.database_url,
-        "CONVEYOR_DATA_DIR": str(settings.data_dir),
-        "CONVEYOR_SECRET_KEY": settings.secret_key,
-        "CONVEYOR_RUN_WORKER": "false",
-    }
+    env = conveyor_env(
+        settings,
+        CONVEYOR_RUN_WORKER="false",
+    )
     token_path = settings.data_dir / "admin-token"
     assert not token_path.exists()
 
@@ -553,15 +549,11 @@ async def ending_of(connection: ClientConnection) -> Ending:
 
 def short_token_checks(settings: Settings) -> dict[str, str]:
     """The environment of a server that checks its subscriptions' tokens every second."""
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
-    return {
-        "CONVEYOR_DATABASE_URL": settings.database_url,
-        "CONVEYOR_DATA_DIR": str(settings.data_dir),
-        "CONVEYOR_SECRET_KEY": settings.secret_key,
-        "CONVEYOR_RUN_WORKER": "false",
-        "CONVEYOR_TOKEN_CHECK_SECONDS": "1",
-    }
+    return conveyor_env(
+        settings,
+        CONVEYOR_RUN_WORKER="false",
+        CONVEYOR_TOKEN_CHECK_SECONDS="1",
+    )
 
 
 async def test_revoking_a_token_ends_its_live_subscriptions_within_seconds(

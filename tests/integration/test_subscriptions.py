@@ -6,7 +6,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,13 +26,13 @@ from conveyor.db.events import EventFilter
 from conveyor.db.models import Event, Issue, Pipeline
 from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
-from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow, running_hub
-from conveyor.events.listener import APPLICATION_NAME, running_listener
+from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow
+from conveyor.events.listener import APPLICATION_NAME
 from conveyor.events.store import NewEvent, record_events
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
-from tests.conftest import ConveyorProcess, GraphQLClient, start_server
+from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, start_server
 from tests.integration.conftest import EngineCatalog, build_engine_catalog, eventually
 from tests.integration.subscribers import (
     LEGACY_WS,
@@ -234,15 +234,11 @@ async def test_a_change_made_through_one_replica_reaches_a_subscriber_on_another
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
     other = start_server(
-        {
-            "CONVEYOR_DATABASE_URL": settings.database_url,
-            "CONVEYOR_DATA_DIR": str(settings.data_dir),
-            "CONVEYOR_SECRET_KEY": settings.secret_key,
-            "CONVEYOR_RUN_WORKER": "false",
-        },
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
+        ),
         tmp_path / "other.log",
     )
     try:
@@ -348,19 +344,15 @@ async def test_subscribers_get_every_event_while_the_listen_connection_is_killed
 async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_stays_bounded(
     graphql: GraphQLClient, catalog: EngineCatalog, settings: Settings, tmp_path: Path
 ) -> None:
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
     server = start_server(
-        {
-            "CONVEYOR_DATABASE_URL": settings.database_url,
-            "CONVEYOR_DATA_DIR": str(settings.data_dir),
-            "CONVEYOR_SECRET_KEY": settings.secret_key,
-            "CONVEYOR_RUN_WORKER": "false",
-            "CONVEYOR_SUBSCRIBER_BUFFER": "20",
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
+            CONVEYOR_SUBSCRIBER_BUFFER="20",
             # The slow client stops reading, so it stops answering pings too: on a loaded
             # machine the ping timeout could close it before the buffer overflows.
-            "CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS": "600",
-        },
+            CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS="600",
+        ),
         tmp_path / "server.log",
     )
     # A large statement makes every message the slow client asks for large, so the socket
@@ -558,17 +550,6 @@ async def test_an_internal_failure_of_a_subscription_reveals_nothing(
 
 
 # --- the hub, in-process ------------------------------------------------------------------
-
-
-@pytest.fixture
-async def hub(db: TortoiseContext, database_url: str) -> AsyncIterator[EventHub]:
-    async with (
-        running_listener(database_url) as listener,
-        running_hub(
-            listener, subscriber_buffer=5, poll_seconds=1.0, token_check_seconds=1.0
-        ) as hub,
-    ):
-        yield hub
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from conveyor.db.models import Task, TaskRun
 from conveyor.domain.statuses import TaskStatus
 from conveyor.settings import Settings
-from tests.conftest import ConveyorProcess, GraphQLClient, launch
+from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, launch
 from tests.integration.conftest import build_engine_catalog, eventually, target_fetch
 
 CREATE_ISSUE = "mutation($i: CreateIssueInput!) { createIssue(input: $i) { id } }"
@@ -22,16 +22,12 @@ LEASE_SECONDS = 3
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.database_url is not None
-    assert settings.secret_key is not None
-    return {
-        "CONVEYOR_DATABASE_URL": settings.database_url,
-        "CONVEYOR_SECRET_KEY": settings.secret_key,
-        "CONVEYOR_DATA_DIR": str(settings.data_dir),
-        "CONVEYOR_LEASE_SECONDS": str(LEASE_SECONDS),
-        "CONVEYOR_POLL_SECONDS": "0.5",
+    return conveyor_env(
+        settings,
+        CONVEYOR_LEASE_SECONDS=str(LEASE_SECONDS),
+        CONVEYOR_POLL_SECONDS="0.5",
         **extra,
-    }
+    )
 
 
 def launch_worker(settings: Settings, log_path: Path, **extra: str) -> ConveyorProcess:
