@@ -203,19 +203,26 @@ class _Walk:
         return self.settings.max_page_size
 
 
-def operation_cost(
+def measure_operations(
     schema: GraphQLSchema,
     document: DocumentNode,
-    operation: OperationDefinitionNode,
+    executed: OperationDefinitionNode | None,
     variables: Mapping[str, Any] | None,
     settings: Settings,
-) -> int:
-    """The cost of `operation` of `document` with `variables`, as the module says."""
+) -> dict[OperationDefinitionNode, Measure]:
+    """Every operation of `document` measured in one walk, as the module says. Depth and
+    aliases do not depend on variables; the cost, which does, is that of the executed
+    operation with `variables` and the executed operation's variable defaults."""
     defaults = {
         definition.variable.name.value: definition.default_value
-        for definition in operation.variable_definitions or ()
+        for definition in (executed.variable_definitions if executed is not None else None) or ()
     }
-    return _Walk(schema, document, variables or {}, defaults, settings).operation(operation).cost
+    walk = _Walk(schema, document, variables or {}, defaults, settings)
+    return {
+        operation: walk.operation(operation)
+        for operation in document.definitions
+        if isinstance(operation, OperationDefinitionNode)
+    }
 
 
 def _operation_called(operation: OperationDefinitionNode) -> str:
@@ -251,19 +258,19 @@ class DocumentLimits(SchemaExtension):
             # On leaving the document: graphql-core has then checked that fragments do not
             # nest too deep for the walk's recursion.
             def leave_document(self, node: DocumentNode, *_args: object) -> None:
-                self.check_depth_and_aliases(node)
                 executed = get_operation_ast(node, execution_context.operation_name)
+                measures = measure_operations(
+                    self.context.schema, node, executed, execution_context.variables, settings
+                )
+                self.check_depth_and_aliases(measures)
                 if executed is not None:
-                    self.check_cost(node, executed)
+                    self.check_cost(executed, measures[executed].cost)
 
-            def check_depth_and_aliases(self, document: DocumentNode) -> None:
-                # Depth and aliases do not depend on variables: one walk for all operations.
-                walk = _Walk(self.context.schema, document, {}, {}, settings)
+            def check_depth_and_aliases(
+                self, measures: dict[OperationDefinitionNode, Measure]
+            ) -> None:
                 aliases = 0
-                for operation in document.definitions:
-                    if not isinstance(operation, OperationDefinitionNode):
-                        continue
-                    measure = walk.operation(operation)
+                for operation, measure in measures.items():
                     aliases += measure.aliases
                     limit = settings.max_query_depth
                     if measure.depth > limit:
@@ -287,10 +294,7 @@ class DocumentLimits(SchemaExtension):
                         )
                     )
 
-            def check_cost(self, document: DocumentNode, executed: OperationDefinitionNode) -> None:
-                cost = operation_cost(
-                    self.context.schema, document, executed, execution_context.variables, settings
-                )
+            def check_cost(self, executed: OperationDefinitionNode, cost: int) -> None:
                 context = execution_context.context
                 if isinstance(context, Context):
                     context.query_cost = cost
