@@ -1,6 +1,7 @@
 """The ASGI application: GraphQL over HTTP and WebSocket, wired to the database."""
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -91,6 +92,11 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                             running_worker(settings, graphql.cipher, url, listener)
                         )
                     graphql.hub = hub
+                    # What start-up made (modules, the schema, pools) lives as long as the
+                    # process: out of the collector's reach, a full collection no longer walks
+                    # it, which otherwise held up a whole fan-out of live updates now and then.
+                    gc.collect()
+                    gc.freeze()
                     try:
                         yield
                     finally:
