@@ -14,7 +14,12 @@ from conveyor.db.models import (
     Task,
     TaskDependency,
 )
-from conveyor.db.task_status import StatusChange, apply_changes, set_pipeline_status
+from conveyor.db.task_status import (
+    StatusChange,
+    apply_changes,
+    issue_creator,
+    set_pipeline_status,
+)
 from conveyor.db.tasks import request_abort
 from conveyor.domain.permissions import Operation, Principal, issue_action_refusal
 from conveyor.domain.plan import (
@@ -149,8 +154,8 @@ async def lock_pipeline_of_issue(
     )
     if pipeline is None:
         raise not_found("issue", ("input", "issueId"))
-    issue = await Issue.filter(id=issue_id).using_db(connection).only("id", "creator").get()
-    refuse_if(issue_action_refusal(principal, issue.creator), ("input", "issueId"))
+    creator = await issue_creator(connection, issue_id)
+    refuse_if(issue_action_refusal(principal, creator), ("input", "issueId"))
     return pipeline
 
 

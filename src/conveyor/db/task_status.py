@@ -7,7 +7,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from conveyor.db.models import Environment, Pipeline, Task
+from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
@@ -125,6 +125,12 @@ async def lock_task(
             ("input", "expectedVersion"),
         )
     return pipeline, task
+
+
+async def issue_creator(connection: BaseDBAsyncClient, issue_id: int) -> str:
+    """Who opened the issue: the actor some permissions turn on."""
+    issue = await Issue.filter(id=issue_id).using_db(connection).only("id", "creator").get()
+    return issue.creator
 
 
 async def environment_of(connection: BaseDBAsyncClient, task: Task) -> Environment:

@@ -7,11 +7,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from conveyor.db.access import refuse_if
-from conveyor.db.models import Environment, Issue, Pipeline, Stage, Task
+from conveyor.db.models import Environment, Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
     apply_changes,
     environment_of,
+    issue_creator,
     lock_task,
     now_utc,
     task_event,
@@ -125,11 +126,6 @@ class _Locked:
         return next_status(self.task.status, action, self.environment.approval_policy)
 
 
-async def _issue_creator(connection: BaseDBAsyncClient, pipeline: Pipeline) -> str:
-    issue = await Issue.filter(id=pipeline.issue_id).using_db(connection).only("id", "creator")
-    return issue[0].creator
-
-
 async def _lock_for(
     connection: BaseDBAsyncClient,
     task_id: int,
@@ -140,7 +136,7 @@ async def _lock_for(
     pipeline, task = await lock_task(connection, task_id, expected_version)
     environment = await environment_of(connection, task)
     access = TaskAccess(
-        principal, await _issue_creator(connection, pipeline), approval_rules(environment)
+        principal, await issue_creator(connection, pipeline.issue_id), approval_rules(environment)
     )
     refused = refusal(task, pipeline.status, action, access)
     if refused is not None:
@@ -232,7 +228,7 @@ async def approve_stage(principal: Principal, stage_id: int) -> Stage:
         refuse_if(
             approval_refusal(
                 principal,
-                await _issue_creator(connection, pipeline),
+                await issue_creator(connection, pipeline.issue_id),
                 approval_rules(environment),
             ),
             field,

@@ -5,7 +5,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -64,15 +66,20 @@ async def issue_token(
         )
     if problems:
         raise ConveyorError(problems)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = await ApiToken.create(
+    return await _new_token(
         actor=actor.strip(),
         role=role,
         description=description,
-        digest=digest(token),
-        prefix=token[:SHOWN_PREFIX_LENGTH],
         created_by=principal.actor,
         expires_at=expires_at,
+    )
+
+
+async def _new_token(using_db: BaseDBAsyncClient | None = None, **columns: Any) -> IssuedToken:
+    """A new random token and its row, which keeps only the digest and the prefix."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = await ApiToken.create(
+        using_db=using_db, digest=digest(token), prefix=token[:SHOWN_PREFIX_LENGTH], **columns
     )
     return IssuedToken(row, token)
 
@@ -148,15 +155,12 @@ async def issue_first_admin_token(keep: Callable[[str], None]) -> bool:
         )
         if await usable_admin.using_db(connection).exists():
             return False
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await ApiToken.create(
-            using_db=connection,
+        issued = await _new_token(
+            connection,
             actor="admin",
             role=Role.ADMIN,
             description="first admin token, written by `conveyor serve`",
-            digest=digest(token),
-            prefix=token[:SHOWN_PREFIX_LENGTH],
             created_by=SYSTEM.actor,
         )
-        keep(token)
+        keep(issued.token)
     return True

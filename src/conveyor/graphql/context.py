@@ -51,7 +51,6 @@ class Context:
         except RateLimited as limited:
             if self.response is not None:
                 self.response.status_code = 429
-                self.response.headers["Retry-After"] = str(limited.allowance.reset_seconds)
             return limited
         return None
 

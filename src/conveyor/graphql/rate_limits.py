@@ -96,6 +96,9 @@ class TokenRateLimits:
     def _take(self, limit: _Limit, token_id: int, amount: int, headers: Headers) -> None:
         try:
             limit.take(token_id, amount)
+        except RateLimited as limited:
+            headers["Retry-After"] = str(limited.allowance.reset_seconds)
+            raise
         finally:
             self._describe(token_id, headers)
 

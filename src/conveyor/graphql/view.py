@@ -75,7 +75,7 @@ def _rate_limited(limited: RateLimited, headers: Mapping[str, str]) -> RequestRe
         429,
         ErrorCode.RATE_LIMITED,
         limited.first.message,
-        headers={**headers, "Retry-After": str(limited.allowance.reset_seconds)},
+        headers=headers,
         **limited.details,
     )
 
