@@ -328,6 +328,16 @@ def conveyor_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def zero_config_env() -> Iterator[dict[str, str]]:
+    """The environment of a `conveyor` on the embedded default, in a data directory of its own.
+    Not under tmp_path: run as root, the wheel opens every parent of the data directory to its
+    system user, and any other pytest session starting meanwhile closes /tmp/pytest-of-root
+    again (0700), under the server's feet."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-data-") as data_dir:
+        yield {"CONVEYOR_DATA_DIR": data_dir}
+
+
+@pytest.fixture
 def live_server(settings: Settings, tmp_path: Path) -> Iterator[ConveyorProcess]:
     """A real `conveyor serve` (uvicorn) on this test's database."""
     server = start_server(conveyor_env(settings), tmp_path / "server.log")

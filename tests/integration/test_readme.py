@@ -80,8 +80,10 @@ def prod_stage_id(stages: list[dict[str, Any]]) -> str:
     return stage_id
 
 
-def test_the_readme_takes_the_demo_and_its_example_to_done(tmp_path: Path) -> None:
-    env = {"CONVEYOR_DATA_DIR": str(tmp_path / "data")}
+def test_the_readme_takes_the_demo_and_its_example_to_done(
+    zero_config_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = zero_config_env
     server = start_server(env, tmp_path / "serve.log")
     try:
         first = server.token
