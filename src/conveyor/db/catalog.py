@@ -29,6 +29,7 @@ RESOLVE_TIMEOUT_SECONDS = 10.0
 #: Why a database on an instance is Conveyor's own and may not be recorded, asked of the
 #: instance itself (runner.own_database); None when it is not.
 OwnDatabaseCheck = Callable[[Instance, str], Awaitable[str | None]]
+OWN_DATABASE_CHECKS_AT_ONCE = 8
 
 
 def _raise_if(problems: list[Problem]) -> None:
@@ -213,10 +214,23 @@ async def _own_database_problems(
     instance: Instance, own_database: OwnDatabaseCheck
 ) -> list[Problem]:
     """Whether the instance, where it now points, holds Conveyor's database among its own."""
-    for database in await Database.filter(instance_id=instance.id).order_by("name"):
-        refusal = await own_database(instance, database.name)
-        if refusal is not None:
-            message = f"its database {database.name!r} would be Conveyor's own: {refusal}"
+    names = (
+        await Database.filter(instance_id=instance.id)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    # One connection per database, a few at a time: a host that does not answer then costs
+    # about one connect timeout, not one per database.
+    room = asyncio.Semaphore(OWN_DATABASE_CHECKS_AT_ONCE)
+
+    async def refusal(name: str) -> str | None:
+        async with room:
+            return await own_database(instance, name)
+
+    refusals = await asyncio.gather(*(refusal(str(name)) for name in names))
+    for name, found in zip(names, refusals, strict=True):
+        if found is not None:
+            message = f"its database {name!r} would be Conveyor's own, which is never a target"
             return [Problem(ErrorCode.FORBIDDEN, message, ("input", "host"))]
     return []
 
