@@ -2,16 +2,21 @@
 and refused by the runner before any work, however its row got into the catalog. Recognised
 by the server's system identifier and the database's oid, not by name."""
 
+import asyncio
+from datetime import timedelta
 from urllib.parse import urlparse
 
+from conveyor.crypto import PasswordCipher
+from conveyor.db import claims
 from conveyor.db.models import ApiToken, Database, Instance
 from conveyor.db.own_database import conveyor_database
 from conveyor.db.tokens import issue_token
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.statuses import TaskType
 from conveyor.runner.targets import execute
-from conveyor.runner.worker import Worker
-from tests.api.support import global_id
+from conveyor.runner.worker import Worker, running_worker, safe_to_rerun
+from conveyor.settings import Settings
+from tests.api.support import global_id, row_key
 from tests.conftest import GraphQLClient, free_port
 from tests.integration.conftest import address_of, build_engine_catalog
 from tests.integration.test_engine_tasks import (
@@ -101,41 +106,63 @@ async def test_a_sync_does_not_record_conveyors_own_database(
     assert any("Conveyor's own database" in entry["text"] for entry in run["log"])
 
 
-async def test_a_developer_cannot_make_their_token_admin_through_conveyors_database(
-    graphql: GraphQLClient, worker: Worker, database_url: str, server_url: str
-) -> None:
-    # The demo's set-up before the fix: an instance on Conveyor's server, as its superuser,
-    # with Conveyor's database in the catalog (written straight into the table here, the way
-    # a sync recorded it before the check existed).
+async def open_escalation(graphql: GraphQLClient, server_url: str, database_url: str) -> str:
+    """The attack on the demo's set-up before the fix, up to the plan: an instance on
+    Conveyor's server as its superuser, Conveyor's database in the catalog (written straight
+    into the table, the way a sync recorded it before the check existed), and a DEVELOPER's
+    issue in dev that makes their token an ADMIN's. The task's id."""
     catalog = await build_engine_catalog(graphql, server_url, {})
     instance = await Instance.get(name="local")
     own = await Database.create(instance_id=instance.id, name=own_name(database_url))
     await issue_token(SYSTEM, "mallory", Role.DEVELOPER)
+    task = {
+        "type": "DATA_UPDATE",
+        "name": "escalate",
+        "instanceId": catalog.instance,
+        "databaseId": global_id("Database", own.id),
+        "statement": ESCALATE,
+    }
+    # dev approves automatically: only the runner stands between the plan and the run.
     plan = {
         "title": "nothing to see",
-        "stages": [
-            {
-                # dev approves automatically: only the runner stands between plan and run.
-                "environmentId": catalog.environments["dev"],
-                "tasks": [
-                    {
-                        "type": "DATA_UPDATE",
-                        "name": "escalate",
-                        "instanceId": catalog.instance,
-                        "databaseId": global_id("Database", own.id),
-                        "statement": ESCALATE,
-                    }
-                ],
-            }
-        ],
+        "stages": [{"environmentId": catalog.environments["dev"], "tasks": [task]}],
     }
-
     created = await graphql.ok(CREATE_ISSUE, {"input": plan}, actor="mallory", role=Role.DEVELOPER)
     [stage] = created["createIssue"]["pipeline"]["stages"]
-    task = await wait_for_task(graphql, stage["tasks"][0]["id"], "DONE", "FAILED")
+    task_id: str = stage["tasks"][0]["id"]
+    return task_id
+
+
+async def test_a_developer_cannot_make_their_token_admin_through_conveyors_database(
+    graphql: GraphQLClient, worker: Worker, server_url: str, database_url: str
+) -> None:
+    task_id = await open_escalation(graphql, server_url, database_url)
+
+    task = await wait_for_task(graphql, task_id, "DONE", "FAILED")
 
     assert task["status"] == "FAILED"
     (run,) = task["runs"]
     assert run["errorCode"] == "CONVEYOR_DATABASE"
     assert "Conveyor's own database" in run["errorMessage"]
+    assert (await ApiToken.get(actor="mallory")).role is Role.DEVELOPER
+
+
+async def test_an_interrupted_task_on_conveyors_database_is_settled_not_stuck(
+    graphql: GraphQLClient, engine_settings: Settings, server_url: str, database_url: str
+) -> None:
+    # Claimed by a worker that died before it connected (or by one from before the fix):
+    # recovery asks the target whether the change was applied, and must not wait forever for
+    # an answer the runner refuses to ask of Conveyor's database.
+    task_id = await open_escalation(graphql, server_url, database_url)
+    lease = timedelta(seconds=0.1)
+    [claimed] = await claims.claim_tasks("dead-worker", lease, 1, safe_to_rerun)
+    await asyncio.sleep(lease.total_seconds())
+    cipher = PasswordCipher(engine_settings.secret_key or "")
+
+    async with running_worker(engine_settings, cipher, database_url):
+        task = await wait_for_task(graphql, task_id, "DONE", "FAILED")
+
+    assert claimed.task_id == row_key(task_id)
+    assert task["status"] == "FAILED"
+    assert [run["errorCode"] for run in task["runs"]] == ["INTERRUPTED", "CONVEYOR_DATABASE"]
     assert (await ApiToken.get(actor="mallory")).role is Role.DEVELOPER

@@ -790,6 +790,12 @@ async def change_was_applied(target: Target, change: Change) -> bool:
         if change.type.needs_database:
             return False  # its database is gone, and the change with it
         raise TargetUnreachable(_unreachable(target, error)[1]) from error
+    except _Refused as error:
+        if error.code == CONVEYOR_DATABASE:
+            # The runner sends no change there, so it applied none; asking again would only
+            # keep the task RUNNING for good.
+            return False
+        raise TargetUnreachable(_unreachable(target, error)[1]) from error
     except _CONNECT_ERRORS as error:
         raise TargetUnreachable(_unreachable(target, error)[1]) from error
     try:
