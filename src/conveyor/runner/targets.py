@@ -108,15 +108,15 @@ WHERE d.datname = current_database()"""
 # Only the databases the instance's role may connect to: the others could never be targets.
 _SYNC_INSTANCE = """SELECT current_setting('server_version') AS server_version,
        current_setting('server_version_num')::int AS server_version_num,
-       (SELECT system_identifier FROM pg_control_system()) AS system_identifier,
-       ARRAY(SELECT datname::text FROM pg_database
-             WHERE NOT datistemplate AND datallowconn
-               AND has_database_privilege(oid, 'CONNECT')
-             ORDER BY datname) AS databases,
-       ARRAY(SELECT oid::bigint FROM pg_database
-             WHERE NOT datistemplate AND datallowconn
-               AND has_database_privilege(oid, 'CONNECT')
-             ORDER BY datname) AS oids"""
+       s.system_identifier,
+       coalesce(array_agg(d.datname::text ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS databases,
+       coalesce(array_agg(d.oid::bigint ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS oids
+FROM pg_control_system() s
+LEFT JOIN pg_database d
+  ON NOT d.datistemplate AND d.datallowconn AND has_database_privilege(d.oid, 'CONNECT')
+GROUP BY s.system_identifier"""
 # Only a backend of ours: the pid may already belong to someone else's new session.
 _CANCEL_BACKEND = """SELECT coalesce(
     (SELECT pg_cancel_backend(pid) FROM pg_stat_activity
@@ -491,7 +491,7 @@ async def _connect(target: Target) -> _Connection:
     try:
         row = await connection.fetchrow(_IDENTITY, timeout=target.connect_timeout)
     except BaseException:
-        await _close(connection)
+        connection.terminate()
         raise
     assert row is not None  # current_database() is always in pg_database
     if is_conveyor_database(target.conveyor_database, DatabaseIdentity(*row)):
