@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             async with _orm(url, settings.db_pool_max_size):
                 await _issue_first_admin_token(settings)
                 if load_demo or (load_demo is None and settings.database_url is None):
-                    await demo.load_demo(url, graphql.cipher)
+                    await demo.load_demo(url, settings, graphql.cipher)
                 # One LISTEN connection per process, shared by live updates and the worker.
                 async with (
                     running_listener(url) as listener,

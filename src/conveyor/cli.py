@@ -54,7 +54,7 @@ async def migrated_database(settings: Settings) -> AsyncIterator[str]:
 
 async def demo(settings: Settings) -> None:
     async with migrated_database(settings) as url:
-        await load_demo(url, password_cipher(settings))
+        await load_demo(url, settings, password_cipher(settings))
 
 
 async def manage_tokens(settings: Settings, args: argparse.Namespace) -> None:

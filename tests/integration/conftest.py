@@ -15,9 +15,13 @@ import pytest
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db.embedded import EmbeddedPostgres
+from conveyor.domain.targets import DatabaseIdentity
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, with_database
+
+#: Conveyor's database for runner tests that have none: no server's system identifier is 0.
+NOT_CONVEYOR = DatabaseIdentity(system_identifier=0, oid=0)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from conveyor.runner.targets import (
 )
 from tests.conftest import free_port, with_database
 from tests.integration.conftest import (
+    NOT_CONVEYOR,
     address_of,
     eventually,
     require_password_for,
@@ -45,6 +46,7 @@ def target_of(url: str, database: str | None, **changes: Any) -> Target:
         "user": address.user,
         "password": address.password,
         "database": database,
+        "conveyor_database": NOT_CONVEYOR,
         **changes,
     }
     return Target(**fields)

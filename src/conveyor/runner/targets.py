@@ -24,10 +24,14 @@ from asyncpg.connect_utils import SessionAttribute
 
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import (
+    CONVEYOR_DATABASE_REFUSAL,
     UNRESTRICTED,
     ConnectionOptions,
+    DatabaseIdentity,
     InstanceNetworks,
+    is_conveyor_database,
     pinned_address_problem,
+    target_databases,
 )
 from conveyor.hosts import HostNotAllowed, checked_hosts
 
@@ -50,6 +54,8 @@ CONNECTION_FAILED = "CONNECTION_FAILED"
 HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"
 #: The instance's connection options are not ones Conveyor allows (see domain.targets).
 INVALID_CONNECTION_OPTION = "INVALID_CONNECTION_OPTION"
+#: The connection reached Conveyor's own database, which is never a target.
+CONVEYOR_DATABASE = "CONVEYOR_DATABASE"
 #: The connection broke while the change ran; the history row tells whether it committed.
 CONNECTION_LOST = "CONNECTION_LOST"
 #: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
@@ -95,10 +101,22 @@ _APPLIED_CHANGE = (
     "SELECT attempt, checksum, applied_at FROM conveyor.change_history WHERE task_id = $1"
 )
 _DATABASE_EXISTS = "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)"
+# pg_control_system() exists since PostgreSQL 9.6 and anyone may call it.
+_IDENTITY = """SELECT s.system_identifier, d.oid
+FROM pg_control_system() s, pg_database d
+WHERE d.datname = current_database()"""
+# Only the databases the instance's role may connect to: the others could never be targets.
 _SYNC_INSTANCE = """SELECT current_setting('server_version') AS server_version,
        current_setting('server_version_num')::int AS server_version_num,
-       ARRAY(SELECT datname::text FROM pg_database
-             WHERE NOT datistemplate AND datallowconn ORDER BY datname) AS databases"""
+       s.system_identifier,
+       coalesce(array_agg(d.datname::text ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS databases,
+       coalesce(array_agg(d.oid::bigint ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS oids
+FROM pg_control_system() s
+LEFT JOIN pg_database d
+  ON NOT d.datistemplate AND d.datallowconn AND has_database_privilege(d.oid, 'CONNECT')
+GROUP BY s.system_identifier"""
 # Only a backend of ours: the pid may already belong to someone else's new session.
 _CANCEL_BACKEND = """SELECT coalesce(
     (SELECT pg_cancel_backend(pid) FROM pg_stat_activity
@@ -121,6 +139,8 @@ class Target:
     password: str = field(repr=False)
     #: None for an instance-level task: it connects to the maintenance database.
     database: str | None
+    #: Conveyor's own database: every connection that reaches it is closed unused.
+    conveyor_database: DatabaseIdentity
     connect_timeout: float = 10
     #: Where the host may be; checked after resolution, before each connection.
     networks: InstanceNetworks = UNRESTRICTED
@@ -422,7 +442,7 @@ async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
 
 
 class _Refused(Exception):
-    """Conveyor's own rules keep it from connecting; nothing was sent to the host."""
+    """Conveyor's own rules keep it from using the connection; no change was sent."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -455,7 +475,7 @@ async def _connect(target: Target) -> _Connection:
             hosts = await checked_hosts(target.host, target.networks)
     except HostNotAllowed as error:
         raise _Refused(HOST_NOT_ALLOWED, str(error)) from None
-    return await asyncpg.connect(
+    connection: _Connection = await asyncpg.connect(
         host=hosts,
         port=target.port,
         user=target.user,
@@ -466,6 +486,18 @@ async def _connect(target: Target) -> _Connection:
         server_settings={"application_name": APPLICATION_NAME},
         **_asyncpg_options(options),
     )
+    # Asked of the server reached, not judged from the host and name: any route (another
+    # host name, a socket, a proxy, a renamed database) to Conveyor's own tables ends here.
+    try:
+        row = await connection.fetchrow(_IDENTITY, timeout=target.connect_timeout)
+    except BaseException:
+        connection.terminate()
+        raise
+    assert row is not None  # current_database() is always in pg_database
+    if is_conveyor_database(target.conveyor_database, DatabaseIdentity(*row)):
+        await _close(connection)
+        raise _Refused(CONVEYOR_DATABASE, CONVEYOR_DATABASE_REFUSAL)
+    return connection
 
 
 def _asyncpg_options(options: ConnectionOptions) -> dict[str, Any]:
@@ -553,7 +585,7 @@ async def execute(
             work = functools.partial(_create_database, name=change.database_name)
         case TaskType.INSTANCE_SYNC:
             run = _Run(transactional=True)
-            work = _sync_instance
+            work = functools.partial(_sync_instance, conveyor_database=target.conveyor_database)
         case unknown:
             assert_never(unknown)
     try:
@@ -709,11 +741,16 @@ async def _create_database(connection: _Connection, run: _Run, *, name: str) -> 
     return run.succeeded({"database": name}, created_database=name)
 
 
-async def _sync_instance(connection: _Connection, run: _Run) -> Outcome:
+async def _sync_instance(
+    connection: _Connection, run: _Run, *, conveyor_database: DatabaseIdentity
+) -> Outcome:
     run.note("statement", _SYNC_INSTANCE)
     row = await connection.fetchrow(_SYNC_INSTANCE)
     assert row is not None
-    databases: list[str] = list(row["databases"])
+    found = list(zip(row["databases"], row["oids"], strict=True))
+    databases = target_databases(conveyor_database, row["system_identifier"], found)
+    if len(databases) < len(found):
+        run.note("info", "Conveyor's own database is on this instance; it is not a target")
     return run.succeeded(
         {
             "serverVersion": row["server_version"],
@@ -722,6 +759,19 @@ async def _sync_instance(connection: _Connection, run: _Run) -> Outcome:
         },
         discovered_databases=databases,
     )
+
+
+async def conveyor_database_refusal(target: Target) -> str | None:
+    """Why the runner would refuse `target` as Conveyor's own database; None when it would
+    not, or when the target cannot be reached now (the runner asks again on each connection)."""
+    try:
+        connection = await _connect(target)
+    except _Refused as error:
+        return error.reason if error.code == CONVEYOR_DATABASE else None
+    except _CONNECT_ERRORS:
+        return None
+    await _close(connection)
+    return None
 
 
 # --- Recovery and cancel ---------------------------------------------------------------------
@@ -739,6 +789,12 @@ async def change_was_applied(target: Target, change: Change) -> bool:
     except asyncpg.InvalidCatalogNameError as error:
         if change.type.needs_database:
             return False  # its database is gone, and the change with it
+        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+    except _Refused as error:
+        if error.code == CONVEYOR_DATABASE:
+            # The runner sends no change there, so it applied none; asking again would only
+            # keep the task RUNNING for good.
+            return False
         raise TargetUnreachable(_unreachable(target, error)[1]) from error
     except _CONNECT_ERRORS as error:
         raise TargetUnreachable(_unreachable(target, error)[1]) from error

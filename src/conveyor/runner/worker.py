@@ -18,8 +18,9 @@ from typing import Any
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask, RunResult
+from conveyor.db.own_database import conveyor_database
 from conveyor.domain.statuses import TaskRunStatus, TaskType
-from conveyor.domain.targets import InstanceNetworks
+from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
@@ -53,10 +54,17 @@ class _Attempt:
 
 
 class Worker:
-    def __init__(self, settings: Settings, cipher: PasswordCipher, listener: EventListener) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cipher: PasswordCipher,
+        listener: EventListener,
+        conveyor_database: DatabaseIdentity,
+    ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
         self._cipher = cipher
+        self._conveyor_database = conveyor_database
         # Parsed once: a mistyped network stops the worker at start, not at its first task.
         self._networks = InstanceNetworks.parse(settings.instance_networks)
         self._listener = listener
@@ -133,6 +141,7 @@ class Worker:
             user=claimed.username,
             password=self._cipher.decrypt(claimed.password_encrypted),
             database=claimed.target_database,
+            conveyor_database=self._conveyor_database,
             connect_timeout=self._settings.connect_timeout_seconds,
             networks=self._networks,
             options=claimed.connection_options,
@@ -311,7 +320,8 @@ async def running_worker(
     async with contextlib.AsyncExitStack() as stack:
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
-        worker = Worker(settings, cipher, listener)
+        # Learned once: the runner refuses every connection that reaches this database.
+        worker = Worker(settings, cipher, listener, await conveyor_database())
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker
