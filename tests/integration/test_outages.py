@@ -240,6 +240,48 @@ async def test_a_served_conveyor_rides_out_terminated_connections_and_a_stopped_
         assert len(ended) == len(started), (who, started, ended)
 
 
+async def test_a_query_whose_resolver_loses_the_database_is_answered_503_unavailable(
+    private_server: EmbeddedPostgres, private_settings: Settings, tmp_path: Path
+) -> None:
+    url = private_server.url()
+    server = start_server(
+        conveyor_env(private_settings, CONVEYOR_RUN_WORKER="false"), tmp_path / "serve.log"
+    )
+    locker = await asyncpg.connect(url)
+    try:
+        # The token is found (its table is free); the resolver's read then waits on this
+        # lock until the server goes away under it.
+        await locker.execute("BEGIN; LOCK TABLE environment IN ACCESS EXCLUSIVE MODE")
+        async with httpx.AsyncClient(headers=server.auth, timeout=30) as http:
+            request = asyncio.create_task(
+                http.post(f"{server.url}/graphql", json={"query": ENVIRONMENTS})
+            )
+
+            async def resolver_waiting() -> bool:
+                return bool(
+                    await locker.fetchval(
+                        # While a statement is parsed (and its tables locked), the query
+                        # column still shows the connection's previous statement.
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+
+            await wait_for(resolver_waiting, "the resolver to wait for the lock")
+            private_server.stop()
+            response = await request
+    finally:
+        server.stop()
+        private_server.__enter__()
+
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"].isdigit()
+    body = response.json()
+    assert body["data"] is None
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["UNAVAILABLE"]
+    assert "Traceback" not in server.log()
+
+
 async def test_a_read_right_after_every_connection_was_terminated_succeeds(
     db: TortoiseContext, database_url: str
 ) -> None:
