@@ -231,7 +231,7 @@ async def test_a_served_conveyor_rides_out_terminated_connections_and_a_stopped_
     log = server.log()
     assert "Traceback" not in log
     assert "Internal server error" not in log
-    for who in ("worker-", "event listener", "event hub:"):
+    for who in ("worker-", "event listener", "event hub:", "event hub's token check"):
         started = log_lines(log, rf"WARNING .*{who}.*unavailable")
         ended = log_lines(log, rf"INFO .*{who}.*is back")
         # Two outages (the terminated connections, the stopped server), each logged once
