@@ -215,6 +215,11 @@ async def test_a_served_conveyor_rides_out_terminated_connections_and_a_stopped_
         server.stop()
 
     assert await task_statuses(url) == {"DONE": len(task_ids)}
+    # Each task ran once, and the worker itself recorded how it ended: the reports that met
+    # the outage were retried, not left for recovery to settle.
+    runs = await fetch_when_up(url, "SELECT status, error_code FROM task_run")
+    assert [(run["status"], run["error_code"]) for run in runs] == [("DONE", None)] * len(task_ids)
+    assert "recovered as" not in server.log()
     assert seen_done == task_ids, "the live updates lost a change"
     for name in names.values():
         applied = await target_fetch(server_url, name, "SELECT label FROM applied ORDER BY 1")
