@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     #: A subscriber fell too far behind; it resumes with `after` set to `lastSequence`.
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+    #: Conveyor's own database cannot be reached for now; retry after `retryAfter` seconds.
+    UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 

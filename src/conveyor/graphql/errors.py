@@ -14,6 +14,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from conveyor.db.outages import database_unavailable
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath
 from conveyor.settings import Settings
 
@@ -55,6 +56,9 @@ _DOCUMENT_REFUSAL_CODES = LIMIT_CODES | {
     ErrorCode.INVALID_INPUT,
     SUBSCRIPTION_NEEDS_WEBSOCKET,
 }
+#: What a client is told while Conveyor's database is unreachable, and when to try again.
+DATABASE_UNAVAILABLE = "Conveyor's database cannot be reached right now; retry shortly"
+RETRY_AFTER_SECONDS = 2
 #: The last error of a response that had more than `max_errors`: it says how many were left
 #: out (`extensions.leftOut`, a lower bound when validation stopped early) and carries the
 #: limit.
@@ -141,6 +145,20 @@ def _raised_by_a_subscription(error: GraphQLError) -> bool:
 
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
+
+
+def database_unavailable_extensions() -> dict[str, Any]:
+    return {**_problem_extensions(ErrorCode.UNAVAILABLE, None), "retryAfter": RETRY_AFTER_SECONDS}
+
+
+def failed_for_unavailable_database(data: object, errors: list[GraphQLError] | None) -> bool:
+    """Whether an operation got nothing done (no field has a value) and only because
+    Conveyor's database was unreachable."""
+    if not errors or any(
+        (error.extensions or {}).get("code") != ErrorCode.UNAVAILABLE for error in errors
+    ):
+        return False
+    return data is None or (isinstance(data, dict) and all(v is None for v in data.values()))
 
 
 def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
@@ -256,6 +274,9 @@ class ConveyorErrors(MaskErrors):
             ]
             extensions.update(original.details)
             return self._rebuild(error, first.message, extensions)
+        if original is not None and database_unavailable(original):
+            # Not logged here: the process's event listener logs the outage once.
+            return self._rebuild(error, DATABASE_UNAVAILABLE, database_unavailable_extensions())
         if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.

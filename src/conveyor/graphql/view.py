@@ -14,10 +14,12 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import tokens
+from conveyor.db.outages import database_unavailable
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ErrorCode
 from conveyor.events.hub import EventHub
@@ -25,8 +27,11 @@ from conveyor.graphql.context import Context
 from conveyor.graphql.errors import (
     BAD_REQUEST_BODY,
     BATCHING_NOT_SUPPORTED,
+    DATABASE_UNAVAILABLE,
     REQUEST_TOO_LARGE,
+    RETRY_AFTER_SECONDS,
     UNSUPPORTED_MEDIA_TYPE,
+    failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
 from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
@@ -77,6 +82,16 @@ def _rate_limited(limited: RateLimited, headers: Mapping[str, str]) -> RequestRe
         limited.first.message,
         headers=headers,
         **limited.details,
+    )
+
+
+def _unavailable() -> RequestRefused:
+    return RequestRefused(
+        503,
+        ErrorCode.UNAVAILABLE,
+        DATABASE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        retryAfter=RETRY_AFTER_SECONDS,
     )
 
 
@@ -247,9 +262,15 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             self.rate_limits.take_request(principal.token_id, sub_response.headers)
         except RateLimited as limited:
             raise _rate_limited(limited, sub_response.headers) from None
-        return await super().execute_operation(
+        result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+        if isinstance(result, ExecutionResult) and failed_for_unavailable_database(
+            result.data, result.errors
+        ):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return result
 
     async def _authenticate(self, authorization: object) -> Principal:
         token = bearer_token(authorization)
@@ -257,7 +278,12 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             raise _unauthenticated(
                 "this API needs a token: send the header Authorization: Bearer <token>"
             )
-        principal = await tokens.authenticate(token)
+        try:
+            principal = await tokens.authenticate(token)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            raise _unavailable() from None
         if principal is None:
             raise _unauthenticated("the token is unknown, revoked or expired")
         return principal
