@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
@@ -30,6 +29,12 @@ from conveyor.graphql.errors import (
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
 from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
+from conveyor.graphql.websocket import (
+    ConnectionRefused,
+    LegacyWSHandler,
+    TransportWSHandler,
+    WebSocketAdapter,
+)
 from conveyor.settings import Settings
 
 
@@ -117,6 +122,10 @@ def _too_large(limit: int) -> RequestRefused:
 class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
+    websocket_adapter_class = WebSocketAdapter
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
     ) -> None:
@@ -181,11 +190,21 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         return limited_receive
 
     def decode_json(self, data: str | bytes) -> object:
+        # For both HTTP bodies and WebSocket messages; strawberry's WebSocket handlers expect
+        # no other error than JSONDecodeError from here.
         try:
-            decoded = json.loads(data)
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise
         except (ValueError, RecursionError):
-            # JSONDecodeError, bad UTF-8, numbers past Python's digit limit, nesting past
-            # the recursion limit: all the client's doing.
+            # Bad UTF-8, numbers past Python's digit limit, nesting past the recursion limit:
+            # all the client's doing, like a syntax error.
+            raise json.JSONDecodeError("not valid JSON", "", 0) from None
+
+    def parse_json(self, data: str | bytes) -> object:
+        try:
+            decoded = self.decode_json(data)
+        except json.JSONDecodeError:
             raise RequestRefused(400, BAD_REQUEST_BODY, "the body is not valid JSON") from None
         if not isinstance(decoded, dict | list):
             raise RequestRefused(
@@ -270,7 +289,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         try:
             context.principal = await self._authenticate(authorization)
         except RequestRefused as refusal:
-            raise ConnectionRejectionError(
+            raise ConnectionRefused(
                 {"message": refusal.message, "extensions": {"code": refusal.code}}
             ) from None
         return await super().on_ws_connect(context)
