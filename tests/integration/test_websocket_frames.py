@@ -165,3 +165,26 @@ def test_message_shapes_are_checked_per_protocol() -> None:
     assert message_problem({"type": "complete", "id": 1}, TRANSPORT_WS_MESSAGES) is not None
     assert message_problem({"type": "ping"}, TRANSPORT_WS_MESSAGES) is None
     assert message_problem({"type": "connection_terminate"}, LEGACY_WS_MESSAGES) is None
+
+
+async def test_a_client_that_hangs_up_right_after_a_bad_frame_leaves_no_traceback(
+    live_server: ConveyorProcess,
+) -> None:
+    url = websocket_url(live_server)
+    connections = 0
+    for protocol in (TRANSPORT_WS, LEGACY_WS):
+        for frame in ("{not json", "42"):
+            for _ in range(15):
+                connection = await acknowledged(url, protocol, live_server.token)
+                await connection.send(frame)
+                # Gone before the server answers: no close handshake, no reading.
+                connection.transport.abort()
+                await connection.close()
+                connections += 1
+    # The last connection's warning is written once the server has seen it go.
+    deadline = asyncio.get_running_loop().time() + MESSAGE_WAIT_SECONDS
+    while live_server.log().count("sent a bad message") < connections:
+        assert asyncio.get_running_loop().time() < deadline, live_server.log()
+        await asyncio.sleep(0.1)
+
+    assert_one_warning_per_connection_and_no_traceback(live_server.log(), connections)

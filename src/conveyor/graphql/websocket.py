@@ -3,11 +3,13 @@ JSON at all, closes its connection with a reason and one warning, never an ASGI 
 
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import suppress
 from dataclasses import dataclass
 
 from graphql import GraphQLFormattedError
+from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import NonJsonMessageReceived
+from strawberry.http.exceptions import NonJsonMessageReceived, WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -93,6 +95,12 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         # The legacy handler asks to drop undecodable frames silently; it answers them instead.
         return super().iter_json(ignore_parsing_errors=False)
 
+    async def close(self, code: int, reason: str) -> None:
+        # A client that went away meanwhile (one that sends a bad frame and hangs up at once)
+        # leaves the socket closed already, as asked.
+        with suppress(WebSocketDisconnect):
+            await super().close(code, reason)
+
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws: a bad message closes the connection with 4400 and its reason."""
@@ -121,7 +129,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         try:
             await super().handle()
         except NonJsonMessageReceived:
-            await self._refuse_message(_NOT_JSON, operation_id=None)
+            # Outside strawberry's loop, which would have caught a client that went away.
+            with suppress(WebSocketDisconnected):
+                await self._refuse_message(_NOT_JSON, operation_id=None)
 
     async def handle_message(self, message: OperationMessage) -> None:
         problem = message_problem(message, LEGACY_WS_MESSAGES)
