@@ -3,9 +3,11 @@
 `application/graphql-response+json` (the GraphQL-over-HTTP spec's own) lets the status code
 say what happened: a request that fails before execution (syntax, validation, variable
 values, a limit) gets 4xx and no `data`. `application/json`, which older clients know, always
-answers 200 for those, as the spec wants for it; it stays the default: for no Accept header,
-for `*/*`, and for Accept headers naming neither type (the spec's "disregard the Accept
-header" choice, rather than 406, so that no client that works today stops working).
+answers 200 for those, as the spec wants for it. It stays the default, so that no client that
+works today sees a change: for no Accept header and for `*/*` (the spec's rule before its
+2025 watershed, still allowed after it, and what the graphql-http audit expects), and for
+Accept headers naming neither type (the spec's "disregard the Accept header" choice, rather
+than 406).
 """
 
 from collections.abc import Mapping
