@@ -160,6 +160,11 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # Only the proxy headers we are told to trust; none by default.
         proxy_headers=False,
         server_header=False,
+        # uvicorn's default (5 s) closes idle connections under clients and proxies that
+        # keep them longer; the header tells clients (Node's fetch reads it) when to stop
+        # reusing one.
+        timeout_keep_alive=settings.keep_alive_seconds,
+        headers=[("Keep-Alive", f"timeout={settings.keep_alive_seconds}")],
         # Protocol-level pings keep graphql-transport-ws sockets alive through proxies and
         # find dead peers; legacy graphql-ws ones also get the view's "ka" messages.
         ws_ping_interval=settings.websocket_keep_alive_seconds,

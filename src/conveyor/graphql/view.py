@@ -6,13 +6,13 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
@@ -34,7 +34,19 @@ from conveyor.graphql.errors import (
     failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.media_types import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    failed_before_execution,
+    response_media_type,
+)
 from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
+from conveyor.graphql.websocket import (
+    ConnectionRefused,
+    LegacyWSHandler,
+    TransportWSHandler,
+    WebSocketAdapter,
+)
 from conveyor.settings import Settings
 
 
@@ -57,12 +69,13 @@ class RequestRefused(Exception):
         self.headers = headers
         self.details = details
 
-    def response(self) -> Response:
+    def response(self, media_type: str = JSON) -> Response:
         extensions = {"code": self.code, "field": None, **self.details}
         return JSONResponse(
             {"errors": [{"message": self.message, "extensions": extensions}]},
             status_code=self.status_code,
             headers=self.headers,
+            media_type=media_type,
         )
 
 
@@ -132,6 +145,10 @@ def _too_large(limit: int) -> RequestRefused:
 class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
+    websocket_adapter_class = WebSocketAdapter
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
     ) -> None:
@@ -172,7 +189,8 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             await super().__call__(scope, self._limited(scope, receive), send)
         except RequestRefused as refusal:
             # Raised while the body is read, before any part of a response is sent.
-            await refusal.response()(scope, receive, send)
+            media_type = response_media_type(Headers(scope=scope).get("accept"))
+            await refusal.response(media_type)(scope, receive, send)
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """`receive`, refusing a body larger than the limit: before reading it when its
@@ -196,11 +214,21 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         return limited_receive
 
     def decode_json(self, data: str | bytes) -> object:
+        # For both HTTP bodies and WebSocket messages; strawberry's WebSocket handlers expect
+        # no other error than JSONDecodeError from here.
         try:
-            decoded = json.loads(data)
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise
         except (ValueError, RecursionError):
-            # JSONDecodeError, bad UTF-8, numbers past Python's digit limit, nesting past
-            # the recursion limit: all the client's doing.
+            # Bad UTF-8, numbers past Python's digit limit, nesting past the recursion limit:
+            # all the client's doing, like a syntax error.
+            raise json.JSONDecodeError("not valid JSON", "", 0) from None
+
+    def parse_json(self, data: str | bytes) -> object:
+        try:
+            decoded = self.decode_json(data)
+        except json.JSONDecodeError:
             raise RequestRefused(400, BAD_REQUEST_BODY, "the body is not valid JSON") from None
         if not isinstance(decoded, dict | list):
             raise RequestRefused(
@@ -229,6 +257,31 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
                 "batching is not supported: send one operation per request, as a JSON object",
             )
         return await super().parse_http_body(request)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # The negotiated media type, for create_response; the sub-response is never sent.
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or JSON
+        if (
+            media_type == GRAPHQL_RESPONSE_JSON
+            and isinstance(response_data, dict)
+            and failed_before_execution(response_data)
+        ):
+            # The spec: such a response has no data entry, and a 4xx status code (400 unless
+            # one was set already, e.g. 429 when the token's query cost ran out).
+            response_data.pop("data", None)
+            sub_response.status_code = sub_response.status_code or 400
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = media_type
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
@@ -296,7 +349,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         try:
             context.principal = await self._authenticate(authorization)
         except RequestRefused as refusal:
-            raise ConnectionRejectionError(
+            raise ConnectionRefused(
                 {"message": refusal.message, "extensions": {"code": refusal.code}}
             ) from None
         return await super().on_ws_connect(context)
