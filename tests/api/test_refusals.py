@@ -320,6 +320,17 @@ REFUSALS: dict[str, Refusal] = {
     "blank statement": Refusal(
         {(*DML, "statement"): " \n"}, "the statement must not be empty", (*DML, "statement")
     ),
+    "statement of only comments": Refusal(
+        {(*DML, "statement"): "-- nothing here\n/* still nothing */"},
+        "the statement holds no SQL, only comments",
+        (*DML, "statement"),
+    ),
+    "statement with its own transaction": Refusal(
+        {(*DDL, "statement"): "BEGIN; CREATE TABLE t (x int); COMMIT;"},
+        "the statement must not begin or end transactions (BEGIN, COMMIT, ROLLBACK...): "
+        "Conveyor runs each change in a transaction of its own",
+        (*DDL, "statement"),
+    ),
     "database create without database name": Refusal(
         {(*CREATE, "databaseName"): OMIT},
         "the new database needs a name",

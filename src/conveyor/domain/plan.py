@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from conveyor.domain.statements import refusal_of
 from conveyor.domain.statuses import ApprovalPolicy, TaskType
 from conveyor.errors import ErrorCode, FieldPath, Problem
 
@@ -249,7 +250,7 @@ def _validate_payload(task: TaskPlan, path: FieldPath) -> list[Problem]:
 
 
 def check_statement(statement: str | None, path: FieldPath) -> list[Problem]:
-    """A statement must say something and stay within a sane size."""
+    """A statement must be SQL Conveyor will run, within a sane size."""
     if statement is None or not statement.strip():
         return [Problem(ErrorCode.INVALID_INPUT, "the statement must not be empty", path)]
     if len(statement) > STATEMENT_MAX_LENGTH:
@@ -258,8 +259,12 @@ def check_statement(statement: str | None, path: FieldPath) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"the statement must be at most {STATEMENT_MAX_LENGTH} characters",
                 path,
+                limit=STATEMENT_MAX_LENGTH,
             )
         ]
+    refusal = refusal_of(statement)
+    if refusal is not None:
+        return [Problem(ErrorCode.INVALID_INPUT, refusal.message, path)]
     return []
 
 
