@@ -14,7 +14,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from conveyor.errors import ConveyorError, ErrorCode, FieldPath
+from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,10 @@ def without_suggestions(message: str) -> str:
 # "Variable '$input' has invalid value at .stages[0].tasks[1].type: ..." (without the name).
 _VARIABLE_PATH = re.compile(r"^Variable '\$\w+' got invalid value .*? at '([^']+)';")
 _VARIABLE_PATH_3_3 = re.compile(r"^Variable '\$(\w+)' has invalid value at ((?:\.\w+|\[\d+\])+): ")
+# Errors of a variable's value, as opposed to errors of the document about its variables
+# ("Variable '$x' is never used", "... is not defined", "... of type 'X' used in position ..."),
+# which start with the same words.
+_VARIABLE_VALUE = re.compile(r"^Variable '\$\w+' (?:got|has) invalid value")
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 
@@ -141,6 +145,13 @@ def _raised_by_a_subscription(error: GraphQLError) -> bool:
 
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
+
+
+def _problem_of(problem: Problem) -> dict[str, Any]:
+    extensions = _problem_extensions(problem.code, problem.field)
+    if problem.limit is not None:
+        extensions["limit"] = problem.limit
+    return extensions
 
 
 def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
@@ -248,14 +259,13 @@ class ConveyorErrors(MaskErrors):
         if error.path is None and (refusal := _limit_refusal(error)) is not None:
             return self._rebuild(error, *refusal)
         if isinstance(original, ConveyorError):
-            first = original.first
-            extensions = _problem_extensions(first.code, first.field)
+            extensions = _problem_of(original.first)
             extensions["problems"] = [
-                {"message": problem.message, **_problem_extensions(problem.code, problem.field)}
+                {"message": problem.message, **_problem_of(problem)}
                 for problem in original.problems
             ]
             extensions.update(original.details)
-            return self._rebuild(error, first.message, extensions)
+            return self._rebuild(error, original.first.message, extensions)
         if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.
@@ -264,7 +274,7 @@ class ConveyorErrors(MaskErrors):
                 message = without_suggestions(message)
             if message.startswith("Syntax Error"):
                 return self._rebuild(error, message, _problem_extensions(PARSE_FAILED, None))
-            if message.startswith("Variable '$"):
+            if _VARIABLE_VALUE.match(message):
                 extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
                 return self._rebuild(error, message, extensions)
             return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
