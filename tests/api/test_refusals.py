@@ -162,6 +162,8 @@ class Refusal:
     #: Where the error points, below "input".
     points_at: InputPath
     code: str = "INVALID_INPUT"
+    #: The limit the value went past, for a refusal by a limit (`extensions.limit`).
+    limit: int | None = None
     #: Changes whose value depends on the catalog.
     catalog_changes: Mapping[InputPath, Callable[[Catalog], Any]] = field(default_factory=dict)
 
@@ -276,6 +278,10 @@ REFUSALS: dict[str, Refusal] = {
         "blocked by 'nope', but no task of this pipeline has that ref",
         (*DML, "blockedBy", 1),
     ),
+    "blocked by the same task twice": Refusal(
+        {(*DML, "blockedBy"): ["ddl", "ddl"]}, "blocked by 'ddl' twice", (*DML, "blockedBy", 1)
+    ),
+    "empty ref": Refusal({(*DML, "ref"): " "}, "must not be empty", (*DML, "ref")),
     "blocked by itself": Refusal(
         {(*DML, "blockedBy"): ["dml"]}, "a task cannot be blocked by itself", (*DML, "blockedBy", 0)
     ),
@@ -294,7 +300,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "tasks"): []}, "a stage needs at least one task", ("stages", 1, "tasks")
     ),
     "title too long": Refusal(
-        {("title",): "t" * 201}, "must be at most 200 characters", ("title",)
+        {("title",): "t" * 201}, "must be at most 200 characters", ("title",), limit=200
     ),
     "empty title": Refusal({("title",): ""}, "must not be empty", ("title",)),
     "blank title": Refusal({("title",): " \t\n "}, "must not be empty", ("title",)),
@@ -302,6 +308,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "name"): "s" * 101},
         "must be at most 100 characters",
         ("stages", 1, "name"),
+        limit=100,
     ),
     "empty stage name": Refusal(
         {("stages", 1, "name"): ""}, "must not be empty", ("stages", 1, "name")
@@ -310,7 +317,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "name"): "   "}, "must not be empty", ("stages", 1, "name")
     ),
     "task name too long": Refusal(
-        {(*DML, "name"): "n" * 101}, "must be at most 100 characters", (*DML, "name")
+        {(*DML, "name"): "n" * 101}, "must be at most 100 characters", (*DML, "name"), limit=100
     ),
     "empty task name": Refusal({(*DML, "name"): ""}, "must not be empty", (*DML, "name")),
     "blank task name": Refusal({(*DML, "name"): "  "}, "must not be empty", (*DML, "name")),
@@ -382,8 +389,10 @@ async def test_refuses_a_plan_that_breaks_a_rule(
     assert error["message"] == case.message
     assert error["extensions"]["code"] == case.code
     assert error["extensions"]["field"] == ["input", *case.points_at]
+    limit = {} if case.limit is None else {"limit": case.limit}
+    assert error["extensions"].get("limit") == case.limit
     assert error["extensions"]["problems"] == [
-        {"message": case.message, "code": case.code, "field": ["input", *case.points_at]}
+        {"message": case.message, "code": case.code, "field": ["input", *case.points_at], **limit}
     ]
 
 

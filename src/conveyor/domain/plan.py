@@ -8,12 +8,19 @@ from conveyor.domain.statements import refusal_of
 from conveyor.domain.statuses import ApprovalPolicy, TaskType
 from conveyor.errors import ErrorCode, FieldPath, Problem
 
+# The limits of a plan (the README's "Limits" lists them). A refusal carries its limit in
+# `extensions.limit`; the GraphQL inputs' descriptions quote these constants.
+#: Names of stages and tasks (and of environments, instances, actors), and refs.
 NAME_MAX_LENGTH = 100
 TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 10_000
+#: PostgreSQL truncates identifiers past 63 bytes.
 DATABASE_NAME_MAX_LENGTH = 63
 STATEMENT_MAX_LENGTH = 1_000_000
 MAX_STAGES = 50
 MAX_TASKS_PER_STAGE = 1_000
+#: Refs one task's `blockedBy` may list.
+MAX_BLOCKED_BY = 100
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,20 @@ def check_name(value: str, path: FieldPath, *, max_length: int = NAME_MAX_LENGTH
     """A name must have a visible character and fit its column."""
     if not value.strip():
         return [Problem(ErrorCode.INVALID_INPUT, "must not be empty", path)]
+    return check_length(value, path, max_length)
+
+
+def check_length(value: str, path: FieldPath, max_length: int) -> list[Problem]:
+    """A text must fit its column."""
     if len(value) > max_length:
-        return [Problem(ErrorCode.INVALID_INPUT, f"must be at most {max_length} characters", path)]
+        return [
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"must be at most {max_length} characters",
+                path,
+                limit=max_length,
+            )
+        ]
     return []
 
 
@@ -72,6 +91,7 @@ def check_database_name(value: str, path: FieldPath) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"must be at most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8",
                 path,
+                limit=DATABASE_NAME_MAX_LENGTH,
             )
         )
     if not problems and "\x00" in value:
@@ -83,6 +103,7 @@ def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
     """Every problem with `plan`, in input order; an empty list means it may be created."""
     root: FieldPath = ("input",)
     problems = check_name(plan.title, (*root, "title"), max_length=TITLE_MAX_LENGTH)
+    problems += check_length(plan.description, (*root, "description"), DESCRIPTION_MAX_LENGTH)
     if not plan.stages:
         problems.append(
             Problem(
@@ -95,6 +116,7 @@ def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"a pipeline has at most {MAX_STAGES} stages",
                 (*root, "stages"),
+                limit=MAX_STAGES,
             )
         )
     refs = _collect_refs(plan, problems)
@@ -131,6 +153,7 @@ def _validate_stage(
                 ErrorCode.INVALID_INPUT,
                 f"a stage has at most {MAX_TASKS_PER_STAGE} tasks",
                 (*path, "tasks"),
+                limit=MAX_TASKS_PER_STAGE,
             )
         )
     for task_index, task in enumerate(stage.tasks):
@@ -154,8 +177,34 @@ def _validate_task(
         )
     problems += _validate_database(task, path, catalog)
     problems += _validate_payload(task, path)
+    if len(task.blocked_by) > MAX_BLOCKED_BY:
+        problems.append(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"a task is blocked by at most {MAX_BLOCKED_BY} tasks",
+                (*path, "blockedBy"),
+                limit=MAX_BLOCKED_BY,
+            )
+        )
+        return problems
+    return problems + _validate_blockers(task, path, refs)
+
+
+def _validate_blockers(
+    task: TaskPlan, path: FieldPath, refs: Mapping[str, FieldPath]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
     for index, ref in enumerate(task.blocked_by):
-        if ref not in refs:
+        if ref in seen:
+            problems.append(
+                Problem(
+                    ErrorCode.INVALID_INPUT,
+                    f"blocked by '{ref}' twice",
+                    (*path, "blockedBy", index),
+                )
+            )
+        elif ref not in refs:
             problems.append(
                 Problem(
                     ErrorCode.INVALID_INPUT,
@@ -180,6 +229,7 @@ def _validate_task(
                     (*path, "blockedBy", index),
                 )
             )
+        seen.add(ref)
     return problems
 
 
@@ -282,6 +332,10 @@ def _collect_refs(plan: IssuePlan, problems: list[Problem]) -> dict[str, FieldPa
             if task.ref is None:
                 continue
             path: FieldPath = ("input", "stages", stage_index, "tasks", task_index, "ref")
+            ref_problems = check_name(task.ref, path)
+            problems += ref_problems
+            if ref_problems:
+                continue
             if task.ref in refs:
                 problems.append(
                     Problem(

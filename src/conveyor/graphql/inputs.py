@@ -5,7 +5,21 @@ from datetime import datetime
 import strawberry
 from strawberry import relay
 
-from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.db.catalog import HOST_MAX_LENGTH
+from conveyor.db.tasks import REASON_MAX_LENGTH
+from conveyor.domain.plan import (
+    DATABASE_NAME_MAX_LENGTH,
+    DESCRIPTION_MAX_LENGTH,
+    MAX_BLOCKED_BY,
+    MAX_STAGES,
+    MAX_TASKS_PER_STAGE,
+    NAME_MAX_LENGTH,
+    STATEMENT_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    IssuePlan,
+    StagePlan,
+    TaskPlan,
+)
 from conveyor.domain.targets import ALLOWED_OPTIONS
 from conveyor.errors import FieldPath, not_found
 from conveyor.graphql.types.enums import ApprovalPolicy, Engine, Role, TaskType
@@ -34,9 +48,18 @@ def plan_key(global_id: relay.GlobalID | None, type_name: str) -> int | None:
     return key if global_id.type_name == type_name and key is not None else UNKNOWN_ROW
 
 
+NAME_DESCRIPTION = f"At most {NAME_MAX_LENGTH:,} characters."
+STATEMENT_DESCRIPTION = (
+    f"The SQL of a SCHEMA_UPDATE or DATA_UPDATE, at most {STATEMENT_MAX_LENGTH:,} characters: "
+    "at least one statement (not only comments), and no BEGIN, COMMIT, ROLLBACK or other "
+    "statement that begins or ends a transaction, since Conveyor runs the change in a "
+    "transaction of its own."
+)
+
+
 @strawberry.input(description="A new environment.")
 class CreateEnvironmentInput:
-    name: str
+    name: str = strawberry.field(description=NAME_DESCRIPTION)
     order: int = strawberry.field(description="Position on the promotion path; lower is earlier.")
     approval_policy: ApprovalPolicy = ApprovalPolicy.AUTOMATIC
     developers_may_approve: bool = strawberry.field(
@@ -53,7 +76,7 @@ class CreateEnvironmentInput:
 @strawberry.input(description="Changes to an environment; omitted fields stay as they are.")
 class UpdateEnvironmentInput:
     id: relay.GlobalID
-    name: str | None = None
+    name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     order: int | None = None
     approval_policy: ApprovalPolicy | None = None
     developers_may_approve: bool | None = None
@@ -84,11 +107,11 @@ def connection_option_pairs(
 
 @strawberry.input(description="A new database server. The password is stored encrypted.")
 class CreateInstanceInput:
-    name: str
+    name: str = strawberry.field(description=NAME_DESCRIPTION)
     environment_id: relay.GlobalID
-    host: str
+    host: str = strawberry.field(description=f"At most {HOST_MAX_LENGTH} characters.")
     port: int = 5432
-    username: str
+    username: str = strawberry.field(description=NAME_DESCRIPTION)
     password: str
     engine: Engine = Engine.POSTGRES
     max_running_tasks: int = 1
@@ -100,11 +123,13 @@ class CreateInstanceInput:
 @strawberry.input(description="Changes to an instance; omitted fields stay as they are.")
 class UpdateInstanceInput:
     id: relay.GlobalID
-    name: str | None = None
+    name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     environment_id: relay.GlobalID | None = None
-    host: str | None = None
+    host: str | None = strawberry.field(
+        default=None, description=f"At most {HOST_MAX_LENGTH} characters."
+    )
     port: int | None = None
-    username: str | None = None
+    username: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     password: str | None = strawberry.field(
         default=None, description="A new password; it can be written but never read."
     )
@@ -118,7 +143,9 @@ class UpdateInstanceInput:
 @strawberry.input(description="A database that exists on an instance.")
 class RegisterDatabaseInput:
     instance_id: relay.GlobalID
-    name: str
+    name: str = strawberry.field(
+        description=f"At most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8, as PostgreSQL allows."
+    )
 
 
 @strawberry.input(description="One task of a new pipeline.")
@@ -128,36 +155,50 @@ class TaskPlanInput:
     database_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Required by SCHEMA_UPDATE and DATA_UPDATE."
     )
-    name: str | None = strawberry.field(default=None, description="Defaults to type and position.")
+    name: str | None = strawberry.field(
+        default=None, description=f"Defaults to type and position. {NAME_DESCRIPTION}"
+    )
     ref: str | None = strawberry.field(
-        default=None, description="A name other tasks of this plan use in `blockedBy`."
+        default=None,
+        description="A name other tasks of this plan use in `blockedBy`, unique in the plan. "
+        + NAME_DESCRIPTION,
     )
-    statement: str | None = strawberry.field(
-        default=None, description="The SQL of a SCHEMA_UPDATE or DATA_UPDATE."
-    )
+    statement: str | None = strawberry.field(default=None, description=STATEMENT_DESCRIPTION)
     database_name: str | None = strawberry.field(
-        default=None, description="The database a DATABASE_CREATE task creates."
+        default=None,
+        description="The database a DATABASE_CREATE task creates: at most "
+        f"{DATABASE_NAME_MAX_LENGTH} bytes in UTF-8, as PostgreSQL allows.",
     )
     not_before: datetime | None = None
     blocked_by: list[str] = strawberry.field(
-        default_factory=list, description="Refs of tasks that must finish first."
+        default_factory=list,
+        description="Refs of tasks of this or an earlier stage that must finish first, each "
+        f"at most once; at most {MAX_BLOCKED_BY}.",
     )
 
 
 @strawberry.input(description="One stage of a new pipeline.")
 class StagePlanInput:
     environment_id: relay.GlobalID | None = None
-    tasks: list[TaskPlanInput]
-    name: str | None = strawberry.field(default=None, description="Defaults to the environment's.")
+    tasks: list[TaskPlanInput] = strawberry.field(
+        description=f"1 to {MAX_TASKS_PER_STAGE:,} tasks."
+    )
+    name: str | None = strawberry.field(
+        default=None, description=f"Defaults to the environment's. {NAME_DESCRIPTION}"
+    )
 
 
 @strawberry.input(
     description="An issue and its whole pipeline plan, created at once or not at all."
 )
 class CreateIssueInput:
-    title: str
-    description: str = ""
-    stages: list[StagePlanInput]
+    title: str = strawberry.field(description=f"At most {TITLE_MAX_LENGTH} characters.")
+    description: str = strawberry.field(
+        default="", description=f"At most {DESCRIPTION_MAX_LENGTH:,} characters."
+    )
+    stages: list[StagePlanInput] = strawberry.field(
+        description=f"1 to {MAX_STAGES} stages, run in this order."
+    )
 
     def to_plan(self) -> IssuePlan:
         return IssuePlan(
@@ -199,12 +240,15 @@ class TaskActionInput:
 
 @strawberry.input(description="A new statement for a waiting or failed task.")
 class UpdateTaskStatementInput(TaskActionInput):
-    statement: str
+    statement: str = strawberry.field(description=STATEMENT_DESCRIPTION)
 
 
 @strawberry.input(description="A task to skip, and why.")
 class SkipTaskInput(TaskActionInput):
-    reason: str = strawberry.field(description="Why the task is passed over; kept on the task.")
+    reason: str = strawberry.field(
+        description="Why the task is passed over; kept on the task. At most "
+        f"{REASON_MAX_LENGTH:,} characters."
+    )
 
 
 @strawberry.input(description="The stage whose waiting tasks a person approves.")
@@ -221,10 +265,12 @@ class IssueActionInput:
 class CreateApiTokenInput:
     actor: str = strawberry.field(
         description="The name recorded as the actor of everything done with the token; an "
-        "issue's creator is matched by it."
+        f"issue's creator is matched by it. {NAME_DESCRIPTION}"
     )
     role: Role
-    description: str = ""
+    description: str = strawberry.field(
+        default="", description=f"At most {TITLE_MAX_LENGTH} characters."
+    )
     expires_at: datetime | None = strawberry.field(
         default=None, description="When the token stops working; never when omitted."
     )
