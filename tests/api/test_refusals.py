@@ -263,6 +263,17 @@ REFUSALS: dict[str, Refusal] = {
         code="NOT_FOUND",
         catalog_changes={(*DDL, "databaseId"): lambda catalog: catalog.environments["dev"]},
     ),
+    "malformed environment id": Refusal(
+        {("stages", 1, "environmentId"): "not-an-id"},
+        "not a valid id of this API",
+        ("stages", 1, "environmentId"),
+    ),
+    "malformed instance id": Refusal(
+        {(*SYNC, "instanceId"): "not-an-id"}, "not a valid id of this API", (*SYNC, "instanceId")
+    ),
+    "malformed database id": Refusal(
+        {(*DML, "databaseId"): "not-an-id"}, "not a valid id of this API", (*DML, "databaseId")
+    ),
     "two-task cycle": Refusal(
         {(*DDL, "blockedBy"): ["dml"]},
         "blocked-by links form a cycle: ddl -> dml -> ddl",
@@ -472,8 +483,17 @@ async def test_refuses_an_id_that_is_no_global_id(
 ) -> None:
     plan = valid_plan(shared_catalog)
     plan["stages"][0]["tasks"][1]["databaseId"] = "not-a-global-id"
+    plan["stages"][1]["tasks"][0]["instanceId"] = global_id("Environment", 1)
 
     error = await refusal(shared_graphql, CREATE_ISSUE, {"input": plan})
 
     assert error["extensions"]["code"] == "INVALID_INPUT"
     assert error["message"] == "not a valid id of this API"
+    assert error["extensions"]["field"] == ["input", *DML, "databaseId"]
+    assert [
+        (problem["code"], problem["field"], problem["message"])
+        for problem in error["extensions"]["problems"]
+    ] == [
+        ("INVALID_INPUT", ["input", *DML, "databaseId"], "not a valid id of this API"),
+        ("NOT_FOUND", ["input", *SYNC, "instanceId"], "instance does not exist"),
+    ]

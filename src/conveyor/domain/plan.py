@@ -23,6 +23,14 @@ MAX_TASKS_PER_STAGE = 1_000
 MAX_BLOCKED_BY = 100
 
 
+#: Stands in a plan for an id that names no row of the expected type: validation reports it
+#: (NOT_FOUND) at its field, together with every other problem of the plan.
+UNKNOWN_ROW = 0
+#: Stands in a plan for a text that is no id at all: reported alike, as INVALID_INPUT.
+MALFORMED_ID = -1
+MALFORMED_ID_MESSAGE = "not a valid id of this API"
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     type: TaskType
@@ -139,6 +147,8 @@ def _validate_stage(
                 ErrorCode.INVALID_INPUT, "a stage needs an environment", (*path, "environmentId")
             )
         )
+    elif stage.environment_id == MALFORMED_ID:
+        problems.append(_malformed_id((*path, "environmentId")))
     elif stage.environment_id not in catalog.environment_policies:
         problems.append(
             Problem(ErrorCode.NOT_FOUND, "environment does not exist", (*path, "environmentId"))
@@ -171,6 +181,8 @@ def _validate_task(
         problems.append(
             Problem(ErrorCode.INVALID_INPUT, "a task needs an instance", (*path, "instanceId"))
         )
+    elif task.instance_id == MALFORMED_ID:
+        problems.append(_malformed_id((*path, "instanceId")))
     elif task.instance_id not in catalog.instance_ids:
         problems.append(
             Problem(ErrorCode.NOT_FOUND, "instance does not exist", (*path, "instanceId"))
@@ -233,6 +245,10 @@ def _validate_blockers(
     return problems
 
 
+def _malformed_id(path: FieldPath) -> Problem:
+    return Problem(ErrorCode.INVALID_INPUT, MALFORMED_ID_MESSAGE, path)
+
+
 def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> list[Problem]:
     database_path = (*path, "databaseId")
     if task.database_id is None:
@@ -253,6 +269,8 @@ def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> lis
                 database_path,
             )
         ]
+    if task.database_id == MALFORMED_ID:
+        return [_malformed_id(database_path)]
     instance_of_database = catalog.database_instances.get(task.database_id)
     if instance_of_database is None:
         return [Problem(ErrorCode.NOT_FOUND, "database does not exist", database_path)]

@@ -4,46 +4,62 @@ from datetime import datetime
 
 import strawberry
 from strawberry import relay
+from strawberry.relay import GlobalIDValueError
 
 from conveyor.db.catalog import HOST_MAX_LENGTH
 from conveyor.db.tasks import REASON_MAX_LENGTH
 from conveyor.domain.plan import (
     DATABASE_NAME_MAX_LENGTH,
     DESCRIPTION_MAX_LENGTH,
+    MALFORMED_ID,
+    MALFORMED_ID_MESSAGE,
     MAX_BLOCKED_BY,
     MAX_STAGES,
     MAX_TASKS_PER_STAGE,
     NAME_MAX_LENGTH,
     STATEMENT_MAX_LENGTH,
     TITLE_MAX_LENGTH,
+    UNKNOWN_ROW,
     IssuePlan,
     StagePlan,
     TaskPlan,
 )
 from conveyor.domain.targets import ALLOWED_OPTIONS
-from conveyor.errors import FieldPath, not_found
+from conveyor.errors import FieldPath, invalid_input, not_found
 from conveyor.graphql.types.enums import ApprovalPolicy, Engine, Role, TaskType
 from conveyor.graphql.types.node import parse_node_id
 
 
-def node_key(global_id: relay.GlobalID | None, type_name: str, field: FieldPath) -> int | None:
-    """The row id behind a global id of the expected type, or NOT_FOUND naming `field`."""
-    if global_id is None:
+def _global_id(raw: str) -> relay.GlobalID | None:
+    try:
+        return relay.GlobalID.from_id(raw)
+    except GlobalIDValueError:
         return None
+
+
+# Ids arrive as plain `ID`s and are decoded here rather than by strawberry, which refuses a
+# malformed one before any resolver runs: without the field it came in, and alone.
+def node_key(raw: str | None, type_name: str, field: FieldPath) -> int | None:
+    """The row id behind a global id of the expected type; INVALID_INPUT naming `field` when
+    `raw` is no global id, NOT_FOUND when it names no row of that type."""
+    if raw is None:
+        return None
+    global_id = _global_id(raw)
+    if global_id is None:
+        raise invalid_input(MALFORMED_ID_MESSAGE, field)
     key = parse_node_id(global_id.node_id)
     if global_id.type_name != type_name or key is None:
         raise not_found(type_name.lower(), field)
     return key
 
 
-#: Stands in a plan for an id that names no row of the expected type, so that validation
-#: reports it (NOT_FOUND, with its field) together with every other problem of the plan.
-UNKNOWN_ROW = 0
-
-
-def plan_key(global_id: relay.GlobalID | None, type_name: str) -> int | None:
-    if global_id is None:
+def plan_key(raw: str | None, type_name: str) -> int | None:
+    """The row id behind a global id in a plan; validation reports a stand-in at its field."""
+    if raw is None:
         return None
+    global_id = _global_id(raw)
+    if global_id is None:
+        return MALFORMED_ID
     key = parse_node_id(global_id.node_id)
     return key if global_id.type_name == type_name and key is not None else UNKNOWN_ROW
 
@@ -75,7 +91,7 @@ class CreateEnvironmentInput:
 
 @strawberry.input(description="Changes to an environment; omitted fields stay as they are.")
 class UpdateEnvironmentInput:
-    id: relay.GlobalID
+    id: strawberry.ID
     name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     order: int | None = None
     approval_policy: ApprovalPolicy | None = None
@@ -108,7 +124,7 @@ def connection_option_pairs(
 @strawberry.input(description="A new database server. The password is stored encrypted.")
 class CreateInstanceInput:
     name: str = strawberry.field(description=NAME_DESCRIPTION)
-    environment_id: relay.GlobalID
+    environment_id: strawberry.ID
     host: str = strawberry.field(description=f"At most {HOST_MAX_LENGTH} characters.")
     port: int = 5432
     username: str = strawberry.field(description=NAME_DESCRIPTION)
@@ -122,9 +138,9 @@ class CreateInstanceInput:
 
 @strawberry.input(description="Changes to an instance; omitted fields stay as they are.")
 class UpdateInstanceInput:
-    id: relay.GlobalID
+    id: strawberry.ID
     name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
-    environment_id: relay.GlobalID | None = None
+    environment_id: strawberry.ID | None = None
     host: str | None = strawberry.field(
         default=None, description=f"At most {HOST_MAX_LENGTH} characters."
     )
@@ -142,7 +158,7 @@ class UpdateInstanceInput:
 
 @strawberry.input(description="A database that exists on an instance.")
 class RegisterDatabaseInput:
-    instance_id: relay.GlobalID
+    instance_id: strawberry.ID
     name: str = strawberry.field(
         description=f"At most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8, as PostgreSQL allows."
     )
@@ -151,8 +167,8 @@ class RegisterDatabaseInput:
 @strawberry.input(description="One task of a new pipeline.")
 class TaskPlanInput:
     type: TaskType
-    instance_id: relay.GlobalID | None = None
-    database_id: relay.GlobalID | None = strawberry.field(
+    instance_id: strawberry.ID | None = None
+    database_id: strawberry.ID | None = strawberry.field(
         default=None, description="Required by SCHEMA_UPDATE and DATA_UPDATE."
     )
     name: str | None = strawberry.field(
@@ -179,7 +195,7 @@ class TaskPlanInput:
 
 @strawberry.input(description="One stage of a new pipeline.")
 class StagePlanInput:
-    environment_id: relay.GlobalID | None = None
+    environment_id: strawberry.ID | None = None
     tasks: list[TaskPlanInput] = strawberry.field(
         description=f"1 to {MAX_TASKS_PER_STAGE:,} tasks."
     )
@@ -231,7 +247,7 @@ def _task_plan(task: TaskPlanInput) -> TaskPlan:
 
 @strawberry.input(description="The task a person acts on.")
 class TaskActionInput:
-    task_id: relay.GlobalID
+    task_id: strawberry.ID
     expected_version: int | None = strawberry.field(
         default=None,
         description="Refuse the action with CONFLICT if the task is no longer at this version.",
@@ -253,12 +269,12 @@ class SkipTaskInput(TaskActionInput):
 
 @strawberry.input(description="The stage whose waiting tasks a person approves.")
 class StageActionInput:
-    stage_id: relay.GlobalID
+    stage_id: strawberry.ID
 
 
 @strawberry.input
 class IssueActionInput:
-    issue_id: relay.GlobalID
+    issue_id: strawberry.ID
 
 
 @strawberry.input(description="A new API token.")
@@ -278,4 +294,4 @@ class CreateApiTokenInput:
 
 @strawberry.input(description="The API token to revoke.")
 class RevokeApiTokenInput:
-    id: relay.GlobalID
+    id: strawberry.ID

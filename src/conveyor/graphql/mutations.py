@@ -31,7 +31,7 @@ from conveyor.graphql.types.stage import Stage
 from conveyor.graphql.types.task import Task
 
 
-def _required_key(global_id: strawberry.relay.GlobalID, type_name: str, field: str) -> int:
+def _required_key(global_id: strawberry.ID, type_name: str, field: str) -> int:
     key = node_key(global_id, type_name, ("input", field))
     assert key is not None
     return key
