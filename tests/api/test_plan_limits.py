@@ -1,5 +1,5 @@
-"""Every limit of a plan: accepted at the limit, refused one past it with the limit in
-`extensions.limit`, at the field that went past it, among the other problems."""
+"""Every limit of a plan, and of the other inputs: accepted at the limit, refused one past it
+with the limit in `extensions.limit`, at the field that went past it, among the other problems."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.db.tasks import REASON_MAX_LENGTH
 from conveyor.domain.plan import (
     DATABASE_NAME_MAX_LENGTH,
     DESCRIPTION_MAX_LENGTH,
@@ -20,6 +21,7 @@ from conveyor.domain.plan import (
 from tests.api.support import (
     CREATE_ISSUE,
     Catalog,
+    create_issue,
     database_task,
     instance_task,
     issue_plan,
@@ -181,3 +183,59 @@ async def test_a_limit_is_reported_among_the_other_problems(
             "limit": NAME_MAX_LENGTH,
         },
     ]
+
+
+# --- the limits of other inputs ---------------------------------------------------------------
+
+SKIP_TASK = "mutation($input: SkipTaskInput!) { skipTask(input: $input) { id } }"
+CREATE_TOKEN = "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }"
+CREATE_ENVIRONMENT = (
+    "mutation($input: CreateEnvironmentInput!) { createEnvironment(input: $input) { id } }"
+)
+
+
+@dataclass(frozen=True)
+class InputLimit:
+    limit: int
+    document: str
+    #: The input whose value is `n`.
+    input: Callable[[Catalog, dict[str, str], int], dict[str, Any]]
+    field: str
+
+
+INPUT_LIMITS = {
+    "skip reason": InputLimit(
+        REASON_MAX_LENGTH,
+        SKIP_TASK,
+        lambda catalog, tasks, n: {"taskId": tasks["instance_sync-1"], "reason": "r" * n},
+        "reason",
+    ),
+    "token description": InputLimit(
+        TITLE_MAX_LENGTH,
+        CREATE_TOKEN,
+        lambda catalog, tasks, n: {"actor": "vera", "role": "VIEWER", "description": "d" * n},
+        "description",
+    ),
+    "environment name": InputLimit(
+        NAME_MAX_LENGTH,
+        CREATE_ENVIRONMENT,
+        lambda catalog, tasks, n: {"name": "e" * n, "order": 9},
+        "name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", INPUT_LIMITS.values(), ids=INPUT_LIMITS.keys())
+async def test_other_inputs_are_refused_past_their_limit_with_it(
+    graphql: GraphQLClient, catalog: Catalog, case: InputLimit
+) -> None:
+    tasks = (await create_issue(graphql, catalog, {"dev": [sync(catalog)]})).tasks
+
+    error = the_error(
+        await graphql(case.document, {"input": case.input(catalog, tasks, case.limit + 1)})
+    )
+
+    assert error["extensions"]["field"] == ["input", case.field]
+    assert error["extensions"]["limit"] == case.limit
+    assert error["extensions"]["problems"][0]["limit"] == case.limit
+    await graphql.ok(case.document, {"input": case.input(catalog, tasks, case.limit)})
