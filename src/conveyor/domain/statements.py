@@ -29,11 +29,14 @@ class StatementRefusal:
 
 
 # One lexeme of PostgreSQL's SQL, as far as splitting and classifying need: strings (standard,
-# E'' with backslash escapes), quoted identifiers, dollar quotes and comments are opaque.
+# E'' with backslash escapes), quoted identifiers, dollar quotes and comments are opaque. The
+# blanks before it go with it, and runs of punctuation or digits are one lexeme: the fewer
+# lexemes, the faster (a plan may hold thousands of scripts, read while the client waits).
 _LEXEME = re.compile(
     r"""
-      (?P<space>\s+)
-    | (?P<line_comment>--[^\n]*)
+    \s*
+    (?:
+      (?P<line_comment>--[^\n]*)
     | (?P<block_comment>/\*)
     | (?P<dollar_quote>\$(?:[^\W\d]\w*)?\$)
     | (?P<string>[eE]'(?:[^'\\]+|\\.|'')*'?|'(?:[^']+|'')*'?)
@@ -42,7 +45,8 @@ _LEXEME = re.compile(
     | (?P<open>\()
     | (?P<close>\))
     | (?P<semicolon>;)
-    | (?P<other>.)
+    | (?P<other>[^\s\w'"$;()/-]+|\d+|\S)
+    )
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -50,17 +54,20 @@ _COMMENT_DELIMITER = re.compile(r"/\*|\*/")
 
 
 def _lexemes(script: str) -> Iterator[tuple[str, int, int]]:
-    """(kind, start, end) of each lexeme of `script`."""
+    """(kind, start, end) of each lexeme of `script`, blanks left out."""
     position = 0
     while position < len(script):
         match = _LEXEME.match(script, position)
-        assert match is not None  # `other` matches any character
+        if match is None:  # `other` matches any other character: only blanks are left
+            return
         kind, end = str(match.lastgroup), match.end()
+        position = match.start(kind)
         if kind == "block_comment":
             end = _block_comment_end(script, position)
         elif kind == "dollar_quote":
-            closing = script.find(match.group(), end)
-            end = len(script) if closing < 0 else closing + len(match.group())
+            tag = match.group(kind)
+            closing = script.find(tag, end)
+            end = len(script) if closing < 0 else closing + len(tag)
         yield kind, position, end
         position = end
 
@@ -148,7 +155,7 @@ def _split(script: str) -> list[Statement]:
     # psql, count BEGIN/CASE against END inside CREATE [OR REPLACE] FUNCTION/PROCEDURE.
     blocks = 0
     for kind, begin, finish in _lexemes(script):
-        if kind in {"space", "line_comment", "block_comment"}:
+        if kind in {"line_comment", "block_comment"}:
             continue
         if kind == "semicolon" and parentheses == 0 and blocks == 0:
             if start is not None:
@@ -165,7 +172,7 @@ def _split(script: str) -> list[Statement]:
         elif kind == "word" and parentheses == 0:
             word = script[begin:finish].upper()
             words.append(word)
-            if _defines_routine(words):
+            if word in {"BEGIN", "CASE", "END"} and _defines_routine(words):
                 if word == "BEGIN" or (word == "CASE" and blocks > 0):
                     blocks += 1
                 elif word == "END" and blocks > 0:
