@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from graphql import ValidationContext, ValidationRule
+from graphql import FieldNode, ValidationContext, ValidationRule
 from graphql.error import GraphQLError
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.exceptions import MissingQueryError
@@ -14,7 +14,8 @@ from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem
+from conveyor.domain.plan import MALFORMED_ID_MESSAGE
+from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem, invalid_input
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,14 @@ def _problem_of(problem: Problem) -> dict[str, Any]:
     return extensions
 
 
+def _only_argument(error: GraphQLError) -> FieldPath | None:
+    """The name of the one argument of the field `error` is about, if it has one only."""
+    field = error.nodes[0] if error.nodes else None
+    if isinstance(field, FieldNode) and field.arguments and len(field.arguments) == 1:
+        return (field.arguments[0].name.value,)
+    return None
+
+
 def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
     """The refusal of a whole document by one of Conveyor's validation rules."""
     return GraphQLError(message, extensions=_problem_extensions(code, field))
@@ -258,6 +267,12 @@ class ConveyorErrors(MaskErrors):
         original = error.original_error
         if error.path is None and (refusal := _limit_refusal(error)) is not None:
             return self._rebuild(error, *refusal)
+        if isinstance(original, GlobalIDValueError):
+            # An id the client sent that is no global id, or names no node type of this schema:
+            # found only while resolving the field (so it has a path), yet the client's mistake.
+            # Only relay's `node` and `nodes` still decode ids this way (Conveyor's inputs decode
+            # their own), and the id is their one argument.
+            original = invalid_input(MALFORMED_ID_MESSAGE, _only_argument(error))
         if isinstance(original, ConveyorError):
             extensions = _problem_of(original.first)
             extensions["problems"] = [
@@ -278,14 +293,6 @@ class ConveyorErrors(MaskErrors):
                 extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
                 return self._rebuild(error, message, extensions)
             return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
-        if isinstance(original, GlobalIDValueError):
-            # An id the client sent that is no global id, or names no node type of this schema:
-            # found only while resolving the field (so it has a path), yet the client's mistake.
-            return self._rebuild(
-                error,
-                "not a valid id of this API",
-                _problem_extensions(ErrorCode.INVALID_INPUT, None),
-            )
         correlation_id = uuid.uuid4().hex
         # The type only: the exception's text may hold SQL, host names or secrets.
         logger.error(
