@@ -369,8 +369,9 @@ async def execute(
             # A statement stored before a rule existed may still break it.
             script = parse_script(change.statement)
             run = _Run(transactional=script.transactional)
-            if script.refusal is not None:
-                return run.failed(script.refusal.rule, script.refusal.message)
+            refusal = script.refusal
+            if refusal is not None:
+                return run.failed(refusal.rule, refusal.message)
             work = functools.partial(
                 _apply_change,
                 change=change,
