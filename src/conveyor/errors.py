@@ -33,6 +33,8 @@ class Problem:
     code: ErrorCode
     message: str
     field: FieldPath | None = None
+    #: The number a value went past, when a limit refused it (`extensions.limit`).
+    limit: int | None = None
 
 
 class ConveyorError(Exception):

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from graphql import ValidationContext, ValidationRule
+from graphql import FieldNode, ValidationContext, ValidationRule
 from graphql.error import GraphQLError
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.exceptions import MissingQueryError
@@ -15,7 +15,8 @@ from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from conveyor.db.outages import database_unavailable
-from conveyor.errors import ConveyorError, ErrorCode, FieldPath
+from conveyor.domain.plan import MALFORMED_ID_MESSAGE
+from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem, invalid_input
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ def without_suggestions(message: str) -> str:
 # "Variable '$input' has invalid value at .stages[0].tasks[1].type: ..." (without the name).
 _VARIABLE_PATH = re.compile(r"^Variable '\$\w+' got invalid value .*? at '([^']+)';")
 _VARIABLE_PATH_3_3 = re.compile(r"^Variable '\$(\w+)' has invalid value at ((?:\.\w+|\[\d+\])+): ")
+# Errors of a variable's value, as opposed to errors of the document about its variables
+# ("Variable '$x' is never used", "... is not defined", "... of type 'X' used in position ..."),
+# which start with the same words.
+_VARIABLE_VALUE = re.compile(r"^Variable '\$\w+' (?:got|has) invalid value")
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 
@@ -159,6 +164,21 @@ def failed_for_unavailable_database(data: object, errors: list[GraphQLError] | N
     ):
         return False
     return data is None or (isinstance(data, dict) and all(v is None for v in data.values()))
+
+
+def _problem_of(problem: Problem) -> dict[str, Any]:
+    extensions = _problem_extensions(problem.code, problem.field)
+    if problem.limit is not None:
+        extensions["limit"] = problem.limit
+    return extensions
+
+
+def _only_argument(error: GraphQLError) -> FieldPath | None:
+    """The name of the one argument of the field `error` is about, if it has one only."""
+    field = error.nodes[0] if error.nodes else None
+    if isinstance(field, FieldNode) and field.arguments and len(field.arguments) == 1:
+        return (field.arguments[0].name.value,)
+    return None
 
 
 def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
@@ -265,15 +285,20 @@ class ConveyorErrors(MaskErrors):
         original = error.original_error
         if error.path is None and (refusal := _limit_refusal(error)) is not None:
             return self._rebuild(error, *refusal)
+        if isinstance(original, GlobalIDValueError):
+            # An id the client sent that is no global id, or names no node type of this schema:
+            # found only while resolving the field (so it has a path), yet the client's mistake.
+            # Only relay's `node` and `nodes` still decode ids this way (Conveyor's inputs decode
+            # their own), and the id is their one argument.
+            original = invalid_input(MALFORMED_ID_MESSAGE, _only_argument(error))
         if isinstance(original, ConveyorError):
-            first = original.first
-            extensions = _problem_extensions(first.code, first.field)
+            extensions = _problem_of(original.first)
             extensions["problems"] = [
-                {"message": problem.message, **_problem_extensions(problem.code, problem.field)}
+                {"message": problem.message, **_problem_of(problem)}
                 for problem in original.problems
             ]
             extensions.update(original.details)
-            return self._rebuild(error, first.message, extensions)
+            return self._rebuild(error, original.first.message, extensions)
         if original is not None and database_unavailable(original):
             # Not logged here: the process's event listener logs the outage once.
             return self._rebuild(error, DATABASE_UNAVAILABLE, database_unavailable_extensions())
@@ -285,18 +310,10 @@ class ConveyorErrors(MaskErrors):
                 message = without_suggestions(message)
             if message.startswith("Syntax Error"):
                 return self._rebuild(error, message, _problem_extensions(PARSE_FAILED, None))
-            if message.startswith("Variable '$"):
+            if _VARIABLE_VALUE.match(message):
                 extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
                 return self._rebuild(error, message, extensions)
             return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
-        if isinstance(original, GlobalIDValueError):
-            # An id the client sent that is no global id, or names no node type of this schema:
-            # found only while resolving the field (so it has a path), yet the client's mistake.
-            return self._rebuild(
-                error,
-                "not a valid id of this API",
-                _problem_extensions(ErrorCode.INVALID_INPUT, None),
-            )
         correlation_id = uuid.uuid4().hex
         # The type only: the exception's text may hold SQL, host names or secrets.
         logger.error(

@@ -32,7 +32,7 @@ from conveyor.graphql.types.task import Task
 from conveyor.runner.own_database import OwnDatabaseCheck
 
 
-def _required_key(global_id: strawberry.relay.GlobalID, type_name: str, field: str) -> int:
+def _required_key(global_id: strawberry.ID, type_name: str, field: str) -> int:
     key = node_key(global_id, type_name, ("input", field))
     assert key is not None
     return key

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import strawberry
-from strawberry import relay
 from tortoise.models import Model
 
 from conveyor.db import events as event_log
@@ -78,7 +77,7 @@ def _hub(info: Info) -> EventHub:
 
 
 async def _scope(
-    scopes: tuple[_Scope, ...], values: tuple[relay.GlobalID | None, ...]
+    scopes: tuple[_Scope, ...], values: tuple[strawberry.ID | None, ...]
 ) -> tuple[str, int]:
     """The event column and row id of the one scope argument given, which must exist."""
     given = [
@@ -124,9 +123,9 @@ class Subscription:
     async def task_status_changed(
         self,
         info: Info,
-        pipeline_id: Annotated[relay.GlobalID | None, _scope_argument("pipeline's tasks")] = None,
-        stage_id: Annotated[relay.GlobalID | None, _scope_argument("stage's tasks")] = None,
-        task_id: Annotated[relay.GlobalID | None, _scope_argument("task")] = None,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline's tasks")] = None,
+        stage_id: Annotated[strawberry.ID | None, _scope_argument("stage's tasks")] = None,
+        task_id: Annotated[strawberry.ID | None, _scope_argument("task")] = None,
         after: AfterArgument = None,
         snapshot: Annotated[
             bool,
@@ -163,8 +162,8 @@ class Subscription:
     async def pipeline_status_changed(
         self,
         info: Info,
-        pipeline_id: Annotated[relay.GlobalID | None, _scope_argument("pipeline")] = None,
-        issue_id: Annotated[relay.GlobalID | None, _scope_argument("issue's pipeline")] = None,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline")] = None,
+        issue_id: Annotated[strawberry.ID | None, _scope_argument("issue's pipeline")] = None,
         after: AfterArgument = None,
     ) -> AsyncGenerator[PipelineStatusChange, None]:
         require(info.context.acting, Operation.READ)

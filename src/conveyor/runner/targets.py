@@ -9,12 +9,10 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import itertools
 import logging
-import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, assert_never
@@ -22,6 +20,7 @@ from typing import Any, TypeAlias, assert_never
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 
+from conveyor.domain.statements import Statement, parse_script
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import (
     CONVEYOR_DATABASE_REFUSAL,
@@ -66,10 +65,6 @@ ALREADY_EXISTS = "ALREADY_EXISTS"
 ALREADY_RUNNING = "ALREADY_RUNNING"
 #: DATABASE_CREATE: the name cannot be a PostgreSQL database name as given.
 INVALID_NAME = "INVALID_NAME"
-#: The script has no SQL in it, only blanks or comments.
-EMPTY_STATEMENT = "EMPTY_STATEMENT"
-#: The script opens or ends transactions itself, which would break the history guarantee.
-TRANSACTION_CONTROL = "TRANSACTION_CONTROL"
 
 _QUERY_CANCELED = "57014"
 
@@ -179,162 +174,6 @@ class Outcome:
 
 
 # --- Reading scripts -------------------------------------------------------------------------
-
-# One lexeme of PostgreSQL's SQL, as far as splitting and classifying need: strings (standard,
-# E'' with backslash escapes), quoted identifiers, dollar quotes and comments are opaque.
-_LEXEME = re.compile(
-    r"""
-      (?P<space>\s+)
-    | (?P<line_comment>--[^\n]*)
-    | (?P<block_comment>/\*)
-    | (?P<dollar_quote>\$(?:[^\W\d]\w*)?\$)
-    | (?P<string>[eE]'(?:[^'\\]+|\\.|'')*'?|'(?:[^']+|'')*'?)
-    | (?P<quoted_identifier>"(?:[^"]+|"")*"?)
-    | (?P<word>[^\W\d][\w$]*)
-    | (?P<open>\()
-    | (?P<close>\))
-    | (?P<semicolon>;)
-    | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_COMMENT_DELIMITER = re.compile(r"/\*|\*/")
-
-
-def _lexemes(script: str) -> Iterator[tuple[str, int, int]]:
-    """(kind, start, end) of each lexeme of `script`."""
-    position = 0
-    while position < len(script):
-        match = _LEXEME.match(script, position)
-        assert match is not None  # `other` matches any character
-        kind, end = str(match.lastgroup), match.end()
-        if kind == "block_comment":
-            end = _block_comment_end(script, position)
-        elif kind == "dollar_quote":
-            closing = script.find(match.group(), end)
-            end = len(script) if closing < 0 else closing + len(match.group())
-        yield kind, position, end
-        position = end
-
-
-def _block_comment_end(script: str, start: int) -> int:
-    # Block comments nest in PostgreSQL.
-    depth = 0
-    for delimiter in _COMMENT_DELIMITER.finditer(script, start):
-        depth += 1 if delimiter.group() == "/*" else -1
-        if depth == 0:
-            return delimiter.end()
-    return len(script)
-
-
-@dataclass(frozen=True)
-class _Statement:
-    text: str
-    #: Its bare words outside parentheses, upper-cased: enough to tell what it is.
-    words: tuple[str, ...]
-
-    @property
-    def transactional(self) -> bool:
-        return not _runs_only_outside_transaction(self.words)
-
-    @property
-    def controls_transaction(self) -> bool:
-        first = self.words[0] if self.words else ""
-        if first == "ROLLBACK":
-            return "TO" not in self.words  # ROLLBACK TO SAVEPOINT stays inside the transaction
-        return first in {"BEGIN", "START", "COMMIT", "END", "ABORT"} or self.words[:2] == (
-            "PREPARE",
-            "TRANSACTION",
-        )
-
-
-# PostgreSQL refuses these inside a transaction block. ALTER TYPE ... ADD VALUE is not here on
-# purpose: it may run in one since PostgreSQL 12. Nor is REFRESH MATERIALIZED VIEW
-# CONCURRENTLY, which may too.
-_OUTSIDE_TRANSACTION = frozenset(
-    {
-        ("CREATE", "DATABASE"),
-        ("DROP", "DATABASE"),
-        ("CREATE", "TABLESPACE"),
-        ("DROP", "TABLESPACE"),
-        ("CREATE", "SUBSCRIPTION"),
-        ("DROP", "SUBSCRIPTION"),
-        ("ALTER", "SYSTEM"),
-        ("REINDEX", "SCHEMA"),
-        ("REINDEX", "DATABASE"),
-        ("REINDEX", "SYSTEM"),
-        ("DISCARD", "ALL"),
-    }
-)
-
-
-def _runs_only_outside_transaction(words: tuple[str, ...]) -> bool:
-    first, second = (*words, "", "")[:2]
-    if first == "VACUUM" or (first, second) in _OUTSIDE_TRANSACTION:
-        return True
-    if first in {"CREATE", "DROP", "REINDEX", "ALTER"} and "CONCURRENTLY" in words:
-        # CREATE/DROP INDEX, REINDEX, ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY.
-        return True
-    if first == "CLUSTER":
-        return words[1:] in {(), ("VERBOSE",)}  # CLUSTER of every clustered table
-    if (first, second) == ("ALTER", "DATABASE"):
-        return ("SET", "TABLESPACE") in itertools.pairwise(words)
-    return False
-
-
-def _defines_routine(words: list[str]) -> bool:
-    return words[:2] in (["CREATE", "FUNCTION"], ["CREATE", "PROCEDURE"]) or words[:4] in (
-        ["CREATE", "OR", "REPLACE", "FUNCTION"],
-        ["CREATE", "OR", "REPLACE", "PROCEDURE"],
-    )
-
-
-def _parse(script: str) -> list[_Statement]:
-    """The statements of `script`, split at semicolons the way psql splits a file."""
-    statements: list[_Statement] = []
-    start: int | None = None
-    end = 0
-    words: list[str] = []
-    parentheses = 0
-    # A SQL-standard routine body (BEGIN ATOMIC ... END) holds semicolons of its own; like
-    # psql, count BEGIN/CASE against END inside CREATE [OR REPLACE] FUNCTION/PROCEDURE.
-    blocks = 0
-    for kind, begin, finish in _lexemes(script):
-        if kind in {"space", "line_comment", "block_comment"}:
-            continue
-        if kind == "semicolon" and parentheses == 0 and blocks == 0:
-            if start is not None:
-                statements.append(_Statement(script[start:end], tuple(words)))
-            start, words = None, []
-            continue
-        if start is None:
-            start = begin
-        end = finish
-        if kind == "open":
-            parentheses += 1
-        elif kind == "close":
-            parentheses = max(parentheses - 1, 0)
-        elif kind == "word" and parentheses == 0:
-            word = script[begin:finish].upper()
-            words.append(word)
-            if _defines_routine(words):
-                if word == "BEGIN" or (word == "CASE" and blocks > 0):
-                    blocks += 1
-                elif word == "END" and blocks > 0:
-                    blocks -= 1
-    if start is not None:
-        statements.append(_Statement(script[start:end], tuple(words)))
-    return statements
-
-
-def split_statements(script: str) -> list[str]:
-    """The statements of `script`, without comments around them or their semicolons."""
-    return [statement.text for statement in _parse(script)]
-
-
-def is_transactional(statement: str) -> bool:
-    """False when any statement of the script cannot run inside a transaction block."""
-    return all(parsed.transactional for parsed in _parse(statement))
 
 
 def quote_identifier(name: str) -> str:
@@ -559,20 +398,16 @@ async def execute(
         case TaskType.SCHEMA_UPDATE | TaskType.DATA_UPDATE:
             if change.statement is None:
                 raise ValueError(f"a {change.type} change needs a statement")
-            statements = _parse(change.statement)
-            run = _Run(transactional=all(parsed.transactional for parsed in statements))
-            if not statements:
-                return run.failed(EMPTY_STATEMENT, "the statement holds no SQL, only comments")
-            if any(parsed.controls_transaction for parsed in statements):
-                return run.failed(
-                    TRANSACTION_CONTROL,
-                    "the statement must not begin or end transactions (BEGIN, COMMIT, "
-                    "ROLLBACK...): Conveyor runs each change in a transaction of its own",
-                )
+            # A statement stored before a rule existed may still break it.
+            script = parse_script(change.statement)
+            run = _Run(transactional=script.transactional)
+            refusal = script.refusal
+            if refusal is not None:
+                return run.failed(refusal.rule, refusal.message)
             work = functools.partial(
                 _apply_change,
                 change=change,
-                statements=statements,
+                statements=script.statements,
                 checksum=_checksum(change.statement),
             )
         case TaskType.DATABASE_CREATE:
@@ -642,7 +477,7 @@ async def _set_timeouts(connection: _Connection, run: _Run, change: Change, scop
 
 
 async def _run_statements(
-    connection: _Connection, run: _Run, statements: list[_Statement]
+    connection: _Connection, run: _Run, statements: Sequence[Statement]
 ) -> dict[str, Any]:
     status = ""
     for statement in statements:
@@ -655,7 +490,7 @@ async def _apply_change(
     run: _Run,
     *,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     try:
@@ -671,7 +506,7 @@ async def _apply_in_transaction(
     connection: _Connection,
     run: _Run,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     async with connection.transaction():
@@ -695,7 +530,7 @@ async def _apply_outside_transaction(
     connection: _Connection,
     run: _Run,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     # Without a transaction to hold the history row, a session advisory lock keeps a second

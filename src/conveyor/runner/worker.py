@@ -25,6 +25,7 @@ from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask, RunResult
 from conveyor.db.outages import Outage, database_unavailable
 from conveyor.db.own_database import conveyor_database
+from conveyor.domain.statements import is_transactional
 from conveyor.domain.statuses import TaskRunStatus, TaskType
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
@@ -45,7 +46,7 @@ def safe_to_rerun(task_type: TaskType, statement: str | None) -> bool:
     # CREATE DATABASE is all-or-nothing and a sync only reads; a change is safe only when it
     # ran inside one transaction, which PostgreSQL rolled back with the dead connection.
     if task_type.needs_statement:
-        return targets.is_transactional(statement or "")
+        return is_transactional(statement or "")
     return True
 
 
