@@ -84,8 +84,13 @@ def ensure_postgraphile() -> str | None:
     for name, pinned in pins.items():
         (POSTGRAPHILE_DIR / name).write_bytes(pinned)
     # `npm ci` installs exactly the lockfile (and fails if package.json disagrees with it).
+    # npm's progress goes to stderr with the benchmark's own: stdout holds only the tables.
     subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"], cwd=POSTGRAPHILE_DIR, check=True, timeout=600
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=POSTGRAPHILE_DIR,
+        stdout=sys.stderr,
+        check=True,
+        timeout=600,
     )
     return None
 
