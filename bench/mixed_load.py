@@ -58,8 +58,8 @@ CYCLE = {
     "PENDING": ("cancelTask", "CANCELED"),
     "CANCELED": ("retryTask", "PENDING_APPROVAL"),
 }
-#: Every fourth action skips a task the client has not touched yet (SKIPPED is final).
-SKIP_EVERY = 4
+#: The share of actions that skip a task the client has not touched yet (SKIPPED is final).
+SKIP_SHARE = 0.25
 ACTION = "mutation($input: %s!) { %s(input: $input) { id status } }"
 ACTION_INPUTS = {
     "approveTask": "TaskActionInput",
@@ -113,7 +113,6 @@ class Client:
         #: The task the cycle acts on, until it is back at PENDING_APPROVAL.
         self.current = next(self.turn)
         self.to_skip = list(plan.task_ids[half:])
-        self.actions = 0
         self.issues = 0
 
     def next_request(self) -> tuple[str, bytes, str | None]:
@@ -124,8 +123,7 @@ class Client:
             return "tree read", self.random.choice(self.workload.read_bodies), None
         if draw < reads + creates:
             return "createIssue", self.create_issue_body(), None
-        self.actions += 1
-        if self.actions % SKIP_EVERY == 0 and self.to_skip:
+        if self.random.random() < SKIP_SHARE and self.to_skip:
             task_id = self.to_skip.pop()
             variables = {"input": {"taskId": task_id, "reason": "mixed load"}}
             return "skipTask", action_body("skipTask", variables), None
