@@ -245,7 +245,7 @@ NO_PAGE_FOR_OTHERS = (
 
 
 def plain_table(
-    names: list[str], cases: list[Case], clients: list[int], loads: dict[tuple[str, str, int], Load]
+    cases: list[Case], clients: list[int], loads: dict[tuple[str, str, int], Load]
 ) -> str:
     """The plain reads: each server's p50 and throughput, and issue 11's two ratios."""
     lines = [
@@ -315,7 +315,7 @@ def report(
     counted: dict[tuple[str, str], Counted],
     loads: dict[tuple[str, str, int], Load],
 ) -> str:
-    sections = [plain_table(names, cases, clients, loads)]
+    sections = [plain_table(cases, clients, loads)]
     if any(case.page for case in cases):
         sections += [page_table(cases, clients, loads), NO_PAGE_FOR_OTHERS]
     sections.append(counts_table(names, cases, counted))

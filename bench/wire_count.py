@@ -279,7 +279,11 @@ async def main() -> None:
     parser.add_argument(
         "--servers", nargs="+", choices=["limit", "conveyor", "postgraphile"], default=["conveyor"]
     )
-    parser.add_argument("--statements", action="store_true", help="print each statement's text")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="print the text of each simple query and each statement prepared in the request",
+    )
     args = parser.parse_args()
     await tree_seed.ensure_seeded(args.database)
     database_url = with_database(server_url(), args.database)
