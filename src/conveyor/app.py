@@ -24,6 +24,7 @@ from conveyor.graphql.schema import build_schema
 from conveyor.graphql.view import GraphQLView
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
+from conveyor.web.page import page_routes
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", health),
             graphiql_assets_mount(),
+            *page_routes(),
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,174 @@
+// An issue's pipeline: stages as columns, tasks as chips, live.
+import { html, useEffect, useMemo, useRef, useState } from "./lib.js";
+import { refusal, request } from "./api.js";
+import { coalesced, follow } from "./live.js";
+import { Status } from "./status.js";
+import { StageActions, TaskActions } from "./actions.js";
+
+const PIPELINE_QUERY = `query Pipeline($id: ID!) {
+  node(id: $id) {
+    ... on Issue {
+      id title description creator status createdAt
+      pipeline {
+        id status
+        stages {
+          id name status
+          environment { name approvalPolicy }
+          taskCounts { done skipped total }
+          tasks {
+            id name type status version statusReason cancelRequested
+            database { name } instance { name }
+            waitingReason { kind message }
+            availableActions
+          }
+        }
+      }
+    }
+  }
+}`;
+
+// The snapshot is asked for only for its sequence number: the position in the event log
+// the page's first read is at least as new as, to resume from after a dropped connection.
+const TASKS_CHANGED = `subscription ($pipelineId: ID!, $after: Int, $snapshot: Boolean!) {
+  taskStatusChanged(pipelineId: $pipelineId, after: $after, snapshot: $snapshot) { sequence }
+}`;
+const PIPELINE_CHANGED = `subscription ($pipelineId: ID!, $after: Int) {
+  pipelineStatusChanged(pipelineId: $pipelineId, after: $after) { sequence }
+}`;
+
+/** How many chips a column renders at first, and how many more each time it is extended. */
+const FIRST_CHIPS = 60;
+const MORE_CHIPS = 240;
+
+// Render times of big pipelines, for the browser test and the README.
+window.conveyorRenders = window.conveyorRenders || [];
+
+function useLivePipeline(issueId) {
+  const [state, setState] = useState({ issue: null, error: null });
+  const [live, setLive] = useState("connecting");
+  const pending = useRef(null);
+  const refetch = useMemo(
+    () =>
+      coalesced(async () => {
+        const fetched = performance.now();
+        const { data, errors } = await request(PIPELINE_QUERY, { id: issueId });
+        const issue = data?.node ?? null;
+        pending.current = { fetchedMs: performance.now() - fetched, start: performance.now() };
+        setState({ issue, error: issue ? null : refusal(errors) ?? "no such issue" });
+      }),
+    [issueId],
+  );
+  useEffect(() => {
+    refetch();
+    return refetch.cancel;
+  }, [refetch]);
+
+  const pipelineId = state.issue?.pipeline.id;
+  useEffect(() => {
+    if (!pipelineId) return undefined;
+    let stopPipeline = null;
+    const stopTasks = follow(
+      TASKS_CHANGED,
+      (after) => ({ pipelineId, after, snapshot: after === null }),
+      (message) => {
+        stopPipeline ??= follow(
+          PIPELINE_CHANGED,
+          (after) => ({ pipelineId, after: after ?? message.sequence }),
+          refetch,
+        );
+        refetch();
+      },
+      setLive,
+    );
+    return () => {
+      stopTasks();
+      stopPipeline?.();
+    };
+  }, [pipelineId, refetch]);
+
+  // Measured after the browser has laid out and painted what was rendered.
+  useEffect(() => {
+    const measuring = pending.current;
+    if (!measuring || !state.issue) return;
+    pending.current = null;
+    requestAnimationFrame(() =>
+      setTimeout(() => {
+        const tasks = state.issue.pipeline.stages.reduce((n, stage) => n + stage.tasks.length, 0);
+        window.conveyorRenders.push({
+          tasks,
+          fetchMs: measuring.fetchedMs,
+          renderMs: performance.now() - measuring.start,
+        });
+      }),
+    );
+  }, [state]);
+
+  return { ...state, live, refetch };
+}
+
+function TaskChip({ task, onDone }) {
+  const target = [task.database?.name, task.instance.name].filter(Boolean).join(" on ");
+  return html`<li class="task status-${task.status.toLowerCase()}" data-task-id=${task.id}>
+    <div class="task-head">
+      <${Status} status=${task.status} />
+      <a href="#/tasks/${encodeURIComponent(task.id)}">${task.name}</a>
+    </div>
+    <div class="task-meta">${task.type.toLowerCase().replace("_", " ")} · ${target}</div>
+    ${task.cancelRequested && html`<div class="task-note">cancel requested</div>`}
+    ${task.statusReason && html`<div class="task-note">${task.statusReason}</div>`}
+    ${task.waitingReason &&
+    html`<div class="task-note waiting" data-waiting=${task.waitingReason.kind}>
+      waits: ${task.waitingReason.message}
+    </div>`}
+    <${TaskActions} task=${task} onDone=${onDone} />
+  </li>`;
+}
+
+function StageColumn({ stage, onDone }) {
+  const [shown, setShown] = useState(FIRST_CHIPS);
+  const more = useRef(null);
+  const hidden = stage.tasks.length - shown;
+  // Chips are rendered as the column scrolls into view: a 5,000-task pipeline opens at once.
+  useEffect(() => {
+    if (hidden <= 0 || !more.current) return undefined;
+    const observer = new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) setShown((n) => n + MORE_CHIPS);
+    });
+    observer.observe(more.current);
+    return () => observer.disconnect();
+  }, [hidden > 0]);
+  const finished = stage.taskCounts.done + stage.taskCounts.skipped;
+  return html`<section class="stage" aria-labelledby="stage-${stage.id}" data-stage-id=${stage.id}>
+    <header class="stage-head">
+      <h3 id="stage-${stage.id}">${stage.environment.name}${stage.name !== stage.environment.name ? ` · ${stage.name}` : ""}</h3>
+      <${Status} status=${stage.status} />
+      <div class="stage-counts">${finished} of ${stage.taskCounts.total} finished${stage.environment.approvalPolicy === "MANUAL" ? " · needs approval" : ""}</div>
+      <${StageActions} stage=${stage} onDone=${onDone} />
+    </header>
+    <ol class="tasks">
+      ${stage.tasks.slice(0, shown).map((task) => html`<${TaskChip} key=${task.id} task=${task} onDone=${onDone} />`)}
+    </ol>
+    ${hidden > 0 &&
+    html`<button type="button" class="more" ref=${more} onClick=${() => setShown((n) => n + MORE_CHIPS)}>
+      Show more tasks (${hidden} not shown)
+    </button>`}
+  </section>`;
+}
+
+export function PipelineView({ issueId }) {
+  const { issue, error, live, refetch } = useLivePipeline(issueId);
+  if (error) return html`<p class="refusal" role="alert">${error}</p>`;
+  if (!issue) return html`<p class="loading">Loading the pipeline…</p>`;
+  return html`<article class="pipeline" data-pipeline-id=${issue.pipeline.id}>
+    <header class="pipeline-head">
+      <h2>${issue.title}</h2>
+      <${Status} status=${issue.status} />
+      <span class="live live-${live}" role="status">${live === "live" ? "● live" : live}</span>
+      <p class="meta">opened by ${issue.creator}${issue.description ? ` · ${issue.description}` : ""}</p>
+    </header>
+    <div class="stages" aria-label="Stages, in the order they run">
+      ${issue.pipeline.stages.map((stage) => html`<${StageColumn} key=${stage.id} stage=${stage} onDone=${refetch} />`)}
+    </div>
+  </article>`;
+}
+
