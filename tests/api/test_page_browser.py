@@ -7,6 +7,7 @@ tasks); see tests/browser.py for the browser. CONVEYOR_PAGE_SCREENSHOT=path save
 screenshot of the demo's pipeline there (the README's picture).
 """
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -384,3 +385,43 @@ def test_a_5000_task_pipeline_renders_quickly(
             f"\n5,000-task pipeline: read in {render['fetchMs']:.0f} ms, "
             f"rendered in {render['renderMs']:.0f} ms ({shown} chips at first)"
         )
+
+
+#: Records the page's WebSockets and what it sends on them, installed before the page loads.
+SOCKET_SPY = """
+window.conveyorSockets = [];
+window.conveyorSent = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) { super(...args); window.conveyorSockets.push(this); }
+  send(data) { window.conveyorSent.push(String(data)); super.send(data); }
+};
+"""
+
+
+def test_the_page_resumes_after_a_dropped_connection_without_missing_a_change(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    issue_id = create_prod_issue(server, "Dropped", stages=1, tasks=2)
+    task_id = issue_task_ids(server, issue_id)[0]
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKET_SPY})
+    sign_in(browser, server, server.token)
+    open_pipeline(browser, server, issue_id)
+    # The connection drops, and the task changes before the page is connected again.
+    browser.execute_script("window.conveyorSockets.forEach(socket => socket.close(3000))")
+    api(
+        server,
+        "mutation ($input: SkipTaskInput!) { skipTask(input: $input) { id } }",
+        {"input": {"taskId": task_id, "reason": "while away"}},
+    )
+    seconds_until_changed(browser, task_id, "PENDING_APPROVAL")
+    assert task_status(browser, task_id) == "SKIPPED"
+    sent = [json.loads(message) for message in browser.execute_script("return window.conveyorSent")]
+    resumed = [
+        message["payload"]["variables"]
+        for message in sent
+        if message["type"] == "subscribe"
+        and "taskStatusChanged" in message["payload"]["query"]
+        and message["payload"]["variables"].get("after")
+    ]
+    assert resumed, "the page followed the tasks again without `after`"
