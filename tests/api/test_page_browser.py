@@ -471,3 +471,24 @@ def test_the_page_resumes_after_a_dropped_connection_without_missing_a_change(
         and message["payload"]["variables"].get("after")
     ]
     assert resumed, "the page followed the tasks again without `after`"
+
+
+def test_a_task_shows_its_statement_runs_and_events(server: ConveyorProcess, browser: Any) -> None:
+    issue_id, tasks = demo_tasks(server)
+    dev_schema = tasks[("dev", "create orders")]
+    sign_in(browser, server, server.token)
+    open_pipeline(browser, server, issue_id)
+    browser.find_element(
+        "css selector", f"li.task[data-task-id='{dev_schema['id']}'] .task-head a"
+    ).click()
+    # The worker runs dev at once: its first attempt appears, live.
+    run = wait_for(
+        browser,
+        "const run = document.querySelector('.run[data-run=\"1\"]');"
+        "return run && !run.querySelector('[data-status=\"RUNNING\"]') && run.innerText;",
+        "the task's first run to end",
+    )
+    assert "Attempt 1" in run
+    page = browser.find_element("css selector", ".task-page").text
+    assert "CREATE TABLE orders" in page
+    assert "task status changed by" in page
