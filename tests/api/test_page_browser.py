@@ -30,7 +30,7 @@ TOKEN_FIELD = "#conveyor-api-token"
 FOCUSABLE = "a[href], button:not([disabled]), input, select, textarea"
 
 PIPELINE_QUERY = """
-query { issues(first: 10) { edges { node { id title pipeline { id stages {
+query { issues(first: 100) { edges { node { id title pipeline { id stages {
   id environment { name } tasks { id name status version } } } } } } }
 """
 CREATE_ISSUE = "mutation ($input: CreateIssueInput!) { createIssue(input: $input) { id } }"
@@ -492,3 +492,60 @@ def test_a_task_shows_its_statement_runs_and_events(server: ConveyorProcess, bro
     page = browser.find_element("css selector", ".task-page").text
     assert "CREATE TABLE orders" in page
     assert "task status changed by" in page
+
+
+def listed_titles(browser: Any) -> list[str]:
+    titles: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('.issue-table tbody a')].map(a => a.textContent);"
+    )
+    return titles
+
+
+def wait_for_list(browser: Any, check: str, what: str) -> list[str]:
+    """The listed titles once `check` (JavaScript, over `titles`) holds."""
+    wait_for(
+        browser,
+        "const titles = [...document.querySelectorAll('.issue-table tbody a')]"
+        f".map(a => a.textContent); return {check};",
+        what,
+    )
+    return listed_titles(browser)
+
+
+def test_the_issue_list_filters_by_status_and_environment_and_pages(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    fillers = [create_prod_issue(server, f"Filler {n}", stages=1, tasks=1) for n in range(21)]
+    api(
+        server,
+        "mutation ($input: IssueActionInput!) { cancelIssue(input: $input) { id } }",
+        {"input": {"issueId": fillers[0]}},
+    )
+    sign_in(browser, server, server.token)
+    first_page = wait_for_list(browser, "titles.length === 20", "a full first page")
+    assert first_page[0] == "Filler 20"  # newest first
+    browser.find_element("xpath", "//button[normalize-space()='Next page']").click()
+    second_page = wait_for_list(
+        browser, "titles.length > 0 && titles[0] !== 'Filler 20'", "the second page"
+    )
+    assert not set(first_page) & set(second_page)
+    assert DEMO_ISSUE in second_page
+    browser.find_element("xpath", "//button[normalize-space()='Previous page']").click()
+    assert wait_for_list(browser, "titles[0] === 'Filler 20'", "the first page again")
+
+    Select(browser.find_element("xpath", "//label[contains(., 'Status')]/select")).select_by_value(
+        "CANCELED"
+    )
+    assert wait_for_list(browser, "titles.length === 1", "the canceled issues") == ["Filler 0"]
+    Select(browser.find_element("xpath", "//label[contains(., 'Status')]/select")).select_by_value(
+        ""
+    )
+    Select(
+        browser.find_element("xpath", "//label[contains(., 'Environment')]/select")
+    ).select_by_visible_text("dev")
+    in_dev = wait_for_list(
+        browser, "titles.length > 0 && !titles.some(t => t.startsWith('Filler'))", "dev's issues"
+    )
+    assert DEMO_ISSUE in in_dev

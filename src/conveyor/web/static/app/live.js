@@ -2,6 +2,9 @@
 import { createClient } from "./lib.js";
 import { WEBSOCKET_URL, authorization, storedToken } from "./api.js";
 
+/** WebSocket close codes of graphql-ws for a connection the server will not accept. */
+const REFUSED_TOKEN = new Set([4401, 4403]);
+
 let client = null;
 let clientToken = null;
 
@@ -63,11 +66,15 @@ export function follow(query, variablesFor, onMessage, onState = () => {}) {
           onMessage(message);
         },
         error(error) {
-          // A list of GraphQL errors is the server refusing the operation: resubscribing
-          // would be refused again. Anything else is the connection going away.
+          // A list of GraphQL errors is the server refusing the operation, and a close with
+          // 4401 or 4403 the server refusing the token: trying again would be refused again.
+          // Anything else is the connection going away.
           if (Array.isArray(error)) {
             unsubscribe = null;
             onState("refused", error[0]?.message ?? "refused");
+          } else if (REFUSED_TOKEN.has(error?.code)) {
+            unsubscribe = null;
+            onState("refused", error.reason || "the API token was refused");
           } else {
             resume();
           }

@@ -129,6 +129,7 @@ function StageColumn({ stage, onDone }) {
   const more = useRef(null);
   const hidden = stage.tasks.length - shown;
   // Chips are rendered as the column scrolls into view: a 5,000-task pipeline opens at once.
+  // A new observer after each extension reports at once whether the button is still in view.
   useEffect(() => {
     if (hidden <= 0 || !more.current) return undefined;
     const observer = new IntersectionObserver((entries) => {
@@ -136,7 +137,7 @@ function StageColumn({ stage, onDone }) {
     });
     observer.observe(more.current);
     return () => observer.disconnect();
-  }, [hidden > 0]);
+  }, [shown, hidden > 0]);
   const finished = stage.taskCounts.done + stage.taskCounts.skipped;
   return html`<section class="stage" aria-labelledby="stage-${stage.id}" data-stage-id=${stage.id}>
     <header class="stage-head">
