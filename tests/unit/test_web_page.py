@@ -1,9 +1,14 @@
 """The pipeline page's HTTP side: the page at /, its files, and their cache lifetimes."""
 
+import base64
+import hashlib
+import json
+import re
+
 import httpx
 from starlette.applications import Starlette
 
-from conveyor.web.page import page_routes, render_page
+from conveyor.web.page import PAGE_STATIC_DIR, page_routes, render_page
 
 VENDORED = "/page-assets/vendor/preact@11.2.0/dist/preact.mjs"
 
@@ -29,3 +34,21 @@ async def test_the_page_and_its_files_are_served_vendored_ones_cached_for_good()
         own = await client.get("/page-assets/app/main.js")
         assert own.status_code == 200
         assert own.headers["cache-control"] == "no-cache"
+
+
+def test_every_vendored_file_the_page_names_is_there_and_matches_its_hash() -> None:
+    page = render_page("")
+    found = re.search(r'<script type="importmap">(.*?)</script>', page, re.S)
+    assert found is not None
+    import_map = json.loads(found[1])
+    named = dict(import_map["integrity"])
+    named.update(re.findall(r'src="([^"]+)"\s+integrity="([^"]+)"', page))
+    assert len(named) == 4, named
+    assert set(import_map["imports"].values()) <= set(named)
+    for url, integrity in named.items():
+        path = PAGE_STATIC_DIR / url.removeprefix("/page-assets/")
+        algorithm, expected = integrity.split("-", 1)
+        digest = hashlib.new(algorithm, path.read_bytes()).digest()
+        assert base64.b64encode(digest).decode() == expected, url
+        package = PAGE_STATIC_DIR.joinpath(*path.relative_to(PAGE_STATIC_DIR).parts[:2])
+        assert (package / "LICENSE").is_file(), f"{package.name} has no license"
