@@ -549,3 +549,31 @@ def test_the_issue_list_filters_by_status_and_environment_and_pages(
         browser, "titles.length > 0 && !titles.some(t => t.startsWith('Filler'))", "dev's issues"
     )
     assert DEMO_ISSUE in in_dev
+
+
+def test_a_task_is_skipped_with_a_reason_by_keyboard_alone(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    issue_id = create_prod_issue(server, "Skipped by keyboard", stages=1, tasks=1)
+    task_id = issue_task_ids(server, issue_id)[0]
+    sign_in(browser, server, server.token)
+    open_pipeline(browser, server, issue_id)
+    browser.execute_script("document.activeElement.blur()")
+    skip = f"button[data-action='SKIP'][data-task-id='{task_id}']"
+    for _ in range(40):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script(f'return document.activeElement.matches("{skip}")'):
+            break
+    else:
+        raise AssertionError("Tab never reached the Skip button")
+    # Enter opens the form, whose reason field takes the focus; Enter again skips.
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(browser, "return document.activeElement.matches('.inline-form input')", "the form")
+    ActionChains(browser).send_keys("not needed here", Keys.ENTER).perform()
+    seconds_until_changed(browser, task_id, "PENDING_APPROVAL")
+    assert task_status(browser, task_id) == "SKIPPED"
+    chip = browser.find_element("css selector", f"li.task[data-task-id='{task_id}']")
+    assert "not needed here" in chip.text

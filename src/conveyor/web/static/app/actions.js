@@ -1,5 +1,5 @@
 // The buttons for what the caller may do to a task: exactly its `availableActions`.
-import { html, useState } from "./lib.js";
+import { html, useEffect, useRef, useState } from "./lib.js";
 import { refusal, request } from "./api.js";
 
 const TASK_FIELDS = "id status version";
@@ -35,6 +35,10 @@ export function TaskActions({ task, onDone }) {
   const [reason, setReason] = useState("");
   const [statement, setStatement] = useState(null);
   const [editedVersion, setEditedVersion] = useState(null);
+  // An opened form takes the focus, so that a keyboard user types the reason or the
+  // statement at once.
+  const firstField = useRef(null);
+  useEffect(() => firstField.current?.focus(), [open, statement !== null]);
   const actions = ORDER.filter((action) => task.availableActions.includes(action));
   if (!actions.length && !error) return null;
 
@@ -116,6 +120,7 @@ export function TaskActions({ task, onDone }) {
     ${open === "SKIP" &&
     html`<form class="inline-form" onSubmit=${skip}>
       <label>Reason <input
+        ref=${firstField}
         required
         value=${reason}
         onInput=${(event) => setReason(event.currentTarget.value)}
@@ -127,7 +132,7 @@ export function TaskActions({ task, onDone }) {
     statement !== null &&
     html`<form class="inline-form" onSubmit=${save}>
       <label>Statement (version ${editedVersion})
-        <textarea rows="6" value=${statement} onInput=${(event) => setStatement(event.currentTarget.value)}></textarea>
+        <textarea ref=${firstField} rows="6" value=${statement} onInput=${(event) => setStatement(event.currentTarget.value)}></textarea>
       </label>
       <button type="submit" data-action="EDIT-SAVE" disabled=${busy}>Save statement</button>
       <button type="button" onClick=${() => setOpen(null)}>Close</button>

@@ -11,6 +11,21 @@ const CHOICES_QUERY = `query Choices {
 const CREATE_ISSUE = `mutation ($input: CreateIssueInput!) { createIssue(input: $input) { id } }`;
 const TASK_TYPES = ["SCHEMA_UPDATE", "DATA_UPDATE", "DATABASE_CREATE", "INSTANCE_SYNC"];
 
+const CHANGES_SCHEMA_OR_DATA = ["SCHEMA_UPDATE", "DATA_UPDATE"];
+
+/** The fields the form shows for a task of this type. */
+function taskFields(task) {
+  return [
+    "type",
+    "name",
+    "instanceId",
+    task.type === "DATABASE_CREATE" ? "databaseName" : "databaseId",
+    ...(CHANGES_SCHEMA_OR_DATA.includes(task.type) ? ["statement"] : []),
+    "ref",
+    "blockedBy",
+  ];
+}
+
 const newTask = (choices) => ({
   type: "SCHEMA_UPDATE",
   instanceId: choices.instances[0]?.id ?? "",
@@ -37,7 +52,7 @@ function asInput(form) {
         databaseName: task.type === "DATABASE_CREATE" ? optional(task.databaseName) : null,
         name: optional(task.name),
         ref: optional(task.ref),
-        statement: ["SCHEMA_UPDATE", "DATA_UPDATE"].includes(task.type) ? task.statement : null,
+        statement: CHANGES_SCHEMA_OR_DATA.includes(task.type) ? task.statement : null,
         blockedBy: task.blockedBy.split(",").map((ref) => ref.trim()).filter(Boolean),
       })),
     })),
@@ -99,11 +114,16 @@ export function NewIssueView() {
     }
     setProblems(problemsOf(errors));
   };
-  const fields = new Set(form.stages.flatMap((stage, s) => [
-    `stages.${s}.environmentId`, `stages.${s}.tasks`,
-    ...stage.tasks.flatMap((_, t) => ["type", "instanceId", "databaseId", "databaseName", "name", "ref", "statement", "blockedBy"].map((key) => `stages.${s}.tasks.${t}.${key}`)),
-  ]).concat(["title", "description", "stages"]));
-  const elsewhere = problems.filter((problem) => !fields.has(problem.field));
+  // A problem about a field the form does not show (or about no field) is shown on top.
+  const shown = new Set([
+    "title",
+    "description",
+    ...form.stages.flatMap((stage, s) => [
+      `stages.${s}.environmentId`,
+      ...stage.tasks.flatMap((task, t) => taskFields(task).map((key) => `stages.${s}.tasks.${t}.${key}`)),
+    ]),
+  ]);
+  const elsewhere = problems.filter((problem) => !shown.has(problem.field));
 
   return html`<form class="new-issue" onSubmit=${submit} noValidate>
     <h2>Open an issue</h2>
@@ -150,7 +170,7 @@ export function NewIssueView() {
                       .map((database) => html`<option value=${database.id}>${database.name}</option>`)}
                   </select>`}
                 <//>`}
-            ${["SCHEMA_UPDATE", "DATA_UPDATE"].includes(task.type) &&
+            ${CHANGES_SCHEMA_OR_DATA.includes(task.type) &&
             html`<${Field} field="stages.${s}.tasks.${t}.statement" label="Statement" problems=${problems}>
               ${(attrs) => html`<textarea ...${attrs} rows="4" value=${task.statement} onInput=${setTask(s, t, "statement")}></textarea>`}
             <//>`}
