@@ -24,6 +24,9 @@ const TASK_CHANGED = `subscription ($taskId: ID!, $after: Int, $snapshot: Boolea
   taskStatusChanged(taskId: $taskId, after: $after, snapshot: $snapshot) { sequence }
 }`;
 
+/** A PostgreSQL error code; a run's other error codes are Conveyor's own. */
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
 /** How often a running task's runs are read again: the API has no live run log. */
 const RUNNING_REFRESH_MS = 1000;
 
@@ -33,7 +36,7 @@ function Run({ run }) {
     <p>started ${formatTime(run.startedAt)}${run.endedAt ? ` · ended ${formatTime(run.endedAt)}` : ""}</p>
     ${run.errorMessage &&
     html`<p class="refusal">
-      ${run.errorCode && html`<code class="sqlstate" title="SQLSTATE">${run.errorCode}</code> `}${run.errorMessage}
+      ${run.errorCode && html`<code class="sqlstate">${SQLSTATE.test(run.errorCode) ? "SQLSTATE " : ""}${run.errorCode}</code> `}${run.errorMessage}
     </p>`}
     ${run.result && html`<p>result: <code>${JSON.stringify(run.result)}</code></p>`}
     <details open=${run.status === "RUNNING"}>
@@ -81,7 +84,7 @@ export function TaskView({ taskId }) {
       <${Status} status=${task.status} />
     </header>
     <dl class="facts">
-      <dt>Stage</dt><dd>${task.stage.environment.name} · ${task.stage.name}</dd>
+      <dt>Stage</dt><dd>${task.stage.environment.name}${task.stage.name !== task.stage.environment.name ? ` · ${task.stage.name}` : ""}</dd>
       <dt>Type</dt><dd>${task.type}</dd>
       <dt>Target</dt><dd>${[task.database?.name ?? task.databaseName, task.instance.name].filter(Boolean).join(" on ")}</dd>
       <dt>Version</dt><dd>${task.version}</dd>
