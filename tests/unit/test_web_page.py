@@ -8,6 +8,7 @@ import re
 import httpx
 from starlette.applications import Starlette
 
+from conveyor.graphql.ide import graphiql_assets_mount
 from conveyor.web.page import PAGE_STATIC_DIR, page_routes, render_page
 
 VENDORED = "/page-assets/vendor/preact@11.2.0/dist/preact.mjs"
@@ -21,7 +22,7 @@ def test_the_page_points_at_its_files_and_the_api_under_the_applications_prefix(
 
 
 async def test_the_page_and_its_files_are_served_vendored_ones_cached_for_good() -> None:
-    app = Starlette(routes=page_routes())
+    app = Starlette(routes=[*page_routes(), graphiql_assets_mount()])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://conveyor") as client:
         page = await client.get("/")
@@ -34,6 +35,11 @@ async def test_the_page_and_its_files_are_served_vendored_ones_cached_for_good()
         own = await client.get("/page-assets/app/main.js")
         assert own.status_code == 200
         assert own.headers["cache-control"] == "no-cache"
+        # GraphiQL's files, served by the same kind of mount, keep their cache lifetimes.
+        graphiql = await client.get("/graphiql-assets/graphiql@3.8.3/graphiql.min.css")
+        assert "immutable" in graphiql.headers["cache-control"]
+        readme = await client.get("/graphiql-assets/README.md")
+        assert readme.headers["cache-control"] == "no-cache"
 
 
 def test_every_vendored_file_the_page_names_is_there_and_matches_its_hash() -> None:
