@@ -29,8 +29,13 @@ const PIPELINE_QUERY = `query Pipeline($id: ID!) {
 
 // The snapshot is asked for only for its sequence number: the position in the event log
 // the page's first read is at least as new as, to resume from after a dropped connection.
+// A change carries the task's new status, shown at once while the pipeline is read again
+// for everything else (actions, waiting reasons, counts).
 const TASKS_CHANGED = `subscription ($pipelineId: ID!, $after: Int, $snapshot: Boolean!) {
-  taskStatusChanged(pipelineId: $pipelineId, after: $after, snapshot: $snapshot) { sequence }
+  taskStatusChanged(pipelineId: $pipelineId, after: $after, snapshot: $snapshot) {
+    sequence
+    ... on TaskStatusChange { taskId newStatus reason }
+  }
 }`;
 const PIPELINE_CHANGED = `subscription ($pipelineId: ID!, $after: Int) {
   pipelineStatusChanged(pipelineId: $pipelineId, after: $after) { sequence }
@@ -43,24 +48,55 @@ const MORE_CHIPS = 240;
 // Render times of big pipelines, for the browser test and the README.
 window.conveyorRenders = window.conveyorRenders || [];
 
+/** `issue` with the statuses the subscription reported since it was read. */
+function withChanges(issue, changes) {
+  if (!issue || changes.size === 0) return issue;
+  const stages = issue.pipeline.stages.map((stage) => ({
+    ...stage,
+    tasks: stage.tasks.map((task) => {
+      const change = changes.get(task.id);
+      return change ? { ...task, status: change.status, statusReason: change.reason } : task;
+    }),
+  }));
+  return { ...issue, pipeline: { ...issue.pipeline, stages } };
+}
+
 function useLivePipeline(issueId) {
   const [state, setState] = useState({ issue: null, error: null });
   const [live, setLive] = useState("connecting");
   const pending = useRef(null);
+  // Status changes received, by task id, and the last sequence number received: a read
+  // begun after a change has it already, so the change is dropped when the read lands.
+  const changes = useRef(new Map());
+  const received = useRef(0);
   const refetch = useMemo(
     () =>
       coalesced(async () => {
         const fetched = performance.now();
+        const readAfter = received.current;
         const { data, errors } = await request(PIPELINE_QUERY, { id: issueId });
-        const issue = data?.node ?? null;
+        for (const [taskId, change] of changes.current) {
+          if (change.sequence <= readAfter) changes.current.delete(taskId);
+        }
+        const issue = withChanges(data?.node ?? null, changes.current);
         pending.current = { fetchedMs: performance.now() - fetched, start: performance.now() };
         setState({ issue, error: issue ? null : refusal(errors) ?? "no such issue" });
       }),
     [issueId],
   );
+  const showChanges = useMemo(
+    () =>
+      coalesced(async () =>
+        setState((current) => ({ ...current, issue: withChanges(current.issue, changes.current) })),
+      ),
+    [],
+  );
   useEffect(() => {
     refetch();
-    return refetch.cancel;
+    return () => {
+      refetch.cancel();
+      showChanges.cancel();
+    };
   }, [refetch]);
 
   const pipelineId = state.issue?.pipeline.id;
@@ -71,11 +107,20 @@ function useLivePipeline(issueId) {
       TASKS_CHANGED,
       (after) => ({ pipelineId, after, snapshot: after === null }),
       (message) => {
+        received.current = message.sequence;
         stopPipeline ??= follow(
           PIPELINE_CHANGED,
           (after) => ({ pipelineId, after: after ?? message.sequence }),
           refetch,
         );
+        if (message.taskId) {
+          changes.current.set(message.taskId, {
+            sequence: message.sequence,
+            status: message.newStatus,
+            reason: message.reason,
+          });
+          showChanges();
+        }
         refetch();
       },
       setLive,
