@@ -58,6 +58,7 @@ export function TaskActions({ task, onDone }) {
   const openEditor = async () => {
     setOpen("EDIT");
     setError(null);
+    setStatement(null); // until the current statement and its version have been read
     const { data, errors } = await request(STATEMENT_QUERY, { id: task.id });
     if (errors.length) return setError(refusal(errors));
     setStatement(data.node.statement ?? "");

@@ -13,10 +13,6 @@ const STATUSES = {
   OPEN: { icon: "◔", label: "open" },
 };
 
-export function statusLabel(status) {
-  return (STATUSES[status] ?? { label: status.toLowerCase() }).label;
-}
-
 export function Status({ status }) {
   const { icon, label } = STATUSES[status] ?? { icon: "?", label: status.toLowerCase() };
   return html`<span class="status status-${status.toLowerCase()}" data-status=${status}>
