@@ -1,5 +1,5 @@
 // An issue's pipeline: stages as columns, tasks as chips, live.
-import { html, useEffect, useMemo, useRef, useState } from "./lib.js";
+import { html, memo, useEffect, useMemo, useRef, useState } from "./lib.js";
 import { refusal, request } from "./api.js";
 import { coalesced, follow } from "./live.js";
 import { Status } from "./status.js";
@@ -48,6 +48,29 @@ const MORE_CHIPS = 240;
 // Render times of big pipelines, for the browser test and the README.
 window.conveyorRenders = window.conveyorRenders || [];
 
+// Each task object as it was read, by the JSON of its fields, to tell a changed one.
+const taskJson = new WeakMap();
+
+/** The tasks of `issue`, each the `previous` issue's object if no field changed. */
+function keepUnchanged(previous, issue) {
+  if (!issue) return issue;
+  const before = new Map();
+  for (const stage of previous?.pipeline.stages ?? []) {
+    for (const task of stage.tasks) before.set(task.id, task);
+  }
+  const stages = issue.pipeline.stages.map((stage) => ({
+    ...stage,
+    tasks: stage.tasks.map((task) => {
+      const json = JSON.stringify(task);
+      const old = before.get(task.id);
+      if (old && taskJson.get(old) === json) return old;
+      taskJson.set(task, json);
+      return task;
+    }),
+  }));
+  return { ...issue, pipeline: { ...issue.pipeline, stages } };
+}
+
 /** `issue` with the statuses the subscription reported since it was read. */
 function withChanges(issue, changes) {
   if (!issue || changes.size === 0) return issue;
@@ -78,9 +101,13 @@ function useLivePipeline(issueId) {
         for (const [taskId, change] of changes.current) {
           if (change.sequence <= readAfter) changes.current.delete(taskId);
         }
-        const issue = withChanges(data?.node ?? null, changes.current);
-        pending.current = { fetchedMs: performance.now() - fetched, start: performance.now() };
-        setState({ issue, error: issue ? null : refusal(errors) ?? "no such issue" });
+        const start = performance.now();
+        pending.current = { fetchedMs: start - fetched, start };
+        setState((current) => {
+          const read = keepUnchanged(current.issue, data?.node ?? null);
+          const issue = withChanges(read, changes.current);
+          return { issue, error: issue ? null : refusal(errors) ?? "no such issue" };
+        });
       }),
     [issueId],
   );
@@ -151,7 +178,9 @@ function useLivePipeline(issueId) {
   return { ...state, live, refetch };
 }
 
-function TaskChip({ task, onDone }) {
+// A chip renders again only when its task changed: a read of the pipeline keeps the objects
+// of unchanged tasks (see `keepUnchanged`), and a status change replaces only its task's.
+const TaskChip = memo(({ task, onDone }) => {
   const target = [task.database?.name, task.instance.name].filter(Boolean).join(" on ");
   return html`<li class="task status-${task.status.toLowerCase()}" data-task-id=${task.id}>
     <div class="task-head">
@@ -167,7 +196,7 @@ function TaskChip({ task, onDone }) {
     </div>`}
     <${TaskActions} task=${task} onDone=${onDone} />
   </li>`;
-}
+});
 
 function StageColumn({ stage, onDone }) {
   const [shown, setShown] = useState(FIRST_CHIPS);
