@@ -245,6 +245,14 @@ def test_the_page_shows_the_demo_pipeline_and_follows_a_change_within_a_second(
         and "the server responded with a status of 401" not in entry["message"]
     ]
     assert not errors, errors
+    # Nor could it: its content security policy lets it reach its own server only.
+    violated = browser.execute_async_script(
+        "const done = arguments[0];"
+        "document.addEventListener('securitypolicyviolation',"
+        "  event => done(event.effectiveDirective), {once: true});"
+        "fetch('http://127.0.0.2:9/').catch(() => {});"
+    )
+    assert violated == "connect-src"
 
 
 def test_keyboard_alone_reaches_every_action_with_a_visible_focus(

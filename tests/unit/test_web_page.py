@@ -9,7 +9,7 @@ import httpx
 from starlette.applications import Starlette
 
 from conveyor.graphql.ide import graphiql_assets_mount
-from conveyor.web.page import PAGE_STATIC_DIR, page_routes, render_page
+from conveyor.web.page import PAGE_STATIC_DIR, content_security_policy, page_routes, render_page
 
 VENDORED = "/page-assets/vendor/preact@11.2.0/dist/preact.mjs"
 
@@ -29,6 +29,9 @@ async def test_the_page_and_its_files_are_served_vendored_ones_cached_for_good()
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         assert f'"{VENDORED}": "sha384-' in page.text
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert policy == content_security_policy(page.text)
         vendored = await client.get(VENDORED)
         assert vendored.status_code == 200
         assert "immutable" in vendored.headers["cache-control"]

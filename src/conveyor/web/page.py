@@ -6,7 +6,10 @@ Preact, htm and graphql-ws, vendored from npm into ``static/vendor/`` by
 ``static/index.html`` carries. Nothing is fetched from anywhere but this server.
 """
 
+import base64
+import hashlib
 import html
+import re
 from pathlib import Path
 
 from starlette.requests import Request
@@ -15,7 +18,13 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from conveyor.graphql.ide import VersionedAssetFiles
 
-__all__ = ["PAGE_ASSETS_PATH", "PAGE_STATIC_DIR", "page_routes", "render_page"]
+__all__ = [
+    "PAGE_ASSETS_PATH",
+    "PAGE_STATIC_DIR",
+    "content_security_policy",
+    "page_routes",
+    "render_page",
+]
 
 #: The URL prefix of the page's scripts, styles and vendored libraries.
 PAGE_ASSETS_PATH = "/page-assets"
@@ -26,6 +35,30 @@ PAGE_STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ASSETS_PLACEHOLDER = "{{ CONVEYOR_PAGE_ASSETS_URL }}"
 _GRAPHQL_PLACEHOLDER = "{{ CONVEYOR_GRAPHQL_URL }}"
 _TEMPLATE = (PAGE_STATIC_DIR / "index.html").read_text(encoding="utf-8")
+_IMPORT_MAP = re.compile(r'<script type="importmap">(.*?)</script>', re.S)
+
+
+def content_security_policy(page: str) -> str:
+    """The page's policy: everything from this server only, and of inline script only the
+    import map, by its hash (the browser then refuses anything else, e.g. injected markup's
+    scripts or a request to another host)."""
+    found = _IMPORT_MAP.search(page)
+    if found is None:  # pragma: no cover - guards a hand-edited template
+        raise RuntimeError("the page's template has no import map")
+    digest = base64.b64encode(hashlib.sha256(found[1].encode()).digest()).decode()
+    return "; ".join(
+        (
+            "default-src 'none'",
+            f"script-src 'self' 'sha256-{digest}'",
+            "style-src 'self'",
+            "style-src-attr 'unsafe-inline'",  # the progress bars' widths
+            "img-src 'self' data:",
+            "connect-src 'self'",  # same-origin fetch and WebSocket
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 def render_page(base_path: str) -> str:
@@ -38,7 +71,14 @@ def render_page(base_path: str) -> str:
 
 async def _page(request: Request) -> HTMLResponse:
     # Served without a token, like GraphiQL: the page asks for one and sends it itself.
-    return HTMLResponse(render_page(request.base_url.path), headers={"cache-control": "no-cache"})
+    page = render_page(request.base_url.path)
+    return HTMLResponse(
+        page,
+        headers={
+            "cache-control": "no-cache",
+            "content-security-policy": content_security_policy(page),
+        },
+    )
 
 
 def page_routes() -> list[BaseRoute]:
