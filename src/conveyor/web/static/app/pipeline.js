@@ -43,7 +43,10 @@ const PIPELINE_CHANGED = `subscription ($pipelineId: ID!, $after: Int) {
 
 /** How many chips a column renders at first, and how many more each time it is extended. */
 const FIRST_CHIPS = 60;
-const MORE_CHIPS = 240;
+const MORE_CHIPS = 40;
+/** How far below the window a column starts drawing its next chips, so that a few at a
+ *  time are ready before they scroll into view. */
+const AHEAD = "0px 0px 1200px 0px";
 
 // Render times of big pipelines, for the browser test and the README.
 window.conveyorRenders = window.conveyorRenders || [];
@@ -206,9 +209,12 @@ function StageColumn({ stage, onDone }) {
   // A new observer after each extension reports at once whether the button is still in view.
   useEffect(() => {
     if (hidden <= 0 || !more.current) return undefined;
-    const observer = new IntersectionObserver((entries) => {
-      if (entries.some((entry) => entry.isIntersecting)) setShown((n) => n + MORE_CHIPS);
-    });
+    const observer = new IntersectionObserver(
+      (entries) => {
+        if (entries.some((entry) => entry.isIntersecting)) setShown((n) => n + MORE_CHIPS);
+      },
+      { rootMargin: AHEAD },
+    );
     observer.observe(more.current);
     return () => observer.disconnect();
   }, [shown, hidden > 0]);
