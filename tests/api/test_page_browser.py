@@ -255,24 +255,19 @@ def test_the_page_shows_the_demo_pipeline_and_follows_a_change_within_a_second(
     assert violated == "connect-src"
 
 
-def test_keyboard_alone_reaches_every_action_with_a_visible_focus(
-    server: ConveyorProcess, browser: Any
-) -> None:
+def assert_tab_reaches_every_control(browser: Any, view: str) -> None:
+    """Tab, from nothing focused, reaches every control of the page, each with an outline."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    sign_in(browser, server, server.token)
-    issue_id, _ = demo_tasks(server)
-    open_pipeline(browser, server, issue_id)
     wanted: int = browser.execute_script(
         "const all = [...document.querySelectorAll(arguments[0])];"
         "all.forEach((element, index) => element.dataset.kb = index);"
         "document.activeElement.blur(); return all.length;",
         FOCUSABLE,
     )
-    assert browser.find_elements("css selector", "button[data-action='APPROVE']")
     reached: set[str] = set()
-    unfocused_outline = []
+    without_outline = []
     for _ in range(wanted + 5):
         ActionChains(browser).send_keys(Keys.TAB).perform()
         index, outline = browser.execute_script(
@@ -282,11 +277,29 @@ def test_keyboard_alone_reaches_every_action_with_a_visible_focus(
         if index is not None:
             reached.add(index)
             if outline == "none":
-                unfocused_outline.append(index)
+                without_outline.append(index)
     assert reached == {str(index) for index in range(wanted)}, (
-        f"Tab reached {len(reached)} of {wanted} controls"
+        f"on {view}, Tab reached {len(reached)} of {wanted} controls"
     )
-    assert not unfocused_outline, "a focused control shows no outline"
+    assert not without_outline, f"on {view}, a focused control shows no outline"
+
+
+def test_keyboard_alone_reaches_every_action_with_a_visible_focus(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    sign_in(browser, server, server.token)
+    wait_for(browser, "return document.querySelector('.issue-table a')", "the issue list")
+    assert_tab_reaches_every_control(browser, "the issue list")
+
+    issue_id, _ = demo_tasks(server)
+    open_pipeline(browser, server, issue_id)
+    assert browser.find_elements("css selector", "button[data-action='APPROVE']")
+    assert browser.find_elements("css selector", "button[data-action='APPROVE_STAGE']")
+    assert_tab_reaches_every_control(browser, "the pipeline")
+
+    browser.execute_script("location.hash = '#/new'")
+    wait_for(browser, "return document.querySelector('#field-title')", "the form")
+    assert_tab_reaches_every_control(browser, "the form")
 
 
 def test_a_dba_approves_prod_by_clicking_and_a_second_browser_sees_it(
