@@ -24,7 +24,7 @@ from conveyor.db.models import Issue, Pipeline
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
-from tree_queries import relay_id
+from tree_queries import TASKS_PER_STAGE, relay_id
 
 #: The task selection of each variant; the rest of the tree is the benchmark's.
 VARIANTS = {
@@ -43,11 +43,11 @@ query($id: ID!) {
   node(id: $id) {
     ... on Pipeline {
       id status
-      stages { id name position environment { id name approvalPolicy } tasks { %s } }
+      stages { id name position environment { id name approvalPolicy } tasks(first: %d) { %s } }
     }
   }
 }
-"""
+""".replace("%d", str(TASKS_PER_STAGE))
 
 
 async def median_ms(document: str, pipeline_id: str, settings: Settings, repeat: int) -> float:
@@ -76,7 +76,11 @@ async def main() -> None:
     args = parser.parse_args()
     await tree_seed.ensure_seeded(args.database)
     url = with_database(server_url(), args.database)
-    settings = Settings(database_url=url, secret_key=Fernet.generate_key().decode())
+    settings = Settings(
+        database_url=url,
+        secret_key=Fernet.generate_key().decode(),
+        max_page_size=TASKS_PER_STAGE,
+    )
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(url))
         issue = await Issue.get(title=tree_seed.LARGE_TITLE)

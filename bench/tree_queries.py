@@ -7,20 +7,23 @@ from dataclasses import dataclass
 from typing import Any
 
 PAGE_SIZE = 20
+#: A stage's tasks are a bounded list in Conveyor: the largest stage of the data set is
+#: asked for whole (the servers run with CONVEYOR_MAX_PAGE_SIZE at least this).
+TASKS_PER_STAGE = 500
 
-CONVEYOR_TREE = """
-fragment Tree on Pipeline {
+CONVEYOR_TREE = f"""
+fragment Tree on Pipeline {{
   id status
-  stages {
+  stages {{
     id name position
-    environment { id name approvalPolicy }
-    tasks {
+    environment {{ id name approvalPolicy }}
+    tasks(first: {TASKS_PER_STAGE}) {{
       id name type status statement version
-      instance { id name host port }
-      database { id name }
-    }
-  }
-}
+      instance {{ id name host port }}
+      database {{ id name }}
+    }}
+  }}
+}}
 """
 CONVEYOR_ONE = CONVEYOR_TREE + "query($id: ID!) { node(id: $id) { ... on Pipeline { ...Tree } } }"
 CONVEYOR_PAGE = (
