@@ -1,11 +1,15 @@
 """The compiled read path answers exactly as the resolvers do: same data (key order
 included) and same errors, for generated documents over generated data, for every role."""
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from graphql import GraphQLObjectType, GraphQLSchema, get_named_type
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +35,7 @@ from tests.api.support import (
     put_task_in,
     row_key,
 )
-from tests.conftest import GraphQLClient
+from tests.conftest import ConveyorProcess, GraphQLClient
 
 
 @pytest.fixture
@@ -479,3 +483,152 @@ async def test_generated_documents_answer_alike(
 
     if drawn.covered and data != "null":
         assert path == extension.COMPILED, drawn.document
+
+
+# --- the benchmark's documents, the pipeline page, the fallback, HTTP -------------------------
+
+
+def bench_queries() -> ModuleType:
+    """bench/tree_queries.py: the documents the read benchmark sends."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "tree_queries.py"
+    spec = importlib.util.spec_from_file_location("tree_queries", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: What a pipeline page asks for.
+PIPELINE_PAGE = """
+query PipelinePage($id: ID!) {
+  node(id: $id) {
+    ... on Pipeline {
+      id status
+      activeStage { id name }
+      stages {
+        id name position status
+        environment { id name approvalPolicy }
+        taskCounts { pendingApproval pending running done failed canceled skipped total }
+        tasks(first: 500) {
+          id name type status version
+          waitingReason { kind message notBefore }
+          availableActions
+          blockedBy { id name status }
+          database { id name }
+          instance { id name host port }
+          runs { attempt status errorCode errorMessage }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+async def test_the_benchmark_reads_and_the_pipeline_page_are_compiled(
+    graphql: GraphQLClient, settings: Settings
+) -> None:
+    queries = bench_queries()
+    catalog = await create_catalog(graphql)
+    small = [
+        await create_issue(
+            graphql,
+            catalog,
+            {
+                environment: [database_task(catalog, "SCHEMA_UPDATE", statement="SELECT 1")] * 5
+                for environment in ("dev", "test")
+            },
+            title=f"small {number}",
+        )
+        for number in range(queries.PAGE_SIZE + 1)
+    ]
+    large = await create_issue(
+        graphql,
+        catalog,
+        {
+            environment: [
+                database_task(catalog, "DATA_UPDATE", statement=f"UPDATE t SET x = {n}")
+                for n in range(120)
+            ]
+            for environment in ("dev", "test", "prod")
+        },
+        title="large",
+    )
+    for index, task in enumerate(await Task.filter(stage__position=0).order_by("id")):
+        await put_task_in(task.id, TaskStatus.DONE if index % 3 else TaskStatus.SKIPPED)
+    # As the benchmark's servers run: a stage's tasks asked for whole, its cost allowed.
+    generous = settings.model_copy(
+        update={"max_page_size": queries.TASKS_PER_STAGE, "max_query_cost": 1_000_000}
+    )
+    paths = BothPaths(
+        compiled=build_schema(generous),
+        resolvers=build_schema(generous.model_copy(update={"compiled_reads": False})),
+        settings=generous,
+    )
+    admin = Principal(actor="ada", role=Role.ADMIN)
+    cases = [
+        (queries.CONVEYOR_ONE, {"id": small[0].pipeline_id}),
+        (queries.CONVEYOR_PAGE, {"first": queries.PAGE_SIZE}),
+        (queries.CONVEYOR_ONE, {"id": large.pipeline_id}),
+        (PIPELINE_PAGE, {"id": small[0].pipeline_id}),
+        (PIPELINE_PAGE, {"id": large.pipeline_id}),
+    ]
+    for document, variables in cases:
+        data, path = await paths.compare(document, variables, admin)
+
+        assert path == extension.COMPILED, document
+        assert '"tasks": [{' in data
+    data, _ = await paths.compare(PIPELINE_PAGE, {"id": large.pipeline_id}, admin)
+    page = json.loads(data)["node"]
+    assert page["activeStage"]["name"] == "test"
+    assert [stage["taskCounts"]["total"] for stage in page["stages"]] == [120, 120, 120]
+    # prod is MANUAL: its tasks wait for approval before they wait for the earlier stage.
+    assert {task["waitingReason"]["kind"] for task in page["stages"][2]["tasks"]} == {"APPROVAL"}
+
+
+async def test_a_document_with_a_field_not_covered_falls_back_whole(
+    both_paths: BothPaths, data_set: DataSet
+) -> None:
+    document = """
+    query($id: ID!) {
+      viewer { role }
+      node(id: $id) { ... on Instance { name connectionOptions { name } } }
+    }
+    """
+    before = dict(extension.served)
+
+    data, path = await both_paths.compare(
+        document, {"id": data_set.ids["Instance"][0]}, Principal(actor="ada", role=Role.VIEWER)
+    )
+
+    assert path == "resolvers"
+    assert extension.served[extension.RESOLVERS] == before.get(extension.RESOLVERS, 0) + 1
+    assert json.loads(data) == {
+        "viewer": {"role": "VIEWER"},
+        "node": {"name": "alpha", "connectionOptions": []},
+    }
+    # Without the uncovered fields, the same read is compiled.
+    _, path = await both_paths.compare(
+        "query($id: ID!) { node(id: $id) { ... on Instance { name } } }",
+        {"id": data_set.ids["Instance"][0]},
+        Principal(actor="ada", role=Role.VIEWER),
+    )
+    assert path == extension.COMPILED
+
+
+def test_over_http_the_compiled_json_is_sent_as_postgresql_built_it(
+    live_server: ConveyorProcess,
+) -> None:
+    document = "{ environments { totalCount edges { node { name } } } }"
+
+    response = httpx.post(
+        f"{live_server.url}/graphql",
+        json={"query": document},
+        headers={"Authorization": f"Bearer {live_server.token}"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200
+    # json_build_object's spacing: PostgreSQL's text, not a re-encoding.
+    assert response.content == b'{"data":{"environments" : {"totalCount" : 0, "edges" : []}}}'

@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from tortoise.connection import get_connection
+from tortoise.context import TortoiseContext
+
+from conveyor.graphql.compiled import extension
 from tests.api.support import Catalog
 from tests.conftest import GraphQLClient, counting_statements
 
@@ -107,3 +111,28 @@ async def test_a_page_of_50_pipelines_costs_what_a_page_of_1_does(
 
     assert one == fifty
     assert fifty <= MAX_STATEMENTS
+
+
+async def test_a_compiled_read_sends_one_statement(
+    graphql: GraphQLClient, catalog: Catalog
+) -> None:
+    small = await create_pipeline(graphql, pipeline_plan(catalog, stages=2, tasks_per_stage=3))
+    served = extension.served[extension.COMPILED]
+
+    count = await count_statements(graphql, ONE_PIPELINE, {"id": small, "tasks": 100})
+
+    assert extension.served[extension.COMPILED] == served + 1
+    assert count == 1
+
+
+async def test_a_pooled_connection_is_released_without_a_reset_query(
+    db: TortoiseContext,
+) -> None:
+    client: Any = get_connection("default")
+    sent: list[str] = []
+    async with client.acquire_connection() as connection:
+        connection.add_query_logger(lambda record: sent.append(record.query))
+        await connection.fetchval("SELECT 1")
+
+    # Released: asyncpg would send "SELECT pg_advisory_unlock_all(); CLOSE ALL; ..." here.
+    assert sent == ["SELECT 1"]

@@ -125,6 +125,14 @@ class CompiledReads(SchemaExtension):
         except Uncovered as reason:
             logger.debug("answered by the resolvers (%s)", reason)
             result = None
+        except Exception as error:
+            # Raised here, an error would reach the client as a request error, its text
+            # included; the resolvers meet the same failure and report it as the API does
+            # (INTERNAL, logged under a correlation id).
+            logger.debug(
+                "the compiled read failed (%s); the resolvers answer", type(error).__name__
+            )
+            result = None
         path = RESOLVERS if result is None else COMPILED
         served[path] += 1
         logger.debug("operation %r served by %s", execution_context.operation_name, path)
