@@ -175,7 +175,6 @@ async def create_data(graphql: GraphQLClient, catalog: Catalog) -> DataSet:
                 result={"rows": 3, "duration_ms": 1.5, "zé": [1, None, "x"]},
                 log=[{"statement": "SELECT 1", "notice": None}],
             )
-        data.add("Task", task.id)
     await graphql.ok(CANCEL_ISSUE, {"id": issues[3].id})
     await graphql.ok(
         "mutation($id: ID!) { reopenIssue(input: {issueId: $id}) { status } }", {"id": issues[3].id}
@@ -192,12 +191,38 @@ async def create_data(graphql: GraphQLClient, catalog: Catalog) -> DataSet:
     )
     bare = await Issue.create(title="no stages", description="", creator="carol")
     await Pipeline.create(issue_id=bare.id, status="OPEN")
+    done = await Issue.create(title="done", description="", creator="carol")
+    await Pipeline.create(issue_id=done.id, status="DONE")
+    # Many stages: more than there are environments, each with tasks of mixed statuses.
+    long_pipeline = row_key(issues[1].pipeline_id)
+    instance = row_key(catalog.instances["alpha"])
+    for position in range(3, 11):
+        stage = await Stage.create(
+            pipeline_id=long_pipeline,
+            position=position,
+            name=f"stage {position}",
+            environment_id=row_key(list(catalog.environments.values())[position % 3]),
+        )
+        for task_position in range(position % 3):
+            await Task.create(
+                pipeline_id=long_pipeline,
+                stage_id=stage.id,
+                position=task_position,
+                name=f"s{position}t{task_position}",
+                type="INSTANCE_SYNC",
+                status=statuses[(position + task_position) % len(statuses)]
+                if position % 2
+                else TaskStatus.DONE,
+                instance_id=instance,
+            )
     for issue in await Issue.all():
         data.add("Issue", issue.id)
     for pipeline in await Pipeline.all():
         data.add("Pipeline", pipeline.id)
     for stage in await Stage.all():
         data.add("Stage", stage.id)
+    for task_row in await Task.all():
+        data.add("Task", task_row.id)
     for run in await TaskRun.all():
         data.add("TaskRun", run.id)
     data.ids["Environment"] = list(catalog.environments.values())

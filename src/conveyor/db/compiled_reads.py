@@ -201,53 +201,50 @@ def _column_sql(model: str, name: str, alias: str) -> str:
 @dataclass(frozen=True)
 class _Join:
     target: str
-    #: FROM ... WHERE ..., with {a} the parent's alias and {x} the target's.
+    #: For a list: FROM ... and WHERE ..., with {a} the parent's alias and {x} the target's.
+    #: For one object: the join condition, the target joined as {x} (as the limit's SQL does:
+    #: a join costs PostgreSQL far less than a subquery for each parent row).
     source: str
+    where: str = ""
     order: str | None = None
     many: bool = False
     bounded: bool = False
 
 
+def _one(target: str, condition: str) -> _Join:
+    return _Join(target, condition)
+
+
+def _many(target: str, source: str, where: str, order: str, *, bounded: bool = False) -> _Join:
+    return _Join(target, source, where, order, many=True, bounded=bounded)
+
+
 _RELATIONS: dict[tuple[str, str], _Join] = {
-    ("Task", "instance"): _Join("Instance", "instance {x} WHERE {x}.id = {a}.instance_id"),
-    ("Task", "database"): _Join("Database", "database {x} WHERE {x}.id = {a}.database_id"),
-    ("Task", "stage"): _Join("Stage", "stage {x} WHERE {x}.id = {a}.stage_id"),
-    ("Task", "pipeline"): _Join("Pipeline", "pipeline {x} WHERE {x}.id = {a}.pipeline_id"),
-    ("Task", "blocked_by"): _Join(
+    ("Task", "instance"): _one("Instance", "{x}.id = {a}.instance_id"),
+    ("Task", "database"): _one("Database", "{x}.id = {a}.database_id"),
+    ("Task", "stage"): _one("Stage", "{x}.id = {a}.stage_id"),
+    ("Task", "pipeline"): _one("Pipeline", "{x}.id = {a}.pipeline_id"),
+    ("Task", "blocked_by"): _many(
         "Task",
-        "task_dependency {x}_d JOIN task {x} ON {x}.id = {x}_d.blocked_by_id "
-        "WHERE {x}_d.task_id = {a}.id",
-        order="{x}_d.blocked_by_id",
-        many=True,
+        "task_dependency {x}_d JOIN task {x} ON {x}.id = {x}_d.blocked_by_id",
+        "{x}_d.task_id = {a}.id",
+        "{x}_d.blocked_by_id",
     ),
-    ("Task", "runs"): _Join(
-        "TaskRun", "task_run {x} WHERE {x}.task_id = {a}.id", order="{x}.attempt", many=True
+    ("Task", "runs"): _many("TaskRun", "task_run {x}", "{x}.task_id = {a}.id", "{x}.attempt"),
+    ("Stage", "environment"): _one("Environment", "{x}.id = {a}.environment_id"),
+    ("Stage", "pipeline"): _one("Pipeline", "{x}.id = {a}.pipeline_id"),
+    ("Stage", "tasks"): _many(
+        "Task", "task {x}", "{x}.stage_id = {a}.id", "{x}.position", bounded=True
     ),
-    ("Stage", "environment"): _Join(
-        "Environment", "environment {x} WHERE {x}.id = {a}.environment_id"
+    ("Pipeline", "issue"): _one("Issue", "{x}.id = {a}.issue_id"),
+    ("Pipeline", "stages"): _many("Stage", "stage {x}", "{x}.pipeline_id = {a}.id", "{x}.position"),
+    # One pipeline per issue: pipeline.issue_id is unique.
+    ("Issue", "pipeline"): _one("Pipeline", "{x}.issue_id = {a}.id"),
+    ("Issue", "events"): _many(
+        "Event", "event {x}", "{x}.issue_id = {a}.id", "{x}.id", bounded=True
     ),
-    ("Stage", "pipeline"): _Join("Pipeline", "pipeline {x} WHERE {x}.id = {a}.pipeline_id"),
-    ("Stage", "tasks"): _Join(
-        "Task",
-        "task {x} WHERE {x}.stage_id = {a}.id",
-        order="{x}.position",
-        many=True,
-        bounded=True,
-    ),
-    ("Pipeline", "issue"): _Join("Issue", "issue {x} WHERE {x}.id = {a}.issue_id"),
-    ("Pipeline", "stages"): _Join(
-        "Stage", "stage {x} WHERE {x}.pipeline_id = {a}.id", order="{x}.position", many=True
-    ),
-    ("Issue", "pipeline"): _Join(
-        "Pipeline", "pipeline {x} WHERE {x}.issue_id = {a}.id", order="{x}.id"
-    ),
-    ("Issue", "events"): _Join(
-        "Event", "event {x} WHERE {x}.issue_id = {a}.id", order="{x}.id", many=True, bounded=True
-    ),
-    ("Database", "instance"): _Join("Instance", "instance {x} WHERE {x}.id = {a}.instance_id"),
-    ("Instance", "environment"): _Join(
-        "Environment", "environment {x} WHERE {x}.id = {a}.environment_id"
-    ),
+    ("Database", "instance"): _one("Instance", "{x}.id = {a}.instance_id"),
+    ("Instance", "environment"): _one("Environment", "{x}.id = {a}.environment_id"),
 }
 
 
@@ -288,18 +285,24 @@ def _scheduling_facts_sql(pipeline: str) -> str:
        FROM instance i WHERE i.id IN {instances}))"""
 
 
-def _access_facts_sql(alias: str) -> str:
+def _access_facts_sql(alias: str, joined: str) -> tuple[str, str]:
     """What actions_for reads about a task beyond its row: its pipeline's status, its
-    issue's creator and its environment's approval rules (for task_for_actions)."""
-    return (
+    issue's creator and its environment's approval rules (for available_actions); and the
+    joins that bring them, aliased from `joined`."""
+    facts = (
         f"json_build_array({alias}.type, {alias}.status, "
         f"{iso_timestamp_sql(f'{alias}.not_before')}, "
         f"{iso_timestamp_sql(f'{alias}.cancel_requested_at')}, "
-        "(SELECT json_build_array(p.status, i.creator, e.developers_may_approve, "
-        "e.creator_may_approve) FROM pipeline p JOIN issue i ON i.id = p.issue_id, "
-        f"stage s JOIN environment e ON e.id = s.environment_id WHERE p.id = {alias}.pipeline_id "
-        f"AND s.id = {alias}.stage_id))"
+        f"json_build_array({joined}p.status, {joined}i.creator, "
+        f"{joined}e.developers_may_approve, {joined}e.creator_may_approve))"
     )
+    joins = (
+        f"LEFT JOIN pipeline {joined}p ON {joined}p.id = {alias}.pipeline_id "
+        f"LEFT JOIN issue {joined}i ON {joined}i.id = {joined}p.issue_id "
+        f"LEFT JOIN stage {joined}s ON {joined}s.id = {alias}.stage_id "
+        f"LEFT JOIN environment {joined}e ON {joined}e.id = {joined}s.environment_id"
+    )
+    return facts, joins
 
 
 def _statuses_sql(alias: str) -> str:
@@ -327,21 +330,43 @@ class _Builder:
         self.aliases += 1
         return f"r{self.aliases}"
 
-    def object(self, read: ObjectRead, alias: str) -> str:
-        entries = [(key, self.value(read.model, value, alias)) for key, value in read.fields]
+    def object(self, read: ObjectRead, alias: str) -> tuple[str, str]:
+        """The JSON of one object of the row `alias`, and the joins its to-one relations
+        need in the FROM clause that brings `alias`."""
+        joins: list[str] = []
+        entries = []
+        for key, value in read.fields:
+            if isinstance(value, Relation) and not _RELATIONS[(read.model, value.name)].many:
+                entries.append((key, self.joined(read.model, value, alias, joins)))
+            else:
+                entries.append((key, self.value(read.model, value, alias)))
         entries += [
             (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
             for key, value in read.fields
             if isinstance(value, ActiveStage)
         ]
         for fact in sorted(read.facts):
-            entries.append((fact, self.fact(read.model, fact, alias)))
+            if fact == ACCESS_KEY:
+                access, access_joins = _access_facts_sql(alias, self.alias())
+                entries.append((fact, access))
+                joins.append(access_joins)
+            else:
+                entries.append((fact, self.fact(read.model, fact, alias)))
         if len(entries) > MAX_KEYS_PER_OBJECT:
             raise Uncovered("too many keys in one object")
-        if not entries:
-            return "json_build_object()"
         pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
-        return f"json_build_object({pairs})"
+        return f"json_build_object({pairs})", " ".join(joins)
+
+    def joined(self, model: str, read: Relation, parent: str, joins: list[str]) -> str:
+        join = _RELATIONS[(model, read.name)]
+        alias = self.alias()
+        target, nested = self.object(read.target, alias)
+        joins.append(
+            f"LEFT JOIN {TABLES[join.target]} {alias} ON {join.source.format(a=parent, x=alias)}"
+        )
+        if nested:
+            joins.append(nested)
+        return f"CASE WHEN {alias}.id IS NULL THEN NULL ELSE {target} END"
 
     def fact(self, model: str, fact: str, alias: str) -> str:
         match fact:
@@ -349,8 +374,6 @@ class _Builder:
                 return _statuses_sql(alias)
             case "#scheduling":
                 return _scheduling_facts_sql(_pipeline_id_sql(model, alias))
-            case "#access":
-                return _access_facts_sql(alias)
             case "#id":
                 return f"{alias}.id"
             case "#type":
@@ -373,33 +396,35 @@ class _Builder:
 
     def active_stage_facts(self, read: ActiveStage, alias: str) -> str:
         stage = self.alias()
+        target, joins = self.object(read.target, stage)
         return (
             f"(SELECT json_build_array(coalesce(json_agg({_statuses_sql(stage)} ORDER BY "
-            f"{stage}.position), '[]'::json), coalesce(json_agg({self.object(read.target, stage)} "
-            f"ORDER BY {stage}.position), '[]'::json)) FROM stage {stage} "
+            f"{stage}.position), '[]'::json), coalesce(json_agg({target} "
+            f"ORDER BY {stage}.position), '[]'::json)) FROM stage {stage} {joins} "
             f"WHERE {stage}.pipeline_id = {alias}.id)"
         )
 
     def relation(self, model: str, read: Relation, parent: str) -> str:
+        """A list of related objects (to-one relations are joined: see `joined`)."""
         join = _RELATIONS[(model, read.name)]
         alias = self.alias()
-        source = join.source.format(a=parent, x=alias)
+        source = join.source.format(x=alias)
+        where = join.where.format(a=parent, x=alias)
         order = join.order.format(x=alias) if join.order else None
-        target = self.object(read.target, alias)
-        if not join.many:
-            limit = f" ORDER BY {order} LIMIT 1" if order else ""
-            return f"(SELECT {target} FROM {source}{limit})"
+        target, joins = self.object(read.target, alias)
         if not join.bounded:
             return (
-                f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) FROM {source})"
+                f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
+                f"FROM {source} {joins} WHERE {where})"
             )
         arguments = self.arguments(read.arguments)
         if arguments.get("after_sequence") is not None:
-            source += f" AND {alias}.id > {self.parameter(arguments['after_sequence'], 'bigint')}"
+            where += f" AND {alias}.id > {self.parameter(arguments['after_sequence'], 'bigint')}"
         limit = self.parameter(arguments["first"], "int")
         return (
             f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
-            f"FROM (SELECT {alias}.* FROM {source} ORDER BY {order} LIMIT {limit}) {alias})"
+            f"FROM (SELECT {alias}.* FROM {source} WHERE {where} ORDER BY {order} LIMIT {limit}) "
+            f"{alias} {joins})"
         )
 
     def root(self, key_reads: Sequence[tuple[str, Read]]) -> str:
@@ -431,8 +456,9 @@ class _Builder:
         if target is None:
             raise Uncovered(f"node of type {type_name}")
         alias = self.alias()
+        built, joins = self.object(target, alias)
         return (
-            f"(SELECT {self.object(target, alias)} FROM {TABLES[type_name]} {alias} "
+            f"(SELECT {built} FROM {TABLES[type_name]} {alias} {joins} "
             f"WHERE {alias}.id = {self.parameter(key, 'int')})"
         )
 
@@ -458,6 +484,7 @@ class _Builder:
             f"ORDER BY {page}.{key_column} {direction} LIMIT {first} + 1) {page}"
         )
         in_page = f"{page}.page_row <= {first}"
+        page_joins: list[str] = []
         keys = f"(array_agg({page}.{key_column} ORDER BY {page}.page_row) FILTER (WHERE {in_page}))"
         entries = []
         for key, part in read.parts:
@@ -481,7 +508,9 @@ class _Builder:
                     elif edge_part == "__typename":
                         edge.append((edge_key, f"'{read.edge_typename}'"))
                     else:
-                        edge.append((edge_key, self.object(edge_part, page)))
+                        node, joins = self.object(edge_part, page)
+                        edge.append((edge_key, node))
+                        page_joins.append(joins)
                 pairs = ", ".join(f"'{k}', {v}" for k, v in edge)
                 entries.append(
                     (
@@ -512,7 +541,7 @@ class _Builder:
                 entries.append((key, f"json_build_object({pairs})"))
         pairs = ", ".join(f"'{k}', {v}" for k, v in entries)
         # GROUP BY (): one row, even for an empty page whose selection aggregates nothing.
-        return f"(SELECT json_build_object({pairs}) FROM {rows} GROUP BY ())"
+        return f"(SELECT json_build_object({pairs}) FROM {rows} {' '.join(page_joins)} GROUP BY ())"
 
     def filters(self, model: str, arguments: Mapping[str, Any]) -> list[str]:
         """Conditions on the row aliased {x}, as reads.*_matching filters."""
@@ -566,6 +595,9 @@ async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:
 # --- facts to domain --------------------------------------------------------------------------
 
 
+_TASK_STATUSES = {status.value: status for status in TaskStatus}
+
+
 def _timestamp(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
@@ -583,7 +615,7 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
                 tasks=tuple(
                     TaskState(
                         id=task_id,
-                        status=TaskStatus(task_status),
+                        status=_TASK_STATUSES[task_status],
                         instance_id=instance_id,
                         database_id=database_id,
                         not_before=_timestamp(not_before),

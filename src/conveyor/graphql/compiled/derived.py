@@ -38,6 +38,7 @@ _COUNTED = {
     "skipped": TaskStatus.SKIPPED,
 }
 _HIDDEN = (ROW_ID_KEY, ACCESS_KEY, TYPE_KEY)
+_TASK_STATUSES = {status.value: status for status in TaskStatus}
 
 Json = dict[str, Any]
 
@@ -61,6 +62,35 @@ def _task_counts(statuses: list[TaskStatus], selection: Sequence[tuple[str, str]
     return {key: values[name] for key, name in selection}
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """What filling in one object of a plan takes, worked out once per plan."""
+
+    scheduling: bool
+    statuses: bool
+    #: (what, key, detail), in selection order; what is one of the names below.
+    fields: tuple[tuple[str, str, Any], ...]
+    hidden: tuple[str, ...]
+
+
+def _steps_of(read: ObjectRead, walked: frozenset[int]) -> _Steps:
+    fields: list[tuple[str, str, Any]] = []
+    for key, part in read.fields:
+        match part:
+            case Derived(name, selection):
+                fields.append((name, key, selection))
+            case ActiveStage(target):
+                fields.append(("active_stage", key, target))
+            case Relation(_, target) if id(target) in walked:
+                fields.append(("relation", key, target))
+    return _Steps(
+        scheduling=SCHEDULING_KEY in read.facts,
+        statuses=STATUSES_KEY in read.facts,
+        fields=tuple(fields),
+        hidden=tuple(key for key in _HIDDEN if key in read.facts),
+    )
+
+
 @dataclass
 class DerivedFields:
     plan: Plan
@@ -69,6 +99,7 @@ class DerivedFields:
     now: datetime
     decisions: dict[int, SchedulingDecision] = field(default_factory=dict)
     actions: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[tuple[WaitingReason, Any], Json] = field(default_factory=dict)
 
     def fill(self, data: Json) -> None:
         """Fill in `data` (the JSON of the plan's reads), in place."""
@@ -78,10 +109,8 @@ class DerivedFields:
                 continue
             if isinstance(read, NodeRead):
                 for item in value if read.many else [value]:
-                    if item is not None:
-                        self.object(
-                            item, read.by_type[item[TYPE_KEY]] if TYPE_KEY in item else None
-                        )
+                    if item is not None and TYPE_KEY in item:
+                        self.object(item, read.by_type[item[TYPE_KEY]])
             elif isinstance(read, ConnectionRead):
                 for part_key, part in read.parts:
                     if isinstance(part, tuple) and part[0] == "edges":
@@ -90,45 +119,53 @@ class DerivedFields:
                                 if isinstance(edge_part, ObjectRead):
                                     self.object(edge[edge_key], edge_part)
 
+    def steps(self, read: ObjectRead) -> _Steps | None:
+        if id(read) not in self.plan.walked:
+            return None
+        steps: _Steps | None = self.plan.steps.get(id(read))
+        if steps is None:
+            steps = self.plan.steps[id(read)] = _steps_of(read, self.plan.walked)
+        return steps
+
     def object(
-        self, value: Json, read: ObjectRead | None, decision: SchedulingDecision | None = None
+        self, value: Json, read: ObjectRead, decision: SchedulingDecision | None = None
     ) -> None:
-        if read is None or id(read) not in self.plan.walked:
+        steps = self.steps(read)
+        if steps is None:
             return
-        if SCHEDULING_KEY in read.facts:
+        if steps.scheduling:
             decision = self.decision(value.pop(SCHEDULING_KEY))
         statuses = (
-            [TaskStatus(status) for status in value.pop(STATUSES_KEY)]
-            if STATUSES_KEY in read.facts
-            else []
+            [_TASK_STATUSES[status] for status in value.pop(STATUSES_KEY)] if steps.statuses else []
         )
-        for key, part in read.fields:
-            match part:
-                case Derived("status"):
-                    value[key] = derive_stage_status(statuses).value
-                case Derived("task_counts", selection):
-                    value[key] = _task_counts(statuses, selection)
-                case Derived("waiting_reason", selection):
-                    assert decision is not None, "the plan reads the scheduling facts above"
-                    reason = decision.waiting.get(value[ROW_ID_KEY])
-                    value[key] = None if reason is None else _waiting_reason(reason, selection)
-                case Derived("available_actions"):
-                    value[key] = self.available_actions(value[ACCESS_KEY])
-                case ActiveStage(target):
-                    stage_statuses, stages = value.pop(f"{ACTIVE_STAGE_KEY}:{key}")
-                    index = active_stage_index(
-                        [[TaskStatus(status) for status in each] for each in stage_statuses]
-                    )
-                    value[key] = None if index is None else stages[index]
-                    if index is not None:
-                        self.object(stages[index], target, decision)
-                case Relation(_, target) if id(target) in self.plan.walked:
-                    related = value[key]
-                    for item in related if isinstance(related, list) else [related]:
-                        if item is not None:
-                            self.object(item, target, decision)
-        for hidden in _HIDDEN:
-            value.pop(hidden, None)
+        for what, key, detail in steps.fields:
+            if what == "relation":
+                related = value[key]
+                if isinstance(related, list):
+                    for item in related:
+                        self.object(item, detail, decision)
+                elif related is not None:
+                    self.object(related, detail, decision)
+            elif what == "waiting_reason":
+                assert decision is not None, "the plan reads the scheduling facts above"
+                reason = decision.waiting.get(value[ROW_ID_KEY])
+                value[key] = None if reason is None else self.waiting_reason(reason, detail)
+            elif what == "available_actions":
+                value[key] = self.available_actions(value[ACCESS_KEY])
+            elif what == "status":
+                value[key] = derive_stage_status(statuses).value
+            elif what == "task_counts":
+                value[key] = _task_counts(statuses, detail)
+            else:
+                stage_statuses, stages = value.pop(f"{ACTIVE_STAGE_KEY}:{key}")
+                index = active_stage_index(
+                    [[_TASK_STATUSES[status] for status in each] for each in stage_statuses]
+                )
+                value[key] = None if index is None else stages[index]
+                if index is not None:
+                    self.object(stages[index], detail, decision)
+        for hidden in steps.hidden:
+            del value[hidden]
 
     def decision(self, facts: list[Any]) -> SchedulingDecision:
         pipeline_id = facts[0]
@@ -136,11 +173,18 @@ class DerivedFields:
             self.decisions[pipeline_id] = scheduling_decision(facts, self.now)
         return self.decisions[pipeline_id]
 
+    def waiting_reason(self, reason: WaitingReason, selection: Sequence[tuple[str, str]]) -> Json:
+        # Many tasks wait for the same reason (an earlier stage): worded once, copied each.
+        memo_key = (reason, selection)
+        if memo_key not in self.reasons:
+            self.reasons[memo_key] = _waiting_reason(reason, selection)
+        return dict(self.reasons[memo_key])
+
     def available_actions(self, facts: list[Any]) -> list[str]:
-        # Few tasks differ in what decides their actions: decide once for each kind.
+        # Few tasks differ in what decides their actions: decided once for each kind.
         memo_key = repr(facts)
         if memo_key not in self.actions:
             self.actions[memo_key] = [
                 action.value for action in available_actions(facts, self.principal)
             ]
-        return self.actions[memo_key]
+        return list(self.actions[memo_key])

@@ -111,6 +111,8 @@ class Plan:
     #: The objects (by id) whose JSON holds derived fields or hidden facts below them: only
     #: their parts are walked in Python; a plan with none passes PostgreSQL's JSON through.
     walked: frozenset[int]
+    #: How to fill in each walked object, worked out on first use (graphql.compiled.derived).
+    steps: dict[int, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
