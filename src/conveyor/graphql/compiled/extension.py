@@ -9,8 +9,8 @@ doubt, leaves the result unset: the resolvers answer the whole operation.
 """
 
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Hashable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
 from conveyor.db.compiled_reads import Uncovered, fetch_data_json, statement
+from conveyor.graphql.bounded_cache import BoundedCache
 from conveyor.graphql.compiled.derived import DerivedFields
 from conveyor.graphql.compiled.plan import Plan, arguments_of, compile_plan
 from conveyor.graphql.context import Context
@@ -69,19 +70,8 @@ class PlanCache:
     entries go first past `size`."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-
-    def _get(self, key: Hashable) -> Any:
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        raise KeyError(key)
-
-    def _put(self, key: Hashable, value: Any) -> None:
-        self._entries[key] = value
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._directive_variables: BoundedCache[Hashable, tuple[str, ...]] = BoundedCache(size)
+        self._plans: BoundedCache[Hashable, Plan | None] = BoundedCache(size)
 
     def plan(
         self,
@@ -89,27 +79,25 @@ class PlanCache:
         document: DocumentNode,
         operation: OperationDefinitionNode,
         variables: VariableValues,
-        compile_plan_for: Any,
+        compile_plan_for: Callable[[], Plan],
     ) -> Plan | None:
         name = operation.name.value if operation.name else None
-        try:
-            directive_names: tuple[str, ...] = self._get(("directives", text, name))
-        except KeyError:
+
+        def directive_variables() -> tuple[str, ...]:
             finder = _DirectiveVariables()
             visit(document, finder)
-            directive_names = tuple(dict.fromkeys(finder.names))
-            self._put(("directives", text, name), directive_names)
-        key = (text, name, tuple(repr(variables.coerced.get(n)) for n in directive_names))
-        try:
-            plan: Plan | None = self._get(key)
-        except KeyError:
+            return tuple(dict.fromkeys(finder.names))
+
+        def compiled() -> Plan | None:
             try:
-                plan = compile_plan_for(document, operation, variables)
+                return compile_plan_for()
             except Uncovered as reason:
                 logger.debug("not compiled (%s)", reason)
-                plan = None
-            self._put(key, plan)
-        return plan
+                return None
+
+        names = self._directive_variables.get((text, name), directive_variables)
+        values = tuple(repr(variables.coerced.get(variable)) for variable in names)
+        return self._plans.get((text, name, values), compiled)
 
 
 class CompiledReads(SchemaExtension):
@@ -160,10 +148,8 @@ class CompiledReads(SchemaExtension):
             return None  # graphql-core words the refusal
         variables = coerced
 
-        def compile_for(
-            document: DocumentNode, operation: OperationDefinitionNode, values: VariableValues
-        ) -> Plan:
-            return compile_plan(graphql_schema, tuple(document.definitions), operation, values)
+        def compile_for() -> Plan:
+            return compile_plan(graphql_schema, tuple(document.definitions), operation, variables)
 
         plan = self.cache.plan(text, document, operation, variables, compile_for)
         if plan is None:
