@@ -1,8 +1,10 @@
 """The compiled read path answers exactly as the resolvers do: same data (key order
 included) and same errors, for generated documents over generated data, for every role."""
 
+import gc
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -492,6 +494,21 @@ async def data_set(graphql: GraphQLClient) -> DataSet:
     return await create_data(graphql, await create_catalog(graphql))
 
 
+@pytest.fixture
+def garbage_collected() -> Iterator[None]:
+    """Collect the test's garbage before it ends, while its warning filters still apply."""
+    yield
+    gc.collect()
+
+
+# When a field error nulls a list, graphql-core drops the coroutines of the list's other items
+# unawaited: the resolver path's behaviour on such documents (a page too large inside a list),
+# reported when the garbage collector finds them.
+@pytest.mark.usefixtures("garbage_collected")
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <coroutine object GraphQLCoreConverter.from_resolver"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 @settings(
     max_examples=500,
     deadline=None,
