@@ -5,6 +5,17 @@ import { coalesced, follow } from "./live.js";
 import { Status } from "./status.js";
 import { StageActions, TaskActions } from "./actions.js";
 
+/** How many tasks a column reads at first, and how many more each time it is extended:
+ *  `Stage.tasks` is a bounded list (at most CONVEYOR_MAX_PAGE_SIZE, 100, a read). */
+const FIRST_TASKS = 40;
+const MORE_TASKS = 100;
+
+const TASK_FIELDS = `
+  id name type status version statusReason cancelRequested
+  database { name } instance { name }
+  waitingReason { kind message }
+  availableActions`;
+
 const PIPELINE_QUERY = `query Pipeline($id: ID!) {
   node(id: $id) {
     ... on Issue {
@@ -15,16 +26,15 @@ const PIPELINE_QUERY = `query Pipeline($id: ID!) {
           id name status
           environment { name approvalPolicy }
           taskCounts { done skipped total }
-          tasks {
-            id name type status version statusReason cancelRequested
-            database { name } instance { name }
-            waitingReason { kind message }
-            availableActions
-          }
+          tasks(first: ${FIRST_TASKS}) { ${TASK_FIELDS} }
         }
       }
     }
   }
+}`;
+
+const MORE_STAGE_TASKS = `query StageTasks($id: ID!, $after: ID!) {
+  node(id: $id) { ... on Stage { tasks(first: ${MORE_TASKS}, after: $after) { ${TASK_FIELDS} } } }
 }`;
 
 // The snapshot is asked for only for its sequence number: the position in the event log
@@ -41,11 +51,8 @@ const PIPELINE_CHANGED = `subscription ($pipelineId: ID!, $after: Int) {
   pipelineStatusChanged(pipelineId: $pipelineId, after: $after) { sequence }
 }`;
 
-/** How many chips a column renders at first, and how many more each time it is extended. */
-const FIRST_CHIPS = 60;
-const MORE_CHIPS = 40;
-/** How far below the window a column starts drawing its next chips, so that a few at a
- *  time are ready before they scroll into view. */
+/** How far below the window a column starts reading its next tasks, so that they are
+ *  ready before they scroll into view. */
 const AHEAD = "0px 0px 1200px 0px";
 
 // Render times of big pipelines, for the browser test and the README.
@@ -74,6 +81,15 @@ function keepUnchanged(previous, issue) {
   return { ...issue, pipeline: { ...issue.pipeline, stages } };
 }
 
+/** `issue` with each stage's tasks followed by those of its later pages, read on demand. */
+function withLaterPages(issue, later) {
+  if (!issue || later.size === 0) return issue;
+  const stages = issue.pipeline.stages.map((stage) =>
+    later.has(stage.id) ? { ...stage, tasks: [...stage.tasks, ...later.get(stage.id)] } : stage,
+  );
+  return { ...issue, pipeline: { ...issue.pipeline, stages } };
+}
+
 /** `issue` with the statuses the subscription reported since it was read. */
 function withChanges(issue, changes) {
   if (!issue || changes.size === 0) return issue;
@@ -95,6 +111,9 @@ function useLivePipeline(issueId) {
   // begun after a change has it already, so the change is dropped when the read lands.
   const changes = useRef(new Map());
   const received = useRef(0);
+  // The tasks of each stage's later pages, by stage id, and the stages being read.
+  const later = useRef(new Map());
+  const reading = useRef(new Set());
   const refetch = useMemo(
     () =>
       coalesced(async () => {
@@ -107,7 +126,9 @@ function useLivePipeline(issueId) {
         const start = performance.now();
         pending.current = { fetchedMs: start - fetched, start };
         setState((current) => {
-          const read = keepUnchanged(current.issue, data?.node ?? null);
+          // A read has the stages' first pages; their later pages, read when the columns
+          // were extended, keep the statuses the subscription reported since.
+          const read = keepUnchanged(current.issue, withLaterPages(data?.node ?? null, later.current));
           const issue = withChanges(read, changes.current);
           return { issue, error: issue ? null : refusal(errors) ?? "no such issue" };
         });
@@ -119,6 +140,29 @@ function useLivePipeline(issueId) {
       coalesced(async () =>
         setState((current) => ({ ...current, issue: withChanges(current.issue, changes.current) })),
       ),
+    [],
+  );
+  const readMore = useMemo(
+    () => async (stage) => {
+      if (reading.current.has(stage.id)) return;
+      reading.current.add(stage.id);
+      const after = stage.tasks[stage.tasks.length - 1].id;
+      const { data } = await request(MORE_STAGE_TASKS, { id: stage.id, after });
+      reading.current.delete(stage.id);
+      const page = data?.node?.tasks;
+      if (!page?.length) return;
+      later.current.set(stage.id, [...(later.current.get(stage.id) ?? []), ...page]);
+      setState((current) => {
+        // A read of the pipeline that landed meanwhile has the page already.
+        const stages = current.issue.pipeline.stages.map((each) =>
+          each.id === stage.id && !each.tasks.some((task) => task.id === page[0].id)
+            ? { ...each, tasks: [...each.tasks, ...page] }
+            : each,
+        );
+        const issue = { ...current.issue, pipeline: { ...current.issue.pipeline, stages } };
+        return { ...current, issue: withChanges(issue, changes.current) };
+      });
+    },
     [],
   );
   useEffect(() => {
@@ -168,9 +212,10 @@ function useLivePipeline(issueId) {
     pending.current = null;
     requestAnimationFrame(() =>
       setTimeout(() => {
-        const tasks = state.issue.pipeline.stages.reduce((n, stage) => n + stage.tasks.length, 0);
+        const stages = state.issue.pipeline.stages;
         window.conveyorRenders.push({
-          tasks,
+          tasks: stages.reduce((n, stage) => n + stage.tasks.length, 0),
+          total: stages.reduce((n, stage) => n + stage.taskCounts.total, 0),
           fetchMs: measuring.fetchedMs,
           renderMs: performance.now() - measuring.start,
         });
@@ -178,7 +223,7 @@ function useLivePipeline(issueId) {
     );
   }, [state]);
 
-  return { ...state, live, refetch };
+  return { ...state, live, refetch, readMore };
 }
 
 // A chip renders again only when its task changed: a read of the pipeline keeps the objects
@@ -201,23 +246,22 @@ const TaskChip = memo(({ task, onDone }) => {
   </li>`;
 });
 
-function StageColumn({ stage, onDone }) {
-  const [shown, setShown] = useState(FIRST_CHIPS);
+function StageColumn({ stage, onDone, onMore }) {
   const more = useRef(null);
-  const hidden = stage.tasks.length - shown;
-  // Chips are rendered as the column scrolls into view: a 5,000-task pipeline opens at once.
-  // A new observer after each extension reports at once whether the button is still in view.
+  const hidden = stage.taskCounts.total - stage.tasks.length;
+  // A column reads its next tasks as its end nears the window: a 5,000-task pipeline opens
+  // at once. A new observer after each page reports at once whether the end is still near.
   useEffect(() => {
     if (hidden <= 0 || !more.current) return undefined;
     const observer = new IntersectionObserver(
       (entries) => {
-        if (entries.some((entry) => entry.isIntersecting)) setShown((n) => n + MORE_CHIPS);
+        if (entries.some((entry) => entry.isIntersecting)) onMore(stage);
       },
       { rootMargin: AHEAD },
     );
     observer.observe(more.current);
     return () => observer.disconnect();
-  }, [shown, hidden > 0]);
+  }, [stage.tasks.length, hidden > 0]);
   const finished = stage.taskCounts.done + stage.taskCounts.skipped;
   return html`<section class="stage" aria-labelledby="stage-${stage.id}" data-stage-id=${stage.id}>
     <header class="stage-head">
@@ -227,17 +271,17 @@ function StageColumn({ stage, onDone }) {
       <${StageActions} stage=${stage} onDone=${onDone} />
     </header>
     <ol class="tasks">
-      ${stage.tasks.slice(0, shown).map((task) => html`<${TaskChip} key=${task.id} task=${task} onDone=${onDone} />`)}
+      ${stage.tasks.map((task) => html`<${TaskChip} key=${task.id} task=${task} onDone=${onDone} />`)}
     </ol>
     ${hidden > 0 &&
-    html`<button type="button" class="more" ref=${more} onClick=${() => setShown((n) => n + MORE_CHIPS)}>
+    html`<button type="button" class="more" ref=${more} onClick=${() => onMore(stage)}>
       Show more tasks (${hidden} not shown)
     </button>`}
   </section>`;
 }
 
 export function PipelineView({ issueId }) {
-  const { issue, error, live, refetch } = useLivePipeline(issueId);
+  const { issue, error, live, refetch, readMore } = useLivePipeline(issueId);
   if (error) return html`<p class="refusal" role="alert">${error}</p>`;
   if (!issue) return html`<p class="loading">Loading the pipeline…</p>`;
   return html`<article class="pipeline" data-pipeline-id=${issue.pipeline.id}>
@@ -248,7 +292,7 @@ export function PipelineView({ issueId }) {
       <p class="meta">opened by ${issue.creator}${issue.description ? ` · ${issue.description}` : ""}</p>
     </header>
     <div class="stages" aria-label="Stages, in the order they run">
-      ${issue.pipeline.stages.map((stage) => html`<${StageColumn} key=${stage.id} stage=${stage} onDone=${refetch} />`)}
+      ${issue.pipeline.stages.map((stage) => html`<${StageColumn} key=${stage.id} stage=${stage} onDone=${refetch} onMore=${readMore} />`)}
     </div>
   </article>`;
 }
