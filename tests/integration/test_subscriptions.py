@@ -22,13 +22,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from conveyor.db.events import EventFilter
+from conveyor.db.events import EventFilter, NewEvent, record_events
 from conveyor.db.models import Event, Issue, Pipeline
 from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
 from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow
 from conveyor.events.listener import APPLICATION_NAME
-from conveyor.events.store import NewEvent, record_events
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings

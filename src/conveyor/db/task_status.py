@@ -7,6 +7,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
 from conveyor.domain.statuses import (
@@ -16,7 +17,6 @@ from conveyor.domain.statuses import (
     TaskStatus,
 )
 from conveyor.errors import conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 @dataclass(frozen=True)

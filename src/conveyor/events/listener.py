@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from conveyor.events.store import CHANNEL
+from conveyor.db.events import CHANNEL
 
 logger = logging.getLogger(__name__)
 
