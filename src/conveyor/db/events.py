@@ -1,6 +1,8 @@
 """The event log, written and read: the audit trail and the source of every live update."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,22 @@ from conveyor.domain.statuses import EventKind
 CHANNEL = "conveyor_events"
 #: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
 _EVENT_ORDER_LOCK_KEY = 7_437_812_001
+
+
+#: Where the sequences written in the current context are noted (see `noting_sequences`).
+_noted_sequences: ContextVar[list[int] | None] = ContextVar("noted_sequences", default=None)
+
+
+@contextmanager
+def noting_sequences() -> Iterator[list[int]]:
+    """A list that receives the sequence numbers of every event written within the block (in
+    this context), so that an answer can say which sequence its commit reached."""
+    noted: list[int] = []
+    token = _noted_sequences.set(noted)
+    try:
+        yield noted
+    finally:
+        _noted_sequences.reset(token)
 
 
 @dataclass(frozen=True)
@@ -53,9 +71,40 @@ async def record_events(
             detail=event.detail,
         )
         sequence_numbers.append(row.id)
+    noted = _noted_sequences.get()
+    if noted is not None:
+        noted.extend(sequence_numbers)
     # NOTIFY is delivered on commit only, so listeners never see a number before its row.
     await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])])
     return sequence_numbers
+
+
+async def record_task_logs(actor: str, entries_by_task: Mapping[int, list[dict[str, Any]]]) -> None:
+    """One TASK_LOG event per task with its new log entries, all in one transaction: a
+    worker's running tasks cost one commit and one NOTIFY per batch, not per line."""
+    if not entries_by_task:
+        return
+    async with in_transaction() as connection:
+        places = await (
+            Task.filter(id__in=list(entries_by_task))
+            .using_db(connection)
+            .values_list("id", "stage_id", "pipeline_id", "pipeline__issue_id")
+        )
+        await record_events(
+            connection,
+            actor,
+            [
+                NewEvent(
+                    EventKind.TASK_LOG,
+                    issue_id=issue_id,
+                    pipeline_id=pipeline_id,
+                    stage_id=stage_id,
+                    task_id=task_id,
+                    detail={"entries": entries_by_task[task_id]},
+                )
+                for task_id, stage_id, pipeline_id, issue_id in sorted(places)
+            ],
+        )
 
 
 @dataclass(frozen=True)

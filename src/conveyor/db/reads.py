@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tortoise.expressions import Subquery
+from tortoise.functions import Max
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -73,6 +74,34 @@ async def blocker_ids_by_task(task_ids: Iterable[int]) -> dict[int, list[int]]:
 
 async def runs_by_task(task_ids: Iterable[int]) -> dict[int, list[TaskRun]]:
     return await _rows_grouped(TaskRun, "task_id", task_ids, ("attempt",))
+
+
+async def _last_event_ids(column: str, keys: Iterable[int]) -> dict[int, int]:
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = (
+        await Event.filter(**{f"{column}__in": wanted})
+        .group_by(column)
+        .annotate(last=Max("id"))
+        .values_list(column, "last")
+    )
+    return dict(rows)
+
+
+async def last_sequence_by_task(task_ids: Iterable[int]) -> dict[int, int]:
+    """The sequence of the newest event about each task (one index probe each)."""
+    return await _last_event_ids("task_id", task_ids)
+
+
+async def last_sequence_by_stage(stage_ids: Iterable[int]) -> dict[int, int]:
+    """The sequence of the newest event about each stage or one of its tasks."""
+    return await _last_event_ids("stage_id", stage_ids)
+
+
+async def last_sequence_by_pipeline(pipeline_ids: Iterable[int]) -> dict[int, int]:
+    """The sequence of the newest event of each pipeline: anything in it."""
+    return await _last_event_ids("pipeline_id", pipeline_ids)
 
 
 async def events_by_issue(issue_ids: Iterable[int]) -> dict[int, list[Event]]:

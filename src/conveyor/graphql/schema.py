@@ -15,6 +15,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from conveyor.graphql.authentication import RequireUsableToken
+from conveyor.graphql.commit_sequence import CommitSequence
 from conveyor.graphql.cost import DocumentLimits
 from conveyor.graphql.errors import (
     TOO_MANY_DIRECTIVES,
@@ -79,6 +80,7 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
         lambda: ConveyorErrors(settings),
         RequireUsableToken,
         RequestRules,
+        CommitSequence,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: DocumentLimits(settings),
         lambda: AddValidationRules(rules),

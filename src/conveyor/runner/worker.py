@@ -23,6 +23,7 @@ from conveyor.domain.targets import InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
+from conveyor.runner.task_log import TaskLogStream
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -73,6 +75,7 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
+            asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
         try:
             while not self._stopping.is_set():
@@ -157,8 +160,13 @@ class Worker:
 
         try:
             outcome = await targets.execute(
-                attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
+                attempt.target,
+                self._change_of(claimed),
+                on_backend_pid=remember_backend,
+                on_log=self._task_logs.listener(claimed.task_id),
             )
+            # The live lines reach subscribers before the status change that ends them.
+            await self._task_logs.flush()
             await self._report(attempt, outcome)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no

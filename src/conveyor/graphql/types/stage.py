@@ -56,6 +56,14 @@ class Stage(LoadedNode):
             Task.from_row(row) for row in await info.context.loaders.tasks_by_stage.load(self.id)
         ]
 
+    @strawberry.field(
+        description="The sequence number of the newest event about the stage or one of its "
+        "tasks: of two copies (a mutation's answer, a subscription's message, a query's), "
+        "keep the one with the larger value. Its status and counts change only with it."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_stage.load(self.id)
+
     @strawberry.field(description="Derived from the tasks' statuses; never stored.")
     async def status(self, info: Info) -> StageStatus:
         return derive_stage_status(await self._task_statuses(info))

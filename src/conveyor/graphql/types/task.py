@@ -82,6 +82,14 @@ class Task(LoadedNode):
 
         return await Pipeline.load(info, self.pipeline_id)
 
+    @strawberry.field(
+        description="The sequence number of the newest event about the task: of two copies "
+        "(a mutation's answer, a subscription's message, a query's), keep the one with the "
+        "larger value."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_task.load(self.id)
+
     @strawberry.field(description="Tasks that must be DONE or SKIPPED before this one starts.")
     async def blocked_by(self, info: Info) -> list["Task"]:
         blocker_ids = await info.context.loaders.blocker_ids_by_task.load(self.id)
