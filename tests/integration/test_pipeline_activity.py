@@ -1,15 +1,30 @@
 """`pipelineActivity`: every kind of event of a pipeline, live and resumable, with payloads a
 normalized client cache can trust (global ids, `lastSequence`), over a real server."""
 
+import asyncio
+import json
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
+from tortoise.transactions import in_transaction
 
+from conveyor.db.events import NewEvent, latest_event_sequence, record_events
 from conveyor.db.models import Event
-from tests.conftest import ConveyorProcess, GraphQLClient
+from conveyor.domain.statuses import EventKind
+from conveyor.settings import Settings
+from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, start_server
 from tests.integration.conftest import build_engine_catalog
-from tests.integration.subscribers import LiveSubscription, subscribed, websocket_url
+from tests.integration.subscribers import (
+    MESSAGE_WAIT_SECONDS,
+    LiveSubscription,
+    raw_subscribe,
+    subscribed,
+    websocket_url,
+)
 from tests.integration.test_subscriptions import create_issue, row_key
 
 #: The selection a pipeline page subscribes with (README, "Live updates").
@@ -38,6 +53,27 @@ async def post(server: ConveyorProcess, document: str, variables: dict[str, Any]
     body = answer.json()
     assert "errors" not in body, body
     return body
+
+
+async def change_status(issue: dict[str, Any], count: int) -> list[int]:
+    """`count` status events of the issue's first task, written in one transaction."""
+    async with in_transaction() as connection:
+        return await record_events(
+            connection,
+            "load",
+            [
+                NewEvent(
+                    EventKind.TASK_STATUS_CHANGED,
+                    issue_id=row_key(issue["id"]),
+                    pipeline_id=row_key(issue["pipeline"]),
+                    stage_id=row_key(issue["stage"]),
+                    task_id=row_key(issue["tasks"][0]),
+                    old_status="PENDING_APPROVAL",
+                    new_status="PENDING_APPROVAL",
+                )
+            ]
+            * count,
+        )
 
 
 async def take_until(
@@ -199,3 +235,68 @@ async def test_an_event_is_a_node(graphql: GraphQLClient, server_url: str) -> No
         {"id": event["id"]},
     )
     assert again["node"] == event
+
+
+async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothing(
+    graphql: GraphQLClient, settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    # Pinged every second: before, the ping it could not answer closed it with 1011.
+    server = start_server(
+        conveyor_env(
+            settings, CONVEYOR_RUN_WORKER="false", CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS="1"
+        ),
+        tmp_path / "server.log",
+    )
+    try:
+        catalog = await build_engine_catalog(
+            graphql, server_url, {"main": "conveyor_never_created"}
+        )
+        # Large messages fill the socket buffers between the server and the client quickly.
+        issue = await create_issue(graphql, catalog, statements=("SELECT 1 -- " + "x" * 20_000,))
+        start = await latest_event_sequence()
+        heavy = ACTIVITY.replace("task { id", "task { statement id")
+        small_receive_buffer = socket.socket()
+        small_receive_buffer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        small_receive_buffer.connect(("127.0.0.1", int(urlparse(server.url).port or 0)))
+        slow = await raw_subscribe(
+            websocket_url(server),
+            heavy,
+            {"pipelineId": issue["pipeline"], "after": start},
+            token=server.token,
+            sock=small_receive_buffer,
+            compression=None,
+            max_queue=1,
+        )
+        written = [sequence for _ in range(30) for sequence in await change_status(issue, count=10)]
+        # The client reads nothing through several keep-alive intervals.
+        await asyncio.sleep(4)
+        received: list[int] = []
+        closing: dict[str, Any] = {}
+        while not closing:
+            message = json.loads(await asyncio.wait_for(slow.recv(), MESSAGE_WAIT_SECONDS))
+            if message["type"] == "ping":
+                continue
+            payload = message["payload"]
+            if payload.get("errors"):
+                closing = payload["errors"][0]
+            else:
+                received.append(payload["data"]["pipelineActivity"]["sequence"])
+        assert json.loads(await slow.recv())["type"] == "complete"
+        await slow.close()
+
+        assert closing["extensions"]["code"] == "SUBSCRIBER_TOO_SLOW"
+        last = closing["extensions"]["lastSequence"]
+        assert last == (received[-1] if received else start)
+        assert len(received) < len(written)
+        async with subscribed(
+            websocket_url(server),
+            ACTIVITY,
+            {"pipelineId": issue["pipeline"], "after": last},
+            token=server.token,
+        ) as resumed:
+            missed = len([sequence for sequence in written if sequence > last])
+            rest = [message["sequence"] for message in await resumed.take(missed)]
+        assert received + rest == written
+        assert "closed a subscriber that read nothing for" in server.log()
+    finally:
+        server.stop()

@@ -28,6 +28,7 @@ from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
 from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow
 from conveyor.events.listener import APPLICATION_NAME
+from conveyor.events.shared import Sharing
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
@@ -664,3 +665,64 @@ async def test_the_hub_keeps_replaying_from_the_table_when_it_overflows_during_a
 
     assert replayed == [*backlog, *during]
     assert delivered == live
+
+
+async def test_subscribers_of_one_key_share_one_rendering_of_each_event(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    rendered: list[list[int]] = []
+
+    async def render(events: list[Event]) -> list[str]:
+        rendered.append([event.id for event in events])
+        return [f'{{"sequence":{event.id}}}' for event in events]
+
+    delivered: dict[int, list[tuple[int, str]]] = {index: [] for index in range(50)}
+
+    def deliverer(index: int) -> Callable[[int, str], bool]:
+        def deliver(sequence: int, payload: str) -> bool:
+            delivered[index].append((sequence, payload))
+            return True
+
+        return deliver
+
+    async def subscriber(index: int, ready: asyncio.Event) -> None:
+        async with hub.subscription(task_filter(pipeline), SYSTEM) as subscription:
+            sharing = Sharing(key="one document", render=render, deliver=deliverer(index))
+            stream = subscription.events(None, sharing)
+            async with contextlib.aclosing(stream):
+                waiting = asyncio.ensure_future(anext(stream))
+                ready.set()
+                await waiting
+
+    readies = [asyncio.Event() for _ in delivered]
+    tasks = [asyncio.create_task(subscriber(index, readies[index])) for index in delivered]
+    try:
+        for ready in readies:
+            await ready.wait()
+
+        async def all_shared() -> bool:
+            return sum(len(stream.members) for stream in hub._streams.values()) == len(delivered)
+
+        await eventually(all_shared, within=5, what="every subscriber to join the stream")
+        written = await write_events(pipeline, 5) + await write_events(pipeline, 5)
+
+        async def all_delivered() -> bool:
+            return all(len(messages) == len(written) for messages in delivered.values())
+
+        await eventually(all_delivered, within=5, what="every subscriber to get every event")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Each event rendered once, however many subscribers; each got the same payload object.
+    assert sorted(sequence for batch in rendered for sequence in batch) == written
+    first = delivered[0]
+    assert [sequence for sequence, _ in first] == written
+    for messages in delivered.values():
+        assert all(mine is theirs for (_, mine), (_, theirs) in zip(messages, first, strict=True))
+
+    async def stream_closed() -> bool:
+        return not hub._streams
+
+    await eventually(stream_closed, within=5, what="the stream to close with its last member")

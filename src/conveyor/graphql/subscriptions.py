@@ -19,6 +19,8 @@ from conveyor.errors import invalid_input, not_found
 from conveyor.events.hub import EventHub, HubSubscription
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import node_key
+from conveyor.graphql.live_socket import current_operation
+from conveyor.graphql.shared_render import shared_rendering
 from conveyor.graphql.types.event import Event
 from conveyor.graphql.types.pipeline_status_change import PipelineStatusChange
 from conveyor.graphql.types.task import Task
@@ -133,7 +135,13 @@ async def _changes(
     after: int | None,
     message_of: Callable[[models.Event], Message],
 ) -> AsyncGenerator[Message, None]:
-    async for event in subscription.events(after):
+    live = current_operation.get()
+    sharing = None
+    if live is not None:
+        # Until a message is written, the client's resume position is where it started.
+        live.last_written = after if after is not None else subscription.last_delivered
+        sharing = shared_rendering(info, live, message_of)
+    async for event in subscription.events(after, sharing):
         # A WebSocket's context lives as long as the connection: without this, nested fields
         # would show what the loaders cached for an earlier message.
         info.context.loaders.forget()

@@ -29,6 +29,7 @@ from conveyor.graphql.errors import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.live_socket import LiveSocketHandler
 from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
 from conveyor.settings import Settings
 
@@ -116,6 +117,8 @@ def _too_large(limit: int) -> RequestRefused:
 
 class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
+
+    graphql_transport_ws_handler_class = LiveSocketHandler
 
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
