@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import pytest
+from gql.transport.exceptions import TransportQueryError
 from tortoise.transactions import in_transaction
 
 from conveyor.db.events import NewEvent, latest_event_sequence, record_events
@@ -300,3 +302,54 @@ async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothi
         assert "closed a subscriber that read nothing for" in server.log()
     finally:
         server.stop()
+
+
+async def test_a_client_reconnecting_with_the_same_variables_resumes_from_connection_params(
+    graphql: GraphQLClient, live_server: ConveyorProcess, server_url: str
+) -> None:
+    catalog = await build_engine_catalog(graphql, server_url, {"main": "conveyor_never_created"})
+    issue = await create_issue(graphql, catalog)
+    pipeline = issue["pipeline"]
+    # graphql-ws's retry sends the first subscribe message again; its connectionParams, a
+    # function, is evaluated on each connect and carries the newest position seen.
+    variables = {"pipelineId": pipeline}
+    url = websocket_url(live_server)
+    async with subscribed(url, ACTIVITY, variables, token=live_server.token) as first:
+        seen = await first.take(len(await change_status(issue, count=3)))
+    last_seen = seen[-1]["sequence"]
+    missed = await change_status(issue, count=4)
+
+    async with subscribed(
+        url,
+        ACTIVITY,
+        variables,
+        token=live_server.token,
+        connection_params={"resume": {pipeline: last_seen}},
+    ) as again:
+        resumed = await again.take(len(missed))
+        live = await change_status(issue, count=2)
+        resumed += await again.take(len(live))
+        await again.assert_nothing_more()
+
+    assert [message["sequence"] for message in resumed] == missed + live
+
+
+async def test_a_resume_position_that_is_no_sequence_number_is_refused(
+    graphql: GraphQLClient, live_server: ConveyorProcess, server_url: str
+) -> None:
+    catalog = await build_engine_catalog(graphql, server_url, {"main": "conveyor_never_created"})
+    issue = await create_issue(graphql, catalog)
+    async with subscribed(
+        websocket_url(live_server),
+        ACTIVITY,
+        {"pipelineId": issue["pipeline"]},
+        token=live_server.token,
+        connection_params={"resume": {issue["pipeline"]: "yesterday"}},
+    ) as refused:
+        with pytest.raises(TransportQueryError) as error:
+            await refused.next()
+
+    assert error.value.errors is not None
+    extensions = error.value.errors[0]["extensions"]
+    assert extensions["code"] == "INVALID_INPUT"
+    assert extensions["field"] == ["connectionParams", "resume"]
