@@ -307,9 +307,6 @@ class Event(Model):
         indexes = (
             Index(fields=("issue_id", "id")),
             Index(fields=("pipeline_id", "id")),
-            # A task's or a stage's last sequence (Task.lastSequence) is one index probe.
-            Index(fields=("task_id", "id")),
-            Index(fields=("stage_id", "id")),
         )
         constraints = (CheckConstraint(check=one_of("kind", EventKind), name="event_kind_valid"),)
 

@@ -76,32 +76,18 @@ async def runs_by_task(task_ids: Iterable[int]) -> dict[int, list[TaskRun]]:
     return await _rows_grouped(TaskRun, "task_id", task_ids, ("attempt",))
 
 
-async def _last_event_ids(column: str, keys: Iterable[int]) -> dict[int, int]:
-    wanted = set(keys)
+async def last_sequence_by_pipeline(pipeline_ids: Iterable[int]) -> dict[int, int]:
+    """The sequence of the newest event of each pipeline (one index probe each)."""
+    wanted = set(pipeline_ids)
     if not wanted:
         return {}
     rows = (
-        await Event.filter(**{f"{column}__in": wanted})
-        .group_by(column)
+        await Event.filter(pipeline_id__in=wanted)
+        .group_by("pipeline_id")
         .annotate(last=Max("id"))
-        .values_list(column, "last")
+        .values_list("pipeline_id", "last")
     )
     return dict(rows)
-
-
-async def last_sequence_by_task(task_ids: Iterable[int]) -> dict[int, int]:
-    """The sequence of the newest event about each task (one index probe each)."""
-    return await _last_event_ids("task_id", task_ids)
-
-
-async def last_sequence_by_stage(stage_ids: Iterable[int]) -> dict[int, int]:
-    """The sequence of the newest event about each stage or one of its tasks."""
-    return await _last_event_ids("stage_id", stage_ids)
-
-
-async def last_sequence_by_pipeline(pipeline_ids: Iterable[int]) -> dict[int, int]:
-    """The sequence of the newest event of each pipeline: anything in it."""
-    return await _last_event_ids("pipeline_id", pipeline_ids)
 
 
 async def events_by_issue(issue_ids: Iterable[int]) -> dict[int, list[Event]]:

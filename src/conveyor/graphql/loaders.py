@@ -70,13 +70,7 @@ class Loaders:
     task: DataLoader[int, Task | None] = field(default_factory=lambda: _by_id(Task))
     task_run: DataLoader[int, TaskRun | None] = field(default_factory=lambda: _by_id(TaskRun))
     event: DataLoader[int, Event | None] = field(default_factory=lambda: _by_id(Event))
-    #: The newest event's sequence about each task, stage or pipeline (0 when none).
-    last_sequence_by_task: DataLoader[int, int] = field(
-        default_factory=lambda: _keyed(reads.last_sequence_by_task, int)
-    )
-    last_sequence_by_stage: DataLoader[int, int] = field(
-        default_factory=lambda: _keyed(reads.last_sequence_by_stage, int)
-    )
+    #: The newest event's sequence of each pipeline (0 when none).
     last_sequence_by_pipeline: DataLoader[int, int] = field(
         default_factory=lambda: _keyed(reads.last_sequence_by_pipeline, int)
     )

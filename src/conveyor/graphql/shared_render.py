@@ -2,9 +2,9 @@
 
 Two subscriptions share a rendering when their document, operation, variables (but the
 resume position, `after`) and caller (actor and role: `availableActions` depends on them)
-are the same. A batch of events is rendered together, with one read of the rows its
-messages show: each message shows the rows as they are when it is rendered, at or past its
-event, and their `lastSequence` says how far.
+are the same. A batch of events is rendered together, in one snapshot and with one read of
+the rows its messages show: each message shows the rows as they are when it is rendered, at
+or past its event, and their `lastSequence` says exactly how far.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from graphql import (
     execute_subscription_event,
 )
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Event
 from conveyor.events.shared import Sharing
@@ -104,14 +105,21 @@ class _Renderer:
 
     async def __call__(self, events: list[Event]) -> list[str]:
         executor = self._executor_for_events()
-        # One read of the rows for the whole batch: the loaders batch across its messages.
+        # One read of the rows for the whole batch (the loaders batch across its messages),
+        # in one snapshot: each `lastSequence` says exactly which state a message shows.
         executor.context_value.loaders.forget()
-        results = [
-            execute_subscription_event(executor.build_per_event_executor(self._message_of(event)))
-            for event in events
-        ]
-        pending = [result for result in results if inspect.isawaitable(result)]
-        done = iter(await asyncio.gather(*pending))
+        async with in_transaction() as connection:
+            await connection.execute_query(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            )
+            results = [
+                execute_subscription_event(
+                    executor.build_per_event_executor(self._message_of(event))
+                )
+                for event in events
+            ]
+            pending = [result for result in results if inspect.isawaitable(result)]
+            done = iter(await asyncio.gather(*pending))
         return [
             self._encode(next(done) if inspect.isawaitable(result) else result)
             for result in results

@@ -2,7 +2,6 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 from conveyor.domain.statuses import EventKind
 from tortoise import fields
-from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint
 
 
@@ -25,14 +24,6 @@ class Migration(migrations.Migration):
                 enum_type=EventKind,
                 max_length=32,
             ),
-        ),
-        ops.AddIndex(
-            model_name="Event",
-            index=Index(fields=["task_id", "id"]),
-        ),
-        ops.AddIndex(
-            model_name="Event",
-            index=Index(fields=["stage_id", "id"]),
         ),
         ops.AddConstraint(
             model_name="Event",

@@ -57,12 +57,12 @@ class Stage(LoadedNode):
         ]
 
     @strawberry.field(
-        description="The sequence number of the newest event about the stage or one of its "
-        "tasks: of two copies (a mutation's answer, a subscription's message, a query's), "
-        "keep the one with the larger value. Its status and counts change only with it."
+        description="The sequence number of the newest event of the stage's pipeline: its "
+        "status and counts, derived from its tasks, are as of it. Of two copies, keep the "
+        "one with the larger value."
     )
     async def last_sequence(self, info: Info) -> int:
-        return await info.context.loaders.last_sequence_by_stage.load(self.id)
+        return await info.context.loaders.last_sequence_by_pipeline.load(self.pipeline_id)
 
     @strawberry.field(description="Derived from the tasks' statuses; never stored.")
     async def status(self, info: Info) -> StageStatus:
