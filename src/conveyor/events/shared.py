@@ -21,8 +21,9 @@ from conveyor.db.models import Event
 
 logger = logging.getLogger(__name__)
 
-#: Events rendered together: they share one read of the rows they show.
-RENDER_BATCH_SIZE = 200
+#: Events rendered together: they share one read of the rows they show. Small enough that
+#: the part of a batch's rendering done in one turn of the event loop stays a few ms.
+RENDER_BATCH_SIZE = 50
 #: How long a stream waits before rendering again after a failure (the database is away).
 RENDER_RETRY_SECONDS = 0.5
 #: Members served per turn of the event loop.
