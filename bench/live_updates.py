@@ -114,7 +114,8 @@ async def run_client(
             )
             init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
             await connection.send(json.dumps(init))
-            assert json.loads(await connection.recv())["type"] == "connection_ack"
+            answer = json.loads(await connection.recv())
+            assert answer["type"] == "connection_ack", answer
             variables = {"pipelineId": pipeline, "after": after}
             payload = {"query": document, "variables": variables}
             await connection.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))

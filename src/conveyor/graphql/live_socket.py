@@ -221,8 +221,9 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         while True:
             await asyncio.sleep(self._keep_alive_seconds)
             now = self._loop.time()
-            if self._closing_too_slow:
-                # Its closing messages wait for the client to read again; nothing else to do.
+            if self._closing_too_slow or not self.connection_acknowledged:
+                # Closing messages wait for the client to read again; before connection_ack
+                # nothing is pinged (strawberry closes a socket that never says hello).
                 continue
             if self._writing_since is not None and now - self._writing_since >= (
                 self._keep_alive_seconds
