@@ -135,8 +135,8 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         server_header=False,
         # No protocol-level pings: a client that stops reading cannot answer them, and their
         # timeout (1011) would close it before it learns why. graphql-transport-ws sockets
-        # are pinged by graphql.live_socket, which tells a client that stopped reading
-        # (SUBSCRIBER_TOO_SLOW) from one that vanished; legacy graphql-ws ones get "ka".
+        # are pinged by graphql.live_socket, which closes a client that stopped reading with
+        # SUBSCRIBER_TOO_SLOW; legacy graphql-ws ones get "ka" messages.
         ws_ping_interval=None,
         # A WebSocket message may be as large as an HTTP request body, no larger.
         ws_max_size=settings.max_request_bytes,

@@ -361,3 +361,44 @@ async def test_a_resume_position_that_is_no_sequence_number_is_refused(
     extensions = error.value.errors[0]["extensions"]
     assert extensions["code"] == "INVALID_INPUT"
     assert extensions["field"] == ["connectionParams", "resume"]
+
+
+async def test_a_quiet_client_is_pinged_and_kept_whether_it_answers_or_not(
+    graphql: GraphQLClient, settings: Settings, tmp_path: Path, server_url: str
+) -> None:
+    server = start_server(
+        conveyor_env(
+            settings, CONVEYOR_RUN_WORKER="false", CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS="0.5"
+        ),
+        tmp_path / "server.log",
+    )
+    try:
+        catalog = await build_engine_catalog(
+            graphql, server_url, {"main": "conveyor_never_created"}
+        )
+        issue = await create_issue(graphql, catalog)
+        variables = {"pipelineId": issue["pipeline"]}
+        url = websocket_url(server)
+        clients = [
+            await raw_subscribe(url, ACTIVITY, variables, token=server.token) for _ in range(2)
+        ]
+        await asyncio.sleep(3)
+        written = await change_status(issue, count=1)
+        received = []
+        for answers, client in zip((True, False), clients, strict=True):
+            pings = 0
+            message = json.loads(await asyncio.wait_for(client.recv(), MESSAGE_WAIT_SECONDS))
+            while message["type"] == "ping":
+                pings += 1
+                if answers:
+                    await client.send(json.dumps({"type": "pong"}))
+                message = json.loads(await asyncio.wait_for(client.recv(), MESSAGE_WAIT_SECONDS))
+            received.append((pings, message["payload"]["data"]["pipelineActivity"]["sequence"]))
+            await client.close()
+    finally:
+        server.stop()
+
+    # Pinged every half second, neither was closed (uvicorn's own ping would have closed
+    # the one that does not answer with 1011); both got the event.
+    assert all(pings >= 4 for pings, _ in received)
+    assert [sequence for _, sequence in received] == [written[0]] * 2

@@ -15,12 +15,15 @@ class CommitSequence(SchemaExtension):
     def __init__(self) -> None:
         self._written: list[int] = []
 
-    def on_operation(self) -> Iterator[None]:
+    def on_execute(self) -> Iterator[None]:
+        # Around execution only, not the whole operation: a subscription's stream may be
+        # closed in another context than the one it was opened in.
+        if self.execution_context.operation_type is not OperationType.MUTATION:
+            yield
+            return
         with noting_sequences() as written:
             self._written = written
             yield
 
     def get_results(self) -> dict[str, object]:
-        if self.execution_context.operation_type is not OperationType.MUTATION:
-            return {}
         return {"sequence": max(self._written)} if self._written else {}

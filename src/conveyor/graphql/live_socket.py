@@ -141,7 +141,6 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self._loop = asyncio.get_running_loop()
         #: When the writer started on the message it is writing, if it is writing one.
         self._writing_since: float | None = None
-        self._heard_at = self._loop.time()
         #: Ended as too slow, with its closing messages still to write.
         self._closing_too_slow = False
         self._writer: asyncio.Task[None] | None = None
@@ -157,12 +156,9 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
             _long_lived.closed()
             for task in (self._writer, self._keep_alive):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Either ends early only because the client went away, as the handler saw.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-    async def handle_message(self, message: Message) -> None:
-        self._heard_at = self._loop.time()
-        await super().handle_message(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         live = LiveOperation(
@@ -229,16 +225,12 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 self._keep_alive_seconds
             ):
                 # A whole interval without taking one message: the client is not reading.
-                logger.info(
-                    "closed a subscriber that read nothing for %.0f s", now - self._writing_since
-                )
+                stalled = now - self._writing_since
+                logger.info("closed a subscriber that read nothing for %.0f s", stalled)
                 self._too_slow()
-            elif now - self._heard_at >= 2 * self._keep_alive_seconds:
-                # Writable but silent through a ping: a vanished peer.
-                await self.websocket.close(code=4408, reason="keep-alive timeout")
-                return
             else:
-                # graphql-transport-ws's own ping: clients answer it with a pong.
+                # graphql-transport-ws's own ping keeps proxies from closing a quiet socket;
+                # a vanished peer never acknowledges it, so TCP gives up on the socket.
                 self.queue(_Frame(None, None, "", '{"type":"ping"}', ""))
 
     def _too_slow(self) -> None:

@@ -10,7 +10,6 @@ from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
     MaxTokensLimiter,
-    ParserCache,
     SchemaExtension,
 )
 from strawberry.types import ExecutionContext
@@ -32,8 +31,6 @@ from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStat
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
-#: Distinct documents whose parse is kept (see ParserCache below).
-PARSED_DOCUMENTS_KEPT = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -80,9 +77,6 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
         stop_validation_after(settings.max_errors),
     ]
     extensions: list[ExtensionFactory] = [
-        # One parsed document for every request of the same text: ten thousand subscribers
-        # of one page's subscription hold one syntax tree, not ten thousand.
-        lambda: ParserCache(maxsize=PARSED_DOCUMENTS_KEPT),
         lambda: ConveyorErrors(settings),
         RequireUsableToken,
         RequestRules,
