@@ -18,7 +18,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.domain.permissions import Principal, Role
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import LIMIT_CODES
-from conveyor.graphql.schema import build_schema
+from conveyor.graphql.schema import _parse_once, build_schema
 from conveyor.settings import Mode, Settings
 from tests.api.support import create_catalog
 from tests.api.test_statement_count import CREATE_ISSUE, pipeline_plan
@@ -717,3 +717,14 @@ async def test_an_integer_too_long_for_python_is_described_without_python(
         )
         assert "sys." not in message
         assert "4300" not in message
+
+
+async def test_requests_of_one_document_share_one_syntax_tree(graphql: GraphQLClient) -> None:
+    document = "query SharedTree { __typename environments(first: 1) { totalCount } }"
+    before = _parse_once.cache_info()
+    for _ in range(3):
+        await graphql.ok(document)
+    after = _parse_once.cache_info()
+
+    # Parsed once, then found twice (ten thousand subscribers of a page hold one tree).
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
