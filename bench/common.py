@@ -33,8 +33,8 @@ async def admin_fetch(statement: str, *args: object) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def create_token(database_url: str) -> str:
-    """A VIEWER token for the benchmark's requests, made with `conveyor token create` as an
+async def create_token(database_url: str, role: str = "VIEWER") -> str:
+    """A token of `role` for the benchmark's requests, made with `conveyor token create` as an
     operator makes one; it expires in a day, so that reruns leave nothing usable behind."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     # Not subprocess.run: the database may be behind wire_count's proxy, in this event loop.
@@ -47,9 +47,9 @@ async def create_token(database_url: str) -> str:
         "--actor",
         "bench",
         "--role",
-        "VIEWER",
+        role,
         "--description",
-        "benchmark reads",
+        "benchmark requests",
         "--expires-in-days",
         "1",
         env={**environment, "CONVEYOR_DATABASE_URL": database_url},

@@ -24,13 +24,11 @@ from conveyor.db.models import Issue, Pipeline
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
-from tree_queries import relay_id
+from tree_queries import TREE_TASK, conveyor_one, relay_id
 
 #: The task selection of each variant; the rest of the tree is the benchmark's.
 VARIANTS = {
-    "the benchmark's tree": (
-        "id name type status statement version instance { id name host port } database { id name }"
-    ),
+    "the benchmark's tree": TREE_TASK,
     "without instance and database (no per-task DataLoader)": (
         "id name type status statement version"
     ),
@@ -38,16 +36,6 @@ VARIANTS = {
     "task id only": "id",
     "task name only": "name",
 }
-DOCUMENT = """
-query($id: ID!) {
-  node(id: $id) {
-    ... on Pipeline {
-      id status
-      stages { id name position environment { id name approvalPolicy } tasks { %s } }
-    }
-  }
-}
-"""
 
 
 async def median_ms(document: str, pipeline_id: str, settings: Settings, repeat: int) -> float:
@@ -90,7 +78,7 @@ async def main() -> None:
                 switch()
                 try:
                     timings.append(
-                        await median_ms(DOCUMENT % selection, pipeline_id, settings, args.repeat)
+                        await median_ms(conveyor_one(selection), pipeline_id, settings, args.repeat)
                     )
                 finally:
                     gc.enable()

@@ -1,7 +1,8 @@
-"""Nested-tree reads over HTTP: Conveyor beside the limit, and PostGraphile, on the same data.
+"""Nested-tree reads over HTTP: Conveyor beside the limit and PostGraphile, in one run.
 
     python bench/tree_reads.py [--database conveyor_bench_tree] [--reseed] [--seconds 10]
-        [--clients 1 4 16] [--no-postgraphile] [--profile-seconds 0] [--profile-output FILE]
+        [--clients 1 4 16] [--min-answers 20] [--no-postgraphile] [--no-page]
+        [--profile-seconds 0] [--profile-output FILE]
 
 Seeds (once, see tree_seed.py) a data set on the server of CONVEYOR_BENCH_DATABASE_URL
 (default postgresql://postgres@127.0.0.1:5432/postgres), then answers three reads of the same
@@ -10,7 +11,11 @@ servers, each one process on loopback:
 
 - Conveyor: `conveyor serve` with CONVEYOR_LOG_LEVEL=warning, CONVEYOR_RUN_WORKER=false;
 - the limit: bench/tree_limit.py, one SQL query that builds the response JSON, no GraphQL;
-- PostGraphile 4 (npm, installed into bench/.postgraphile on first use; skipped without node).
+- PostGraphile 4.14.1 (pinned by bench/postgraphile/package-lock.json, installed with `npm ci`
+  into bench/.postgraphile; skipped, and said so, without node).
+
+Then Conveyor alone answers the pipeline page (the plain read plus the derived fields a page
+shows) of the 100-task and the 5,000-task pipelines, beside its plain read of each.
 
 It first runs each server through a loopback proxy that counts the statements and round trips
 each request sends to PostgreSQL (wire_count.py) and checks the responses are equivalent, then
@@ -32,90 +37,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
 import httpx
 import psutil
 
 import tree_seed
 from common import server_url, with_database
 from tree_profile import py_spy_record, summarize_profile
-from tree_queries import LABELS, PAGE_SIZE, SHAPES, Case, Shape, normalized, task_count
+from tree_queries import Case, find_cases, plain_case
 from tree_servers import (
     BENCH_DIR,
     REQUEST_TIMEOUT_SECONDS,
     Server,
     ensure_postgraphile,
     post,
+    postgraphile_version,
     running,
 )
-from wire_count import WireCounts, counting_proxy
+from wire_count import WARM_UP_REQUESTS, Counted, count_statements, counts_table
 
 WRK_SCRIPT = BENCH_DIR / "tree_post.lua"
-SMALL_TITLE = "bench 500"
-#: Requests each server answers before it is counted or measured (caches, JIT, pools).
-WARM_UP_REQUESTS = 3
-#: A pool resets a connection after the response may have left: wait for it before reading.
-SETTLE_SECONDS = 0.3
-#: A run lasts --seconds, or longer for a slow server: long enough for this many answers,
+#: A run lasts --seconds, or longer for a slow server: long enough for --min-answers answers,
 #: and for this many answers per client ...
-MIN_REQUESTS = 20
 ROUNDS = 3
+#: Issue 11's goals: Conveyor's p50 at most this many times the limit's ...
+GOAL_P50_OVER_LIMIT = 1.5
+#: ... its throughput at least this many times PostGraphile's ...
+GOAL_THROUGHPUT_OVER_POSTGRAPHILE = 2.0
+#: ... and the pipeline page's p50 at most this many times the plain read's.
+GOAL_PAGE_OVER_PLAIN = 2.0
 #: ... but no longer than this.
 MAX_RUN_SECONDS = 120
-
-
-@dataclass(frozen=True)
-class Counted:
-    counts: WireCounts
-    tasks: int
-    #: The same content as the limit's response.
-    equivalent: bool
-    #: The same JSON as the limit's, ids and all (for servers of the limit's shape).
-    identical: bool
-
-
-async def count_statements(
-    names: list[str], cases: list[Case], database_url: str, work_dir: Path
-) -> dict[tuple[str, str], Counted]:
-    """Each server's statements and round trips per request, and whether it answers alike."""
-    address = urlparse(database_url)
-    results: dict[tuple[str, str], Counted] = {}
-    async with (
-        counting_proxy(address.hostname or "127.0.0.1", address.port or 5432) as (port, proxy),
-        httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS) as client,
-    ):
-        user_info = address.netloc.rpartition("@")[0]
-        proxied_url = urlunparse(address._replace(netloc=f"{user_info}@127.0.0.1:{port}"))
-        # The hub's safety-net poll would be counted as the request's: poll once an hour here.
-        async with running(
-            names, proxied_url, work_dir, {"CONVEYOR_EVENT_POLL_SECONDS": "3600"}
-        ) as servers:
-            expected: dict[str, list[Any]] = {}
-            expected_data: dict[tuple[Shape, str], dict[str, Any]] = {}
-            for case in cases:
-                for name in names:
-                    server = servers[name]
-                    body = case.body(name)
-                    for _ in range(WARM_UP_REQUESTS):
-                        await post(client, server, body)
-                    await asyncio.sleep(SETTLE_SECONDS)
-                    proxy.reset()
-                    data = await post(client, server, body)
-                    await asyncio.sleep(SETTLE_SECONDS)
-                    counts = proxy.reset()
-                    tree = normalized(data, SHAPES[name])
-                    expected.setdefault(case.name, tree)
-                    # Conveyor and the limit share one shape: their JSON must match exactly.
-                    expected_data.setdefault((SHAPES[name], case.name), data)
-                    results[(name, case.name)] = Counted(
-                        counts,
-                        task_count(tree),
-                        tree == expected[case.name],
-                        data == expected_data[(SHAPES[name], case.name)],
-                    )
-    return results
 
 
 @dataclass(frozen=True)
@@ -184,6 +136,7 @@ async def measure(
     cases: list[Case],
     clients: list[int],
     seconds: int,
+    min_answers: int,
     database_url: str,
     work_dir: Path,
     profile: Callable[[Server, Path], Any] | None,
@@ -194,7 +147,7 @@ async def measure(
         httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS) as client,
     ):
         for case in cases:
-            for name in names:
+            for name in case.servers(names):
                 body_path = work_dir / f"{name}-{case.name}.json"
                 body_path.write_bytes(case.body(name))
                 started = time.perf_counter()
@@ -204,8 +157,8 @@ async def measure(
                 for count in clients:
                     # A single process answers about one request per `latency` however many
                     # clients wait, and wrk drops the answers still in flight when it stops: run
-                    # long enough for MIN_REQUESTS answers and ROUNDS per client.
-                    answers = max(MIN_REQUESTS, ROUNDS * count)
+                    # long enough for min_answers answers and ROUNDS per client.
+                    answers = max(min_answers, ROUNDS * count)
                     duration = max(seconds, min(MAX_RUN_SECONDS, math.ceil(answers * latency)))
                     load = await run_wrk(servers[name], body_path, count, duration)
                     results[(name, case.name, count)] = load
@@ -215,7 +168,7 @@ async def measure(
                         file=sys.stderr,
                     )
         if profile is not None:
-            await profile(servers["conveyor"], work_dir / f"conveyor-{cases[-1].name}.json")
+            await profile(servers["conveyor"], work_dir / f"conveyor-{profiled(cases).name}.json")
     return results
 
 
@@ -242,49 +195,117 @@ def machine() -> str:
     )
 
 
-async def find_cases(database_url: str) -> list[Case]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        small = await connection.fetchval(
-            "SELECT p.id FROM pipeline p JOIN issue i ON i.id = p.issue_id WHERE i.title = $1",
-            SMALL_TITLE,
-        )
-        large = await connection.fetchval(
-            "SELECT p.id FROM pipeline p JOIN issue i ON i.id = p.issue_id WHERE i.title = $1",
-            tree_seed.LARGE_TITLE,
-        )
-        server_version = await connection.fetchval("SHOW server_version")
-    finally:
-        await connection.close()
-    print(f"PostgreSQL {server_version}", file=sys.stderr)
-    small_tasks = tree_seed.STAGES * tree_seed.TASKS_PER_STAGE
-    large_tasks = tree_seed.LARGE_STAGES * tree_seed.LARGE_TASKS_PER_STAGE
-    return [
-        Case(f"1 pipeline, {small_tasks} tasks", small),
-        Case(f"{PAGE_SIZE} pipelines, {PAGE_SIZE * small_tasks:,} tasks", None),
-        Case(f"1 pipeline, {large_tasks:,} tasks", large),
-    ]
+def profiled(cases: list[Case]) -> Case:
+    """The read the profile records: the largest plain read (the 5,000-task tree)."""
+    return [case for case in cases if not case.page][-1]
 
 
 def ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def ratios(load: Load, limit: Load) -> str:
-    """How many times the limit's p50 latency, and what fraction of its throughput."""
-    if load.requests == 0:
-        return "n/a (no answer within the run)"
-    return f"x{load.p50_ms / limit.p50_ms:.1f}, x{load.per_second / limit.per_second:.2f}"
+def per_second(load: Load) -> str:
+    return f"{load.per_second:.1f}" if load.per_second < 100 else f"{load.per_second:.0f}"
 
 
-def same_content(name: str, result: Counted) -> str:
-    if name == "limit":
-        return "(the reference)"
-    if not result.equivalent:
-        return "**NO**"
-    if SHAPES[name] is not SHAPES["limit"]:
-        return "yes"
-    return "yes, identical JSON" if result.identical else "**same content, other JSON**"
+def latency(load: Load | None) -> str:
+    return "n/a" if load is None else f"{ms(load.p50_ms)} / {ms(load.p99_ms)}"
+
+
+def answered(load: Load) -> str:
+    """Throughput, and how many answers it rests on."""
+    return f"{per_second(load)} ({load.requests} in {load.seconds:.0f} s)"
+
+
+def times(value: float | None) -> str:
+    return "n/a" if value is None else f"x{value:.2f}" if value < 10 else f"x{value:.1f}"
+
+
+def p50_ratio(load: Load, reference: Load) -> float | None:
+    return None if load.requests == 0 else load.p50_ms / reference.p50_ms
+
+
+def throughput_ratio(load: Load, reference: Load | None) -> float | None:
+    if reference is None or reference.requests == 0:
+        return None
+    return load.per_second / reference.per_second
+
+
+def verdict(*met: bool | None) -> str:
+    if any(goal is None for goal in met):
+        return "n/a"
+    return "yes" if all(met) else "**no**"
+
+
+NO_PAGE_FOR_OTHERS = (
+    "The limit and PostGraphile do not answer the pipeline page: they have no derived fields "
+    "(stage status and taskCounts, activeStage, waitingReason, availableActions); the page is "
+    "compared with Conveyor's own plain read of the same pipeline."
+)
+
+
+def plain_table(
+    cases: list[Case], clients: list[int], loads: dict[tuple[str, str, int], Load]
+) -> str:
+    """The plain reads: each server's p50 and throughput, and issue 11's two ratios."""
+    lines = [
+        "| case | clients | limit p50 / p99 ms | limit req/s | Conveyor p50 / p99 ms "
+        "| Conveyor req/s (answers in the run) | Conveyor CPU ms/req "
+        "| PostGraphile p50 / p99 ms | PostGraphile req/s "
+        f"| Conveyor p50 ÷ limit p50 (goal ≤ {GOAL_P50_OVER_LIMIT}) "
+        f"| Conveyor req/s ÷ PostGraphile req/s (goal ≥ {GOAL_THROUGHPUT_OVER_POSTGRAPHILE:.0f}) "
+        "| goals met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        if case.page:
+            continue
+        for count in clients:
+            limit = loads[("limit", case.name, count)]
+            conveyor = loads[("conveyor", case.name, count)]
+            other = loads.get(("postgraphile", case.name, count))
+            over_limit = p50_ratio(conveyor, limit)
+            over_other = throughput_ratio(conveyor, other)
+            goals = verdict(
+                None if over_limit is None else over_limit <= GOAL_P50_OVER_LIMIT,
+                None if over_other is None else over_other >= GOAL_THROUGHPUT_OVER_POSTGRAPHILE,
+            )
+            lines.append(
+                f"| {case.name} | {count} | {latency(limit)} | {per_second(limit)} "
+                f"| {latency(conveyor)} | {answered(conveyor)} "
+                f"| {conveyor.server_cpu_ms_per_request:.0f} "
+                f"| {latency(other)} | {'n/a' if other is None else per_second(other)} "
+                f"| {times(over_limit)} | {times(over_other)} "
+                f"| {goals} |"
+            )
+    return "\n".join(lines)
+
+
+def page_table(
+    cases: list[Case], clients: list[int], loads: dict[tuple[str, str, int], Load]
+) -> str:
+    """The pipeline page beside Conveyor's plain read of the same pipeline."""
+    lines = [
+        "| case | clients | plain read p50 / p99 ms | plain read req/s "
+        "| pipeline page p50 / p99 ms | pipeline page req/s (answers in the run) "
+        f"| page CPU ms/req | page p50 ÷ plain p50 (goal ≤ {GOAL_PAGE_OVER_PLAIN:.0f}) "
+        "| goal met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        if not case.page:
+            continue
+        for count in clients:
+            plain = loads[("conveyor", plain_case(case, cases).name, count)]
+            page = loads[("conveyor", case.name, count)]
+            over_plain = p50_ratio(page, plain)
+            lines.append(
+                f"| {case.name} | {count} | {latency(plain)} | {per_second(plain)} "
+                f"| {latency(page)} | {answered(page)} | {page.server_cpu_ms_per_request:.0f} "
+                f"| {times(over_plain)} "
+                f"| {verdict(None if over_plain is None else over_plain <= GOAL_PAGE_OVER_PLAIN)} |"
+            )
+    return "\n".join(lines)
 
 
 def report(
@@ -294,59 +315,17 @@ def report(
     counted: dict[tuple[str, str], Counted],
     loads: dict[tuple[str, str, int], Load],
 ) -> str:
-    has_postgraphile = "postgraphile" in names
-    header = (
-        "| case | clients | limit p50 / p99 ms | limit req/s | Conveyor p50 / p99 ms "
-        "| Conveyor req/s (answers in the run) | Conveyor ÷ limit (p50, req/s) "
-        "| Conveyor CPU ms/req |"
-    )
-    rule = "|---|---|---|---|---|---|---|---|"
-    if has_postgraphile:
-        header += (
-            " PostGraphile ÷ limit (p50, req/s) | PostGraphile p50 / p99 ms | PostGraphile req/s |"
-        )
-        rule += "---|---|---|"
-    lines = [header, rule]
-    for case in cases:
-        for count in clients:
-            limit = loads[("limit", case.name, count)]
-            conveyor = loads[("conveyor", case.name, count)]
-            row = (
-                f"| {case.name} | {count} | {ms(limit.p50_ms)} / {ms(limit.p99_ms)} "
-                f"| {limit.per_second:.0f} | {ms(conveyor.p50_ms)} / {ms(conveyor.p99_ms)} "
-                f"| {conveyor.per_second:.1f} ({conveyor.requests} in {conveyor.seconds:.0f} s) "
-                f"| {ratios(conveyor, limit)} | {conveyor.server_cpu_ms_per_request:.0f} |"
-            )
-            if has_postgraphile:
-                other = loads[("postgraphile", case.name, count)]
-                row += (
-                    f" {ratios(other, limit)} | {ms(other.p50_ms)} / {ms(other.p99_ms)} "
-                    f"| {other.per_second:.0f} |"
-                )
-            lines.append(row)
-    lines += [
-        "",
-        "| case | server | tasks in the response | same content as the limit | SQL statements "
-        "| round trips | of which pool resets | statements prepared (Parse) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for case in cases:
-        for name in names:
-            result = counted[(name, case.name)]
-            resets = sum(1 for text in result.counts.texts if "RESET ALL" in text.upper())
-            lines.append(
-                f"| {case.name} | {LABELS[name]} | {result.tasks:,} "
-                f"| {same_content(name, result)} | {result.counts.statements} "
-                f"| {result.counts.round_trips} | {resets} | {result.counts.parses} |"
-            )
+    sections = [plain_table(cases, clients, loads)]
+    if any(case.page for case in cases):
+        sections += [page_table(cases, clients, loads), NO_PAGE_FOR_OTHERS]
+    sections.append(counts_table(names, cases, counted))
     errors = sum(load.errors for load in loads.values())
     wrk_share = max(load.wrk_cpu_share for load in loads.values())
-    lines += [
-        "",
+    sections.append(
         f"Errors (non-2xx or socket) across all runs: {errors}. `wrk` used at most "
-        f"{100 * wrk_share:.0f}% of one CPU in any run.",
-    ]
-    return "\n".join(lines)
+        f"{100 * wrk_share:.0f}% of one CPU in any run."
+    )
+    return "\n\n".join(sections)
 
 
 async def main() -> None:
@@ -355,7 +334,11 @@ async def main() -> None:
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--min-answers", type=int, default=20, help="stretch a slow server's run to this many"
+    )
     parser.add_argument("--no-postgraphile", action="store_true")
+    parser.add_argument("--no-page", action="store_true", help="skip the pipeline page")
     parser.add_argument("--profile-seconds", type=int, default=0)
     parser.add_argument("--profile-output", type=Path, default=None)
     args = parser.parse_args()
@@ -375,7 +358,7 @@ async def main() -> None:
         names.append("postgraphile")
     else:
         print(skipped, file=sys.stderr)
-    cases = await find_cases(database_url)
+    cases = [case for case in await find_cases(database_url) if not (args.no_page and case.page)]
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-tree-") as temporary:
         work_dir = Path(temporary)
         print("counting statements through the proxy ...", file=sys.stderr)
@@ -391,16 +374,20 @@ async def main() -> None:
             cases,
             args.clients,
             args.seconds,
+            args.min_answers,
             database_url,
             work_dir,
             profile if args.profile_seconds > 0 else None,
         )
-        print(f"\nMachine: {machine()}. Data set: {tree_seed.SHAPE}.\n")
+        versions = "" if skipped is not None else f" PostGraphile {postgraphile_version()}."
+        print(f"\nMachine: {machine()}. Data set: {tree_seed.SHAPE}.{versions}\n")
         print(report(names, cases, args.clients, counted, loads))
         if skipped is not None:
             print(f"\n{skipped}.")
         if args.profile_seconds > 0:
-            print(f"\nProfile of Conveyor, {cases[-1].name}, one client ({profile_output}):\n")
+            print(
+                f"\nProfile of Conveyor, {profiled(cases).name}, one client ({profile_output}):\n"
+            )
             print(summarize_profile(profile_output, args.profile_seconds))
 
 

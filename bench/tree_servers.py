@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +19,12 @@ from cryptography.fernet import Fernet
 from common import create_token, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
-POSTGRAPHILE_VERSION = "4.14.1"
+#: The pinned PostGraphile: its package.json and package-lock.json (every dependency's version
+#: and integrity hash), tracked in git; installed with `npm ci` into POSTGRAPHILE_DIR (ignored).
+POSTGRAPHILE_PINS = BENCH_DIR / "postgraphile"
 POSTGRAPHILE_DIR = BENCH_DIR / ".postgraphile"
 POSTGRAPHILE_BIN = POSTGRAPHILE_DIR / "node_modules" / ".bin" / "postgraphile"
+PINNED_FILES = ("package.json", "package-lock.json")
 START_TIMEOUT_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 120.0
 
@@ -65,22 +69,37 @@ class Server:
 
 
 def ensure_postgraphile() -> str | None:
-    """Install PostGraphile into bench/.postgraphile if needed; why it cannot run, or None."""
-    if POSTGRAPHILE_BIN.exists():
+    """Install the pinned PostGraphile into bench/.postgraphile unless that very lockfile is
+    installed there already; why it cannot run, or None."""
+    pins = {name: (POSTGRAPHILE_PINS / name).read_bytes() for name in PINNED_FILES}
+    installed = all(
+        (POSTGRAPHILE_DIR / name).exists() and (POSTGRAPHILE_DIR / name).read_bytes() == pinned
+        for name, pinned in pins.items()
+    )
+    if installed and POSTGRAPHILE_BIN.exists():
         return None
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "node or npm is not installed: PostGraphile skipped"
     POSTGRAPHILE_DIR.mkdir(exist_ok=True)
-    package = POSTGRAPHILE_DIR / "package.json"
-    if not package.exists():
-        package.write_text('{"private": true}\n')
+    for name, pinned in pins.items():
+        (POSTGRAPHILE_DIR / name).write_bytes(pinned)
+    # `npm ci` installs exactly the lockfile (and fails if package.json disagrees with it).
+    # npm's progress goes to stderr with the benchmark's own: stdout holds only the tables.
     subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", f"postgraphile@{POSTGRAPHILE_VERSION}"],
+        ["npm", "ci", "--no-audit", "--no-fund"],
         cwd=POSTGRAPHILE_DIR,
+        stdout=sys.stderr,
         check=True,
         timeout=600,
     )
     return None
+
+
+def postgraphile_version() -> str:
+    """The version of the PostGraphile installed in bench/.postgraphile."""
+    package = POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "package.json"
+    version: str = json.loads(package.read_text())["version"]
+    return version
 
 
 def command_for(name: str, database_url: str, port: int) -> list[str]:
@@ -106,9 +125,14 @@ def command_for(name: str, database_url: str, port: int) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def running(
-    names: list[str], database_url: str, work_dir: Path, conveyor_env: dict[str, str]
+    names: list[str],
+    database_url: str,
+    work_dir: Path,
+    conveyor_env: dict[str, str],
+    conveyor_role: str = "VIEWER",
 ) -> AsyncIterator[dict[str, Server]]:
-    """Each named server, started on a free loopback port and stopped at the end."""
+    """Each named server, started on a free loopback port and stopped at the end; Conveyor's
+    requests carry a token of `conveyor_role`."""
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")
     }
@@ -119,7 +143,9 @@ async def running(
             env = {**environment, "NODE_ENV": "production"}
             headers = {}
             if name == "conveyor":
-                headers["Authorization"] = f"Bearer {await create_token(database_url)}"
+                headers["Authorization"] = (
+                    f"Bearer {await create_token(database_url, conveyor_role)}"
+                )
                 env.update(
                     CONVEYOR_DATABASE_URL=database_url,
                     CONVEYOR_SECRET_KEY=Fernet.generate_key().decode(),

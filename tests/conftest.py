@@ -252,6 +252,7 @@ class ConveyorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.log_file.close()
                 raise RuntimeError(f"conveyor exited before {what}:\n{self.log()}")
             if ready():
                 return
@@ -274,30 +275,27 @@ def launch(args: list[str], env: dict[str, str], log_path: Path) -> ConveyorProc
     return ConveyorProcess(process=process, log_path=log_path, log_file=log_file)
 
 
+def run_conveyor(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `conveyor ARGS` to completion with `env` on top of an environment free of CONVEYOR_
+    variables; its output is captured, stdout apart from stderr (where the log goes)."""
+    full_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        env={**full_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def admin_token(env: dict[str, str]) -> str:
     """An ADMIN token for the database of `env`: the first one, if the server wrote it to its
     data directory, else a new one from `conveyor token create`."""
     written = Path(env.get("CONVEYOR_DATA_DIR", "/nonexistent")) / "admin-token"
     if written.exists():
         return written.read_text().strip()
-    full_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "token",
-            "create",
-            "--actor",
-            "tester",
-            "--role",
-            "ADMIN",
-        ],
-        env={**full_env, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    created = run_conveyor(["token", "create", "--actor", "tester", "--role", "ADMIN"], env)
+    created.check_returncode()
     return created.stdout.strip()
 
 
@@ -329,6 +327,16 @@ def conveyor_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CONVEYOR_SECRET_KEY": settings.secret_key,
         **extra,
     }
+
+
+@pytest.fixture
+def zero_config_env() -> Iterator[dict[str, str]]:
+    """The environment of a `conveyor` on the embedded default, in a data directory of its own.
+    Not under tmp_path: run as root, the wheel opens every parent of the data directory to its
+    system user, and any other pytest session starting meanwhile closes /tmp/pytest-of-root
+    again (0700), under the server's feet."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-data-") as data_dir:
+        yield {"CONVEYOR_DATA_DIR": data_dir}
 
 
 @pytest.fixture

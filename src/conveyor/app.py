@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from tortoise.contrib.starlette import RegisterTortoise
+from tortoise import Tortoise
 
 from conveyor import demo
 from conveyor.crypto import PasswordCipher, load_or_create_key, write_secret
@@ -47,6 +47,20 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
         embedded.stop()
 
 
+@contextlib.asynccontextmanager
+async def _orm(url: str, pool_max_size: int) -> AsyncIterator[None]:
+    """Tortoise for the whole process: request handlers run outside the lifespan's context, so
+    it is the global fallback (what `RegisterTortoise` does, but whose close logs
+    "Tortoise-ORM shutdown" twice: once itself and once inside `Tortoise.close_connections`)."""
+    await Tortoise.init(
+        config=tortoise_config(url, pool_max_size=pool_max_size), _enable_global_fallback=True
+    )
+    try:
+        yield
+    finally:
+        await Tortoise.close_connections()
+
+
 async def _issue_first_admin_token(settings: Settings) -> None:
     """Keep a new installation reachable: with no usable ADMIN token, write one for the
     operator into the data directory."""
@@ -70,12 +84,10 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with database_url(settings) as url:
             await migrate_database(url)
-            async with RegisterTortoise(
-                app, config=tortoise_config(url, pool_max_size=settings.db_pool_max_size)
-            ):
+            async with _orm(url, settings.db_pool_max_size):
                 await _issue_first_admin_token(settings)
                 if load_demo or (load_demo is None and settings.database_url is None):
-                    await demo.load_demo(url, graphql.cipher)
+                    await demo.load_demo(url, settings, graphql.cipher)
                 # One LISTEN connection per process, shared by live updates and the worker.
                 async with (
                     running_listener(url) as listener,

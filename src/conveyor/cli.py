@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
+from strawberry import relay
+from strawberry.relay import GlobalIDValueError
 from tortoise.context import TortoiseContext
 
 from conveyor.app import create_app, database_url, password_cipher
@@ -20,6 +22,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.errors import ConveyorError
+from conveyor.graphql.types.node import parse_node_id
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 
@@ -51,7 +54,7 @@ async def migrated_database(settings: Settings) -> AsyncIterator[str]:
 
 async def demo(settings: Settings) -> None:
     async with migrated_database(settings) as url:
-        await load_demo(url, password_cipher(settings))
+        await load_demo(url, settings, password_cipher(settings))
 
 
 async def manage_tokens(settings: Settings, args: argparse.Namespace) -> None:
@@ -86,6 +89,26 @@ async def manage_tokens(settings: Settings, args: argparse.Namespace) -> None:
             print(f"token {row.id} ({row.prefix}...) of {row.actor} is revoked", file=sys.stderr)
 
 
+def token_number(text: str) -> int:
+    """A token as `token list` numbers it, or as the API names it (`ApiToken.id`)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        global_id = relay.GlobalID.from_id(text)
+    except GlobalIDValueError:
+        global_id = None
+    if global_id is not None and global_id.type_name != "ApiToken":
+        raise argparse.ArgumentTypeError(
+            f"{text} is an id of type {global_id.type_name}, not ApiToken"
+        )
+    key = None if global_id is None else parse_node_id(global_id.node_id)
+    if key is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a token's number nor an API token id"
+        )
+    return key
+
+
 def _add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     token_parser = commands.add_parser("token", help="create, list or revoke API tokens")
     token_commands = token_parser.add_subparsers(dest="token_command", required=True)
@@ -96,8 +119,12 @@ def _add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     create.add_argument("--expires-in-days", type=float, default=None, help="default: never")
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
-    revoke = token_commands.add_parser("revoke", help="revoke a token by its number")
-    revoke.add_argument("id", type=int)
+    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke.add_argument(
+        "id",
+        type=token_number,
+        help="its number in `token list`, or its id in the API (`apiTokens { id }`)",
+    )
 
 
 async def work(settings: Settings) -> None:
@@ -133,6 +160,11 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # Only the proxy headers we are told to trust; none by default.
         proxy_headers=False,
         server_header=False,
+        # uvicorn's default (5 s) closes idle connections under clients and proxies that
+        # keep them longer; the header tells clients (Node's fetch reads it) when to stop
+        # reusing one.
+        timeout_keep_alive=settings.keep_alive_seconds,
+        headers=[("Keep-Alive", f"timeout={settings.keep_alive_seconds}")],
         # No protocol-level pings: a client that stops reading cannot answer them, and their
         # timeout (1011) would close it before it learns why. graphql-transport-ws sockets
         # are pinged by graphql.live_socket, which closes a client that stopped reading with

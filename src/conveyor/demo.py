@@ -1,6 +1,7 @@
 """A small, realistic sample so that a new user sees a real pipeline tree at once."""
 
 import logging
+import secrets
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
@@ -12,7 +13,9 @@ from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
 from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.own_database import OwnDatabaseCheck
 from conveyor.runner.targets import quote_identifier
+from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +33,44 @@ CREATE_ORDERS = """CREATE TABLE orders (
     created_at timestamptz NOT NULL DEFAULT now()
 )"""
 SEED_ORDERS = "INSERT INTO orders (customer, total_cents) VALUES ('ada', 4200), ('alan', 1337)"
+#: The role the demo's instance connects as: it owns the demo's databases and nothing else,
+#: so its tasks cannot reach Conveyor's tables, other databases or the server itself.
+DEMO_ROLE = "conveyor_demo"
+# A role that can log in and nothing more; the password goes through format(%L), as a
+# utility statement takes no parameters.
+_ROLE_DEFINITION = (
+    "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD %L"
+)
+_CREATE_ROLE = f"SELECT format('CREATE ROLE %I {_ROLE_DEFINITION}', $1::text, $2::text)"
+_ALTER_ROLE = f"SELECT format('ALTER ROLE %I {_ROLE_DEFINITION}', $1::text, $2::text)"
 
 
-async def _ensure_databases_exist(database_url: str, names: list[str]) -> None:
+async def _prepare_targets(database_url: str, names: list[str], password: str) -> None:
+    """The demo's role (created, or reset to no privileges and a new password) and its
+    databases, owned by it."""
     connection = await asyncpg.connect(database_url)
     try:
+        exists = await connection.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", DEMO_ROLE
+        )
+        await connection.execute(
+            await connection.fetchval(_ALTER_ROLE if exists else _CREATE_ROLE, DEMO_ROLE, password)
+        )
         existing = {
             row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")
         }
+        owner = quote_identifier(DEMO_ROLE)
         for name in names:
-            if name not in existing:
-                await connection.execute(f"CREATE DATABASE {quote_identifier(name)}")
+            database = quote_identifier(name)
+            if name in existing:
+                await connection.execute(f"ALTER DATABASE {database} OWNER TO {owner}")
+            else:
+                await connection.execute(f"CREATE DATABASE {database} OWNER {owner}")
     finally:
         await connection.close()
 
 
-async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
+async def load_demo(database_url: str, settings: Settings, cipher: PasswordCipher) -> bool:
     """Load the sample unless environments exist already; True when it was loaded."""
     if await Environment.exists():
         logger.info("demo not loaded: the database already has environments")
@@ -64,9 +89,14 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
                 creator_may_approve=not protected,
             ),
         )
-    # The demo's target is the server's own PostgreSQL, reached the way Conveyor reaches it.
+    # The demo's target is the server's own PostgreSQL, at the address Conveyor reaches it
+    # by, but as a role of its own: never Conveyor's superuser.
     url = urlparse(database_url)
     host = parse_qs(url.query).get("host", [url.hostname or "localhost"])[0]
+    names = [f"demo_{env}" for env in environments]
+    password = secrets.token_urlsafe(24)
+    await _prepare_targets(database_url, names, password)
+    own_database = OwnDatabaseCheck(settings, cipher)
     instance = await catalog.save_instance(
         SYSTEM,
         None,
@@ -76,19 +106,20 @@ async def load_demo(database_url: str, cipher: PasswordCipher) -> bool:
             environment_id=environments["dev"].id,
             host=host,
             port=url.port or 5432,
-            username=url.username or "postgres",
-            password=url.password or "",
+            username=DEMO_ROLE,
+            password=password,
             max_running_tasks=4,
         ),
         cipher,
         # The operator's own database, not a client's choice; the runner still checks it
         # against the instance networks before each connection.
         networks=UNRESTRICTED,
+        own_database=own_database,
     )
-    names = [f"demo_{env}" for env in environments]
-    await _ensure_databases_exist(database_url, names)
     databases = {
-        env: await catalog.register_database(SYSTEM, instance.id, f"demo_{env}")
+        env: await catalog.register_database(
+            SYSTEM, instance.id, f"demo_{env}", own_database=own_database
+        )
         for env in environments
     }
     await issues.create_issue(

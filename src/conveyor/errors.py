@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     #: A subscriber fell too far behind; it resumes with `after` set to `lastSequence`.
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+    #: Conveyor's own database cannot be reached for now; retry after `retryAfter` seconds.
+    UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -31,6 +33,8 @@ class Problem:
     code: ErrorCode
     message: str
     field: FieldPath | None = None
+    #: The number a value went past, when a limit refused it (`extensions.limit`).
+    limit: int | None = None
 
 
 class ConveyorError(Exception):

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How often an idle WebSocket is pinged.",
     )
+    keep_alive_seconds: int = Field(
+        default=120,
+        ge=1,
+        description="How long an idle HTTP connection is kept open for its next request, said "
+        "in every response's `Keep-Alive: timeout=N`. Longer than the idle timeouts of the "
+        "proxies in front (AWS ALB 60 s, nginx upstream 60 s), so that they, not this server, "
+        "close idle connections: a server that closes first races the proxy's next request.",
+    )
     max_query_depth: int = Field(
         default=12,
         ge=1,

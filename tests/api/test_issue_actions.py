@@ -419,6 +419,37 @@ async def test_refuses_an_empty_statement(
     assert await snapshot() == before
 
 
+RUNNER_REFUSALS = {
+    "only comments": (
+        "-- nothing here\n/* still nothing */",
+        "the statement holds no SQL, only comments",
+    ),
+    "its own transaction": (
+        "BEGIN; UPDATE orders SET n = 1; COMMIT",
+        "the statement must not begin or end transactions (BEGIN, COMMIT, ROLLBACK...): "
+        "Conveyor runs each change in a transaction of its own",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", RUNNER_REFUSALS.values(), ids=RUNNER_REFUSALS.keys())
+async def test_refuses_at_once_a_statement_the_runner_would_refuse(
+    graphql: GraphQLClient, issue: CreatedIssue, case: tuple[str, str]
+) -> None:
+    statement, message = case
+    before = await snapshot()
+
+    error = the_error(await graphql(UPDATE_STATEMENT, edit(issue.tasks["ddl"], statement)))
+
+    assert error["message"] == message
+    assert error["extensions"]["code"] == "INVALID_INPUT"
+    assert error["extensions"]["field"] == ["input", "statement"]
+    assert error["extensions"]["problems"] == [
+        {"message": message, "code": "INVALID_INPUT", "field": ["input", "statement"]}
+    ]
+    assert await snapshot() == before
+
+
 async def test_refuses_an_edit_of_an_unknown_task(
     graphql: GraphQLClient, issue: CreatedIssue
 ) -> None:

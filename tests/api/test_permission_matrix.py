@@ -35,6 +35,7 @@ from conveyor.domain.targets import InstanceNetworks
 from conveyor.events.hub import EventHub
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
+from conveyor.runner.own_database import OwnDatabaseCheck
 from tests.api.support import (
     CANCEL_ISSUE,
     Catalog,
@@ -328,6 +329,7 @@ async def build_world(graphql: GraphQLClient, environment: Env, creator: Princip
             ),
         )
         environments[env.value] = global_id("Environment", row.id)
+    own_database = OwnDatabaseCheck(graphql.settings, graphql.cipher)
     instance = await save_instance(
         SYSTEM,
         None,
@@ -343,8 +345,9 @@ async def build_world(graphql: GraphQLClient, environment: Env, creator: Princip
         ),
         graphql.cipher,
         networks=InstanceNetworks.parse(graphql.settings.instance_networks),
+        own_database=own_database,
     )
-    database = await register_database(SYSTEM, instance.id, "db")
+    database = await register_database(SYSTEM, instance.id, "db", own_database=own_database)
     return World(
         graphql,
         Catalog(

@@ -194,6 +194,10 @@ async def test_node_of_a_malformed_id_is_null_with_an_input_error(
     assert response.data == {"node": None}
     error = only_error(response)
     assert error["extensions"]["code"] == "INVALID_INPUT"
+    assert error["extensions"]["field"] == ["id"]
+    assert error["extensions"]["problems"] == [
+        {"message": "not a valid id of this API", "code": "INVALID_INPUT", "field": ["id"]}
+    ]
     assert error["message"] == "not a valid id of this API"
 
 

@@ -162,6 +162,8 @@ class Refusal:
     #: Where the error points, below "input".
     points_at: InputPath
     code: str = "INVALID_INPUT"
+    #: The limit the value went past, for a refusal by a limit (`extensions.limit`).
+    limit: int | None = None
     #: Changes whose value depends on the catalog.
     catalog_changes: Mapping[InputPath, Callable[[Catalog], Any]] = field(default_factory=dict)
 
@@ -261,6 +263,17 @@ REFUSALS: dict[str, Refusal] = {
         code="NOT_FOUND",
         catalog_changes={(*DDL, "databaseId"): lambda catalog: catalog.environments["dev"]},
     ),
+    "malformed environment id": Refusal(
+        {("stages", 1, "environmentId"): "not-an-id"},
+        "not a valid id of this API",
+        ("stages", 1, "environmentId"),
+    ),
+    "malformed instance id": Refusal(
+        {(*SYNC, "instanceId"): "not-an-id"}, "not a valid id of this API", (*SYNC, "instanceId")
+    ),
+    "malformed database id": Refusal(
+        {(*DML, "databaseId"): "not-an-id"}, "not a valid id of this API", (*DML, "databaseId")
+    ),
     "two-task cycle": Refusal(
         {(*DDL, "blockedBy"): ["dml"]},
         "blocked-by links form a cycle: ddl -> dml -> ddl",
@@ -276,6 +289,10 @@ REFUSALS: dict[str, Refusal] = {
         "blocked by 'nope', but no task of this pipeline has that ref",
         (*DML, "blockedBy", 1),
     ),
+    "blocked by the same task twice": Refusal(
+        {(*DML, "blockedBy"): ["ddl", "ddl"]}, "blocked by 'ddl' twice", (*DML, "blockedBy", 1)
+    ),
+    "empty ref": Refusal({(*DML, "ref"): " "}, "must not be empty", (*DML, "ref")),
     "blocked by itself": Refusal(
         {(*DML, "blockedBy"): ["dml"]}, "a task cannot be blocked by itself", (*DML, "blockedBy", 0)
     ),
@@ -294,7 +311,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "tasks"): []}, "a stage needs at least one task", ("stages", 1, "tasks")
     ),
     "title too long": Refusal(
-        {("title",): "t" * 201}, "must be at most 200 characters", ("title",)
+        {("title",): "t" * 201}, "must be at most 200 characters", ("title",), limit=200
     ),
     "empty title": Refusal({("title",): ""}, "must not be empty", ("title",)),
     "blank title": Refusal({("title",): " \t\n "}, "must not be empty", ("title",)),
@@ -302,6 +319,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "name"): "s" * 101},
         "must be at most 100 characters",
         ("stages", 1, "name"),
+        limit=100,
     ),
     "empty stage name": Refusal(
         {("stages", 1, "name"): ""}, "must not be empty", ("stages", 1, "name")
@@ -310,7 +328,7 @@ REFUSALS: dict[str, Refusal] = {
         {("stages", 1, "name"): "   "}, "must not be empty", ("stages", 1, "name")
     ),
     "task name too long": Refusal(
-        {(*DML, "name"): "n" * 101}, "must be at most 100 characters", (*DML, "name")
+        {(*DML, "name"): "n" * 101}, "must be at most 100 characters", (*DML, "name"), limit=100
     ),
     "empty task name": Refusal({(*DML, "name"): ""}, "must not be empty", (*DML, "name")),
     "blank task name": Refusal({(*DML, "name"): "  "}, "must not be empty", (*DML, "name")),
@@ -319,6 +337,17 @@ REFUSALS: dict[str, Refusal] = {
     ),
     "blank statement": Refusal(
         {(*DML, "statement"): " \n"}, "the statement must not be empty", (*DML, "statement")
+    ),
+    "statement of only comments": Refusal(
+        {(*DML, "statement"): "-- nothing here\n/* still nothing */"},
+        "the statement holds no SQL, only comments",
+        (*DML, "statement"),
+    ),
+    "statement with its own transaction": Refusal(
+        {(*DDL, "statement"): "BEGIN; CREATE TABLE t (x int); COMMIT;"},
+        "the statement must not begin or end transactions (BEGIN, COMMIT, ROLLBACK...): "
+        "Conveyor runs each change in a transaction of its own",
+        (*DDL, "statement"),
     ),
     "database create without database name": Refusal(
         {(*CREATE, "databaseName"): OMIT},
@@ -371,8 +400,10 @@ async def test_refuses_a_plan_that_breaks_a_rule(
     assert error["message"] == case.message
     assert error["extensions"]["code"] == case.code
     assert error["extensions"]["field"] == ["input", *case.points_at]
+    limit = {} if case.limit is None else {"limit": case.limit}
+    assert error["extensions"].get("limit") == case.limit
     assert error["extensions"]["problems"] == [
-        {"message": case.message, "code": case.code, "field": ["input", *case.points_at]}
+        {"message": case.message, "code": case.code, "field": ["input", *case.points_at], **limit}
     ]
 
 
@@ -452,8 +483,17 @@ async def test_refuses_an_id_that_is_no_global_id(
 ) -> None:
     plan = valid_plan(shared_catalog)
     plan["stages"][0]["tasks"][1]["databaseId"] = "not-a-global-id"
+    plan["stages"][1]["tasks"][0]["instanceId"] = global_id("Environment", 1)
 
     error = await refusal(shared_graphql, CREATE_ISSUE, {"input": plan})
 
     assert error["extensions"]["code"] == "INVALID_INPUT"
     assert error["message"] == "not a valid id of this API"
+    assert error["extensions"]["field"] == ["input", *DML, "databaseId"]
+    assert [
+        (problem["code"], problem["field"], problem["message"])
+        for problem in error["extensions"]["problems"]
+    ] == [
+        ("INVALID_INPUT", ["input", *DML, "databaseId"], "not a valid id of this API"),
+        ("NOT_FOUND", ["input", *SYNC, "instanceId"], "instance does not exist"),
+    ]

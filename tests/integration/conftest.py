@@ -1,6 +1,7 @@
 """Fixtures for tests that run tasks against real PostgreSQL targets."""
 
 import asyncio
+import contextlib
 import tempfile
 import time
 import uuid
@@ -15,9 +16,13 @@ import pytest
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db.embedded import EmbeddedPostgres
+from conveyor.domain.targets import DatabaseIdentity
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, with_database
+
+#: Conveyor's database for runner tests that have none: no server's system identifier is 0.
+NOT_CONVEYOR = DatabaseIdentity(system_identifier=0, oid=0)
 
 
 @dataclass(frozen=True)
@@ -152,10 +157,11 @@ async def build_engine_catalog(
     return EngineCatalog(environments, instance_id, databases, dict(database_names))
 
 
-@pytest.fixture
-def password_server() -> Iterator[EmbeddedPostgres]:
-    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
-    with tempfile.TemporaryDirectory(prefix="conveyor-auth-pg-") as data_dir:
+@contextlib.contextmanager
+def private_embedded_postgres(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of the test's own: its data directory to edit, the server to
+    stop and start."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
         server = EmbeddedPostgres(Path(data_dir))
         try:
             server.__enter__()
@@ -166,6 +172,13 @@ def password_server() -> Iterator[EmbeddedPostgres]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def password_server() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
+    with private_embedded_postgres("conveyor-auth-pg-") as server:
+        yield server
 
 
 def require_password_for(pgdata: Path, role: str) -> None:

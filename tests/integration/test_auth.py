@@ -491,7 +491,7 @@ async def test_a_websocket_without_a_valid_token_is_refused_in_both_protocols(
     assert transport_codes == [4403, 4403, 4403]
     assert legacy_answer["type"] == "connection_error"
     assert legacy_answer["payload"]["extensions"]["code"] == "UNAUTHENTICATED"
-    assert legacy_closed is not None
+    assert legacy_closed == 4403
 
 
 async def test_a_websocket_may_bring_its_token_in_connection_init_or_the_upgrade_request(

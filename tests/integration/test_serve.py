@@ -1,9 +1,11 @@
 """`conveyor serve` as a user runs it: a real process, real HTTP, its own PostgreSQL."""
 
+import asyncio
 import signal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -47,10 +49,10 @@ def test_serves_graphql_over_http(live_server: ConveyorProcess) -> None:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
-    tmp_path: Path, stop_signal: signal.Signals
+    tmp_path: Path, zero_config_env: dict[str, str], stop_signal: signal.Signals
 ) -> None:
-    data_dir = tmp_path / "data"
-    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log")
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    server = start_server(zero_config_env, tmp_path / "log")
     try:
         # What a person does next: read the admin token the server wrote, then use it.
         token = (data_dir / "admin-token").read_text().strip()
@@ -74,16 +76,16 @@ def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
     assert postmasters_of(data_dir / "pgdata") == []
 
 
-def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    killed = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "first.log", "--no-demo")
+def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(
+    tmp_path: Path, zero_config_env: dict[str, str]
+) -> None:
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    killed = start_server(zero_config_env, tmp_path / "first.log", "--no-demo")
     killed.stop(signal.SIGKILL)
     # An unclean exit leaves PostgreSQL running, and the dead pid in the wheel's handle file.
     assert postmasters_of(data_dir / "pgdata")
 
-    restarted = start_server(
-        {"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log", "--no-demo"
-    )
+    restarted = start_server(zero_config_env, tmp_path / "second.log", "--no-demo")
     try:
         body = post(restarted, "{ environments { totalCount } }", restarted.token)
     finally:
@@ -92,3 +94,65 @@ def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Pa
     assert body == {"data": {"environments": {"totalCount": 0}}}
     assert exit_code in (0, -signal.SIGTERM), restarted.log()
     assert postmasters_of(data_dir / "pgdata") == []
+
+
+DEMO_RUN = """
+{ issues(first: 10) { edges { node { title pipeline { stages { name tasks {
+    name status runs { errorCode errorMessage result } } } } } } }
+  instances(first: 10) { edges { node { name username } } }
+  databases(first: 100) { edges { node { name } } } }
+"""
+
+
+def test_zero_config_serve_runs_the_demo_as_a_role_of_its_own(
+    tmp_path: Path, zero_config_env: dict[str, str]
+) -> None:
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    server = start_server(zero_config_env, tmp_path / "log")
+    try:
+        token = (data_dir / "admin-token").read_text().strip()
+
+        def demo_ran() -> dict[str, Any] | None:
+            body = post(server, DEMO_RUN, token)
+            tasks = [
+                task
+                for edge in body["data"]["issues"]["edges"]
+                for stage in edge["node"]["pipeline"]["stages"]
+                if stage["name"] != "prod"  # waits for a person's approval
+                for task in stage["tasks"]
+            ]
+            finished = all(task["status"] in {"DONE", "FAILED"} for task in tasks)
+            return body["data"] if finished else None
+
+        server.wait_until(lambda: demo_ran() is not None, "the demo's dev and test stages")
+        data = demo_ran()
+        superusers = asyncio.run(superuser_names(data_dir / "pgdata"))
+    finally:
+        server.stop()
+
+    assert data is not None
+    statuses = {
+        (stage["name"], task["name"]): (task["status"], task["runs"])
+        for edge in data["issues"]["edges"]
+        for stage in edge["node"]["pipeline"]["stages"]
+        if stage["name"] != "prod"
+        for task in stage["tasks"]
+    }
+    assert {status for status, _ in statuses.values()} == {"DONE"}, statuses
+    [instance] = [edge["node"] for edge in data["instances"]["edges"]]
+    assert instance["username"] == "conveyor_demo"
+    assert "conveyor_demo" not in superusers
+    # The sync found what the demo's role may connect to, and left Conveyor's database out.
+    databases = {edge["node"]["name"] for edge in data["databases"]["edges"]}
+    assert {"demo_dev", "demo_test", "demo_prod", "postgres"} <= databases
+    assert "conveyor" not in databases
+
+
+async def superuser_names(pgdata: Path) -> set[str]:
+    """The superuser roles of the embedded server in `pgdata`, asked over its socket."""
+    connection = await asyncpg.connect(host=str(pgdata), user="postgres", database="postgres")
+    try:
+        rows = await connection.fetch("SELECT rolname FROM pg_roles WHERE rolsuper")
+    finally:
+        await connection.close()
+    return {row["rolname"] for row in rows}

@@ -514,8 +514,17 @@ async def first_result(graphql: GraphQLClient, variables: dict[str, Any]) -> Any
         ({"stageId": "VGFzazox"}, "NOT_FOUND", ["stageId"]),
         ({"taskId": "VGFzazox", "after": -1}, "INVALID_INPUT", ["after"]),
         ({"taskId": "VGFzazox", "after": 1, "snapshot": True}, "INVALID_INPUT", ["snapshot"]),
+        ({"stageId": "not-an-id"}, "INVALID_INPUT", ["stageId"]),
     ],
-    ids=["no-scope", "two-scopes", "unknown-pipeline", "wrong-type", "negative-after", "both"],
+    ids=[
+        "no-scope",
+        "two-scopes",
+        "unknown-pipeline",
+        "wrong-type",
+        "negative-after",
+        "both",
+        "malformed",
+    ],
 )
 async def test_bad_subscription_arguments_are_refused_with_typed_errors(
     graphql: GraphQLClient,

@@ -20,7 +20,7 @@ from conveyor.runner.targets import (
     change_was_applied,
     execute,
 )
-from tests.integration.conftest import address_of
+from tests.integration.conftest import NOT_CONVEYOR, address_of
 
 LOOPBACK = InstanceNetworks.parse(["127.0.0.0/8"])
 ELSEWHERE = InstanceNetworks.parse(["10.0.0.0/8"])
@@ -57,6 +57,7 @@ def tcp_target(server_url: str) -> Callable[..., Target]:
             "user": address.user,
             "password": address.password,
             "database": None,
+            "conveyor_database": NOT_CONVEYOR,
             "connect_timeout": 5,
             **changes,
         }

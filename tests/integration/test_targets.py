@@ -22,12 +22,11 @@ from conveyor.runner.targets import (
     cancel_backend,
     change_was_applied,
     execute,
-    is_transactional,
     quote_identifier,
-    split_statements,
 )
 from tests.conftest import free_port, with_database
 from tests.integration.conftest import (
+    NOT_CONVEYOR,
     address_of,
     eventually,
     require_password_for,
@@ -45,6 +44,7 @@ def target_of(url: str, database: str | None, **changes: Any) -> Target:
         "user": address.user,
         "password": address.password,
         "database": database,
+        "conveyor_database": NOT_CONVEYOR,
         **changes,
     }
     return Target(**fields)
@@ -534,71 +534,6 @@ async def test_a_script_of_only_comments_is_refused(target: Target) -> None:
     outcome = await execute(target, change_of("-- nothing\n/* at all */ ;"))
 
     assert outcome.error_code == "EMPTY_STATEMENT"
-
-
-@pytest.mark.parametrize(
-    ("statement", "transactional"),
-    [
-        ("CREATE INDEX CONCURRENTLY i ON t (x)", False),
-        ("create unique index concurrently i on t (x)", False),
-        ("DROP INDEX CONCURRENTLY i", False),
-        ("REINDEX TABLE CONCURRENTLY t", False),
-        ("REINDEX (VERBOSE) INDEX CONCURRENTLY i", False),
-        ("REINDEX DATABASE d", False),
-        ("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", False),
-        ("VACUUM", False),
-        ("vacuum (analyze) t", False),
-        ("CREATE DATABASE d", False),
-        ("DROP DATABASE IF EXISTS d", False),
-        ("ALTER SYSTEM SET work_mem = '8MB'", False),
-        ("CREATE TABLESPACE ts LOCATION '/srv/ts'", False),
-        ("DROP TABLESPACE ts", False),
-        ("ALTER DATABASE d SET TABLESPACE ts", False),
-        ("CLUSTER", False),
-        ("CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY i ON t (x);", False),
-        ("/* setup */ SELECT 1; VACUUM t -- trailing", False),
-        ("CREATE INDEX i ON t (x) -- CONCURRENTLY", True),
-        ("/* VACUUM; CREATE INDEX CONCURRENTLY */ CREATE INDEX i ON t (x)", True),
-        ("/* nested /* */ VACUUM */ SELECT 1", True),
-        ("INSERT INTO notes VALUES ('VACUUM; CREATE INDEX CONCURRENTLY i ON t (x)')", True),
-        ("INSERT INTO notes VALUES ('it''s; VACUUM')", True),
-        ("INSERT INTO notes VALUES (E'it\\'s; VACUUM')", True),
-        ("SELECT $$; VACUUM $$", True),
-        ("SELECT $body$ ; DROP DATABASE d; $body$", True),
-        ('CREATE TABLE "vacuum" (x int); SELECT "x;VACUUM" FROM t', True),
-        ("REFRESH MATERIALIZED VIEW CONCURRENTLY mv", True),
-        ("ALTER TYPE mood ADD VALUE 'meh'", True),
-        ("ALTER DATABASE d SET work_mem = '8MB'", True),
-        ("CLUSTER t USING t_pkey", True),
-        ("REINDEX TABLE t", True),
-        ("CREATE TABLE t (x int); INSERT INTO t VALUES (1)", True),
-        ("", True),
-    ],
-)
-def test_is_transactional(statement: str, transactional: bool) -> None:
-    assert is_transactional(statement) is transactional
-
-
-def test_split_statements_splits_where_psql_would() -> None:
-    script = """
-        -- leading comment
-        CREATE TABLE t (x text DEFAULT ';');
-        CREATE FUNCTION one() RETURNS int LANGUAGE sql
-        BEGIN ATOMIC
-            SELECT CASE WHEN true THEN 1 END;
-        END;
-        CREATE FUNCTION two() RETURNS int AS $$ SELECT 2; $$ LANGUAGE sql;
-        INSERT INTO t VALUES (E'a\\';b'), ('c'';d') ; ;
-        /* trailing; comment */
-    """
-
-    assert split_statements(script) == [
-        "CREATE TABLE t (x text DEFAULT ';')",
-        "CREATE FUNCTION one() RETURNS int LANGUAGE sql\n        BEGIN ATOMIC\n"
-        "            SELECT CASE WHEN true THEN 1 END;\n        END",
-        "CREATE FUNCTION two() RETURNS int AS $$ SELECT 2; $$ LANGUAGE sql",
-        "INSERT INTO t VALUES (E'a\\';b'), ('c'';d')",
-    ]
 
 
 def test_quote_identifier_keeps_the_name_exactly() -> None:

@@ -9,12 +9,15 @@ from conveyor.domain.targets import (
     REFUSED_OPTIONS,
     UNRESTRICTED,
     ConnectionOptions,
+    DatabaseIdentity,
     InstanceNetworks,
     SSLMode,
     TargetSessionAttrs,
     connection_option_problems,
+    is_conveyor_database,
     parse_address,
     pinned_address_problem,
+    target_databases,
 )
 from conveyor.errors import ErrorCode, Problem
 
@@ -264,3 +267,22 @@ def test_verify_full_cannot_check_a_host_name_at_its_checked_address() -> None:
     assert pinned_address_problem("10.0.0.5", verify_full) is None
     assert pinned_address_problem("fd00::5", verify_full) is None
     assert pinned_address_problem("db.internal", ConnectionOptions()) is None
+
+
+# --- Conveyor's own database -----------------------------------------------------------------
+
+CONVEYOR = DatabaseIdentity(system_identifier=7_000_000_000_000_000_001, oid=16_384)
+
+
+def test_conveyors_database_is_known_by_server_and_oid_together() -> None:
+    assert is_conveyor_database(CONVEYOR, DatabaseIdentity(7_000_000_000_000_000_001, 16_384))
+    # Another database on the same server, and the same oid on another server, are targets.
+    assert not is_conveyor_database(CONVEYOR, DatabaseIdentity(7_000_000_000_000_000_001, 5))
+    assert not is_conveyor_database(CONVEYOR, DatabaseIdentity(42, 16_384))
+
+
+def test_a_sync_keeps_every_database_but_conveyors_own() -> None:
+    found = [("app", 16_390), ("conveyor", 16_384), ("postgres", 5)]
+
+    assert target_databases(CONVEYOR, CONVEYOR.system_identifier, found) == ["app", "postgres"]
+    assert target_databases(CONVEYOR, 42, found) == ["app", "conveyor", "postgres"]

@@ -1,6 +1,7 @@
 """Writes to the catalog: environments, instances and the databases on them."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tortoise.exceptions import IntegrityError
@@ -25,6 +26,10 @@ from conveyor.hosts import HostNotAllowed, checked_hosts
 HOST_MAX_LENGTH = 255
 #: How long saving an instance waits for its host to resolve, while instance networks are set.
 RESOLVE_TIMEOUT_SECONDS = 10.0
+#: Why a database on an instance is Conveyor's own and may not be recorded, asked of the
+#: instance itself (runner.own_database); None when it is not.
+OwnDatabaseCheck = Callable[[Instance, str], Awaitable[str | None]]
+OWN_DATABASE_CHECKS_AT_ONCE = 8
 
 
 def _raise_if(problems: list[Problem]) -> None:
@@ -125,9 +130,11 @@ async def save_instance(
     cipher: PasswordCipher,
     *,
     networks: InstanceNetworks,
+    own_database: OwnDatabaseCheck,
 ) -> Instance:
     """Create an instance (`instance_id` None) or change the given fields of one; with
-    `networks` set, a new host must resolve inside them."""
+    `networks` set, a new host must resolve inside them. An instance may be the server
+    Conveyor's database is on, but none of its databases may be that one."""
     require(principal, Operation.MANAGE_CATALOG)
     instance = (
         Instance()
@@ -193,9 +200,39 @@ async def save_instance(
         problems += await _network_problems(
             instance, networks, host_changed=changes.host is not None
         )
+    # A move to another server (or port) may bring a database recorded by name onto
+    # Conveyor's own; username and password changes reach the same server.
+    moved = connection_changed or changes.port is not None
+    if instance_id is not None and moved and not problems:
+        problems += await _own_database_problems(instance, own_database)
     _raise_if(problems)
     await _save(instance)
     return instance
+
+
+async def _own_database_problems(
+    instance: Instance, own_database: OwnDatabaseCheck
+) -> list[Problem]:
+    """Whether the instance, where it now points, holds Conveyor's database among its own."""
+    names = (
+        await Database.filter(instance_id=instance.id)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    # One connection per database, a few at a time: a host that does not answer then costs
+    # about one connect timeout, not one per database.
+    room = asyncio.Semaphore(OWN_DATABASE_CHECKS_AT_ONCE)
+
+    async def refusal(name: str) -> str | None:
+        async with room:
+            return await own_database(instance, name)
+
+    refusals = await asyncio.gather(*(refusal(str(name)) for name in names))
+    for name, found in zip(names, refusals, strict=True):
+        if found is not None:
+            message = f"its database {name!r} would be Conveyor's own, which is never a target"
+            return [Problem(ErrorCode.FORBIDDEN, message, ("input", "host"))]
+    return []
 
 
 async def _network_problems(
@@ -219,10 +256,19 @@ async def _network_problems(
     return []
 
 
-async def register_database(principal: Principal, instance_id: int, name: str) -> Database:
-    """Record a database that exists on an instance."""
+async def register_database(
+    principal: Principal, instance_id: int, name: str, *, own_database: OwnDatabaseCheck
+) -> Database:
+    """Record a database that exists on an instance, unless it is Conveyor's own."""
     require(principal, Operation.MANAGE_CATALOG)
     _raise_if(check_database_name(name, ("input", "name")))
+    instance = await Instance.get_or_none(id=instance_id)
+    if instance is None:
+        raise not_found("instance", ("input", "instanceId"))
+    # Asked before the transaction: the instance may take the connect timeout to answer.
+    refusal = await own_database(instance, name)
+    if refusal is not None:
+        raise ConveyorError([Problem(ErrorCode.FORBIDDEN, refusal, ("input", "name"))])
     async with in_transaction():
         if not await Instance.exists(id=instance_id):
             raise not_found("instance", ("input", "instanceId"))

@@ -15,7 +15,11 @@ def tortoise_config(database_url: str, *, pool_max_size: int = 10) -> dict[str, 
     if scheme not in ("postgres", "postgresql", "asyncpg"):
         raise ValueError("Conveyor's database must be a PostgreSQL URL")
     connection = expand_db_url(f"asyncpg://{rest}")
-    connection["credentials"].setdefault("min_size", 1)
+    # tortoise's asyncpg client, retrying a read that met a connection the server dropped.
+    connection["engine"] = "conveyor.db.client"
+    # No floor of open connections: asyncpg would restore it in the background throughout an
+    # outage, logging a traceback at each try; a query opens the connection it needs anyway.
+    connection["credentials"].setdefault("min_size", 0)
     connection["credentials"]["max_size"] = pool_max_size
     return {
         "connections": {"default": connection},

@@ -3,9 +3,12 @@
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import psutil
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,14 @@ class EmbeddedPostgres:
 
         if self.pgdata.exists():
             _prune_dead_handle_pids(self.pgdata)
-        logger.info("starting the embedded PostgreSQL in %s", self.pgdata)
+        asked_at = time.time()
+        # The wheel starts the server, or attaches to the one already running on this data
+        # directory (another conveyor process's, or one an unclean exit left behind).
         self._server = get_server(self.pgdata, cleanup_mode="stop")
+        if self._postmaster().create_time() < asked_at:
+            logger.info("attached to the embedded PostgreSQL already running in %s", self.pgdata)
+        else:
+            logger.info("started the embedded PostgreSQL in %s", self.pgdata)
         self._create_database()
         return self
 
@@ -66,11 +75,19 @@ class EmbeddedPostgres:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the server (idempotent)."""
-        if self._server is not None:
-            logger.info("stopping the embedded PostgreSQL")
-            self._server.cleanup()
-            self._server = None
+        """Let go of the server (idempotent): the wheel stops it when no other process holds it."""
+        if self._server is None:
+            return
+        self._server.cleanup()
+        if self._postmaster_runs():
+            logger.info(
+                "detached from the embedded PostgreSQL in %s, leaving it running for the other "
+                "conveyor processes that use it",
+                self.pgdata,
+            )
+        else:
+            logger.info("stopped the embedded PostgreSQL in %s", self.pgdata)
+        self._server = None
 
     def url(self, database: str = DATABASE_NAME) -> str:
         """A postgresql:// URL reaching `database` through the server's Unix socket."""
@@ -79,6 +96,18 @@ class EmbeddedPostgres:
     @property
     def socket_dir(self) -> str:
         return str(self._server.get_postmaster_info().socket_dir)
+
+    def _postmaster(self) -> psutil.Process:
+        process: psutil.Process = self._server.get_postmaster_info().process
+        return process
+
+    def _postmaster_runs(self) -> bool:
+        # A stopped postmaster was re-parented when pg_ctl exited; until its new parent reaps
+        # it, it is a zombie, which psutil still counts as running.
+        try:
+            return self._postmaster().status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
     def _create_database(self) -> None:
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")

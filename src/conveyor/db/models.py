@@ -8,6 +8,7 @@ from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.models import Model
 
 from conveyor.domain.permissions import Role
+from conveyor.domain.plan import DATABASE_NAME_MAX_LENGTH, NAME_MAX_LENGTH, TITLE_MAX_LENGTH
 from conveyor.domain.statuses import (
     ApprovalPolicy,
     Engine,
@@ -17,11 +18,6 @@ from conveyor.domain.statuses import (
     TaskStatus,
     TaskType,
 )
-
-NAME_MAX_LENGTH = 100
-#: PostgreSQL truncates identifiers past 63 bytes.
-DATABASE_NAME_MAX_LENGTH = 63
-TITLE_MAX_LENGTH = 200
 
 
 def one_of(column: str, values: type[object]) -> str:

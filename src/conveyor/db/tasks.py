@@ -34,7 +34,9 @@ from conveyor.domain.transitions import (
 )
 from conveyor.errors import (
     ConveyorError,
+    ErrorCode,
     FieldPath,
+    Problem,
     conflict,
     forbidden,
     invalid_input,
@@ -287,8 +289,15 @@ async def skip_task(
     if not reason.strip():
         raise invalid_input("a skip needs a reason", ("input", "reason"))
     if len(reason) > REASON_MAX_LENGTH:
-        raise invalid_input(
-            f"the reason must be at most {REASON_MAX_LENGTH} characters", ("input", "reason")
+        raise ConveyorError(
+            [
+                Problem(
+                    ErrorCode.INVALID_INPUT,
+                    f"the reason must be at most {REASON_MAX_LENGTH} characters",
+                    ("input", "reason"),
+                    limit=REASON_MAX_LENGTH,
+                )
+            ]
         )
     return await _take_action(
         principal, task_id, TaskAction.SKIP, expected_version, {"status_reason": reason.strip()}

@@ -12,10 +12,10 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from conveyor.db.access import require
-from conveyor.db.models import TITLE_MAX_LENGTH, ApiToken
+from conveyor.db.models import ApiToken
 from conveyor.db.task_status import now_utc
 from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role
-from conveyor.domain.plan import check_name
+from conveyor.domain.plan import TITLE_MAX_LENGTH, check_length, check_name
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
 
 #: Marks Conveyor's tokens, so that secret scanners and people can recognise one.
@@ -52,14 +52,7 @@ async def issue_token(
     """Create a token acting as `actor` with `role`."""
     require(principal, Operation.MANAGE_TOKENS)
     problems = check_name(actor, ("input", "actor"))
-    if len(description) > TITLE_MAX_LENGTH:
-        problems.append(
-            Problem(
-                ErrorCode.INVALID_INPUT,
-                f"must be at most {TITLE_MAX_LENGTH} characters",
-                ("input", "description"),
-            )
-        )
+    problems += check_length(description, ("input", "description"), TITLE_MAX_LENGTH)
     if expires_at is not None and expires_at <= now_utc():
         problems.append(
             Problem(ErrorCode.INVALID_INPUT, "must be in the future", ("input", "expiresAt"))

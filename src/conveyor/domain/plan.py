@@ -4,15 +4,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from conveyor.domain.statements import refusal_of
 from conveyor.domain.statuses import ApprovalPolicy, TaskType
 from conveyor.errors import ErrorCode, FieldPath, Problem
 
+# The limits of a plan (the README's "Limits" lists them). A refusal carries its limit in
+# `extensions.limit`; the GraphQL inputs' descriptions quote these constants.
+#: Names of stages and tasks (and of environments, instances, actors), and refs.
 NAME_MAX_LENGTH = 100
 TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 10_000
+#: PostgreSQL truncates identifiers past 63 bytes.
 DATABASE_NAME_MAX_LENGTH = 63
 STATEMENT_MAX_LENGTH = 1_000_000
 MAX_STAGES = 50
 MAX_TASKS_PER_STAGE = 1_000
+#: Refs one task's `blockedBy` may list.
+MAX_BLOCKED_BY = 100
+
+
+#: Stands in a plan for an id that names no row of the expected type: validation reports it
+#: (NOT_FOUND) at its field, together with every other problem of the plan.
+UNKNOWN_ROW = 0
+#: Stands in a plan for a text that is no id at all: reported alike, as INVALID_INPUT.
+MALFORMED_ID = -1
+MALFORMED_ID_MESSAGE = "not a valid id of this API"
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,20 @@ def check_name(value: str, path: FieldPath, *, max_length: int = NAME_MAX_LENGTH
     """A name must have a visible character and fit its column."""
     if not value.strip():
         return [Problem(ErrorCode.INVALID_INPUT, "must not be empty", path)]
+    return check_length(value, path, max_length)
+
+
+def check_length(value: str, path: FieldPath, max_length: int) -> list[Problem]:
+    """A text must fit its column."""
     if len(value) > max_length:
-        return [Problem(ErrorCode.INVALID_INPUT, f"must be at most {max_length} characters", path)]
+        return [
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"must be at most {max_length} characters",
+                path,
+                limit=max_length,
+            )
+        ]
     return []
 
 
@@ -71,6 +99,7 @@ def check_database_name(value: str, path: FieldPath) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"must be at most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8",
                 path,
+                limit=DATABASE_NAME_MAX_LENGTH,
             )
         )
     if not problems and "\x00" in value:
@@ -82,6 +111,7 @@ def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
     """Every problem with `plan`, in input order; an empty list means it may be created."""
     root: FieldPath = ("input",)
     problems = check_name(plan.title, (*root, "title"), max_length=TITLE_MAX_LENGTH)
+    problems += check_length(plan.description, (*root, "description"), DESCRIPTION_MAX_LENGTH)
     if not plan.stages:
         problems.append(
             Problem(
@@ -94,6 +124,7 @@ def validate_issue_plan(plan: IssuePlan, catalog: Catalog) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"a pipeline has at most {MAX_STAGES} stages",
                 (*root, "stages"),
+                limit=MAX_STAGES,
             )
         )
     refs = _collect_refs(plan, problems)
@@ -116,6 +147,8 @@ def _validate_stage(
                 ErrorCode.INVALID_INPUT, "a stage needs an environment", (*path, "environmentId")
             )
         )
+    elif stage.environment_id == MALFORMED_ID:
+        problems.append(_malformed_id((*path, "environmentId")))
     elif stage.environment_id not in catalog.environment_policies:
         problems.append(
             Problem(ErrorCode.NOT_FOUND, "environment does not exist", (*path, "environmentId"))
@@ -130,6 +163,7 @@ def _validate_stage(
                 ErrorCode.INVALID_INPUT,
                 f"a stage has at most {MAX_TASKS_PER_STAGE} tasks",
                 (*path, "tasks"),
+                limit=MAX_TASKS_PER_STAGE,
             )
         )
     for task_index, task in enumerate(stage.tasks):
@@ -147,14 +181,42 @@ def _validate_task(
         problems.append(
             Problem(ErrorCode.INVALID_INPUT, "a task needs an instance", (*path, "instanceId"))
         )
+    elif task.instance_id == MALFORMED_ID:
+        problems.append(_malformed_id((*path, "instanceId")))
     elif task.instance_id not in catalog.instance_ids:
         problems.append(
             Problem(ErrorCode.NOT_FOUND, "instance does not exist", (*path, "instanceId"))
         )
     problems += _validate_database(task, path, catalog)
     problems += _validate_payload(task, path)
+    if len(task.blocked_by) > MAX_BLOCKED_BY:
+        problems.append(
+            Problem(
+                ErrorCode.INVALID_INPUT,
+                f"a task is blocked by at most {MAX_BLOCKED_BY} tasks",
+                (*path, "blockedBy"),
+                limit=MAX_BLOCKED_BY,
+            )
+        )
+        return problems
+    return problems + _validate_blockers(task, path, refs)
+
+
+def _validate_blockers(
+    task: TaskPlan, path: FieldPath, refs: Mapping[str, FieldPath]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
     for index, ref in enumerate(task.blocked_by):
-        if ref not in refs:
+        if ref in seen:
+            problems.append(
+                Problem(
+                    ErrorCode.INVALID_INPUT,
+                    f"blocked by '{ref}' twice",
+                    (*path, "blockedBy", index),
+                )
+            )
+        elif ref not in refs:
             problems.append(
                 Problem(
                     ErrorCode.INVALID_INPUT,
@@ -179,7 +241,12 @@ def _validate_task(
                     (*path, "blockedBy", index),
                 )
             )
+        seen.add(ref)
     return problems
+
+
+def _malformed_id(path: FieldPath) -> Problem:
+    return Problem(ErrorCode.INVALID_INPUT, MALFORMED_ID_MESSAGE, path)
 
 
 def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> list[Problem]:
@@ -202,6 +269,8 @@ def _validate_database(task: TaskPlan, path: FieldPath, catalog: Catalog) -> lis
                 database_path,
             )
         ]
+    if task.database_id == MALFORMED_ID:
+        return [_malformed_id(database_path)]
     instance_of_database = catalog.database_instances.get(task.database_id)
     if instance_of_database is None:
         return [Problem(ErrorCode.NOT_FOUND, "database does not exist", database_path)]
@@ -249,7 +318,7 @@ def _validate_payload(task: TaskPlan, path: FieldPath) -> list[Problem]:
 
 
 def check_statement(statement: str | None, path: FieldPath) -> list[Problem]:
-    """A statement must say something and stay within a sane size."""
+    """A statement must be SQL Conveyor will run, within a sane size."""
     if statement is None or not statement.strip():
         return [Problem(ErrorCode.INVALID_INPUT, "the statement must not be empty", path)]
     if len(statement) > STATEMENT_MAX_LENGTH:
@@ -258,8 +327,12 @@ def check_statement(statement: str | None, path: FieldPath) -> list[Problem]:
                 ErrorCode.INVALID_INPUT,
                 f"the statement must be at most {STATEMENT_MAX_LENGTH} characters",
                 path,
+                limit=STATEMENT_MAX_LENGTH,
             )
         ]
+    refusal = refusal_of(statement)
+    if refusal is not None:
+        return [Problem(ErrorCode.INVALID_INPUT, refusal.message, path)]
     return []
 
 
@@ -277,6 +350,10 @@ def _collect_refs(plan: IssuePlan, problems: list[Problem]) -> dict[str, FieldPa
             if task.ref is None:
                 continue
             path: FieldPath = ("input", "stages", stage_index, "tasks", task_index, "ref")
+            ref_problems = check_name(task.ref, path)
+            problems += ref_problems
+            if ref_problems:
+                continue
             if task.ref in refs:
                 problems.append(
                     Problem(

@@ -213,3 +213,38 @@ def pinned_address_problem(host: str, options: ConnectionOptions) -> str | None:
             "to; give the host as an IP address, or use verify-ca"
         )
     return None
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """A database as PostgreSQL itself tells it apart: its server's system identifier (made
+    by initdb, shared only by that server's physical replicas) and its oid there. Names are
+    no identity: the same name exists on many servers, and a database can be renamed."""
+
+    system_identifier: int
+    oid: int
+
+
+#: Conveyor's own tables decide who may do what (tokens, roles, approvals): a change run
+#: there would let anyone who may open an issue rewrite them.
+CONVEYOR_DATABASE_REFUSAL = (
+    "this is Conveyor's own database: Conveyor never runs a task against it, since a change "
+    "there could rewrite its tokens, roles and approvals"
+)
+
+
+def is_conveyor_database(conveyor: DatabaseIdentity, database: DatabaseIdentity) -> bool:
+    """Whether `database` is Conveyor's own (or a physical replica of it)."""
+    return database == conveyor
+
+
+def target_databases(
+    conveyor: DatabaseIdentity, system_identifier: int, databases: Iterable[tuple[str, int]]
+) -> list[str]:
+    """The names, among (name, oid) of a server's databases, that may be targets: all but
+    Conveyor's own."""
+    return [
+        name
+        for name, oid in databases
+        if not is_conveyor_database(conveyor, DatabaseIdentity(system_identifier, oid))
+    ]

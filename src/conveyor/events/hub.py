@@ -10,6 +10,9 @@ from there.
 Each subscription belongs to a principal: the hub checks, every few seconds and in one query
 for all of them, that their tokens are still valid, and ends the subscriptions of a revoked or
 expired token with UNAUTHENTICATED.
+
+While Conveyor's database is away both loops retry; nothing is lost, since the hub reads from
+the table by sequence and resumes after the last event it handed out.
 """
 
 import asyncio
@@ -23,6 +26,7 @@ from conveyor.db import events as event_log
 from conveyor.db import tokens
 from conveyor.db.events import EventFilter
 from conveyor.db.models import Event
+from conveyor.db.outages import Outage
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ConveyorError, ErrorCode, Problem, unauthenticated
 from conveyor.events.listener import EventListener
@@ -256,18 +260,22 @@ class EventHub:
 
     async def _run(self) -> None:
         wakeup = self._listener.subscribe()
+        outage = Outage(logger, "event hub")
         try:
             while True:
                 wakeup.clear()
+                wait = self._poll_seconds
                 try:
                     await self._read_new_events()
                 except Exception as error:
-                    # The type only, as elsewhere: the next wakeup or poll reads again.
-                    logger.warning("event hub cannot read events (%s)", type(error).__name__)
+                    # The next wakeup or poll reads again, from the last event handed out.
+                    wait = max(wait, outage.failed(error))
+                else:
+                    outage.succeeded()
                 # A notification only wakes the hub; the poll catches any missed while the
                 # listener was reconnecting (it also wakes us once it is back).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), self._poll_seconds)
+                    await asyncio.wait_for(wakeup.wait(), wait)
         finally:
             self._listener.unsubscribe(wakeup)
 
@@ -281,12 +289,17 @@ class EventHub:
                 return
 
     async def _watch_tokens(self) -> None:
+        outage = Outage(logger, "event hub's token check")
+        wait = self._token_check_seconds
         while True:
-            await asyncio.sleep(self._token_check_seconds)
+            await asyncio.sleep(wait)
             try:
                 await self.end_subscriptions_of_unusable_tokens()
             except Exception as error:
-                logger.warning("event hub cannot check tokens (%s)", type(error).__name__)
+                wait = min(self._token_check_seconds, outage.failed(error))
+            else:
+                outage.succeeded()
+                wait = self._token_check_seconds
 
     async def end_subscriptions_of_unusable_tokens(self) -> None:
         """End every subscription whose token is revoked or expired: one query for all."""

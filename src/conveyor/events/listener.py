@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from conveyor.db.events import CHANNEL
+from conveyor.db.outages import Outage
 
 logger = logging.getLogger(__name__)
 
 #: How the connection shows in pg_stat_activity (an operator may look for it, or end it).
 APPLICATION_NAME = "conveyor-listener"
-RECONNECT_DELAY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 HEALTH_CHECK_SECONDS = 15.0
 
 
@@ -62,37 +62,35 @@ class EventListener:
         self._wake_all()
 
     async def _run(self) -> None:
-        failures = 0
+        outage = Outage(logger, "event listener")
         while True:
             try:
-                connection = await asyncpg.connect(
-                    self._database_url, server_settings={"application_name": APPLICATION_NAME}
-                )
-            except (OSError, asyncpg.PostgresError) as error:
-                delay = RECONNECT_DELAY_SECONDS[min(failures, len(RECONNECT_DELAY_SECONDS) - 1)]
-                failures += 1
-                logger.warning("event listener cannot connect (%s); retrying", type(error).__name__)
-                await asyncio.sleep(delay)
-                continue
-            lost = asyncio.Event()
-            connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-            try:
-                await connection.add_listener(CHANNEL, self._on_notification)
-                failures = 0
-                # Anything committed while we were not listening was missed: wake everyone.
-                self._wake_all()
-                while not lost.is_set():
-                    # A half-open connection (a vanished server) never says it is lost.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
-                    if not lost.is_set():
-                        await connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_SECONDS)
-                logger.warning("event listener lost its connection; reconnecting")
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                logger.warning("event listener failed (%s); reconnecting", type(error).__name__)
-            finally:
-                if not connection.is_closed():
-                    await connection.close()
+                await self._listen(outage)
+            except Exception as error:
+                await asyncio.sleep(outage.failed(error))
+
+    async def _listen(self, outage: Outage) -> None:
+        """LISTEN until the connection is lost: raises when it cannot connect or fails."""
+        connection = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": APPLICATION_NAME}
+        )
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, self._on_notification)
+            outage.succeeded()
+            # Anything committed while we were not listening was missed: wake everyone.
+            self._wake_all()
+            while not lost.is_set():
+                # A half-open connection (a vanished server) never says it is lost.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
+                if not lost.is_set():
+                    await connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_SECONDS)
+            raise ConnectionResetError("the LISTEN connection was lost")
+        finally:
+            if not connection.is_closed():
+                await connection.close()
 
 
 @contextlib.asynccontextmanager

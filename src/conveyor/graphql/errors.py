@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from graphql import ValidationContext, ValidationRule
+from graphql import FieldNode, ValidationContext, ValidationRule
 from graphql.error import GraphQLError
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.exceptions import MissingQueryError
@@ -14,7 +14,9 @@ from strawberry.extensions import MaskErrors
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from conveyor.errors import ConveyorError, ErrorCode, FieldPath
+from conveyor.db.outages import database_unavailable
+from conveyor.domain.plan import MALFORMED_ID_MESSAGE
+from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem, invalid_input
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ _DOCUMENT_REFUSAL_CODES = LIMIT_CODES | {
     ErrorCode.INVALID_INPUT,
     SUBSCRIPTION_NEEDS_WEBSOCKET,
 }
+#: What a client is told while Conveyor's database is unreachable, and when to try again.
+DATABASE_UNAVAILABLE = "Conveyor's database cannot be reached right now; retry shortly"
+RETRY_AFTER_SECONDS = 2
 #: The last error of a response that had more than `max_errors`: it says how many were left
 #: out (`extensions.leftOut`, a lower bound when validation stopped early) and carries the
 #: limit.
@@ -101,6 +106,10 @@ def without_suggestions(message: str) -> str:
 # "Variable '$input' has invalid value at .stages[0].tasks[1].type: ..." (without the name).
 _VARIABLE_PATH = re.compile(r"^Variable '\$\w+' got invalid value .*? at '([^']+)';")
 _VARIABLE_PATH_3_3 = re.compile(r"^Variable '\$(\w+)' has invalid value at ((?:\.\w+|\[\d+\])+): ")
+# Errors of a variable's value, as opposed to errors of the document about its variables
+# ("Variable '$x' is never used", "... is not defined", "... of type 'X' used in position ..."),
+# which start with the same words.
+_VARIABLE_VALUE = re.compile(r"^Variable '\$\w+' (?:got|has) invalid value")
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
 
@@ -141,6 +150,35 @@ def _raised_by_a_subscription(error: GraphQLError) -> bool:
 
 def _problem_extensions(code: str, field: FieldPath | None) -> dict[str, Any]:
     return {"code": code, "field": list(field) if field is not None else None}
+
+
+def database_unavailable_extensions() -> dict[str, Any]:
+    return {**_problem_extensions(ErrorCode.UNAVAILABLE, None), "retryAfter": RETRY_AFTER_SECONDS}
+
+
+def failed_for_unavailable_database(data: object, errors: list[GraphQLError] | None) -> bool:
+    """Whether an operation got nothing done (no field has a value) and only because
+    Conveyor's database was unreachable."""
+    if not errors or any(
+        (error.extensions or {}).get("code") != ErrorCode.UNAVAILABLE for error in errors
+    ):
+        return False
+    return data is None or (isinstance(data, dict) and all(v is None for v in data.values()))
+
+
+def _problem_of(problem: Problem) -> dict[str, Any]:
+    extensions = _problem_extensions(problem.code, problem.field)
+    if problem.limit is not None:
+        extensions["limit"] = problem.limit
+    return extensions
+
+
+def _only_argument(error: GraphQLError) -> FieldPath | None:
+    """The name of the one argument of the field `error` is about, if it has one only."""
+    field = error.nodes[0] if error.nodes else None
+    if isinstance(field, FieldNode) and field.arguments and len(field.arguments) == 1:
+        return (field.arguments[0].name.value,)
+    return None
 
 
 def document_refused(code: str, message: str, field: FieldPath | None = None) -> GraphQLError:
@@ -251,15 +289,23 @@ class ConveyorErrors(MaskErrors):
         original = error.original_error
         if error.path is None and (refusal := _limit_refusal(error)) is not None:
             return self._rebuild(error, *refusal)
+        if isinstance(original, GlobalIDValueError):
+            # An id the client sent that is no global id, or names no node type of this schema:
+            # found only while resolving the field (so it has a path), yet the client's mistake.
+            # Only relay's `node` and `nodes` still decode ids this way (Conveyor's inputs decode
+            # their own), and the id is their one argument.
+            original = invalid_input(MALFORMED_ID_MESSAGE, _only_argument(error))
         if isinstance(original, ConveyorError):
-            first = original.first
-            extensions = _problem_extensions(first.code, first.field)
+            extensions = _problem_of(original.first)
             extensions["problems"] = [
-                {"message": problem.message, **_problem_extensions(problem.code, problem.field)}
+                {"message": problem.message, **_problem_of(problem)}
                 for problem in original.problems
             ]
             extensions.update(original.details)
-            return self._rebuild(error, first.message, extensions)
+            return self._rebuild(error, original.first.message, extensions)
+        if original is not None and database_unavailable(original):
+            # Not logged here: the process's event listener logs the outage once.
+            return self._rebuild(error, DATABASE_UNAVAILABLE, database_unavailable_extensions())
         if error.path is None and not _raised_by_a_subscription(error):
             # Found while reading the request (syntax, validation, variable values): the
             # message is graphql-core's own description of the client's document.
@@ -268,18 +314,10 @@ class ConveyorErrors(MaskErrors):
                 message = without_suggestions(message)
             if message.startswith("Syntax Error"):
                 return self._rebuild(error, message, _problem_extensions(PARSE_FAILED, None))
-            if message.startswith("Variable '$"):
+            if _VARIABLE_VALUE.match(message):
                 extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
                 return self._rebuild(error, message, extensions)
             return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
-        if isinstance(original, GlobalIDValueError):
-            # An id the client sent that is no global id, or names no node type of this schema:
-            # found only while resolving the field (so it has a path), yet the client's mistake.
-            return self._rebuild(
-                error,
-                "not a valid id of this API",
-                _problem_extensions(ErrorCode.INVALID_INPUT, None),
-            )
         correlation_id = uuid.uuid4().hex
         # The type only: the exception's text may hold SQL, host names or secrets.
         logger.error(

@@ -4,39 +4,78 @@ from datetime import datetime
 
 import strawberry
 from strawberry import relay
+from strawberry.relay import GlobalIDValueError
 
-from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.db.catalog import HOST_MAX_LENGTH
+from conveyor.db.tasks import REASON_MAX_LENGTH
+from conveyor.domain.plan import (
+    DATABASE_NAME_MAX_LENGTH,
+    DESCRIPTION_MAX_LENGTH,
+    MALFORMED_ID,
+    MALFORMED_ID_MESSAGE,
+    MAX_BLOCKED_BY,
+    MAX_STAGES,
+    MAX_TASKS_PER_STAGE,
+    NAME_MAX_LENGTH,
+    STATEMENT_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    UNKNOWN_ROW,
+    IssuePlan,
+    StagePlan,
+    TaskPlan,
+)
 from conveyor.domain.targets import ALLOWED_OPTIONS
-from conveyor.errors import FieldPath, not_found
+from conveyor.errors import FieldPath, invalid_input, not_found
 from conveyor.graphql.types.enums import ApprovalPolicy, Engine, Role, TaskType
 from conveyor.graphql.types.node import parse_node_id
 
 
-def node_key(global_id: relay.GlobalID | None, type_name: str, field: FieldPath) -> int | None:
-    """The row id behind a global id of the expected type, or NOT_FOUND naming `field`."""
-    if global_id is None:
+def _global_id(raw: str) -> relay.GlobalID | None:
+    try:
+        return relay.GlobalID.from_id(raw)
+    except GlobalIDValueError:
         return None
+
+
+# Ids arrive as plain `ID`s and are decoded here rather than by strawberry, which refuses a
+# malformed one before any resolver runs: without the field it came in, and alone.
+def node_key(raw: str | None, type_name: str, field: FieldPath) -> int | None:
+    """The row id behind a global id of the expected type; INVALID_INPUT naming `field` when
+    `raw` is no global id, NOT_FOUND when it names no row of that type."""
+    if raw is None:
+        return None
+    global_id = _global_id(raw)
+    if global_id is None:
+        raise invalid_input(MALFORMED_ID_MESSAGE, field)
     key = parse_node_id(global_id.node_id)
     if global_id.type_name != type_name or key is None:
         raise not_found(type_name.lower(), field)
     return key
 
 
-#: Stands in a plan for an id that names no row of the expected type, so that validation
-#: reports it (NOT_FOUND, with its field) together with every other problem of the plan.
-UNKNOWN_ROW = 0
-
-
-def plan_key(global_id: relay.GlobalID | None, type_name: str) -> int | None:
-    if global_id is None:
+def plan_key(raw: str | None, type_name: str) -> int | None:
+    """The row id behind a global id in a plan; validation reports a stand-in at its field."""
+    if raw is None:
         return None
+    global_id = _global_id(raw)
+    if global_id is None:
+        return MALFORMED_ID
     key = parse_node_id(global_id.node_id)
     return key if global_id.type_name == type_name and key is not None else UNKNOWN_ROW
 
 
+NAME_DESCRIPTION = f"At most {NAME_MAX_LENGTH:,} characters."
+STATEMENT_DESCRIPTION = (
+    f"The SQL of a SCHEMA_UPDATE or DATA_UPDATE, at most {STATEMENT_MAX_LENGTH:,} characters: "
+    "at least one statement (not only comments), and no BEGIN, COMMIT, ROLLBACK or other "
+    "statement that begins or ends a transaction, since Conveyor runs the change in a "
+    "transaction of its own."
+)
+
+
 @strawberry.input(description="A new environment.")
 class CreateEnvironmentInput:
-    name: str
+    name: str = strawberry.field(description=NAME_DESCRIPTION)
     order: int = strawberry.field(description="Position on the promotion path; lower is earlier.")
     approval_policy: ApprovalPolicy = ApprovalPolicy.AUTOMATIC
     developers_may_approve: bool = strawberry.field(
@@ -52,8 +91,8 @@ class CreateEnvironmentInput:
 
 @strawberry.input(description="Changes to an environment; omitted fields stay as they are.")
 class UpdateEnvironmentInput:
-    id: relay.GlobalID
-    name: str | None = None
+    id: strawberry.ID
+    name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     order: int | None = None
     approval_policy: ApprovalPolicy | None = None
     developers_may_approve: bool | None = None
@@ -84,11 +123,11 @@ def connection_option_pairs(
 
 @strawberry.input(description="A new database server. The password is stored encrypted.")
 class CreateInstanceInput:
-    name: str
-    environment_id: relay.GlobalID
-    host: str
+    name: str = strawberry.field(description=NAME_DESCRIPTION)
+    environment_id: strawberry.ID
+    host: str = strawberry.field(description=f"At most {HOST_MAX_LENGTH} characters.")
     port: int = 5432
-    username: str
+    username: str = strawberry.field(description=NAME_DESCRIPTION)
     password: str
     engine: Engine = Engine.POSTGRES
     max_running_tasks: int = 1
@@ -99,12 +138,14 @@ class CreateInstanceInput:
 
 @strawberry.input(description="Changes to an instance; omitted fields stay as they are.")
 class UpdateInstanceInput:
-    id: relay.GlobalID
-    name: str | None = None
-    environment_id: relay.GlobalID | None = None
-    host: str | None = None
+    id: strawberry.ID
+    name: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
+    environment_id: strawberry.ID | None = None
+    host: str | None = strawberry.field(
+        default=None, description=f"At most {HOST_MAX_LENGTH} characters."
+    )
     port: int | None = None
-    username: str | None = None
+    username: str | None = strawberry.field(default=None, description=NAME_DESCRIPTION)
     password: str | None = strawberry.field(
         default=None, description="A new password; it can be written but never read."
     )
@@ -117,47 +158,63 @@ class UpdateInstanceInput:
 
 @strawberry.input(description="A database that exists on an instance.")
 class RegisterDatabaseInput:
-    instance_id: relay.GlobalID
-    name: str
+    instance_id: strawberry.ID
+    name: str = strawberry.field(
+        description=f"At most {DATABASE_NAME_MAX_LENGTH} bytes in UTF-8, as PostgreSQL allows."
+    )
 
 
 @strawberry.input(description="One task of a new pipeline.")
 class TaskPlanInput:
     type: TaskType
-    instance_id: relay.GlobalID | None = None
-    database_id: relay.GlobalID | None = strawberry.field(
+    instance_id: strawberry.ID | None = None
+    database_id: strawberry.ID | None = strawberry.field(
         default=None, description="Required by SCHEMA_UPDATE and DATA_UPDATE."
     )
-    name: str | None = strawberry.field(default=None, description="Defaults to type and position.")
+    name: str | None = strawberry.field(
+        default=None, description=f"Defaults to type and position. {NAME_DESCRIPTION}"
+    )
     ref: str | None = strawberry.field(
-        default=None, description="A name other tasks of this plan use in `blockedBy`."
+        default=None,
+        description="A name other tasks of this plan use in `blockedBy`, unique in the plan. "
+        + NAME_DESCRIPTION,
     )
-    statement: str | None = strawberry.field(
-        default=None, description="The SQL of a SCHEMA_UPDATE or DATA_UPDATE."
-    )
+    statement: str | None = strawberry.field(default=None, description=STATEMENT_DESCRIPTION)
     database_name: str | None = strawberry.field(
-        default=None, description="The database a DATABASE_CREATE task creates."
+        default=None,
+        description="The database a DATABASE_CREATE task creates: at most "
+        f"{DATABASE_NAME_MAX_LENGTH} bytes in UTF-8, as PostgreSQL allows.",
     )
     not_before: datetime | None = None
     blocked_by: list[str] = strawberry.field(
-        default_factory=list, description="Refs of tasks that must finish first."
+        default_factory=list,
+        description="Refs of tasks of this or an earlier stage that must finish first, each "
+        f"at most once; at most {MAX_BLOCKED_BY}.",
     )
 
 
 @strawberry.input(description="One stage of a new pipeline.")
 class StagePlanInput:
-    environment_id: relay.GlobalID | None = None
-    tasks: list[TaskPlanInput]
-    name: str | None = strawberry.field(default=None, description="Defaults to the environment's.")
+    environment_id: strawberry.ID | None = None
+    tasks: list[TaskPlanInput] = strawberry.field(
+        description=f"1 to {MAX_TASKS_PER_STAGE:,} tasks."
+    )
+    name: str | None = strawberry.field(
+        default=None, description=f"Defaults to the environment's. {NAME_DESCRIPTION}"
+    )
 
 
 @strawberry.input(
     description="An issue and its whole pipeline plan, created at once or not at all."
 )
 class CreateIssueInput:
-    title: str
-    description: str = ""
-    stages: list[StagePlanInput]
+    title: str = strawberry.field(description=f"At most {TITLE_MAX_LENGTH} characters.")
+    description: str = strawberry.field(
+        default="", description=f"At most {DESCRIPTION_MAX_LENGTH:,} characters."
+    )
+    stages: list[StagePlanInput] = strawberry.field(
+        description=f"1 to {MAX_STAGES} stages, run in this order."
+    )
 
     def to_plan(self) -> IssuePlan:
         return IssuePlan(
@@ -190,7 +247,7 @@ def _task_plan(task: TaskPlanInput) -> TaskPlan:
 
 @strawberry.input(description="The task a person acts on.")
 class TaskActionInput:
-    task_id: relay.GlobalID
+    task_id: strawberry.ID
     expected_version: int | None = strawberry.field(
         default=None,
         description="Refuse the action with CONFLICT if the task is no longer at this version.",
@@ -199,32 +256,37 @@ class TaskActionInput:
 
 @strawberry.input(description="A new statement for a waiting or failed task.")
 class UpdateTaskStatementInput(TaskActionInput):
-    statement: str
+    statement: str = strawberry.field(description=STATEMENT_DESCRIPTION)
 
 
 @strawberry.input(description="A task to skip, and why.")
 class SkipTaskInput(TaskActionInput):
-    reason: str = strawberry.field(description="Why the task is passed over; kept on the task.")
+    reason: str = strawberry.field(
+        description="Why the task is passed over; kept on the task. At most "
+        f"{REASON_MAX_LENGTH:,} characters."
+    )
 
 
 @strawberry.input(description="The stage whose waiting tasks a person approves.")
 class StageActionInput:
-    stage_id: relay.GlobalID
+    stage_id: strawberry.ID
 
 
 @strawberry.input
 class IssueActionInput:
-    issue_id: relay.GlobalID
+    issue_id: strawberry.ID
 
 
 @strawberry.input(description="A new API token.")
 class CreateApiTokenInput:
     actor: str = strawberry.field(
         description="The name recorded as the actor of everything done with the token; an "
-        "issue's creator is matched by it."
+        f"issue's creator is matched by it. {NAME_DESCRIPTION}"
     )
     role: Role
-    description: str = ""
+    description: str = strawberry.field(
+        default="", description=f"At most {TITLE_MAX_LENGTH} characters."
+    )
     expires_at: datetime | None = strawberry.field(
         default=None, description="When the token stops working; never when omitted."
     )
@@ -232,4 +294,4 @@ class CreateApiTokenInput:
 
 @strawberry.input(description="The API token to revoke.")
 class RevokeApiTokenInput:
-    id: relay.GlobalID
+    id: strawberry.ID

@@ -23,14 +23,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
 from conveyor.errors import ErrorCode
 from conveyor.graphql.context import Context
+from conveyor.graphql.websocket import TransportWSHandler
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +127,7 @@ class _LongLivedSockets:
 _long_lived = _LongLivedSockets()
 
 
-class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
+class LiveSocketHandler(TransportWSHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = self.context.settings

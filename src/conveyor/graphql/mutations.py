@@ -29,9 +29,10 @@ from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.issue import Issue
 from conveyor.graphql.types.stage import Stage
 from conveyor.graphql.types.task import Task
+from conveyor.runner.own_database import OwnDatabaseCheck
 
 
-def _required_key(global_id: strawberry.relay.GlobalID, type_name: str, field: str) -> int:
+def _required_key(global_id: strawberry.ID, type_name: str, field: str) -> int:
     key = node_key(global_id, type_name, ("input", field))
     assert key is not None
     return key
@@ -91,6 +92,7 @@ class Mutation:
             ),
             info.context.cipher,
             networks=InstanceNetworks.parse(info.context.settings.instance_networks),
+            own_database=OwnDatabaseCheck(info.context.settings, info.context.cipher),
         )
         return Instance.from_row(row)
 
@@ -113,6 +115,7 @@ class Mutation:
             ),
             info.context.cipher,
             networks=InstanceNetworks.parse(info.context.settings.instance_networks),
+            own_database=OwnDatabaseCheck(info.context.settings, info.context.cipher),
         )
         return Instance.from_row(row)
 
@@ -122,6 +125,7 @@ class Mutation:
             info.context.acting,
             _required_key(input.instance_id, "Instance", "instanceId"),
             input.name,
+            own_database=OwnDatabaseCheck(info.context.settings, info.context.cipher),
         )
         return Database.from_row(row)
 

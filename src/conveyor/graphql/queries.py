@@ -64,7 +64,7 @@ class Query:
         after: str | None = None,
         status: PipelineStatus | None = None,
         environment_id: Annotated[
-            relay.GlobalID | None,
+            strawberry.ID | None,
             strawberry.argument(description="Only issues with a stage in this environment."),
         ] = None,
     ) -> Connection[Issue]:
@@ -81,7 +81,7 @@ class Query:
         after: str | None = None,
         status: PipelineStatus | None = None,
         environment_id: Annotated[
-            relay.GlobalID | None,
+            strawberry.ID | None,
             strawberry.argument(description="Only pipelines with a stage in this environment."),
         ] = None,
     ) -> Connection[Pipeline]:
@@ -110,7 +110,7 @@ class Query:
         info: Info,
         first: int | None = None,
         after: str | None = None,
-        environment_id: relay.GlobalID | None = None,
+        environment_id: strawberry.ID | None = None,
     ) -> Connection[Instance]:
         queryset = reads.instances_matching(
             node_key(environment_id, "Environment", ("environmentId",))
@@ -123,8 +123,8 @@ class Query:
         info: Info,
         first: int | None = None,
         after: str | None = None,
-        instance_id: relay.GlobalID | None = None,
-        environment_id: relay.GlobalID | None = None,
+        instance_id: strawberry.ID | None = None,
+        environment_id: strawberry.ID | None = None,
     ) -> Connection[Database]:
         queryset = reads.databases_matching(
             node_key(instance_id, "Instance", ("instanceId",)),

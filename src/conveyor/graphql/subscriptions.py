@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import strawberry
-from strawberry import relay
 from tortoise.models import Model
 
 from conveyor.db import events as event_log
@@ -81,7 +80,7 @@ def _hub(info: Info) -> EventHub:
 
 
 async def _scope(
-    scopes: tuple[_Scope, ...], values: tuple[relay.GlobalID | None, ...]
+    scopes: tuple[_Scope, ...], values: tuple[strawberry.ID | None, ...]
 ) -> tuple[str, int]:
     """The event column and row id of the one scope argument given, which must exist."""
     given = [
@@ -109,7 +108,7 @@ def _check_after(after: int | None) -> None:
 RESUME_PARAMETER = "resume"
 
 
-def _resume_position(info: Info, scope_id: relay.GlobalID) -> int | None:
+def _resume_position(info: Info, scope_id: strawberry.ID) -> int | None:
     """The position connection_init's `resume` gives the scope, if any: a client whose
     library reconnects on its own (graphql-ws's retry re-sends the first variables)
     evaluates its connectionParams on each connect, so it carries the newest position."""
@@ -157,9 +156,9 @@ class Subscription:
     async def task_status_changed(
         self,
         info: Info,
-        pipeline_id: Annotated[relay.GlobalID | None, _scope_argument("pipeline's tasks")] = None,
-        stage_id: Annotated[relay.GlobalID | None, _scope_argument("stage's tasks")] = None,
-        task_id: Annotated[relay.GlobalID | None, _scope_argument("task")] = None,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline's tasks")] = None,
+        stage_id: Annotated[strawberry.ID | None, _scope_argument("stage's tasks")] = None,
+        task_id: Annotated[strawberry.ID | None, _scope_argument("task")] = None,
         after: AfterArgument = None,
         snapshot: Annotated[
             bool,
@@ -196,8 +195,8 @@ class Subscription:
     async def pipeline_status_changed(
         self,
         info: Info,
-        pipeline_id: Annotated[relay.GlobalID | None, _scope_argument("pipeline")] = None,
-        issue_id: Annotated[relay.GlobalID | None, _scope_argument("issue's pipeline")] = None,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline")] = None,
+        issue_id: Annotated[strawberry.ID | None, _scope_argument("issue's pipeline")] = None,
         after: AfterArgument = None,
     ) -> AsyncGenerator[PipelineStatusChange, None]:
         require(info.context.acting, Operation.READ)
@@ -221,8 +220,8 @@ class Subscription:
     async def pipeline_activity(
         self,
         info: Info,
-        pipeline_id: Annotated[relay.GlobalID | None, _scope_argument("pipeline")] = None,
-        issue_id: Annotated[relay.GlobalID | None, _scope_argument("issue's pipeline")] = None,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline")] = None,
+        issue_id: Annotated[strawberry.ID | None, _scope_argument("issue's pipeline")] = None,
         after: AfterArgument = None,
     ) -> AsyncGenerator[Event, None]:
         require(info.context.acting, Operation.READ)

@@ -6,18 +6,20 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import tokens
+from conveyor.db.outages import database_unavailable
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ErrorCode
 from conveyor.events.hub import EventHub
@@ -25,12 +27,26 @@ from conveyor.graphql.context import Context
 from conveyor.graphql.errors import (
     BAD_REQUEST_BODY,
     BATCHING_NOT_SUPPORTED,
+    DATABASE_UNAVAILABLE,
     REQUEST_TOO_LARGE,
+    RETRY_AFTER_SECONDS,
     UNSUPPORTED_MEDIA_TYPE,
+    failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
 from conveyor.graphql.live_socket import LiveSocketHandler
+from conveyor.graphql.media_types import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    failed_before_execution,
+    response_media_type,
+)
 from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
+from conveyor.graphql.websocket import (
+    ConnectionRefused,
+    LegacyWSHandler,
+    WebSocketAdapter,
+)
 from conveyor.settings import Settings
 
 
@@ -53,12 +69,13 @@ class RequestRefused(Exception):
         self.headers = headers
         self.details = details
 
-    def response(self) -> Response:
+    def response(self, media_type: str = JSON) -> Response:
         extensions = {"code": self.code, "field": None, **self.details}
         return JSONResponse(
             {"errors": [{"message": self.message, "extensions": extensions}]},
             status_code=self.status_code,
             headers=self.headers,
+            media_type=media_type,
         )
 
 
@@ -78,6 +95,16 @@ def _rate_limited(limited: RateLimited, headers: Mapping[str, str]) -> RequestRe
         limited.first.message,
         headers=headers,
         **limited.details,
+    )
+
+
+def _unavailable() -> RequestRefused:
+    return RequestRefused(
+        503,
+        ErrorCode.UNAVAILABLE,
+        DATABASE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        retryAfter=RETRY_AFTER_SECONDS,
     )
 
 
@@ -118,7 +145,9 @@ def _too_large(limit: int) -> RequestRefused:
 class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
+    websocket_adapter_class = WebSocketAdapter
     graphql_transport_ws_handler_class = LiveSocketHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
         self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
@@ -160,7 +189,8 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             await super().__call__(scope, self._limited(scope, receive), send)
         except RequestRefused as refusal:
             # Raised while the body is read, before any part of a response is sent.
-            await refusal.response()(scope, receive, send)
+            media_type = response_media_type(Headers(scope=scope).get("accept"))
+            await refusal.response(media_type)(scope, receive, send)
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """`receive`, refusing a body larger than the limit: before reading it when its
@@ -184,11 +214,21 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         return limited_receive
 
     def decode_json(self, data: str | bytes) -> object:
+        # For both HTTP bodies and WebSocket messages; strawberry's WebSocket handlers expect
+        # no other error than JSONDecodeError from here.
         try:
-            decoded = json.loads(data)
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise
         except (ValueError, RecursionError):
-            # JSONDecodeError, bad UTF-8, numbers past Python's digit limit, nesting past
-            # the recursion limit: all the client's doing.
+            # Bad UTF-8, numbers past Python's digit limit, nesting past the recursion limit:
+            # all the client's doing, like a syntax error.
+            raise json.JSONDecodeError("not valid JSON", "", 0) from None
+
+    def parse_json(self, data: str | bytes) -> object:
+        try:
+            decoded = self.decode_json(data)
+        except json.JSONDecodeError:
             raise RequestRefused(400, BAD_REQUEST_BODY, "the body is not valid JSON") from None
         if not isinstance(decoded, dict | list):
             raise RequestRefused(
@@ -217,6 +257,31 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
                 "batching is not supported: send one operation per request, as a JSON object",
             )
         return await super().parse_http_body(request)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # The negotiated media type, for create_response; the sub-response is never sent.
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or JSON
+        if (
+            media_type == GRAPHQL_RESPONSE_JSON
+            and isinstance(response_data, dict)
+            and failed_before_execution(response_data)
+        ):
+            # The spec: such a response has no data entry, and a 4xx status code (400 unless
+            # one was set already, e.g. 429 when the token's query cost ran out).
+            response_data.pop("data", None)
+            sub_response.status_code = sub_response.status_code or 400
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = media_type
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
@@ -250,9 +315,15 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             self.rate_limits.take_request(principal.token_id, sub_response.headers)
         except RateLimited as limited:
             raise _rate_limited(limited, sub_response.headers) from None
-        return await super().execute_operation(
+        result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+        if isinstance(result, ExecutionResult) and failed_for_unavailable_database(
+            result.data, result.errors
+        ):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return result
 
     async def _authenticate(self, authorization: object) -> Principal:
         token = bearer_token(authorization)
@@ -260,7 +331,12 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             raise _unauthenticated(
                 "this API needs a token: send the header Authorization: Bearer <token>"
             )
-        principal = await tokens.authenticate(token)
+        try:
+            principal = await tokens.authenticate(token)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            raise _unavailable() from None
         if principal is None:
             raise _unauthenticated("the token is unknown, revoked or expired")
         return principal
@@ -273,7 +349,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         try:
             context.principal = await self._authenticate(authorization)
         except RequestRefused as refusal:
-            raise ConnectionRejectionError(
+            raise ConnectionRefused(
                 {"message": refusal.message, "extensions": {"code": refusal.code}}
             ) from None
         return await super().on_ws_connect(context)

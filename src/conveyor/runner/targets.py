@@ -9,12 +9,10 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import itertools
 import logging
-import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, assert_never
@@ -22,12 +20,17 @@ from typing import Any, TypeAlias, assert_never
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 
+from conveyor.domain.statements import Statement, parse_script
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import (
+    CONVEYOR_DATABASE_REFUSAL,
     UNRESTRICTED,
     ConnectionOptions,
+    DatabaseIdentity,
     InstanceNetworks,
+    is_conveyor_database,
     pinned_address_problem,
+    target_databases,
 )
 from conveyor.hosts import HostNotAllowed, checked_hosts
 
@@ -50,6 +53,8 @@ CONNECTION_FAILED = "CONNECTION_FAILED"
 HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"
 #: The instance's connection options are not ones Conveyor allows (see domain.targets).
 INVALID_CONNECTION_OPTION = "INVALID_CONNECTION_OPTION"
+#: The connection reached Conveyor's own database, which is never a target.
+CONVEYOR_DATABASE = "CONVEYOR_DATABASE"
 #: The connection broke while the change ran; the history row tells whether it committed.
 CONNECTION_LOST = "CONNECTION_LOST"
 #: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
@@ -60,10 +65,6 @@ ALREADY_EXISTS = "ALREADY_EXISTS"
 ALREADY_RUNNING = "ALREADY_RUNNING"
 #: DATABASE_CREATE: the name cannot be a PostgreSQL database name as given.
 INVALID_NAME = "INVALID_NAME"
-#: The script has no SQL in it, only blanks or comments.
-EMPTY_STATEMENT = "EMPTY_STATEMENT"
-#: The script opens or ends transactions itself, which would break the history guarantee.
-TRANSACTION_CONTROL = "TRANSACTION_CONTROL"
 
 _QUERY_CANCELED = "57014"
 
@@ -95,10 +96,22 @@ _APPLIED_CHANGE = (
     "SELECT attempt, checksum, applied_at FROM conveyor.change_history WHERE task_id = $1"
 )
 _DATABASE_EXISTS = "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)"
+# pg_control_system() exists since PostgreSQL 9.6 and anyone may call it.
+_IDENTITY = """SELECT s.system_identifier, d.oid
+FROM pg_control_system() s, pg_database d
+WHERE d.datname = current_database()"""
+# Only the databases the instance's role may connect to: the others could never be targets.
 _SYNC_INSTANCE = """SELECT current_setting('server_version') AS server_version,
        current_setting('server_version_num')::int AS server_version_num,
-       ARRAY(SELECT datname::text FROM pg_database
-             WHERE NOT datistemplate AND datallowconn ORDER BY datname) AS databases"""
+       s.system_identifier,
+       coalesce(array_agg(d.datname::text ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS databases,
+       coalesce(array_agg(d.oid::bigint ORDER BY d.datname) FILTER (WHERE d.oid IS NOT NULL),
+                '{}') AS oids
+FROM pg_control_system() s
+LEFT JOIN pg_database d
+  ON NOT d.datistemplate AND d.datallowconn AND has_database_privilege(d.oid, 'CONNECT')
+GROUP BY s.system_identifier"""
 # Only a backend of ours: the pid may already belong to someone else's new session.
 _CANCEL_BACKEND = """SELECT coalesce(
     (SELECT pg_cancel_backend(pid) FROM pg_stat_activity
@@ -121,6 +134,8 @@ class Target:
     password: str = field(repr=False)
     #: None for an instance-level task: it connects to the maintenance database.
     database: str | None
+    #: Conveyor's own database: every connection that reaches it is closed unused.
+    conveyor_database: DatabaseIdentity
     connect_timeout: float = 10
     #: Where the host may be; checked after resolution, before each connection.
     networks: InstanceNetworks = UNRESTRICTED
@@ -163,162 +178,6 @@ class Outcome:
 
 
 # --- Reading scripts -------------------------------------------------------------------------
-
-# One lexeme of PostgreSQL's SQL, as far as splitting and classifying need: strings (standard,
-# E'' with backslash escapes), quoted identifiers, dollar quotes and comments are opaque.
-_LEXEME = re.compile(
-    r"""
-      (?P<space>\s+)
-    | (?P<line_comment>--[^\n]*)
-    | (?P<block_comment>/\*)
-    | (?P<dollar_quote>\$(?:[^\W\d]\w*)?\$)
-    | (?P<string>[eE]'(?:[^'\\]+|\\.|'')*'?|'(?:[^']+|'')*'?)
-    | (?P<quoted_identifier>"(?:[^"]+|"")*"?)
-    | (?P<word>[^\W\d][\w$]*)
-    | (?P<open>\()
-    | (?P<close>\))
-    | (?P<semicolon>;)
-    | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_COMMENT_DELIMITER = re.compile(r"/\*|\*/")
-
-
-def _lexemes(script: str) -> Iterator[tuple[str, int, int]]:
-    """(kind, start, end) of each lexeme of `script`."""
-    position = 0
-    while position < len(script):
-        match = _LEXEME.match(script, position)
-        assert match is not None  # `other` matches any character
-        kind, end = str(match.lastgroup), match.end()
-        if kind == "block_comment":
-            end = _block_comment_end(script, position)
-        elif kind == "dollar_quote":
-            closing = script.find(match.group(), end)
-            end = len(script) if closing < 0 else closing + len(match.group())
-        yield kind, position, end
-        position = end
-
-
-def _block_comment_end(script: str, start: int) -> int:
-    # Block comments nest in PostgreSQL.
-    depth = 0
-    for delimiter in _COMMENT_DELIMITER.finditer(script, start):
-        depth += 1 if delimiter.group() == "/*" else -1
-        if depth == 0:
-            return delimiter.end()
-    return len(script)
-
-
-@dataclass(frozen=True)
-class _Statement:
-    text: str
-    #: Its bare words outside parentheses, upper-cased: enough to tell what it is.
-    words: tuple[str, ...]
-
-    @property
-    def transactional(self) -> bool:
-        return not _runs_only_outside_transaction(self.words)
-
-    @property
-    def controls_transaction(self) -> bool:
-        first = self.words[0] if self.words else ""
-        if first == "ROLLBACK":
-            return "TO" not in self.words  # ROLLBACK TO SAVEPOINT stays inside the transaction
-        return first in {"BEGIN", "START", "COMMIT", "END", "ABORT"} or self.words[:2] == (
-            "PREPARE",
-            "TRANSACTION",
-        )
-
-
-# PostgreSQL refuses these inside a transaction block. ALTER TYPE ... ADD VALUE is not here on
-# purpose: it may run in one since PostgreSQL 12. Nor is REFRESH MATERIALIZED VIEW
-# CONCURRENTLY, which may too.
-_OUTSIDE_TRANSACTION = frozenset(
-    {
-        ("CREATE", "DATABASE"),
-        ("DROP", "DATABASE"),
-        ("CREATE", "TABLESPACE"),
-        ("DROP", "TABLESPACE"),
-        ("CREATE", "SUBSCRIPTION"),
-        ("DROP", "SUBSCRIPTION"),
-        ("ALTER", "SYSTEM"),
-        ("REINDEX", "SCHEMA"),
-        ("REINDEX", "DATABASE"),
-        ("REINDEX", "SYSTEM"),
-        ("DISCARD", "ALL"),
-    }
-)
-
-
-def _runs_only_outside_transaction(words: tuple[str, ...]) -> bool:
-    first, second = (*words, "", "")[:2]
-    if first == "VACUUM" or (first, second) in _OUTSIDE_TRANSACTION:
-        return True
-    if first in {"CREATE", "DROP", "REINDEX", "ALTER"} and "CONCURRENTLY" in words:
-        # CREATE/DROP INDEX, REINDEX, ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY.
-        return True
-    if first == "CLUSTER":
-        return words[1:] in {(), ("VERBOSE",)}  # CLUSTER of every clustered table
-    if (first, second) == ("ALTER", "DATABASE"):
-        return ("SET", "TABLESPACE") in itertools.pairwise(words)
-    return False
-
-
-def _defines_routine(words: list[str]) -> bool:
-    return words[:2] in (["CREATE", "FUNCTION"], ["CREATE", "PROCEDURE"]) or words[:4] in (
-        ["CREATE", "OR", "REPLACE", "FUNCTION"],
-        ["CREATE", "OR", "REPLACE", "PROCEDURE"],
-    )
-
-
-def _parse(script: str) -> list[_Statement]:
-    """The statements of `script`, split at semicolons the way psql splits a file."""
-    statements: list[_Statement] = []
-    start: int | None = None
-    end = 0
-    words: list[str] = []
-    parentheses = 0
-    # A SQL-standard routine body (BEGIN ATOMIC ... END) holds semicolons of its own; like
-    # psql, count BEGIN/CASE against END inside CREATE [OR REPLACE] FUNCTION/PROCEDURE.
-    blocks = 0
-    for kind, begin, finish in _lexemes(script):
-        if kind in {"space", "line_comment", "block_comment"}:
-            continue
-        if kind == "semicolon" and parentheses == 0 and blocks == 0:
-            if start is not None:
-                statements.append(_Statement(script[start:end], tuple(words)))
-            start, words = None, []
-            continue
-        if start is None:
-            start = begin
-        end = finish
-        if kind == "open":
-            parentheses += 1
-        elif kind == "close":
-            parentheses = max(parentheses - 1, 0)
-        elif kind == "word" and parentheses == 0:
-            word = script[begin:finish].upper()
-            words.append(word)
-            if _defines_routine(words):
-                if word == "BEGIN" or (word == "CASE" and blocks > 0):
-                    blocks += 1
-                elif word == "END" and blocks > 0:
-                    blocks -= 1
-    if start is not None:
-        statements.append(_Statement(script[start:end], tuple(words)))
-    return statements
-
-
-def split_statements(script: str) -> list[str]:
-    """The statements of `script`, without comments around them or their semicolons."""
-    return [statement.text for statement in _parse(script)]
-
-
-def is_transactional(statement: str) -> bool:
-    """False when any statement of the script cannot run inside a transaction block."""
-    return all(parsed.transactional for parsed in _parse(statement))
 
 
 def quote_identifier(name: str) -> str:
@@ -441,7 +300,7 @@ async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
 
 
 class _Refused(Exception):
-    """Conveyor's own rules keep it from connecting; nothing was sent to the host."""
+    """Conveyor's own rules keep it from using the connection; no change was sent."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -474,7 +333,7 @@ async def _connect(target: Target) -> _Connection:
             hosts = await checked_hosts(target.host, target.networks)
     except HostNotAllowed as error:
         raise _Refused(HOST_NOT_ALLOWED, str(error)) from None
-    return await asyncpg.connect(
+    connection: _Connection = await asyncpg.connect(
         host=hosts,
         port=target.port,
         user=target.user,
@@ -485,6 +344,18 @@ async def _connect(target: Target) -> _Connection:
         server_settings={"application_name": APPLICATION_NAME},
         **_asyncpg_options(options),
     )
+    # Asked of the server reached, not judged from the host and name: any route (another
+    # host name, a socket, a proxy, a renamed database) to Conveyor's own tables ends here.
+    try:
+        row = await connection.fetchrow(_IDENTITY, timeout=target.connect_timeout)
+    except BaseException:
+        connection.terminate()
+        raise
+    assert row is not None  # current_database() is always in pg_database
+    if is_conveyor_database(target.conveyor_database, DatabaseIdentity(*row)):
+        await _close(connection)
+        raise _Refused(CONVEYOR_DATABASE, CONVEYOR_DATABASE_REFUSAL)
+    return connection
 
 
 def _asyncpg_options(options: ConnectionOptions) -> dict[str, Any]:
@@ -548,20 +419,16 @@ async def execute(
         case TaskType.SCHEMA_UPDATE | TaskType.DATA_UPDATE:
             if change.statement is None:
                 raise ValueError(f"a {change.type} change needs a statement")
-            statements = _parse(change.statement)
-            run = _Run(transactional=all(parsed.transactional for parsed in statements))
-            if not statements:
-                return run.failed(EMPTY_STATEMENT, "the statement holds no SQL, only comments")
-            if any(parsed.controls_transaction for parsed in statements):
-                return run.failed(
-                    TRANSACTION_CONTROL,
-                    "the statement must not begin or end transactions (BEGIN, COMMIT, "
-                    "ROLLBACK...): Conveyor runs each change in a transaction of its own",
-                )
+            # A statement stored before a rule existed may still break it.
+            script = parse_script(change.statement)
+            run = _Run(transactional=script.transactional)
+            refusal = script.refusal
+            if refusal is not None:
+                return run.failed(refusal.rule, refusal.message)
             work = functools.partial(
                 _apply_change,
                 change=change,
-                statements=statements,
+                statements=script.statements,
                 checksum=_checksum(change.statement),
             )
         case TaskType.DATABASE_CREATE:
@@ -574,7 +441,7 @@ async def execute(
             work = functools.partial(_create_database, name=change.database_name)
         case TaskType.INSTANCE_SYNC:
             run = _Run(transactional=True)
-            work = _sync_instance
+            work = functools.partial(_sync_instance, conveyor_database=target.conveyor_database)
         case unknown:
             assert_never(unknown)
     run.on_log = on_log
@@ -632,7 +499,7 @@ async def _set_timeouts(connection: _Connection, run: _Run, change: Change, scop
 
 
 async def _run_statements(
-    connection: _Connection, run: _Run, statements: list[_Statement]
+    connection: _Connection, run: _Run, statements: Sequence[Statement]
 ) -> dict[str, Any]:
     status = ""
     for statement in statements:
@@ -645,7 +512,7 @@ async def _apply_change(
     run: _Run,
     *,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     try:
@@ -661,7 +528,7 @@ async def _apply_in_transaction(
     connection: _Connection,
     run: _Run,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     async with connection.transaction():
@@ -685,7 +552,7 @@ async def _apply_outside_transaction(
     connection: _Connection,
     run: _Run,
     change: Change,
-    statements: list[_Statement],
+    statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
     # Without a transaction to hold the history row, a session advisory lock keeps a second
@@ -731,11 +598,16 @@ async def _create_database(connection: _Connection, run: _Run, *, name: str) -> 
     return run.succeeded({"database": name}, created_database=name)
 
 
-async def _sync_instance(connection: _Connection, run: _Run) -> Outcome:
+async def _sync_instance(
+    connection: _Connection, run: _Run, *, conveyor_database: DatabaseIdentity
+) -> Outcome:
     run.note("statement", _SYNC_INSTANCE)
     row = await connection.fetchrow(_SYNC_INSTANCE)
     assert row is not None
-    databases: list[str] = list(row["databases"])
+    found = list(zip(row["databases"], row["oids"], strict=True))
+    databases = target_databases(conveyor_database, row["system_identifier"], found)
+    if len(databases) < len(found):
+        run.note("info", "Conveyor's own database is on this instance; it is not a target")
     return run.succeeded(
         {
             "serverVersion": row["server_version"],
@@ -744,6 +616,19 @@ async def _sync_instance(connection: _Connection, run: _Run) -> Outcome:
         },
         discovered_databases=databases,
     )
+
+
+async def conveyor_database_refusal(target: Target) -> str | None:
+    """Why the runner would refuse `target` as Conveyor's own database; None when it would
+    not, or when the target cannot be reached now (the runner asks again on each connection)."""
+    try:
+        connection = await _connect(target)
+    except _Refused as error:
+        return error.reason if error.code == CONVEYOR_DATABASE else None
+    except _CONNECT_ERRORS:
+        return None
+    await _close(connection)
+    return None
 
 
 # --- Recovery and cancel ---------------------------------------------------------------------
@@ -761,6 +646,12 @@ async def change_was_applied(target: Target, change: Change) -> bool:
     except asyncpg.InvalidCatalogNameError as error:
         if change.type.needs_database:
             return False  # its database is gone, and the change with it
+        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+    except _Refused as error:
+        if error.code == CONVEYOR_DATABASE:
+            # The runner sends no change there, so it applied none; asking again would only
+            # keep the task RUNNING for good.
+            return False
         raise TargetUnreachable(_unreachable(target, error)[1]) from error
     except _CONNECT_ERRORS as error:
         raise TargetUnreachable(_unreachable(target, error)[1]) from error

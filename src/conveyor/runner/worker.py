@@ -3,6 +3,11 @@
 Any number of workers may share one Conveyor database. Each holds a lease on the tasks it
 runs and renews it by heartbeat; a worker that finds another's lease expired settles that
 task from the target's own record of applied changes (see `db.claims.resolve_interrupted`).
+
+An outage of Conveyor's database stops no loop of the worker: claims, heartbeats, recovery and
+reports are retried with growing delays until the database is back, and the outage is logged
+once. A report that cannot be written is retried until it is (the heartbeat keeps the lease
+meanwhile); if the worker stops first, the lease expires and recovery settles the task.
 """
 
 import asyncio
@@ -18,8 +23,11 @@ from typing import Any
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask, RunResult
+from conveyor.db.outages import Outage, database_unavailable
+from conveyor.db.own_database import conveyor_database
+from conveyor.domain.statements import is_transactional
 from conveyor.domain.statuses import TaskRunStatus, TaskType
-from conveyor.domain.targets import InstanceNetworks
+from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
@@ -39,7 +47,7 @@ def safe_to_rerun(task_type: TaskType, statement: str | None) -> bool:
     # CREATE DATABASE is all-or-nothing and a sync only reads; a change is safe only when it
     # ran inside one transaction, which PostgreSQL rolled back with the dead connection.
     if task_type.needs_statement:
-        return targets.is_transactional(statement or "")
+        return is_transactional(statement or "")
     return True
 
 
@@ -50,14 +58,23 @@ class _Attempt:
     backend_pid: int | None = None
     canceled_by_person: bool = False
     interrupted_by_shutdown: bool = False
+    #: Set once the target finished: from then on only the report is left to do.
+    outcome: Outcome | None = None
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Worker:
-    def __init__(self, settings: Settings, cipher: PasswordCipher, listener: EventListener) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cipher: PasswordCipher,
+        listener: EventListener,
+        conveyor_database: DatabaseIdentity,
+    ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
         self._cipher = cipher
+        self._conveyor_database = conveyor_database
         # Parsed once: a mistyped network stops the worker at start, not at its first task.
         self._networks = InstanceNetworks.parse(settings.instance_networks)
         self._listener = listener
@@ -66,6 +83,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._outage = Outage(logger, self.id)
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
@@ -82,10 +100,16 @@ class Worker:
                 woken = wakeup.is_set()
                 wakeup.clear()
                 self._room.clear()
-                if woken:
-                    # The change that woke us may be a cancel request for a task we hold.
-                    await self._renew_leases()
-                await self._claim_while_room()
+                try:
+                    if woken:
+                        # The change that woke us may be a cancel request for a task we hold.
+                        await self._renew_leases()
+                    await self._claim_while_room()
+                except Exception as error:
+                    # A claim either committed, and its tasks run, or did not; one whose
+                    # commit was lost on the wire runs nowhere until recovery settles it.
+                    await self._pause(self._outage.failed(error))
+                    continue
                 await self._wait_for_work(wakeup)
             await self._drain()
         finally:
@@ -99,6 +123,10 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _wait_for_work(self, wakeup: asyncio.Event) -> None:
         waits = [
@@ -120,6 +148,7 @@ class Worker:
             if room <= 0:
                 return
             claimed = await claims.claim_tasks(self.id, self._lease, room, safe_to_rerun)
+            self._outage.succeeded()
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
                 self._attempts[task.task_id] = attempt
@@ -136,6 +165,7 @@ class Worker:
             user=claimed.username,
             password=self._cipher.decrypt(claimed.password_encrypted),
             database=claimed.target_database,
+            conveyor_database=self._conveyor_database,
             connect_timeout=self._settings.connect_timeout_seconds,
             networks=self._networks,
             options=claimed.connection_options,
@@ -159,7 +189,7 @@ class Worker:
             attempt.backend_pid = pid
 
         try:
-            outcome = await targets.execute(
+            attempt.outcome = await targets.execute(
                 attempt.target,
                 self._change_of(claimed),
                 on_backend_pid=remember_backend,
@@ -167,7 +197,7 @@ class Worker:
             )
             # The live lines reach subscribers before the status change that ends them.
             await self._task_logs.flush()
-            await self._report(attempt, outcome)
+            await self._report_until_recorded(attempt, attempt.outcome)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no
             # longer renewed, so once its lease expires recovery settles it.
@@ -180,6 +210,20 @@ class Worker:
         finally:
             self._attempts.pop(claimed.task_id, None)
             self._room.set()
+
+    async def _report_until_recorded(self, attempt: _Attempt, outcome: Outcome) -> None:
+        # Retrying is safe: a report whose commit was lost on the wire finds the task no
+        # longer held, and is dropped.
+        while True:
+            try:
+                await self._report(attempt, outcome)
+            except Exception as error:
+                if not database_unavailable(error):
+                    raise
+                await asyncio.sleep(self._outage.failed(error))
+            else:
+                self._outage.succeeded()
+                return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
         canceled = outcome.error_code == "CANCELED"
@@ -219,19 +263,23 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.lease_seconds / 3
+        delay = interval
         while True:
-            await asyncio.sleep(interval)
-            await self._renew_leases()
+            await asyncio.sleep(delay)
+            try:
+                await self._renew_leases()
+            except Exception as error:
+                # Sooner than the interval: leases run out while the database is away.
+                delay = min(interval, self._outage.failed(error))
+            else:
+                delay = interval
 
     async def _renew_leases(self) -> None:
         """Extend the leases held, and start aborting the tasks a person asked to cancel."""
         if not self._attempts:
             return
-        try:
-            cancel_requested = await claims.renew_leases(self.id, list(self._attempts), self._lease)
-        except Exception as error:
-            logger.warning("%s: heartbeat failed (%s)", self.id, type(error).__name__)
-            return
+        cancel_requested = await claims.renew_leases(self.id, list(self._attempts), self._lease)
+        self._outage.succeeded()
         for task_id in cancel_requested:
             attempt = self._attempts.get(task_id)
             if attempt is not None and not attempt.canceled_by_person:
@@ -253,12 +301,18 @@ class Worker:
             try:
                 await self.recover_expired()
             except Exception as error:
-                logger.warning("%s: recovery failed (%s)", self.id, type(error).__name__)
-            await asyncio.sleep(interval)
+                await asyncio.sleep(min(interval, self._outage.failed(error)))
+            else:
+                self._outage.succeeded()
+                await asyncio.sleep(interval)
 
     async def recover_expired(self) -> None:
         """Settle every task whose worker stopped renewing its lease."""
         for task_id in await claims.expired_task_ids():
+            if task_id in self._attempts:
+                # Our own lease ran out while the database was away; the attempt still runs
+                # here (or is reporting), and the heartbeat renews it.
+                continue
             claimed = await claims.interrupted_attempt(task_id)
             if claimed is None:
                 continue
@@ -289,7 +343,11 @@ class Worker:
         # A target that does not answer even a cancel: stop waiting, and hand the task back
         # (or to a person) rather than leave it RUNNING until its lease runs out.
         for attempt in list(self._attempts.values()):
-            if attempt.runner in pending:
+            if attempt.runner in pending and attempt.outcome is not None:
+                # The target finished; only the report (to an unreachable database) is left.
+                # Its lease expires and recovery settles it from the target's record.
+                attempt.runner.cancel()
+            elif attempt.runner in pending:
                 attempt.runner.cancel()
                 await claims.finish_task(
                     self.id,
@@ -319,7 +377,8 @@ async def running_worker(
     async with contextlib.AsyncExitStack() as stack:
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
-        worker = Worker(settings, cipher, listener)
+        # Learned once: the runner refuses every connection that reaches this database.
+        worker = Worker(settings, cipher, listener, await conveyor_database())
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker
