@@ -18,14 +18,13 @@ from typing import Protocol
 
 from conveyor.db.events import EventFilter
 from conveyor.db.models import Event
+from conveyor.db.outages import Outage
 
 logger = logging.getLogger(__name__)
 
 #: Events rendered together: they share one read of the rows they show. Small enough that
 #: the part of a batch's rendering done in one turn of the event loop stays a few ms.
 RENDER_BATCH_SIZE = 50
-#: How long a stream waits before rendering again after a failure (the database is away).
-RENDER_RETRY_SECONDS = 0.5
 #: Members served per turn of the event loop.
 DELIVERIES_PER_TURN = 256
 
@@ -66,6 +65,7 @@ class SharedStream:
         self._pending: deque[Event] = deque()
         self._arrived = asyncio.Event()
         self._last_enqueued = 0
+        self._outage = Outage(logger, "live updates' rendering")
         self._task = asyncio.create_task(self._run(), name="conveyor-shared-stream")
 
     def enqueue(self, event: Event) -> None:
@@ -90,12 +90,11 @@ class SharedStream:
                 try:
                     payloads = await self._render(batch)
                 except Exception as error:
-                    # The type only, as elsewhere. Nothing is skipped: the batch is rendered
-                    # again once the database answers.
-                    logger.warning("cannot render live updates (%s)", type(error).__name__)
+                    # Nothing is skipped: the batch is rendered again once the database answers.
                     self._pending.extendleft(reversed(batch))
-                    await asyncio.sleep(RENDER_RETRY_SECONDS)
+                    await asyncio.sleep(self._outage.failed(error))
                     continue
+                self._outage.succeeded()
                 for event, payload in zip(batch, payloads, strict=True):
                     await self._distribute(event.id, payload)
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from conveyor.db import events as event_log
+from conveyor.db.outages import Outage
 from conveyor.runner.targets import LogListener
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class TaskLogStream:
         self._due = asyncio.Event()
         # One batch at a time, so that a task's lines are written in the order they happened.
         self._writing = asyncio.Lock()
+        self._outage = Outage(logger, "task log stream")
 
     def listener(self, task_id: int) -> LogListener:
         """What `targets.execute` calls with each entry of `task_id`'s run."""
@@ -48,10 +50,11 @@ class TaskLogStream:
             try:
                 await event_log.record_task_logs(self._actor, batch)
             except Exception as error:
-                # The type only: entries hold SQL. The run's own log still has every line.
-                logger.warning(
-                    "could not stream %d task logs (%s)", len(batch), type(error).__name__
-                )
+                # Dropped, not retried: the run's own log keeps every line, and an outage is
+                # logged once however many batches it costs.
+                self._outage.failed(error)
+            else:
+                self._outage.succeeded()
 
     async def run(self) -> None:
         """Flush whenever entries are waiting, at most once per interval, until cancelled."""
