@@ -212,11 +212,12 @@ class Clients:
             CONNECT_WAIT_SECONDS,
         )
 
-    async def delivered(self, sequence: int) -> list[float]:
+    async def delivered(self, sequence: int, seconds: float = MESSAGE_WAIT_SECONDS) -> list[float]:
         """When `sequence` reached each subscriber."""
         await _until(
             lambda: len(self.arrivals.get(sequence, [])) == self.count,
             f"sequence {sequence} to reach every subscriber",
+            seconds,
         )
         return self.arrivals[sequence]
 
@@ -321,8 +322,9 @@ async def measure(
         await clients.ready()
         if burst_clients is not None:
             await burst_clients.ready()
-        # Every subscriber has caught up and is live once this reaches them all.
-        await clients.delivered((await change(main_task.id))[0])
+        # Every subscriber has caught up and is live once this reaches them all (the server
+        # may still be starting the last subscriptions when the clients have sent them).
+        await clients.delivered((await change(main_task.id))[0], CONNECT_WAIT_SECONDS)
         started = time.monotonic()
         server_cpu_before = sum(server.cpu_times()[:2])
         client_cpu_before = clients.cpu_seconds()
