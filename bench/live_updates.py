@@ -54,6 +54,8 @@ from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
 from conveyor.domain.statuses import ApprovalPolicy, Engine, EventKind, TaskType
 from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.own_database import OwnDatabaseCheck
+from conveyor.settings import Settings
 
 SELECTIONS = {
     # What a status badge needs.
@@ -353,6 +355,8 @@ async def measure(
 
 async def seed(key: str) -> dict[str, Task]:
     """Two pipelines of one MANUAL task each: the measured one and the burst's."""
+    cipher = PasswordCipher(key)
+    own_database = OwnDatabaseCheck(Settings.model_construct(), cipher)
     environment = await catalog.save_environment(
         BENCH,
         None,
@@ -371,10 +375,13 @@ async def seed(key: str) -> dict[str, Task]:
             password="",
             max_running_tasks=1,
         ),
-        PasswordCipher(key),
+        cipher,
         networks=UNRESTRICTED,
+        own_database=own_database,
     )
-    database = await catalog.register_database(BENCH, instance.id, "never_created")
+    database = await catalog.register_database(
+        BENCH, instance.id, "never_created", own_database=own_database
+    )
     seeded = {}
     for name in ("main", "burst"):
         # A MANUAL stage: the task only ever moves when the bench moves it.
