@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 #: Events rendered together: they share one read of the rows they show. Small enough that
 #: the part of a batch's rendering done in one turn of the event loop stays a few ms.
-RENDER_BATCH_SIZE = 50
+RENDER_BATCH_SIZE = 20
 #: Members served per turn of the event loop.
 DELIVERIES_PER_TURN = 256
 

@@ -33,7 +33,7 @@ from conveyor.graphql.websocket import TransportWSHandler
 logger = logging.getLogger(__name__)
 
 #: Messages one connection writes before it lets the others have the event loop.
-WRITES_PER_TURN = 16
+WRITES_PER_TURN = 8
 
 
 @dataclass
