@@ -735,3 +735,52 @@ async def test_subscribers_of_one_key_share_one_rendering_of_each_event(
         return not hub._streams
 
     await eventually(stream_closed, within=5, what="the stream to close with its last member")
+
+
+async def test_a_shared_stream_serves_thousands_of_subscribers_without_holding_the_loop(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    members = 5_000
+
+    async def render(events: list[Event]) -> list[str]:
+        return [str(event.id) for event in events]
+
+    delivered = 0
+
+    def deliver(sequence: int, payload: str) -> bool:
+        nonlocal delivered
+        # A socket write's worth of work (~20 µs): 5,000 of them take ~0.1 s in all.
+        deadline = time.perf_counter() + 20e-6
+        while time.perf_counter() < deadline:
+            pass
+        delivered += 1
+        return True
+
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(members):
+            subscription = await stack.enter_async_context(
+                hub.subscription(task_filter(pipeline), SYSTEM)
+            )
+            hub.share(subscription, Sharing(key="one", render=render, deliver=deliver))
+        longest_gap = 0.0
+
+        async def tick() -> None:
+            nonlocal longest_gap
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                longest_gap = max(longest_gap, now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        await write_events(pipeline, 1)
+
+        async def all_delivered() -> bool:
+            return delivered == members
+
+        await eventually(all_delivered, within=10, what="every subscriber to get the event")
+        ticker.cancel()
+
+    # Other work gets the loop between slices of the delivery, not after all of it.
+    assert longest_gap < 0.05, f"the loop was held for {longest_gap * 1000:.0f} ms"

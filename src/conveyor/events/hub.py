@@ -79,7 +79,8 @@ class HubSubscription:
         self.last_delivered = 0
         #: The shared stream the subscriber joined once live, if any.
         self.stream: SharedStream | None = None
-        self._sharing: Sharing | None = None
+        #: How the subscriber shares renderings once live (None: it is given events).
+        self.sharing: Sharing | None = None
 
     def offer(self, event: Event) -> bool:
         """Buffer `event`; False (and the buffer freed) when the subscriber is too far behind."""
@@ -109,13 +110,13 @@ class HubSubscription:
                 # The live buffer overflowed while the backlog was being sent; every event is
                 # in the table, so keep reading from it before going live again.
                 self._hub.rejoin(self)
-        self._sharing = sharing
+        self.sharing = sharing
         while True:
             yield await self._next_live()
 
     def deliver(self, sequence: int, payload: str) -> bool:
-        assert self._sharing is not None, "only a shared subscriber is given payloads"
-        return self._sharing.deliver(sequence, payload)
+        assert self.sharing is not None, "only a shared subscriber is given payloads"
+        return self.sharing.deliver(sequence, payload)
 
     async def _replay(self) -> AsyncGenerator[Event, None]:
         while True:
@@ -152,10 +153,10 @@ class HubSubscription:
                 if event.id > self.last_delivered:
                     self.last_delivered = event.id
                     return event
-            if self._sharing is not None and self.stream is None:
+            if self.sharing is not None and self.stream is None:
                 # Caught up with everything the hub has read: from here the shared stream
                 # delivers, from the next event on.
-                self._hub.share(self, self._sharing)
+                self._hub.share(self, self.sharing)
             self._arrived.clear()
             await self._arrived.wait()
 
@@ -238,6 +239,7 @@ class EventHub:
             )
         self._unshared.discard(subscription)
         stream.members.add(subscription)
+        subscription.sharing = sharing
         subscription.stream = stream
 
     def _forget(self, subscription: HubSubscription) -> None:
