@@ -251,6 +251,17 @@ UNCOVERED_FIELDS = {
     ("Instance", "connectionOptions"),
     ("WaitingReason", "stage"),
     ("WaitingReason", "blockingTask"),
+    # Added for live pages (issue 12) after the compiler was written; not compiled yet.
+    ("Task", "lastSequence"),
+    ("Stage", "lastSequence"),
+    ("Pipeline", "lastSequence"),
+    ("Event", "id"),
+    ("Event", "issueId"),
+    ("Event", "pipelineId"),
+    ("Event", "reason"),
+    ("Event", "task"),
+    ("Event", "stage"),
+    ("Event", "pipeline"),
 }
 MAX_DEPTH = 3
 
