@@ -297,14 +297,16 @@ def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
 
 def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
     """The rows a waiting reason of the pipeline's tasks may name: its stages (an earlier
-    stage), or the tasks that block one of its tasks and those running on its instances (the
-    ones scheduling_decision is given)."""
+    stage), or the tasks that block one of its tasks, those running on its instances, and its
+    pending tasks against a database (the decision may start one, which then holds the
+    database). A row named that is not among them sends the read to the resolvers."""
     if what == "stage":
         return f"{alias}.pipeline_id = {pipeline}"
     return (
         f"{alias}.id IN (SELECT d.blocked_by_id FROM task_dependency d JOIN task b "
         f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline}) OR ({alias}.status = 'RUNNING' "
-        f"AND {alias}.instance_id IN {_instances_sql(pipeline)})"
+        f"AND {alias}.instance_id IN {_instances_sql(pipeline)}) OR ({alias}.pipeline_id = "
+        f"{pipeline} AND {alias}.status = 'PENDING' AND {alias}.database_id IS NOT NULL)"
     )
 
 
