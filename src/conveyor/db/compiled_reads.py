@@ -302,11 +302,14 @@ def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
     database). A row named that is not among them sends the read to the resolvers."""
     if what == "stage":
         return f"{alias}.pipeline_id = {pipeline}"
+    # One set of ids from three indexed reads: an OR of the three conditions scans the table.
     return (
         f"{alias}.id IN (SELECT d.blocked_by_id FROM task_dependency d JOIN task b "
-        f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline}) OR ({alias}.status = 'RUNNING' "
-        f"AND {alias}.instance_id IN {_instances_sql(pipeline)}) OR ({alias}.pipeline_id = "
-        f"{pipeline} AND {alias}.status = 'PENDING' AND {alias}.database_id IS NOT NULL)"
+        f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline} "
+        f"UNION ALL SELECT r.id FROM task r WHERE r.status = 'RUNNING' "
+        f"AND r.instance_id IN {_instances_sql(pipeline)} "
+        f"UNION ALL SELECT p.id FROM task p WHERE p.pipeline_id = {pipeline} "
+        "AND p.status = 'PENDING' AND p.database_id IS NOT NULL)"
     )
 
 
