@@ -32,7 +32,12 @@ from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
-from conveyor.graphql.validation_cache import CachedValidation, ValidatedDocuments
+from conveyor.graphql.validation_cache import (
+    CachedParsing,
+    CachedValidation,
+    ParsedDocuments,
+    ValidatedDocuments,
+)
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
@@ -41,6 +46,8 @@ ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 PLAN_CACHE_SIZE = 256
 #: Document texts whose document-only validation is remembered, per schema.
 VALIDATED_DOCUMENTS = 256
+#: Parsed document texts remembered, per schema.
+PARSED_DOCUMENTS = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -122,7 +129,9 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    # One cache of validated documents for all the requests of this schema.
+    # One cache of parsed and one of validated documents for all the requests of this schema.
+    parsed = ParsedDocuments(PARSED_DOCUMENTS)
+    extensions.append(lambda: CachedParsing(parsed))
     documents = ValidatedDocuments(VALIDATED_DOCUMENTS)
     extensions.append(lambda: CachedValidation(documents))
     if settings.compiled_reads:
