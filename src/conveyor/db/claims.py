@@ -7,7 +7,7 @@ transaction-scoped advisory lock taken with *try*, so two workers never wait on 
 """
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,12 +19,11 @@ from tortoise.transactions import in_transaction
 from conveyor.db.models import Database, Instance, Pipeline, Task, TaskRun
 from conveyor.db.scheduling import decisions
 from conveyor.db.task_status import StatusChange, apply_changes, lock_task, now_utc
+from conveyor.domain.attempts import AttemptEnd, Outcome, recovery, safe_to_rerun
 from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
+from conveyor.domain.transitions import TaskAction
 
 logger = logging.getLogger(__name__)
-
-#: Whether a task's change runs inside one transaction; the runner knows how to tell.
-TransactionalCheck = Callable[[TaskType, str | None], bool]
 #: Who the runner's events name as their actor.
 RUNNER_ACTOR = "conveyor-runner"
 #: The advisory-lock namespace of "claiming a task on instance N" (key: namespace, N).
@@ -50,8 +49,6 @@ class ClaimedTask:
     connection_options: dict[str, str]
     #: The target database's name; None for instance-level tasks.
     target_database: str | None
-    #: Whether an interrupted attempt leaves nothing behind (see TaskRun.transactional).
-    safe_to_rerun: bool
 
 
 async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: int) -> list[int]:
@@ -70,9 +67,7 @@ async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: i
     return [row["pipeline_id"] for row in rows]
 
 
-async def claim_tasks(
-    worker: str, lease: timedelta, limit: int, transactional_of: TransactionalCheck
-) -> list[ClaimedTask]:
+async def claim_tasks(worker: str, lease: timedelta, limit: int) -> list[ClaimedTask]:
     """Claim up to `limit` tasks that scheduling allows to start now."""
     async with in_transaction() as connection:
         pipeline_ids = await _pipelines_with_startable_work(connection, limit=50)
@@ -81,9 +76,7 @@ async def claim_tasks(
         if len(claimed) >= limit:
             break
         try:
-            claimed += await _claim_in_pipeline(
-                pipeline_id, worker, lease, limit - len(claimed), transactional_of
-            )
+            claimed += await _claim_in_pipeline(pipeline_id, worker, lease, limit - len(claimed))
         except IntegrityError:
             # The one-running-task-per-database index caught a race the checks did not; the
             # whole claim rolled back, and the next round will see the winner.
@@ -96,7 +89,6 @@ async def _claim_in_pipeline(
     worker: str,
     lease: timedelta,
     limit: int,
-    transactional_of: TransactionalCheck,
 ) -> list[ClaimedTask]:
     # Several claims share one transaction: the decision is read once for all of them, and
     # every lock taken on the way is a SKIP LOCKED or a try-lock, so none of them can wait
@@ -124,9 +116,7 @@ async def _claim_in_pipeline(
             if task is None or task.status is not TaskStatus.PENDING:
                 continue
             if await _instance_has_room(connection, task):
-                claimed.append(
-                    await _start(connection, pipeline, task, worker, lease, transactional_of)
-                )
+                claimed.append(await _start(connection, pipeline, task, worker, lease))
     return claimed
 
 
@@ -157,7 +147,6 @@ async def _start(
     task: Task,
     worker: str,
     lease: timedelta,
-    transactional_of: TransactionalCheck,
 ) -> ClaimedTask:
     started_at = now_utc()
     attempt = await TaskRun.filter(task_id=task.id).using_db(connection).count() + 1
@@ -168,7 +157,6 @@ async def _start(
         status=TaskRunStatus.RUNNING,
         started_at=started_at,
         worker=worker,
-        transactional=transactional_of(task.type, task.statement),
     )
     await apply_changes(
         connection,
@@ -176,7 +164,7 @@ async def _start(
         [
             StatusChange(
                 task,
-                TaskStatus.RUNNING,
+                TaskAction.START,
                 {
                     "lease_owner": worker,
                     "lease_expires_at": started_at + lease,
@@ -211,7 +199,6 @@ async def _claimed(connection: BaseDBAsyncClient, task: Task, run: TaskRun) -> C
         password_encrypted=instance.password_encrypted,
         connection_options=dict(instance.connection_options),
         target_database=database.name if database is not None else None,
-        safe_to_rerun=bool(run.transactional),
     )
 
 
@@ -232,71 +219,44 @@ async def renew_leases(worker: str, task_ids: Iterable[int], lease: timedelta) -
     return {row["id"] for row in rows if row["cancel_requested"]}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """How an attempt ended, as the worker reports it."""
-
-    status: TaskRunStatus
-    error_code: str | None
-    error_message: str | None
-    result: dict[str, Any]
-    log: list[dict[str, Any]]
-    transactional: bool
-    created_database: str | None = None
-    discovered_databases: tuple[str, ...] | None = None
-
-
-_TASK_STATUS_OF_RUN = {
-    TaskRunStatus.DONE: TaskStatus.DONE,
-    TaskRunStatus.FAILED: TaskStatus.FAILED,
-    TaskRunStatus.CANCELED: TaskStatus.CANCELED,
-}
-
-
 async def finish_task(
-    worker: str, claimed: ClaimedTask, outcome: RunResult, *, release: bool = False
+    worker: str, claimed: ClaimedTask, end: AttemptEnd, outcome: Outcome | None = None
 ) -> bool:
-    """Record the attempt and move the task on; False if this worker no longer held it.
-
-    `release` hands a task the worker did not finish (it is stopping) back to the queue.
-    """
+    """Record the attempt and take its ending transition; False if this worker no longer
+    held the task. `outcome` is None when the target never answered."""
     async with in_transaction() as connection:
         pipeline, task = await lock_task(connection, claimed.task_id)
         if task.status is not TaskStatus.RUNNING or task.lease_owner != worker:
             logger.warning("task %s was taken from this worker; its result is dropped", task.id)
             return False
-        await (
-            TaskRun.filter(id=claimed.run_id)
-            .using_db(connection)
-            .update(
-                status=outcome.status,
-                ended_at=now_utc(),
-                error_code=outcome.error_code,
-                error_message=outcome.error_message,
-                result=outcome.result,
-                log=outcome.log,
-                transactional=outcome.transactional,
-            )
-        )
+        run_columns: dict[str, Any] = {
+            "status": end.run_status,
+            "ended_at": now_utc(),
+            "error_code": end.error_code,
+            "error_message": end.reason,
+        }
         columns: dict[str, Any] = {
             "lease_owner": None,
             "lease_expires_at": None,
             "cancel_requested_at": None,
-            "status_reason": outcome.error_message
-            if outcome.status is not TaskRunStatus.DONE
-            else None,
+            "status_reason": end.status_reason,
         }
-        if outcome.created_database is not None:
-            database = await _register_database(
-                connection, claimed.instance_id, outcome.created_database
-            )
-            columns["database_id"] = database.id
-        if outcome.discovered_databases is not None:
-            for name in outcome.discovered_databases:
+        if outcome is not None:
+            run_columns |= {
+                "result": outcome.result,
+                "log": outcome.log,
+                "transactional": outcome.transactional,
+            }
+            if outcome.created_database is not None:
+                database = await _register_database(
+                    connection, claimed.instance_id, outcome.created_database
+                )
+                columns["database_id"] = database.id
+            for name in outcome.discovered_databases or ():
                 await _register_database(connection, claimed.instance_id, name)
-        new_status = TaskStatus.PENDING if release else _TASK_STATUS_OF_RUN[outcome.status]
+        await TaskRun.filter(id=claimed.run_id).using_db(connection).update(**run_columns)
         await apply_changes(
-            connection, pipeline, [StatusChange(task, new_status, columns)], RUNNER_ACTOR
+            connection, pipeline, [StatusChange(task, end.action, columns)], RUNNER_ACTOR
         )
     return True
 
@@ -333,15 +293,9 @@ async def interrupted_attempt(task_id: int) -> ClaimedTask | None:
         return await _claimed(connection, task, run)
 
 
-async def resolve_interrupted(
-    claimed: ClaimedTask, *, applied: bool, transactional: bool
-) -> TaskStatus | None:
-    """Settle a task whose worker died, from whether the target shows its change applied.
-
-    Applied: DONE. Not applied and transactional: its transaction rolled back, so it is safe
-    to run again (PENDING). Not applied and not transactional: nobody knows how far it got;
-    FAILED, for a person to decide. None when the task was settled meanwhile.
-    """
+async def resolve_interrupted(claimed: ClaimedTask, *, applied: bool) -> TaskStatus | None:
+    """Settle a task whose worker died, from whether the target shows its change applied
+    (see domain.attempts.recovery); None when the task was settled meanwhile."""
     async with in_transaction() as connection:
         pipeline, task = await lock_task(connection, claimed.task_id)
         if (
@@ -350,35 +304,19 @@ async def resolve_interrupted(
             or (task.lease_expires_at >= now_utc())
         ):
             return None
-        if applied:
-            run_status, new_status, reason = TaskRunStatus.DONE, TaskStatus.DONE, None
-        elif task.cancel_requested_at is not None and transactional:
-            run_status, new_status, reason = (
-                TaskRunStatus.CANCELED,
-                TaskStatus.CANCELED,
-                "canceled while its worker stopped; the change was rolled back",
-            )
-        elif transactional:
-            run_status, new_status, reason = (
-                TaskRunStatus.FAILED,
-                TaskStatus.PENDING,
-                "its worker stopped; the change was rolled back and will run again",
-            )
-        else:
-            run_status, new_status, reason = (
-                TaskRunStatus.FAILED,
-                TaskStatus.FAILED,
-                "interrupted, outcome unknown: its worker stopped during a change that "
-                "runs outside a transaction",
-            )
+        end = recovery(
+            applied=applied,
+            transactional=safe_to_rerun(claimed.type, claimed.statement),
+            cancel_requested=task.cancel_requested_at is not None,
+        )
         await (
             TaskRun.filter(id=claimed.run_id)
             .using_db(connection)
             .update(
-                status=run_status,
+                status=end.run_status,
                 ended_at=now_utc(),
-                error_code=None if applied else "INTERRUPTED",
-                error_message=reason,
+                error_code=end.error_code,
+                error_message=end.reason,
             )
         )
         await apply_changes(
@@ -387,15 +325,15 @@ async def resolve_interrupted(
             [
                 StatusChange(
                     task,
-                    new_status,
+                    end.action,
                     {
                         "lease_owner": None,
                         "lease_expires_at": None,
                         "cancel_requested_at": None,
-                        "status_reason": reason if new_status is TaskStatus.FAILED else None,
+                        "status_reason": end.status_reason,
                     },
                 )
             ],
             RUNNER_ACTOR,
         )
-    return new_status
+    return task.status

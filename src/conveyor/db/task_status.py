@@ -1,4 +1,8 @@
-"""Every task status change goes through here: the row, its event, the pipeline's roll-up."""
+"""Every task status change goes through here: the row, its event, the pipeline's roll-up.
+
+`apply_changes` is the one writer of a task's status, and it writes only what the transition
+table (domain.transitions) allows: a change names an action, never a status.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,20 +15,25 @@ from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.domain.rollup import derive_pipeline_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
+    ApprovalPolicy,
     EventKind,
     PipelineStatus,
-    TaskStatus,
 )
+from conveyor.domain.transitions import TaskAction, next_status
 from conveyor.errors import conflict, not_found
 from conveyor.events.store import NewEvent, record_events
 
 
 @dataclass(frozen=True)
 class StatusChange:
+    """A transition of the table, taken on `task` (whose row is locked)."""
+
     task: Task
-    new_status: TaskStatus
+    action: TaskAction
     #: Other columns to set with the status, e.g. {"status_reason": "..."}.
     columns: dict[str, Any] = field(default_factory=dict)
+    #: The approval policy of the task's environment: needed by the actions leading to the gate.
+    policy: ApprovalPolicy | None = None
 
 
 def task_event(pipeline: Pipeline, task: Task, kind: EventKind, **fields: Any) -> NewEvent:
@@ -66,24 +75,30 @@ async def apply_changes(
     extra_events: Sequence[NewEvent] = (),
 ) -> None:
     """Save the changes, roll the pipeline up, and record every event, in the caller's
-    transaction (whose pipeline row must be locked)."""
+    transaction (whose pipeline row must be locked).
+
+    Raises TransitionRefused, before writing anything, if the table refuses one of them.
+    """
     events = list(extra_events)
-    for change in changes:
+    new_statuses = [
+        next_status(change.task.status, change.action, change.policy) for change in changes
+    ]
+    for change, new_status in zip(changes, new_statuses, strict=True):
         task = change.task
-        if change.new_status is not task.status:
+        if new_status is not task.status:
             events.append(
                 task_event(
                     pipeline,
                     task,
                     EventKind.TASK_STATUS_CHANGED,
                     old_status=task.status,
-                    new_status=change.new_status,
+                    new_status=new_status,
                     detail={"reason": change.columns["status_reason"]}
                     if change.columns.get("status_reason")
                     else None,
                 )
             )
-        task.status = change.new_status
+        task.status = new_status
         task.version += 1
         for column, value in change.columns.items():
             setattr(task, column, value)

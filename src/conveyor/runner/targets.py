@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, assert_never
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 
+from conveyor.domain.attempts import CANCELED, Outcome
 from conveyor.domain.statements import Statement, parse_script
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import (
@@ -57,8 +58,8 @@ INVALID_CONNECTION_OPTION = "INVALID_CONNECTION_OPTION"
 CONVEYOR_DATABASE = "CONVEYOR_DATABASE"
 #: The connection broke while the change ran; the history row tells whether it committed.
 CONNECTION_LOST = "CONNECTION_LOST"
-#: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
-CANCELED = "CANCELED"
+# CANCELED (domain.attempts): the statement was canceled on request (pg_cancel_backend); the
+# SQLSTATE is in the result.
 #: DATABASE_CREATE: a database of that name exists already.
 ALREADY_EXISTS = "ALREADY_EXISTS"
 #: Another attempt of the same non-transactional change is running on the target.
@@ -154,23 +155,6 @@ class Change:
     database_name: str | None
     lock_timeout_ms: int
     statement_timeout_ms: int
-
-
-@dataclass
-class Outcome:
-    succeeded: bool
-    #: The target's SQLSTATE when it has one, else one of the codes above.
-    error_code: str | None
-    #: For a person; never holds the password.
-    error_message: str | None
-    #: Whether the change ran inside one transaction (so an interruption left nothing behind).
-    transactional: bool
-    result: dict[str, Any]
-    #: In order: {"at", "kind": "statement" | "notice" | "info" | "error", "text", ...}.
-    log: list[dict[str, Any]]
-    created_database: str | None = None
-    #: INSTANCE_SYNC: the instance's databases, templates excluded.
-    discovered_databases: list[str] | None = None
 
 
 # --- Reading scripts -------------------------------------------------------------------------

@@ -22,15 +22,14 @@ from typing import Any
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
-from conveyor.db.claims import ClaimedTask, RunResult
+from conveyor.db.claims import ClaimedTask
 from conveyor.db.outages import Outage, database_unavailable
 from conveyor.db.own_database import conveyor_database
-from conveyor.domain.statements import is_transactional
-from conveyor.domain.statuses import TaskRunStatus, TaskType
+from conveyor.domain.attempts import Outcome, abandoned, ending
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
-from conveyor.runner.targets import Change, Outcome, Target
+from conveyor.runner.targets import Change, Target
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,16 +37,6 @@ logger = logging.getLogger(__name__)
 #: How long a target may take to acknowledge a cancel before the worker gives up waiting.
 CANCEL_WAIT_SECONDS = 10.0
 CANCEL_RETRY_SECONDS = 0.25
-SHUTDOWN_REASON = "interrupted: its worker was shutting down"
-
-
-def safe_to_rerun(task_type: TaskType, statement: str | None) -> bool:
-    """Whether an interrupted attempt left nothing behind, so running it again is safe."""
-    # CREATE DATABASE is all-or-nothing and a sync only reads; a change is safe only when it
-    # ran inside one transaction, which PostgreSQL rolled back with the dead connection.
-    if task_type.needs_statement:
-        return is_transactional(statement or "")
-    return True
 
 
 @dataclass
@@ -144,7 +133,7 @@ class Worker:
             room = self._settings.worker_concurrency - len(self._attempts)
             if room <= 0:
                 return
-            claimed = await claims.claim_tasks(self.id, self._lease, room, safe_to_rerun)
+            claimed = await claims.claim_tasks(self.id, self._lease, room)
             self._outage.succeeded()
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
@@ -218,35 +207,13 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        canceled = outcome.error_code == "CANCELED"
-        if outcome.succeeded:
-            status = TaskRunStatus.DONE
-        elif canceled and attempt.canceled_by_person:
-            status = TaskRunStatus.CANCELED
-        else:
-            status = TaskRunStatus.FAILED
-        release = canceled and attempt.interrupted_by_shutdown and not attempt.canceled_by_person
-        message = outcome.error_message
-        if release and not attempt.claimed.safe_to_rerun:
-            # Canceled half-way outside a transaction: a person must look, not a rerun.
-            release, message = False, SHUTDOWN_REASON
-        await claims.finish_task(
-            self.id,
-            attempt.claimed,
-            RunResult(
-                status=status,
-                error_code=outcome.error_code,
-                error_message=message,
-                result=outcome.result,
-                log=outcome.log,
-                transactional=outcome.transactional,
-                created_database=outcome.created_database,
-                discovered_databases=tuple(outcome.discovered_databases)
-                if outcome.discovered_databases is not None
-                else None,
-            ),
-            release=release,
+        end = ending(
+            outcome,
+            attempt.claimed.type,
+            canceled_by_person=attempt.canceled_by_person,
+            interrupted_by_shutdown=attempt.interrupted_by_shutdown,
         )
+        await claims.finish_task(self.id, attempt.claimed, end, outcome)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -314,9 +281,7 @@ class Worker:
             except targets.TargetUnreachable:
                 logger.warning("task %s: its target is unreachable; will retry", task_id)
                 continue
-            settled = await claims.resolve_interrupted(
-                claimed, applied=applied, transactional=claimed.safe_to_rerun
-            )
+            settled = await claims.resolve_interrupted(claimed, applied=applied)
             if settled is not None:
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
@@ -341,18 +306,9 @@ class Worker:
                 attempt.runner.cancel()
             elif attempt.runner in pending:
                 attempt.runner.cancel()
+                claimed = attempt.claimed
                 await claims.finish_task(
-                    self.id,
-                    attempt.claimed,
-                    RunResult(
-                        status=TaskRunStatus.FAILED,
-                        error_code="INTERRUPTED",
-                        error_message=SHUTDOWN_REASON,
-                        result={},
-                        log=[],
-                        transactional=attempt.claimed.safe_to_rerun,
-                    ),
-                    release=attempt.claimed.safe_to_rerun,
+                    self.id, claimed, abandoned(claimed.type, claimed.statement)
                 )
 
 
