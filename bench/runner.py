@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import BENCH, admin_fetch, percentile, server_url, with_database
+from common import BENCH, admin_fetch, none_is_ours, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -76,9 +76,11 @@ async def main() -> None:
                 ),
                 PasswordCipher(key),
                 networks=UNRESTRICTED,
+                own_database=none_is_ours,
             )
             databases = [
-                await catalog.register_database(BENCH, instance.id, name) for name in targets
+                await catalog.register_database(BENCH, instance.id, name, own_database=none_is_ours)
+                for name in targets
             ]
 
             def plan(title: str, count: int) -> IssuePlan:

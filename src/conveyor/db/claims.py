@@ -17,11 +17,12 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Pipeline, Task, TaskRun
-from conveyor.db.scheduling import decisions
+from conveyor.db.scheduling import decisions, occupancy
 from conveyor.db.task_status import StatusChange, apply_changes, lock_task, now_utc
 from conveyor.domain.attempts import AttemptEnd, Outcome, recovery, safe_to_rerun
-from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
-from conveyor.domain.transitions import TaskAction
+from conveyor.domain.scheduling import OCCUPYING_STATUSES, TaskState, capacity_reason
+from conveyor.domain.statuses import PipelineStatus, TaskRunStatus, TaskStatus, TaskType
+from conveyor.domain.transitions import TaskAction, statuses_allowing
 
 logger = logging.getLogger(__name__)
 #: Who the runner's events name as their actor.
@@ -56,13 +57,13 @@ async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: i
         """
         SELECT t.pipeline_id
         FROM task t JOIN pipeline p ON p.id = t.pipeline_id
-        WHERE t.status = 'PENDING' AND p.status = 'OPEN'
+        WHERE t.status = ANY($2::text[]) AND p.status = $3
           AND (t.not_before IS NULL OR t.not_before <= now())
         GROUP BY t.pipeline_id
         ORDER BY min(t.id)
         LIMIT $1
         """,
-        [limit],
+        [limit, sorted(statuses_allowing(TaskAction.START)), PipelineStatus.OPEN.value],
     )
     return [row["pipeline_id"] for row in rows]
 
@@ -113,7 +114,7 @@ async def _claim_in_pipeline(
                 .using_db(connection)
                 .first()
             )
-            if task is None or task.status is not TaskStatus.PENDING:
+            if task is None or task.status not in statuses_allowing(TaskAction.START):
                 continue
             if await _instance_has_room(connection, task):
                 claimed.append(await _start(connection, pipeline, task, worker, lease))
@@ -127,18 +128,13 @@ async def _instance_has_room(connection: BaseDBAsyncClient, task: Task) -> bool:
     )
     if not locked[0]["locked"]:
         return False
-    # Counted again under the lock: a claim that committed since the decision is seen now.
-    rows = await connection.execute_query_dict(
-        """
-        SELECT count(*) AS running,
-               count(*) FILTER (WHERE database_id = $2) AS on_database,
-               (SELECT max_running_tasks FROM instance WHERE id = $1) AS room
-        FROM task WHERE instance_id = $1 AND status = 'RUNNING'
-        """,
-        [task.instance_id, task.database_id],
+    # Read again under the lock, by the decision's own query and rule: a claim that committed
+    # since the decision is seen now.
+    cluster = await occupancy([task.instance_id], connection)
+    state = TaskState(
+        id=task.id, status=task.status, instance_id=task.instance_id, database_id=task.database_id
     )
-    row = rows[0]
-    return bool(row["running"] < row["room"] and row["on_database"] == 0)
+    return capacity_reason(state, cluster) is None
 
 
 async def _start(
@@ -211,10 +207,10 @@ async def renew_leases(worker: str, task_ids: Iterable[int], lease: timedelta) -
         rows = await connection.execute_query_dict(
             """
             UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
-            WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = 'RUNNING'
+            WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
             RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
             """,
-            [ids, worker, lease.total_seconds()],
+            [ids, worker, lease.total_seconds(), sorted(OCCUPYING_STATUSES)],
         )
     return {row["id"] for row in rows if row["cancel_requested"]}
 

@@ -130,6 +130,11 @@ def next_status(
     return target
 
 
+def statuses_allowing(action: TaskAction) -> frozenset[TaskStatus]:
+    """The statuses `action` may be taken from: what a query guarding a transition looks for."""
+    return frozenset(status for (status, allowed) in _TRANSITIONS if allowed is action)
+
+
 def available_actions(status: TaskStatus) -> frozenset[TaskAction]:
     """The actions a person may take on a task in `status`."""
     return frozenset(
