@@ -1,6 +1,10 @@
 """Runner benchmark: task throughput through one worker process, and commit → start latency.
 
-    python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8]
+    python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8] [--workers 1]
+        [--profile worker.txt]
+
+With --profile, py-spy (`pip install py-spy`) samples the first worker during the throughput
+run and writes collapsed stacks there (`--format raw`: one line per stack and its count).
 
 Uses the PostgreSQL server of CONVEYOR_BENCH_DATABASE_URL (default: this machine's, at
 postgresql://postgres@127.0.0.1:5432/postgres) both as Conveyor's database (a fresh one) and
@@ -40,6 +44,8 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--targets", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--profile", default=None)
     args = parser.parse_args()
     run_id = uuid.uuid4().hex[:8]
     conveyor_db = f"conveyor_bench_{run_id}"
@@ -48,7 +54,8 @@ async def main() -> None:
         await admin_fetch(f'CREATE DATABASE "{name}"')
     database_url = with_database(server_url(), conveyor_db)
     key = Fernet.generate_key().decode()
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
+    profiler = None
     try:
         await migrate_database(database_url)
         async with TortoiseContext() as context:
@@ -109,7 +116,10 @@ async def main() -> None:
                 "CONVEYOR_WORKER_CONCURRENCY": str(args.concurrency),
                 "CONVEYOR_LOG_LEVEL": "warning",
             }
-            worker = subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
+            workers = [
+                subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
+                for _ in range(args.workers)
+            ]
             await asyncio.sleep(2)
 
             latencies = []
@@ -127,6 +137,15 @@ async def main() -> None:
                 ).exists():
                     await asyncio.sleep(0.005)
 
+            if args.profile is not None:
+                profiler = subprocess.Popen(
+                    [
+                        *("py-spy", "record", "--format", "raw", "--rate", "200"),
+                        *("-o", args.profile, "-p", str(workers[0].pid)),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1)
             created = await issues.create_issue(BENCH, plan("throughput", args.tasks))
             started = time.perf_counter()
             while (
@@ -137,14 +156,21 @@ async def main() -> None:
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - started
     finally:
-        if worker is not None:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             worker.wait(timeout=30)
         for name in [conveyor_db, *targets]:
             await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print("| measure | value |\n|---|---|")
-    print(f"| tasks through one worker (concurrency {args.concurrency}) | {args.tasks} |")
+    print(
+        f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency} "
+        f"| {args.tasks} |"
+    )
     rate = args.tasks / elapsed
     print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
     print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
