@@ -2,9 +2,10 @@
 
     python bench/runner_wire_count.py [--statements]
 
-Seeds a fresh database with one instance and one trivial task, then calls the worker's own
-claim and finish (`db.claims`) through wire_count's counting proxy: statements, pool resets
-and round trips, as the worker sends them. The task is not run; its outcome is made up.
+Seeds a fresh database with one instance and one issue of trivial tasks on one database, then
+calls the worker's own claim and finish (`db.claims`) through wire_count's counting proxy:
+statements, pool resets and round trips, as the worker sends them. The tasks are not run;
+their outcome is made up.
 """
 
 import argparse
@@ -57,15 +58,14 @@ async def seed(count: int) -> None:
     database = await catalog.register_database(
         BENCH, instance.id, "postgres", own_database=none_is_ours
     )
-    for n in range(count):
-        task = TaskPlan(
-            type=TaskType.DATA_UPDATE,
-            instance_id=instance.id,
-            database_id=database.id,
-            statement="SELECT 1",
-        )
-        stage = StagePlan(environment_id=environment.id, tasks=(task,))
-        await issues.create_issue(BENCH, IssuePlan(title=f"wire {n}", stages=(stage,)))
+    task = TaskPlan(
+        type=TaskType.DATA_UPDATE,
+        instance_id=instance.id,
+        database_id=database.id,
+        statement="SELECT 1",
+    )
+    stage = StagePlan(environment_id=environment.id, tasks=(task,) * count)
+    await issues.create_issue(BENCH, IssuePlan(title="wire", stages=(stage,)))
 
 
 async def main() -> None:
@@ -86,7 +86,7 @@ async def main() -> None:
             proxied = urlunparse(address._replace(netloc=f"{user_info}@127.0.0.1:{port}"))
             async with TortoiseContext() as context:
                 await context.init(config=tortoise_config(proxied))
-                await seed(WARM_UP + 1)
+                await seed(WARM_UP + 2)
                 lease = timedelta(seconds=30)
                 done = Outcome(
                     succeeded=True, error_code=None, error_message=None, transactional=True
@@ -98,7 +98,7 @@ async def main() -> None:
                     interrupted_by_shutdown=False,
                 )
                 counted: list[tuple[WireCounts, WireCounts]] = []
-                for _ in range(WARM_UP + 1):
+                for _ in range(WARM_UP + 2):
                     await asyncio.sleep(0.3)
                     proxy.reset()
                     [claimed] = await claims.claim_tasks("wire-worker", lease, 1)
@@ -109,16 +109,21 @@ async def main() -> None:
                     counted.append((claim, proxy.reset()))
     finally:
         await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    claim, finish = counted[-1]
+    claim, finish = counted[-2]
+    last = counted[-1][1]
     print("| operation | SQL statements | of which pool resets | round trips | prepared (Parse) |")
     print("|---|---|---|---|---|")
-    for label, counts in (("claim one task", claim), ("finish one task", finish)):
+    for label, counts in (
+        ("claim one task", claim),
+        ("finish one task", finish),
+        ("finish the issue's last task (+ the pipeline's roll-up)", last),
+    ):
         print(
             f"| {label} | {counts.statements} | {counts.pool_resets} | {counts.round_trips} "
             f"| {counts.parses} |"
         )
     if args.statements:
-        for label, counts in (("claim", claim), ("finish", finish)):
+        for label, counts in (("claim", claim), ("finish", finish), ("last finish", last)):
             print(f"\n{label}:")
             for text in counts.texts:
                 print(f"- `{' '.join(text.split())[:200]}`")

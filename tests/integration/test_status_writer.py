@@ -7,6 +7,7 @@ action, never a status: a transition the table refuses is not written, whoever a
 
 import ast
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,17 @@ from tortoise.transactions import in_transaction
 
 import conveyor
 from conveyor.db.models import Event, Task
-from conveyor.db.task_status import StatusChange, apply_changes, lock_task
-from conveyor.domain.statuses import TaskStatus
+from conveyor.db.queries import RUNNER
+from conveyor.db.task_status import (
+    HeldTask,
+    StatusChange,
+    apply_changes,
+    end_attempt,
+    lock_task,
+    start_tasks,
+)
+from conveyor.domain.attempts import AttemptEnd
+from conveyor.domain.statuses import TaskRunStatus, TaskStatus
 from conveyor.domain.transitions import TaskAction, TransitionRefused
 from tests.api.support import create_catalog, create_issue, database_task, put_task_in
 from tests.conftest import GraphQLClient
@@ -65,8 +75,22 @@ def _writes_a_task_status(node: ast.AST) -> bool:
         )
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         sql = " ".join(node.value.lower().split())
-        return "update task set" in sql and " status =" in sql.split(" where ")[0]
+        return re.search(r"update task (\w+ )?set ((?!\bwhere\b).)*\bstatus =", sql) is not None
     return False
+
+
+def test_only_the_one_writer_runs_the_queries_that_write_a_status() -> None:
+    status_queries = {
+        name for name, sql in RUNNER.items() if _writes_a_task_status(ast.Constant(value=sql))
+    }
+    assert status_queries == {"start_tasks", "end_attempt"}
+    users = {
+        str(path.relative_to(SOURCE))
+        for path in SOURCE.rglob("*.py")
+        for name in status_queries
+        if f'RUNNER["{name}"]' in path.read_text()
+    }
+    assert users == {"db/task_status.py"}
 
 
 def test_no_module_writes_a_task_status_but_the_one_writer() -> None:
@@ -99,4 +123,28 @@ async def test_a_transition_the_table_refuses_is_not_written(
             await apply_changes(connection, pipeline, [StatusChange(task, action)], "tester")
 
     assert (await Task.get(id=task_id)).status is status
+    assert await Event.all().count() == events_before
+
+
+async def test_the_runners_hot_path_writes_only_what_the_table_allows(
+    graphql: GraphQLClient,
+) -> None:
+    catalog = await create_catalog(graphql)
+    issue = await create_issue(
+        graphql, catalog, {"dev": [database_task(catalog, "SCHEMA_UPDATE", statement="SELECT 1")]}
+    )
+    [task_id] = [issue.task_key(name) for name in issue.tasks]
+    await put_task_in(task_id, TaskStatus.DONE, lease_owner="w")
+    events_before = await Event.all().count()
+    succeed = AttemptEnd(TaskAction.SUCCEED, TaskRunStatus.DONE, None, None)
+
+    async with in_transaction() as connection:
+        with pytest.raises(TransitionRefused):
+            await start_tasks(connection, [(task_id, TaskStatus.DONE)], "w", timedelta(1), "t")
+        with pytest.raises(TransitionRefused):
+            await end_attempt(
+                connection, "w", HeldTask(task_id, 0, TaskStatus.DONE), succeed, None, "t"
+            )
+
+    assert (await Task.get(id=task_id)).status is TaskStatus.DONE
     assert await Event.all().count() == events_before
