@@ -57,6 +57,8 @@ class ClaimedTask:
     statement: str | None
     database_name: str | None
     instance_id: int
+    #: The instance's limit, which also bounds the worker's open sessions on it.
+    max_running_tasks: int
     host: str
     port: int
     username: str
@@ -144,6 +146,7 @@ def _claimed(row: Mapping[str, Any], status: TaskStatus) -> ClaimedTask:
         statement=row["statement"],
         database_name=row["database_name"],
         instance_id=row["instance_id"],
+        max_running_tasks=row["max_running_tasks"],
         host=row["host"],
         port=row["port"],
         username=row["username"],
@@ -238,6 +241,7 @@ async def interrupted_attempt(task_id: int) -> ClaimedTask | None:
         statement=task.statement,
         database_name=task.database_name,
         instance_id=instance.id,
+        max_running_tasks=instance.max_running_tasks,
         host=instance.host,
         port=instance.port,
         username=instance.username,

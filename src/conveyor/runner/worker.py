@@ -12,6 +12,7 @@ meanwhile); if the worker stops first, the lease expires and recovery settles th
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -29,6 +30,7 @@ from conveyor.domain.attempts import Outcome, abandoned, ending
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
+from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Change, Target
 from conveyor.settings import Settings
 
@@ -46,6 +48,8 @@ class _Attempt:
     backend_pid: int | None = None
     canceled_by_person: bool = False
     interrupted_by_shutdown: bool = False
+    #: A cancel went to the target: its session is not reused (it could hit the next task).
+    cancel_sent: bool = False
     #: Set once the target finished: from then on only the report is left to do.
     outcome: Outcome | None = None
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -72,6 +76,7 @@ class Worker:
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._outage = Outage(logger, self.id)
+        self._sessions = TargetSessions()
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -100,6 +105,7 @@ class Worker:
             await self._drain()
         finally:
             self._listener.unsubscribe(wakeup)
+            await self._sessions.close()
             for task in [*background, *self._background]:
                 task.cancel()
             for task in [*background, *self._background]:
@@ -176,7 +182,15 @@ class Worker:
 
         try:
             attempt.outcome = await targets.execute(
-                attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
+                attempt.target,
+                self._change_of(claimed),
+                on_backend_pid=remember_backend,
+                sessions=functools.partial(
+                    self._sessions.session,
+                    claimed.instance_id,
+                    claimed.max_running_tasks,
+                    reusable=lambda: not attempt.cancel_sent,
+                ),
             )
             await self._report_until_recorded(attempt, attempt.outcome)
         except Exception as error:
@@ -250,6 +264,7 @@ class Worker:
         # statements (or before the first) is repeated until the attempt is over.
         while attempt.runner is not None and not attempt.runner.done():
             if attempt.backend_pid is not None:
+                attempt.cancel_sent = True
                 await targets.cancel_backend(attempt.target, attempt.backend_pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(attempt.runner), CANCEL_RETRY_SECONDS)

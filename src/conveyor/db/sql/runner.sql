@@ -46,7 +46,7 @@ WITH wanted AS (
     INSERT INTO task_run (task_id, attempt, status, started_at, worker)
     SELECT s.id,
            coalesce((SELECT max(r.attempt) FROM task_run r WHERE r.task_id = s.id), 0) + 1,
-           $6, now(), $4
+           $6, clock_timestamp(), $4
     FROM started s
     RETURNING id, task_id, attempt
 ), ordered AS (
@@ -63,7 +63,8 @@ WITH wanted AS (
     SELECT pg_notify($10, max(id)::text) AS sent FROM events HAVING count(*) > 0
 )
 SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.database_name,
-       s.pipeline_id, s.instance_id, i.host, i.port, i.username, i.password_encrypted,
+       s.pipeline_id, s.instance_id, i.max_running_tasks, i.host, i.port, i.username,
+       i.password_encrypted,
        i.connection_options::text AS connection_options, d.name AS target_database,
        (SELECT count(*) FROM notified) AS notified
 FROM started s
