@@ -14,7 +14,6 @@ databases, so the numbers are the runner's own cost: claim, run, record, roll up
 
 import argparse
 import asyncio
-import os
 import signal
 import statistics
 import subprocess
@@ -22,20 +21,18 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import BENCH, admin_fetch, none_is_ours, percentile, server_url, with_database
-from conveyor.crypto import PasswordCipher
-from conveyor.db import catalog, issues
+from common import BENCH, admin_fetch, percentile, server_url, with_database
+from conveyor.db import issues
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Task, TaskRun
-from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
-from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus, TaskType
-from conveyor.domain.targets import UNRESTRICTED
+from conveyor.domain.plan import IssuePlan
+from conveyor.domain.statuses import TaskStatus
+from runner_catalog import runner_catalog, worker_env
 
 
 async def main() -> None:
@@ -60,62 +57,12 @@ async def main() -> None:
         await migrate_database(database_url)
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(database_url))
-            environment = await catalog.save_environment(
-                BENCH,
-                None,
-                catalog.EnvironmentChanges(
-                    name="bench", order=0, approval_policy=ApprovalPolicy.AUTOMATIC
-                ),
-            )
-            address = urlparse(server_url())
-            instance = await catalog.save_instance(
-                BENCH,
-                None,
-                catalog.InstanceChanges(
-                    name="bench",
-                    environment_id=environment.id,
-                    engine=Engine.POSTGRES,
-                    host=address.hostname or "127.0.0.1",
-                    port=address.port or 5432,
-                    username=address.username or "postgres",
-                    password=address.password or "",
-                    max_running_tasks=args.targets,
-                ),
-                PasswordCipher(key),
-                networks=UNRESTRICTED,
-                own_database=none_is_ours,
-            )
-            databases = [
-                await catalog.register_database(BENCH, instance.id, name, own_database=none_is_ours)
-                for name in targets
-            ]
+            seeded = await runner_catalog(key, targets, max_running=args.targets)
 
             def plan(title: str, count: int) -> IssuePlan:
-                return IssuePlan(
-                    title=title,
-                    stages=(
-                        StagePlan(
-                            environment_id=environment.id,
-                            tasks=tuple(
-                                TaskPlan(
-                                    type=TaskType.DATA_UPDATE,
-                                    instance_id=instance.id,
-                                    database_id=databases[n % len(databases)].id,
-                                    statement="SELECT 1",
-                                )
-                                for n in range(count)
-                            ),
-                        ),
-                    ),
-                )
+                return seeded.plan(title, ["SELECT 1"] * count)
 
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-                "CONVEYOR_DATABASE_URL": database_url,
-                "CONVEYOR_SECRET_KEY": key,
-                "CONVEYOR_WORKER_CONCURRENCY": str(args.concurrency),
-                "CONVEYOR_LOG_LEVEL": "warning",
-            }
+            env = worker_env(database_url, key, worker_concurrency=str(args.concurrency))
             workers = [
                 subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
                 for _ in range(args.workers)
