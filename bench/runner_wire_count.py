@@ -101,7 +101,7 @@ async def main() -> None:
                 for _ in range(WARM_UP + 2):
                     await asyncio.sleep(0.3)
                     proxy.reset()
-                    [claimed] = await claims.claim_tasks("wire-worker", lease, 1)
+                    [claimed] = (await claims.claim_tasks("wire-worker", lease, 1)).tasks
                     await asyncio.sleep(0.3)
                     claim = proxy.reset()
                     assert await claims.finish_task("wire-worker", claimed, end, done)

@@ -73,30 +73,43 @@ class ClaimedTask:
         return HeldTask(self.task_id, self.run_id, self.status)
 
 
-async def claim_tasks(worker: str, lease: timedelta, limit: int) -> list[ClaimedTask]:
+@dataclass(frozen=True)
+class Claims:
+    tasks: list[ClaimedTask]
+    #: Another worker held a pipeline or an instance this round skipped: what it held may
+    #: have work this round did not see, so the caller should look again soon.
+    contended: bool
+
+
+async def claim_tasks(worker: str, lease: timedelta, limit: int) -> Claims:
     """Claim up to `limit` tasks that scheduling allows to start now."""
     rows = await get_connection("default").execute_query_dict(
         RUNNER["pipelines_with_startable_work"],
         [50, sorted(_STARTABLE), PipelineStatus.OPEN.value],
     )
     claimed: list[ClaimedTask] = []
+    contended = False
     for row in rows:
         if len(claimed) >= limit:
             break
         try:
-            claimed += await _claim_in_pipeline(
+            tasks, skipped = await _claim_in_pipeline(
                 row["pipeline_id"], worker, lease, limit - len(claimed)
             )
         except IntegrityError:
             # The one-running-task-per-database index caught a race the checks did not; the
             # whole claim rolled back, and the next round will see the winner.
             logger.info("a claim in pipeline %s lost a race; trying later", row["pipeline_id"])
-    return claimed
+            tasks, skipped = [], True
+        claimed += tasks
+        contended = contended or skipped
+    return Claims(claimed, contended)
 
 
 async def _claim_in_pipeline(
     pipeline_id: int, worker: str, lease: timedelta, limit: int
-) -> list[ClaimedTask]:
+) -> tuple[list[ClaimedTask], bool]:
+    """The tasks started, and whether a lock held by another worker made this skip some."""
     # One transaction, every lock in it a SKIP LOCKED or a try-lock, so no claim waits on
     # another worker, let alone deadlocks: the pipeline, then the claim locks of the instances
     # its startable tasks run on; then the cluster's occupancy is read under those locks (a
@@ -107,7 +120,7 @@ async def _claim_in_pipeline(
             RUNNER["lock_pipeline_for_claim"], [pipeline_id, PipelineStatus.OPEN.value]
         )
         if not held:
-            return []
+            return [], True
         state = (await pipeline_states([pipeline_id], connection))[pipeline_id]
         tasks = {task.id: task for stage in state.stages for task in stage.tasks}
         wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
@@ -116,7 +129,7 @@ async def _claim_in_pipeline(
         )
         instances = set(locked[0]["locked"] or ())
         if not instances:
-            return []
+            return [], bool(wanted)
         cluster = await occupancy(instances_of([state]), connection)
         decision = decide(state, cluster, now_utc())
         chosen = [
@@ -126,7 +139,7 @@ async def _claim_in_pipeline(
         ][:limit]
         rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
     running = next_running_status()
-    return [_claimed(row, running) for row in rows]
+    return [_claimed(row, running) for row in rows], len(instances) < len(wanted)
 
 
 def next_running_status() -> TaskStatus:

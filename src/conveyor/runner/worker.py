@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: How long a target may take to acknowledge a cancel before the worker gives up waiting.
 CANCEL_WAIT_SECONDS = 10.0
 CANCEL_RETRY_SECONDS = 0.25
+#: How soon a worker claims again after a round that skipped another worker's locks.
+CONTENDED_RETRY_SECONDS = 0.02
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self._outage = Outage(logger, self.id)
         self._sessions = TargetSessions()
+        self._contended = False
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -127,10 +130,10 @@ class Worker:
             asyncio.create_task(self._room.wait()),
         ]
         # Notifications only wake the worker; the poll is the safety net for any it missed
-        # and for not-before times coming due.
-        await asyncio.wait(
-            waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
+        # and for not-before times coming due. A round that skipped what another worker held
+        # looks again soon: the notification of that work may have come while it was held.
+        timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
 
@@ -139,8 +142,10 @@ class Worker:
             room = self._settings.worker_concurrency - len(self._attempts)
             if room <= 0:
                 return
-            claimed = await claims.claim_tasks(self.id, self._lease, room)
+            round_ = await claims.claim_tasks(self.id, self._lease, room)
             self._outage.succeeded()
+            self._contended = round_.contended
+            claimed = round_.tasks
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
                 self._attempts[task.task_id] = attempt
