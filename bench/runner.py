@@ -1,7 +1,7 @@
 """Runner benchmark: task throughput through one worker process, and commit → start latency.
 
     python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8] [--workers 1]
-        [--profile worker.txt]
+        [--issues 1] [--targets 8] [--profile worker.txt]
 
 With --profile, py-spy (`pip install py-spy`) samples the first worker during the throughput
 run and writes collapsed stacks there (`--format raw`: one line per stack and its count).
@@ -42,6 +42,9 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--targets", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--issues", type=int, default=1, help="split the throughput run's tasks over this many"
+    )
     parser.add_argument("--profile", default=None)
     args = parser.parse_args()
     run_id = uuid.uuid4().hex[:8]
@@ -93,10 +96,13 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1)
-            created = await issues.create_issue(BENCH, plan("throughput", args.tasks))
             started = time.perf_counter()
+            created = [
+                await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
+                for n in range(args.issues)
+            ]
             while (
-                await Task.filter(pipeline__issue_id=created.id)
+                await Task.filter(pipeline__issue_id__in=[issue.id for issue in created])
                 .exclude(status=TaskStatus.DONE)
                 .exists()
             ):
@@ -115,8 +121,8 @@ async def main() -> None:
 
     print("| measure | value |\n|---|---|")
     print(
-        f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency} "
-        f"| {args.tasks} |"
+        f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency}, "
+        f"{args.issues} issue(s), {args.targets} target databases | {args.tasks} |"
     )
     rate = args.tasks / elapsed
     print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
