@@ -1,6 +1,8 @@
 """A worker's sessions on its targets: reused between attempts, never after a cancel, retired
-when the instance's connection settings change, and bounded by the instance's limit."""
+when the instance's connection settings change, bounded by the instance's limit, and closed
+when idle too long."""
 
+import asyncio
 import functools
 
 from conveyor.runner.sessions import TargetSessions
@@ -87,5 +89,18 @@ async def test_the_instances_limit_bounds_its_open_sessions(
             f"AND datname IN ({', '.join(repr(name) for name in databases)})",
         )
         assert rows[0]["open"] == 2
+    finally:
+        await sessions.close()
+
+
+async def test_a_session_idle_too_long_is_closed(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions(idle_seconds=0.2)
+    try:
+        first = await backend_of(sessions, target, 1)
+        await asyncio.sleep(0.3)
+        assert await backend_of(sessions, target, 2) != first
     finally:
         await sessions.close()
