@@ -15,6 +15,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from conveyor.graphql.authentication import RequireUsableToken
+from conveyor.graphql.compiled.extension import CompiledReads, PlanCache
 from conveyor.graphql.cost import DocumentLimits
 from conveyor.graphql.errors import (
     TOO_MANY_DIRECTIVES,
@@ -27,9 +28,15 @@ from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
+from conveyor.graphql.validation_cache import CachedValidation, ValidatedDocuments
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
+
+#: Compiled plans kept per schema (distinct documents and operations).
+PLAN_CACHE_SIZE = 256
+#: Document texts whose document-only validation is remembered, per schema.
+VALIDATED_DOCUMENTS = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -85,6 +92,14 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
+    # One cache of validated documents for all the requests of this schema.
+    documents = ValidatedDocuments(VALIDATED_DOCUMENTS)
+    extensions.append(lambda: CachedValidation(documents))
+    if settings.compiled_reads:
+        # Last, so that every check above has run when it answers; one plan cache for all
+        # the requests of this schema.
+        plans = PlanCache(PLAN_CACHE_SIZE)
+        extensions.append(lambda: CompiledReads(plans))
     return extensions
 
 
