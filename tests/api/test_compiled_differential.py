@@ -2,7 +2,7 @@
 included) and same errors, for generated documents over generated data, for every role."""
 
 import gc
-import importlib.util
+import importlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -251,6 +251,17 @@ UNCOVERED_FIELDS = {
     ("Instance", "connectionOptions"),
     ("WaitingReason", "stage"),
     ("WaitingReason", "blockingTask"),
+    # Added for live pages (issue 12) after the compiler was written; not compiled yet.
+    ("Task", "lastSequence"),
+    ("Stage", "lastSequence"),
+    ("Pipeline", "lastSequence"),
+    ("Event", "id"),
+    ("Event", "issueId"),
+    ("Event", "pipelineId"),
+    ("Event", "reason"),
+    ("Event", "task"),
+    ("Event", "stage"),
+    ("Event", "pipeline"),
 }
 MAX_DEPTH = 3
 
@@ -532,13 +543,11 @@ async def test_generated_documents_answer_alike(
 
 def bench_queries() -> ModuleType:
     """bench/tree_queries.py: the documents the read benchmark sends."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "tree_queries.py"
-    spec = importlib.util.spec_from_file_location("tree_queries", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    with pytest.MonkeyPatch.context() as patch:
+        # Its sibling modules (tree_seed) import as they do when a benchmark script runs.
+        patch.syspath_prepend(str(bench))
+        return importlib.import_module("tree_queries")
 
 
 #: What a pipeline page asks for.

@@ -3,6 +3,7 @@
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.models import (
     Database,
     Environment,
@@ -44,7 +45,6 @@ from conveyor.domain.transitions import (
     task_action_of_issue,
 )
 from conveyor.errors import ConveyorError, conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 async def _catalog_for(plan: IssuePlan) -> Catalog:

@@ -7,6 +7,7 @@ runner's hot path, one named statement each (sql/runner.sql), the table consulte
 """
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,11 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from conveyor.db.events import CHANNEL, EVENT_ORDER_LOCK_KEY, NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.db.queries import RUNNER
 from conveyor.domain.attempts import AttemptEnd, Outcome
-from conveyor.domain.rollup import derive_pipeline_status
+from conveyor.domain.rollup import derive_pipeline_status, derive_stage_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
     ApprovalPolicy,
@@ -28,7 +30,6 @@ from conveyor.domain.statuses import (
 )
 from conveyor.domain.transitions import TaskAction, next_status
 from conveyor.errors import conflict, not_found
-from conveyor.events.store import CHANNEL, EVENT_ORDER_LOCK_KEY, NewEvent, record_events
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ async def apply_changes(
     Raises TransitionRefused, before writing anything, if the table refuses one of them.
     """
     events = list(extra_events)
+    statuses_before = {change.task.id: change.task.status for change in changes}
+    stage_ids = {change.task.stage_id for change in changes}
     new_statuses = [
         next_status(change.task.status, change.action, change.policy) for change in changes
     ]
@@ -113,6 +116,7 @@ async def apply_changes(
             using_db=connection,
             update_fields=["status", "version", "updated_at", *change.columns],
         )
+    events.extend(await _stage_events(connection, pipeline, stage_ids, statuses_before))
     if changes and pipeline.status is PipelineStatus.OPEN:
         # One unfinished task is enough to keep the pipeline open; no need to read them all.
         unfinished = (
@@ -127,6 +131,43 @@ async def apply_changes(
             # The issue becomes DONE in the same transaction as its last task.
             events.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, events)
+
+
+async def _stage_events(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    stage_ids: set[int],
+    statuses_before: dict[int, TaskStatus],
+) -> list[NewEvent]:
+    """A STAGE_STATUS_CHANGED event for each of `stage_ids` whose derived status the saved
+    changes moved (`statuses_before`: the changed tasks' statuses before them)."""
+    if not stage_ids:
+        return []
+    rows = (
+        await Task.filter(stage_id__in=stage_ids)
+        .using_db(connection)
+        .values_list("id", "stage_id", "status")
+    )
+    after: dict[int, list[TaskStatus]] = defaultdict(list)
+    before: dict[int, list[TaskStatus]] = defaultdict(list)
+    for task_id, stage_id, status in rows:
+        after[stage_id].append(status)
+        before[stage_id].append(statuses_before.get(task_id, status))
+    events = []
+    for stage_id in sorted(after):
+        old, new = derive_stage_status(before[stage_id]), derive_stage_status(after[stage_id])
+        if old is not new:
+            events.append(
+                NewEvent(
+                    EventKind.STAGE_STATUS_CHANGED,
+                    issue_id=pipeline.issue_id,
+                    pipeline_id=pipeline.id,
+                    stage_id=stage_id,
+                    old_status=old,
+                    new_status=new,
+                )
+            )
+    return events
 
 
 async def lock_task(
@@ -177,7 +218,7 @@ async def start_tasks(
         return []
     new_statuses = {next_status(status, TaskAction.START) for _, status in tasks}
     [running] = new_statuses  # START leads to one status, whatever it is taken from
-    return await connection.execute_query_dict(
+    rows = await connection.execute_query_dict(
         RUNNER["start_tasks"],
         [
             [task_id for task_id, _ in tasks],
@@ -192,6 +233,16 @@ async def start_tasks(
             CHANNEL,
         ],
     )
+    if rows:
+        pipeline = Pipeline(id=rows[0]["pipeline_id"], issue_id=rows[0]["issue_id"])
+        stage_events = await _stage_events(
+            connection,
+            pipeline,
+            {row["stage_id"] for row in rows},
+            {row["task_id"]: TaskStatus(row["old_status"]) for row in rows},
+        )
+        await record_events(connection, actor, stage_events)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -245,6 +296,11 @@ async def end_attempt(
     )
     if not rows:
         return False
+    held_pipeline = Pipeline(id=pipelines[0]["id"], issue_id=pipelines[0]["issue_id"])
+    stage_events = await _stage_events(
+        connection, held_pipeline, {rows[0]["stage_id"]}, {held.task_id: held.status}
+    )
+    await record_events(connection, actor, stage_events)
     pipeline_status = PipelineStatus(pipelines[0]["status"])
     others = [TaskStatus(status) for status in rows[0]["unfinished"]]
     rolled_up = derive_pipeline_status(pipeline_status, [new_status, *others])

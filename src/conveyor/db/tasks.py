@@ -6,6 +6,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from conveyor.db.events import record_events
 from conveyor.db.models import Environment, Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
@@ -28,7 +29,6 @@ from conveyor.domain.task_actions import (
 )
 from conveyor.domain.transitions import TaskAction
 from conveyor.errors import ConveyorError, FieldPath, not_found
-from conveyor.events.store import record_events
 
 
 @dataclass(frozen=True)

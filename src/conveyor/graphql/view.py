@@ -35,6 +35,7 @@ from conveyor.graphql.errors import (
     failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.live_socket import LiveSocketHandler
 from conveyor.graphql.media_types import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -45,7 +46,6 @@ from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
 from conveyor.graphql.websocket import (
     ConnectionRefused,
     LegacyWSHandler,
-    TransportWSHandler,
     WebSocketAdapter,
 )
 from conveyor.settings import Settings
@@ -147,7 +147,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
     websocket_adapter_class = WebSocketAdapter
-    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_transport_ws_handler_class = LiveSocketHandler
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(

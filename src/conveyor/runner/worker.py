@@ -32,6 +32,7 @@ from conveyor.events.listener import EventListener, running_listener
 from conveyor.runner import targets
 from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Change, Target
+from conveyor.runner.task_log import TaskLogStream
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Worker:
         self._outage = Outage(logger, self.id)
         self._sessions = TargetSessions()
         self._contended = False
+        self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -88,6 +90,7 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
+            asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
         try:
             while not self._stopping.is_set():
@@ -196,7 +199,10 @@ class Worker:
                     claimed.max_running_tasks,
                     reusable=lambda: not attempt.cancel_sent,
                 ),
+                on_log=self._task_logs.listener(claimed.task_id),
             )
+            # The live lines reach subscribers before the status change that ends them.
+            await self._task_logs.flush()
             await self._report_until_recorded(attempt, attempt.outcome)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no

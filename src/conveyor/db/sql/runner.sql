@@ -50,7 +50,7 @@ WITH wanted AS (
     FROM started s
     RETURNING id, task_id, attempt
 ), ordered AS (
-    -- Held before a sequence number is drawn, as events.store.record_events explains.
+    -- Held before a sequence number is drawn, as db.events.record_events explains.
     SELECT pg_advisory_xact_lock($7) AS held
 ), events AS (
     INSERT INTO event (created_at, kind, actor, issue_id, pipeline_id, stage_id, task_id,
@@ -66,6 +66,7 @@ SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.databa
        s.pipeline_id, s.instance_id, i.max_running_tasks, i.host, i.port, i.username,
        i.password_encrypted,
        i.connection_options::text AS connection_options, d.name AS target_database,
+       s.stage_id, s.old_status, (SELECT issue_id FROM pipeline WHERE id = s.pipeline_id) AS issue_id,
        (SELECT count(*) FROM notified) AS notified
 FROM started s
 JOIN runs r ON r.task_id = s.id
@@ -114,7 +115,7 @@ WITH ended AS (
 ), notified AS (
     SELECT pg_notify($18, max(id)::text) AS sent FROM events HAVING count(*) > 0
 )
-SELECT e.id,
+SELECT e.id, e.stage_id,
        (SELECT count(*) FROM run) AS runs,
        (SELECT count(*) FROM notified) AS notified,
        ARRAY(
