@@ -18,10 +18,9 @@ from typing import Any
 
 from tortoise.connection import get_connection
 
-from conveyor.db import models
-from conveyor.db.tasks import TaskAccess, actions_for
 from conveyor.domain.permissions import ApprovalRules, Principal
 from conveyor.domain.scheduling import (
+    OCCUPYING_STATUSES,
     Occupancy,
     PipelineState,
     SchedulingDecision,
@@ -30,6 +29,7 @@ from conveyor.domain.scheduling import (
     decide,
 )
 from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.domain.transitions import TaskAction
 
 #: The hidden keys: facts for the rules, removed before the response leaves.
@@ -270,6 +270,11 @@ def _pipeline_id_sql(model: str, alias: str) -> str:
             return f"{alias}.pipeline_id"
 
 
+# The statuses that occupy a database and an instance slot, as the domain defines them (and
+# db.scheduling.occupancy reads them): literals of the enum's values, never a client's text.
+_OCCUPYING = ", ".join(f"'{status.value}'" for status in sorted(OCCUPYING_STATUSES))
+
+
 def _instances_sql(pipeline: str) -> str:
     return f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
 
@@ -289,7 +294,7 @@ def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
           FROM task t WHERE t.stage_id = s.id)) ORDER BY s.position), '[]'::json)
        FROM stage s WHERE s.pipeline_id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
-       FROM task r WHERE r.status = 'RUNNING' AND r.instance_id IN {instances}),
+       FROM task r WHERE r.status IN ({_OCCUPYING}) AND r.instance_id IN {instances}),
       (SELECT coalesce(json_agg(json_build_array(i.id, i.max_running_tasks)), '[]'::json)
        FROM instance i WHERE i.id IN {instances}){"".join(f", {each}" for each in waiting_objects)}
     )"""
@@ -306,10 +311,10 @@ def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
     return (
         f"{alias}.id IN (SELECT d.blocked_by_id FROM task_dependency d JOIN task b "
         f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline} "
-        f"UNION ALL SELECT r.id FROM task r WHERE r.status = 'RUNNING' "
+        f"UNION ALL SELECT r.id FROM task r WHERE r.status IN ({_OCCUPYING}) "
         f"AND r.instance_id IN {_instances_sql(pipeline)} "
         f"UNION ALL SELECT p.id FROM task p WHERE p.pipeline_id = {pipeline} "
-        "AND p.status = 'PENDING' AND p.database_id IS NOT NULL)"
+        f"AND p.status = '{TaskStatus.PENDING.value}' AND p.database_id IS NOT NULL)"
     )
 
 
@@ -685,17 +690,18 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
 
 
 def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAction]:
-    """What db.tasks.actions_for offers `principal` on a task, from the facts
+    """What domain.task_actions.actions_for offers `principal` on a task, from the facts
     _access_facts_sql read (the task's row in part: what actions_for looks at)."""
     task_type, status, not_before, cancel_requested_at, about = facts
     pipeline_status, creator, developers_may_approve, creator_may_approve = about
-    task = models.Task(
-        type=TaskType(task_type),
+    task = TaskFacts(
         status=TaskStatus(status),
-        not_before=_timestamp(not_before),
-        cancel_requested_at=_timestamp(cancel_requested_at),
+        type=TaskType(task_type),
+        pipeline_status=PipelineStatus(pipeline_status),
+        cancel_requested=cancel_requested_at is not None,
+        has_not_before=not_before is not None,
     )
     rules = ApprovalRules(
         developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
     )
-    return actions_for(task, PipelineStatus(pipeline_status), TaskAccess(principal, creator, rules))
+    return actions_for(task, TaskAccess(principal, creator, rules))

@@ -15,7 +15,7 @@ from conveyor.domain.statuses import EventKind
 #: The channel that carries the newest sequence number to every listening process.
 CHANNEL = "conveyor_events"
 #: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
-_EVENT_ORDER_LOCK_KEY = 7_437_812_001
+EVENT_ORDER_LOCK_KEY = 7_437_812_001
 
 
 #: Where the sequences written in the current context are noted (see `noting_sequences`).
@@ -55,7 +55,7 @@ async def record_events(
     # A subscriber resumes "after sequence N": a row that committed later with a smaller
     # number would be missed for good. Serialising event writers until commit makes the
     # sequence order the commit order.
-    await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [_EVENT_ORDER_LOCK_KEY])
+    await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [EVENT_ORDER_LOCK_KEY])
     sequence_numbers = []
     for event in events:
         row = await Event.create(

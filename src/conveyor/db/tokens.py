@@ -12,10 +12,9 @@ from tortoise.connection import get_connection
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from conveyor.db.access import require
 from conveyor.db.models import ApiToken
 from conveyor.db.task_status import now_utc
-from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role
+from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role, require
 from conveyor.domain.plan import TITLE_MAX_LENGTH, check_length, check_name
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
 

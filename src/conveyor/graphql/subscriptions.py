@@ -10,9 +10,8 @@ from tortoise.models import Model
 
 from conveyor.db import events as event_log
 from conveyor.db import models, reads
-from conveyor.db.access import require
 from conveyor.db.events import EventFilter
-from conveyor.domain.permissions import Operation
+from conveyor.domain.permissions import Operation, require
 from conveyor.domain.statuses import EventKind
 from conveyor.errors import invalid_input, not_found
 from conveyor.events.hub import EventHub, HubSubscription

@@ -5,7 +5,8 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
-from conveyor.db.tasks import TaskAccess, actions_for, approval_rules
+from conveyor.domain.permissions import ApprovalRules
+from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.graphql.context import Info
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.enums import TaskAction, TaskStatus, TaskType
@@ -126,8 +127,8 @@ class Task(LoadedNode):
         environment = await loaders.environment.load(stage.environment_id)
         assert issue is not None, "every pipeline has an issue"
         assert environment is not None, "every stage has an environment"
-        access = TaskAccess(info.context.acting, issue.creator, approval_rules(environment))
-        return actions_for(self.row, pipeline.status, access)
+        access = TaskAccess(info.context.acting, issue.creator, ApprovalRules.of(environment))
+        return actions_for(TaskFacts.of(self.row, pipeline.status), access)
 
     @classmethod
     def from_row(cls, row: models.Task) -> Self:
