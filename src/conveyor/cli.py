@@ -5,12 +5,13 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 from strawberry import relay
 from strawberry.relay import GlobalIDValueError
 from tortoise.context import TortoiseContext
@@ -22,7 +23,10 @@ from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.errors import ConveyorError
+from conveyor.events.listener import running_listener
 from conveyor.graphql.types.node import parse_node_id
+from conveyor.operations.endpoints import OperationsEndpoints, Readiness
+from conveyor.operations.metrics import Metrics
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 
@@ -133,10 +137,54 @@ async def work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
+    metrics = Metrics()
+    readiness = Readiness()
     async with database_url(settings) as url, TortoiseContext() as context:
         await context.init(config=tortoise_config(url, pool_max_size=settings.db_pool_max_size))
-        async with running_worker(settings, password_cipher(settings), url):
+        # The server outlives the worker: while it drains, /readyz says so.
+        async with (
+            operations_server(settings, OperationsEndpoints(settings, metrics, readiness)),
+            running_listener(url) as listener,
+            running_worker(settings, password_cipher(settings), url, listener, metrics) as worker,
+        ):
+            readiness.listener, readiness.worker = listener, worker
+            metrics.watch_worker(worker)
             await stop.wait()
+            readiness.draining = True
+
+
+class _ServerBesideWork(uvicorn.Server):
+    """A uvicorn server inside a process that handles its own signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def operations_server(
+    settings: Settings, endpoints: OperationsEndpoints
+) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics on `metrics_port`, if set, for the life of the context."""
+    if settings.metrics_port is None:
+        yield
+        return
+    config = uvicorn.Config(
+        Starlette(routes=endpoints.routes()),
+        host=settings.host,
+        port=settings.metrics_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+    )
+    server = _ServerBesideWork(config)
+    serving = asyncio.create_task(server.serve(), name="conveyor-operations-server")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
 
 
 class AccessLogWithoutQueries(logging.Filter):

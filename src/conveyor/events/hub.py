@@ -165,10 +165,19 @@ class EventHub:
         self._tasks: list[asyncio.Task[None]] = []
         #: Every event up to this sequence has been handed to the subscriptions.
         self.last_read = 0
+        #: Counts since start, for the process's metrics.
+        self.events_read = 0
+        self.events_handed_out = 0
+        self.slow_subscribers_closed = 0
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def lag(self) -> int:
+        """The newest sequence heard of minus the last one handed out."""
+        return max(0, self._listener.latest_sequence - self.last_read)
 
     async def start(self) -> None:
         # Subscribers only ever want what happens from now on, or a replay from the table.
@@ -232,6 +241,7 @@ class EventHub:
             for row in rows:
                 self._fan_out(row)
                 self.last_read = row.id
+            self.events_read += len(rows)
             if len(rows) < READ_BATCH_SIZE:
                 return
 
@@ -262,13 +272,12 @@ class EventHub:
                 subscription.end(_token_unusable())
 
     def _fan_out(self, event: Event) -> None:
-        too_slow = [
-            subscription
-            for subscription in self._subscriptions
-            if subscription.event_filter.matches(event) and not subscription.offer(event)
-        ]
+        matching = [s for s in self._subscriptions if s.event_filter.matches(event)]
+        too_slow = [subscription for subscription in matching if not subscription.offer(event)]
+        self.events_handed_out += len(matching) - len(too_slow)
         for subscription in too_slow:
             self._subscriptions.discard(subscription)
+            self.slow_subscribers_closed += 1
             logger.info("closed a subscriber that fell %d events behind", self._subscriber_buffer)
 
 

@@ -27,6 +27,7 @@ from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
+from conveyor.operations.requests import RecordOperation
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
@@ -77,6 +78,7 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     extensions: list[ExtensionFactory] = [
         lambda: ConveyorErrors(settings),
+        RecordOperation,
         RequireUsableToken,
         RequestRules,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),

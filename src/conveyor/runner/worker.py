@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from conveyor.domain.statements import is_transactional
 from conveyor.domain.statuses import TaskRunStatus, TaskType
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
+from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
 from conveyor.settings import Settings
@@ -69,6 +71,7 @@ class Worker:
         cipher: PasswordCipher,
         listener: EventListener,
         conveyor_database: DatabaseIdentity,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
@@ -83,11 +86,15 @@ class Worker:
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._outage = Outage(logger, self.id)
+        self._running = False
+        #: The process's metrics; the worker's own when it has none.
+        self.metrics = metrics if metrics is not None else Metrics()
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
+        self._running = True
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
@@ -110,6 +117,7 @@ class Worker:
                 await self._wait_for_work(wakeup)
             await self._drain()
         finally:
+            self._running = False
             self._listener.unsubscribe(wakeup)
             for task in [*background, *self._background]:
                 task.cancel()
@@ -120,6 +128,17 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def claiming(self) -> bool:
+        """Whether the worker looks for work: its loop runs, it is not stopping, and its last
+        try at Conveyor's database succeeded."""
+        return self._running and not self._stopping.is_set() and not self._outage.ongoing
+
+    @property
+    def running_count(self) -> int:
+        """Tasks running (each on a connection to its target) or reporting."""
+        return len(self._attempts)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -146,6 +165,7 @@ class Worker:
                 return
             claimed = await claims.claim_tasks(self.id, self._lease, room, safe_to_rerun)
             self._outage.succeeded()
+            self.metrics.claims.inc(len(claimed))
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
                 self._attempts[task.task_id] = attempt
@@ -186,10 +206,15 @@ class Worker:
             attempt.backend_pid = pid
 
         try:
+            started = time.monotonic()
             attempt.outcome = await targets.execute(
                 attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
             )
+            took = time.monotonic() - started
             await self._report_until_recorded(attempt, attempt.outcome)
+            labels = (claimed.type.value, _status_of(attempt, attempt.outcome).value)
+            self.metrics.task_runs.labels(*labels).inc()
+            self.metrics.task_run_duration.labels(*labels).observe(took)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no
             # longer renewed, so once its lease expires recovery settles it.
@@ -219,12 +244,7 @@ class Worker:
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
         canceled = outcome.error_code == "CANCELED"
-        if outcome.succeeded:
-            status = TaskRunStatus.DONE
-        elif canceled and attempt.canceled_by_person:
-            status = TaskRunStatus.CANCELED
-        else:
-            status = TaskRunStatus.FAILED
+        status = _status_of(attempt, outcome)
         release = canceled and attempt.interrupted_by_shutdown and not attempt.canceled_by_person
         message = outcome.error_message
         if release and not attempt.claimed.safe_to_rerun:
@@ -318,6 +338,7 @@ class Worker:
                 claimed, applied=applied, transactional=claimed.safe_to_rerun
             )
             if settled is not None:
+                self.metrics.lease_recoveries.labels(settled.value).inc()
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
     async def _drain(self) -> None:
@@ -356,12 +377,22 @@ class Worker:
                 )
 
 
+def _status_of(attempt: _Attempt, outcome: Outcome) -> TaskRunStatus:
+    """How an attempt that reached its target ended."""
+    if outcome.succeeded:
+        return TaskRunStatus.DONE
+    if outcome.error_code == "CANCELED" and attempt.canceled_by_person:
+        return TaskRunStatus.CANCELED
+    return TaskRunStatus.FAILED
+
+
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings,
     cipher: PasswordCipher,
     database_url: str,
     listener: EventListener | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker for the life of the context, woken by `listener` (else by a LISTEN
     connection of its own); on exit it stops claiming and finishes or hands back what it
@@ -370,7 +401,7 @@ async def running_worker(
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
         # Learned once: the runner refuses every connection that reaches this database.
-        worker = Worker(settings, cipher, listener, await conveyor_database())
+        worker = Worker(settings, cipher, listener, await conveyor_database(), metrics)
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker
