@@ -4,16 +4,27 @@ API and of a worker."""
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.db.migrate import migrate_database
 from conveyor.settings import Settings
-from tests.conftest import ConveyorProcess, conveyor_env, free_port, launch, start_server
+from tests.conftest import (
+    ConveyorProcess,
+    GraphQLClient,
+    conveyor_env,
+    free_port,
+    launch,
+    start_server,
+)
+from tests.integration.conftest import EngineCatalog, build_engine_catalog
+from tests.integration.subscribers import subscribed, websocket_url
 from tests.postgres_server import LoopbackPostgres
 
 
@@ -115,3 +126,221 @@ async def test_readyz_follows_the_database_while_healthz_stays_up(
         worker.stop()
     for process in (server, worker):
         assert "Traceback" not in process.log()
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+CREATE_ISSUE = """
+mutation CreateIssue($input: CreateIssueInput!) {
+  createIssue(input: $input) { id pipeline { id stages { tasks { id } } } }
+}
+"""
+ISSUES = "query Issues { issues(first: 5) { edges { node { id status } } } }"
+BROKEN = "query Broken { noSuchField }"
+TASK_CHANGES = """
+subscription Watch($pipelineId: ID) {
+  taskStatusChanged(pipelineId: $pipelineId, after: 0) {
+    sequence
+    ... on TaskStatusChange { taskId newStatus }
+  }
+}
+"""
+#: What every scrape of each process must show, whatever happened.
+API_FAMILIES = {
+    "conveyor_graphql_requests",
+    "conveyor_graphql_request_duration_seconds",
+    "conveyor_graphql_errors",
+    "conveyor_graphql_query_cost",
+    "conveyor_graphql_reads",
+    "conveyor_websockets_open",
+    "conveyor_subscriptions_open",
+    "conveyor_event_hub_lag_events",
+    "conveyor_events_written",
+    "conveyor_events_fanned_out",
+    "conveyor_slow_subscribers_closed",
+    "conveyor_pool_connections",
+    "conveyor_tasks",
+    "conveyor_tasks_waiting",
+}
+WORKER_FAMILIES = {
+    "conveyor_worker_claims",
+    "conveyor_task_runs",
+    "conveyor_task_run_duration_seconds",
+    "conveyor_lease_recoveries",
+    "conveyor_pool_connections",
+    "conveyor_tasks",
+    "conveyor_tasks_waiting",
+}
+
+
+async def scrape(
+    http: httpx.AsyncClient, process: ConveyorProcess, headers: dict[str, str] | None = None
+) -> tuple[set[str], Samples]:
+    """The metric families a process serves, and every sample by name and labels."""
+    response = await http.get(f"{process.url}/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = list(text_string_to_metric_families(response.text))
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in families
+        for sample in family.samples
+    }
+    return {family.name for family in families}, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def task(catalog: EngineCatalog, task_type: str, statement: str) -> dict[str, Any]:
+    return {
+        "type": task_type,
+        "instanceId": catalog.instance,
+        "databaseId": catalog.databases["main"],
+        "statement": statement,
+    }
+
+
+async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
+    graphql: GraphQLClient,
+    settings: Settings,
+    server_url: str,
+    target_databases: Callable[[], Awaitable[str]],
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    catalog = await build_engine_catalog(graphql, server_url, {"main": await target_databases()})
+    # The API lets only the token read its metrics; the worker, loopback (the default).
+    scraper = {"Authorization": "Bearer scrape-secret"}
+    server = start_server(
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
+            CONVEYOR_METRICS_TOKEN="scrape-secret",
+            CONVEYOR_METRICS_NETWORKS="",
+        ),
+        tmp_path / "serve.log",
+    )
+    worker = start_worker(conveyor_env(settings), tmp_path / "worker.log")
+    graphql_url = f"{server.url}/graphql"
+    try:
+        refused = await http.get(f"{server.url}/metrics")
+        wrong = await http.get(f"{server.url}/metrics", headers={"Authorization": "Bearer no"})
+        api_families, before = await scrape(http, server, scraper)
+        worker_families, _ = await scrape(http, worker)
+
+        waiting = await http.post(
+            graphql_url,
+            headers=server.auth,
+            json={
+                "query": CREATE_ISSUE,
+                "variables": {
+                    "input": {
+                        "title": "waits for approval",
+                        "stages": [
+                            {
+                                "environmentId": catalog.environments["prod"],
+                                "tasks": [task(catalog, "DATA_UPDATE", "SELECT 1")],
+                            }
+                        ],
+                    }
+                },
+            },
+        )
+        assert waiting.status_code == 200, waiting.text
+        # A pipeline that runs, watched from its first event (`after: 0`).
+        plan = {
+            "title": "runs",
+            "stages": [
+                {
+                    "environmentId": catalog.environments["dev"],
+                    "tasks": [
+                        task(catalog, "SCHEMA_UPDATE", "CREATE TABLE t (id int)"),
+                        task(catalog, "DATA_UPDATE", "INSERT INTO t VALUES (1)"),
+                    ],
+                }
+            ],
+        }
+        created = await http.post(
+            graphql_url,
+            headers=server.auth,
+            json={"query": CREATE_ISSUE, "variables": {"input": plan}},
+        )
+        pipeline = created.json()["data"]["createIssue"]["pipeline"]
+        task_ids = {t["id"] for stage in pipeline["stages"] for t in stage["tasks"]}
+        async with subscribed(
+            websocket_url(server),
+            TASK_CHANGES,
+            {"pipelineId": pipeline["id"]},
+            token=server.token,
+        ) as live:
+            done: set[str] = set()
+            while done != task_ids:
+                change = await live.next()
+                if change.get("newStatus") == "DONE":
+                    done.add(change["taskId"])
+            _, during = await scrape(http, server, scraper)
+
+        answered = await http.post(graphql_url, headers=server.auth, json={"query": ISSUES})
+        broken = await http.post(graphql_url, headers=server.auth, json={"query": BROKEN})
+
+        async def counted() -> tuple[Samples, Samples]:
+            _, api = await scrape(http, server, scraper)
+            _, work = await scrape(http, worker)
+            return api, work
+
+        deadline = time.monotonic() + 20
+        api, work = await counted()
+        # Task counts are read at most every few seconds.
+        while value(api, "conveyor_tasks", status="DONE") < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            api, work = await counted()
+    finally:
+        server.stop()
+        worker.stop()
+
+    assert refused.status_code == 403
+    assert wrong.status_code == 403
+    assert answered.status_code == 200
+    assert broken.status_code == 200 or broken.status_code == 400
+    assert api_families >= API_FAMILIES, API_FAMILIES - api_families
+    assert worker_families >= WORKER_FAMILIES, WORKER_FAMILIES - worker_families
+
+    requests = "conveyor_graphql_requests_total"
+    assert value(api, requests, operation="CreateIssue", outcome="OK") == 2
+    assert value(api, requests, operation="Issues", outcome="OK") == 1
+    assert value(api, requests, operation="Broken", outcome="GRAPHQL_VALIDATION_FAILED") == 1
+    duration = "conveyor_graphql_request_duration_seconds_count"
+    assert value(api, duration, operation="CreateIssue") == 2
+    assert value(api, "conveyor_graphql_errors_total", code="GRAPHQL_VALIDATION_FAILED") == 1
+    # Two createIssue and one query ran; the broken one was refused before it cost anything.
+    assert value(api, "conveyor_graphql_query_cost_count") == 3
+    assert value(api, "conveyor_graphql_query_cost_sum") > 3
+    assert value(api, "conveyor_graphql_reads_total", path="resolvers") == 1
+    assert value(api, "conveyor_graphql_reads_total", path="compiled") == 0
+
+    assert value(during, "conveyor_websockets_open") == 1
+    assert value(during, "conveyor_subscriptions_open") == 1
+    assert value(api, "conveyor_websockets_open") == 0
+    assert value(api, "conveyor_subscriptions_open") == 0
+    written = value(api, "conveyor_events_written_total")
+    # Each run task went PENDING -> RUNNING -> DONE, and more events besides.
+    assert written - value(before, "conveyor_events_written_total") >= 4
+    assert value(api, "conveyor_events_fanned_out_total") >= 4
+    assert value(api, "conveyor_event_hub_lag_events") == 0
+    assert value(api, "conveyor_slow_subscribers_closed_total") == 0
+    assert value(api, "conveyor_pool_connections", pool="conveyor", state="open") >= 1
+    assert value(api, "conveyor_tasks", status="DONE") == 2
+    assert value(api, "conveyor_tasks", status="PENDING_APPROVAL") == 1
+    assert value(api, "conveyor_tasks_waiting", reason="APPROVAL") == 1
+
+    assert value(work, "conveyor_worker_claims_total") == 2
+    for task_type in ("SCHEMA_UPDATE", "DATA_UPDATE"):
+        assert value(work, "conveyor_task_runs_total", type=task_type, outcome="DONE") == 1
+        count = "conveyor_task_run_duration_seconds_count"
+        assert value(work, count, type=task_type, outcome="DONE") == 1
+    assert value(work, "conveyor_task_runs_total", type="DATA_UPDATE", outcome="FAILED") == 0
+    assert value(work, "conveyor_lease_recoveries_total", status="DONE") == 0
+    assert value(work, "conveyor_pool_connections", pool="targets", state="in_use") == 0
+    assert value(work, "conveyor_tasks", status="DONE") == 2

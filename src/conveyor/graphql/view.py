@@ -374,12 +374,12 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
-        if isinstance(result, ExecutionResult):
-            if record is not None:
-                record.error_codes = [
-                    str((error.extensions or {}).get("code")) for error in result.errors or []
-                ]
-            if context.query_cost:
+        if isinstance(result, ExecutionResult) and record is not None:
+            record.error_codes = [
+                str((error.extensions or {}).get("code")) for error in result.errors or []
+            ]
+            if record.executed is not None:
+                # The cost of what ran; a refused document spent nothing.
                 self.metrics.query_cost.observe(context.query_cost)
         if isinstance(result, ExecutionResult) and failed_for_unavailable_database(
             result.data, result.errors

@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from conveyor.db import monitoring
 from conveyor.db.outages import database_unavailable
+from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
+from conveyor.operations.requests import COMPILED, RESOLVERS
 
 #: Operation names are the client's to choose: past this many distinct ones, the rest are
 #: counted as OTHER_OPERATION, so that a client cannot grow the metrics without bound.
@@ -191,6 +193,16 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+
+        # Every known series from the start, at 0: a rate over a series that appears with its
+        # first increment misses that increment.
+        for task_type in TaskType:
+            for status in (TaskRunStatus.DONE, TaskRunStatus.FAILED, TaskRunStatus.CANCELED):
+                self.task_runs.labels(task_type.value, status.value)
+        for settled in (TaskStatus.DONE, TaskStatus.PENDING, TaskStatus.FAILED):
+            self.lease_recoveries.labels(settled.value)
+        for path in (RESOLVERS, COMPILED):
+            self.reads.labels(path)
 
     def watch_hub(self, hub: HubState | None) -> None:
         self._state.hub = hub
