@@ -2,9 +2,11 @@
 API and of a worker."""
 
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +346,48 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
     assert value(work, "conveyor_lease_recoveries_total", status="DONE") == 0
     assert value(work, "conveyor_pool_connections", pool="targets", state="in_use") == 0
     assert value(work, "conveyor_tasks", status="DONE") == 2
+
+
+async def test_json_logs_carry_the_request_and_the_access_log_no_query_string(
+    settings: Settings, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    server = start_server(
+        conveyor_env(settings, CONVEYOR_LOG_FORMAT="json", CONVEYOR_RUN_WORKER="false"),
+        tmp_path / "serve.log",
+    )
+    try:
+        posted = await http.post(
+            f"{server.url}/graphql",
+            headers={**server.auth, "Content-Type": "application/json"},
+            json={"query": "query Environments { environments { totalCount } }"},
+        )
+        fetched = await http.get(
+            f"{server.url}/graphql",
+            headers=server.auth,
+            params={"query": '{ issues(filter: "kept-out-of-the-log") { totalCount } }'},
+        )
+    finally:
+        server.stop()
+    assert posted.status_code == 200, posted.text
+    assert fetched.status_code in (200, 400), fetched.text
+
+    log = server.log()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    for line in lines:
+        assert {"timestamp", "level", "logger", "message"} <= line.keys(), line
+        datetime.fromisoformat(line["timestamp"])
+    assert any(line["logger"] == "conveyor.db.migrate" for line in lines)
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    graphql_access = [line for line in access if line["path"] == "/graphql"]
+    assert len(graphql_access) == 2, access
+    first, second = graphql_access
+    assert first["method"] == "POST"
+    assert first["status"] == 200
+    assert first["operation"] == "Environments"
+    assert first["actor"] == "admin"
+    assert len(first["correlationId"]) == 32
+    assert first["durationSeconds"] > 0
+    assert second["method"] == "GET"
+    assert second["correlationId"] != first["correlationId"]
+    assert "kept-out-of-the-log" not in log
+    assert "query=" not in log
