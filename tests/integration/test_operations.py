@@ -3,6 +3,7 @@ API and of a worker."""
 
 import asyncio
 import json
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -10,10 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
+from strawberry.relay import GlobalID
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conveyor.db.migrate import migrate_database
 from conveyor.settings import Settings
@@ -26,7 +31,7 @@ from tests.conftest import (
     start_server,
 )
 from tests.integration.conftest import EngineCatalog, build_engine_catalog
-from tests.integration.subscribers import subscribed, websocket_url
+from tests.integration.subscribers import TRANSPORT_WS, raw_subscribe, subscribed, websocket_url
 from tests.postgres_server import LoopbackPostgres
 
 
@@ -391,3 +396,139 @@ async def test_json_logs_carry_the_request_and_the_access_log_no_query_string(
     assert second["correlationId"] != first["correlationId"]
     assert "kept-out-of-the-log" not in log
     assert "query=" not in log
+
+
+WATCH_TASK = """
+subscription($taskId: ID, $after: Int) {
+  taskStatusChanged(taskId: $taskId, after: $after) {
+    sequence
+    ... on TaskStatusChange { oldStatus newStatus }
+  }
+}
+"""
+ENVIRONMENTS = "query Environments { environments { totalCount } }"
+
+
+async def waiting_task(graphql: GraphQLClient, server_url: str) -> str:
+    """A task of a MANUAL stage (it waits for an approval it never gets), to act on."""
+    catalog = await build_engine_catalog(graphql, server_url, {"main": "conveyor_never_created"})
+    data = await graphql.ok(
+        CREATE_ISSUE,
+        {
+            "input": {
+                "title": "drained",
+                "stages": [
+                    {
+                        "environmentId": catalog.environments["prod"],
+                        "tasks": [task(catalog, "DATA_UPDATE", "SELECT 1")],
+                    }
+                ],
+            }
+        },
+    )
+    task_id: str = data["createIssue"]["pipeline"]["stages"][0]["tasks"][0]["id"]
+    return task_id
+
+
+async def cancel_and_retry(graphql: GraphQLClient, task_id: str) -> None:
+    """Two status changes of a waiting task: canceled, then back to its gate."""
+    for action in ("cancelTask", "retryTask"):
+        await graphql.ok(
+            f"mutation($i: TaskActionInput!) {{ {action}(input: $i) {{ status }} }}",
+            {"i": {"taskId": task_id}},
+        )
+
+
+async def sequences_until_closed(connection: ClientConnection) -> tuple[list[int], int | None]:
+    """The sequences of the messages read until the server closes, and its close code."""
+    sequences: list[int] = []
+    try:
+        while True:
+            message = json.loads(await asyncio.wait_for(connection.recv(), 15))
+            sequences.append(message["payload"]["data"]["taskStatusChanged"]["sequence"])
+    except ConnectionClosed as closed:
+        return sequences, closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def test_sigterm_drains_subscribers_to_another_replica_without_losing_an_event(
+    graphql: GraphQLClient,
+    settings: Settings,
+    server_url: str,
+    database_url: str,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    task_id = await waiting_task(graphql, server_url)
+    env = conveyor_env(settings, CONVEYOR_RUN_WORKER="false")
+    draining = start_server({**env, "CONVEYOR_DRAIN_SECONDS": "1.5"}, tmp_path / "a.log")
+    other = start_server(env, tmp_path / "b.log")
+    locker = await asyncpg.connect(database_url)
+    try:
+        first = await raw_subscribe(
+            websocket_url(draining), WATCH_TASK, {"taskId": task_id}, token=draining.token
+        )
+        await cancel_and_retry(graphql, task_id)
+        # A request in flight when the signal comes: it waits on a lock until after it.
+        await locker.execute("BEGIN; LOCK TABLE environment IN ACCESS EXCLUSIVE MODE")
+        in_flight = asyncio.create_task(
+            http.post(
+                f"{draining.url}/graphql",
+                headers=draining.auth,
+                json={"query": ENVIRONMENTS},
+                timeout=30,
+            )
+        )
+        await asyncio.sleep(0.5)
+        draining.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        # Draining: not ready, and no new WebSocket, while the old ones are still served.
+        unready = await http.get(f"{draining.url}/readyz")
+        with pytest.raises(InvalidStatus):
+            await connect(websocket_url(draining), subprotocols=[TRANSPORT_WS])
+        # Retrying reads the environment: the lock goes first.
+        await locker.execute("COMMIT")
+        await cancel_and_retry(graphql, task_id)
+        seen, close_code = await sequences_until_closed(first)
+        # Changes made while the client reconnects are in the log: `after` brings them.
+        await cancel_and_retry(graphql, task_id)
+        second = await raw_subscribe(
+            websocket_url(other),
+            WATCH_TASK,
+            {"taskId": task_id, "after": seen[-1]},
+            token=other.token,
+        )
+        await cancel_and_retry(graphql, task_id)
+        for _ in range(8 - len(seen)):
+            message = json.loads(await asyncio.wait_for(second.recv(), 15))
+            seen.append(message["payload"]["data"]["taskStatusChanged"]["sequence"])
+        await second.close()
+        answered = await in_flight
+        exit_code = draining.process.wait(timeout=30)
+    finally:
+        await locker.close()
+        draining.stop()
+        other.stop()
+
+    assert unready.status_code == 503
+    assert unready.json()["checks"]["notDraining"] is False
+    assert close_code == 1012
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"data": {"environments": {"totalCount": 3}}}
+    rows = await fetch_sequences(database_url, task_id)
+    assert len(rows) == 8
+    assert seen == rows
+    assert exit_code in (0, -signal.SIGTERM)
+    assert "Traceback" not in draining.log()
+
+
+async def fetch_sequences(database_url: str, task_id: str) -> list[int]:
+    """The sequences of the task's status changes, from the event log."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT id FROM event WHERE task_id = $1 AND kind = 'TASK_STATUS_CHANGED' ORDER BY id",
+            int(GlobalID.from_id(task_id).node_id),
+        )
+    finally:
+        await connection.close()
+    return [row["id"] for row in rows]
