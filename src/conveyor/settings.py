@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="Query cost (see max_query_cost) one token may spend per minute; 0 turns "
         "the limit off.",
     )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where the rate limits count, as a `limits` storage URI: `memory://` (each "
+        "process for itself) or `redis://host:6379/0`, shared by every replica.",
+    )
     metrics_token: str | None = Field(
         default=None,
         description="A bearer token that may read /metrics (for the scraper), from anywhere.",

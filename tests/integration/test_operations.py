@@ -33,6 +33,7 @@ from tests.conftest import (
 from tests.integration.conftest import EngineCatalog, build_engine_catalog
 from tests.integration.subscribers import TRANSPORT_WS, raw_subscribe, subscribed, websocket_url
 from tests.postgres_server import LoopbackPostgres
+from tests.redis_server import redis_server
 
 
 @pytest.fixture
@@ -532,3 +533,38 @@ async def fetch_sequences(database_url: str, task_id: str) -> list[int]:
     finally:
         await connection.close()
     return [row["id"] for row in rows]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+async def test_replicas_sharing_a_redis_storage_allow_a_token_its_limit_once(
+    settings: Settings, redis_url: str, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    limit = 3
+    env = conveyor_env(
+        settings,
+        CONVEYOR_RUN_WORKER="false",
+        CONVEYOR_RATE_LIMIT_REQUESTS=str(limit),
+        CONVEYOR_RATE_LIMIT_STORAGE=redis_url,
+    )
+    replicas = [start_server(env, tmp_path / f"replica{n}.log") for n in range(2)]
+    try:
+        answers = [
+            await http.post(
+                f"{replicas[n % 2].url}/graphql",
+                headers=replicas[0].auth,
+                json={"query": ENVIRONMENTS},
+            )
+            for n in range(limit + 1)
+        ]
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+    assert [answer.status_code for answer in answers] == [200] * limit + [429]
+    assert [answer.headers["RateLimit-Remaining"] for answer in answers] == ["2", "1", "0", "0"]
+    assert answers[-1].json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"

@@ -78,7 +78,6 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     extensions: list[ExtensionFactory] = [
         lambda: ConveyorErrors(settings),
-        RecordOperation,
         RequireUsableToken,
         RequestRules,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
@@ -87,6 +86,8 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
+    # Last: its on_execute runs once every refusal before execution has had its say.
+    extensions.append(RecordOperation)
     return extensions
 
 

@@ -186,6 +186,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         self.rate_limits = TokenRateLimits(
             requests_per_minute=settings.rate_limit_requests,
             cost_per_minute=settings.rate_limit_cost,
+            storage=settings.rate_limit_storage,
         )
         #: Set for the life of the application; None outside it (no live updates).
         self.hub: EventHub | None = None
@@ -368,7 +369,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             record.actor = principal.actor
         assert principal.token_id is not None, "a request's principal comes from a token"
         try:
-            self.rate_limits.take_request(principal.token_id, sub_response.headers)
+            await self.rate_limits.take_request(principal.token_id, sub_response.headers)
         except RateLimited as limited:
             raise _rate_limited(limited, sub_response.headers) from None
         result = await super().execute_operation(
