@@ -3,10 +3,12 @@ API and of a worker."""
 
 import asyncio
 import json
+import re
 import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,12 @@ import pytest
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
 from strawberry.relay import GlobalID
+from tortoise.context import TortoiseContext
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conveyor.db.migrate import migrate_database
+from conveyor.operations.metrics import Metrics
 from conveyor.settings import Settings
 from tests.conftest import (
     ConveyorProcess,
@@ -568,3 +572,34 @@ async def test_replicas_sharing_a_redis_storage_allow_a_token_its_limit_once(
     assert [answer.status_code for answer in answers] == [200] * limit + [429]
     assert [answer.headers["RateLimit-Remaining"] for answer in answers] == ["2", "1", "0", "0"]
     assert answers[-1].json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+
+@dataclass
+class StillHub:
+    events_read: int = 0
+    events_handed_out: int = 0
+    slow_subscribers_closed: int = 0
+    subscriber_count: int = 0
+    lag: int = 0
+
+
+@dataclass
+class StillWorker:
+    running_count: int = 0
+
+
+async def test_the_dashboard_uses_only_metrics_conveyor_serves(db: TortoiseContext) -> None:
+    metrics = Metrics()
+    metrics.watch_hub(StillHub())
+    metrics.watch_worker(StillWorker())
+    served = {
+        family.name
+        for family in text_string_to_metric_families((await metrics.exposition()).decode())
+    }
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    # By family: a counter's samples end in _total, a histogram's in _bucket.
+    used = {
+        re.sub(r"_(total|bucket)$", "", name) for name in re.findall(r"\bconveyor_\w+", dashboard)
+    }
+    assert used <= served, used - served
+    assert len(json.loads(dashboard)["panels"]) >= 10
