@@ -5,6 +5,8 @@ import asyncio
 import json
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -92,6 +94,18 @@ async def seconds_until(http: httpx.AsyncClient, url: str, status: int, within: 
     return time.monotonic() - started
 
 
+def port_of(process: ConveyorProcess) -> str:
+    return process.url.rsplit(":", 1)[1]
+
+
+def container_health_check(**env: str) -> int:
+    """The exit code of the Docker image's HEALTHCHECK command with `env`."""
+    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    command = json.loads(re.findall(r"^HEALTHCHECK .* CMD (\[.*\])$", dockerfile, re.M)[0])
+    assert command[0] == "python"
+    return subprocess.run([sys.executable, *command[1:]], env=env, timeout=30).returncode
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
@@ -127,6 +141,10 @@ async def test_readyz_follows_the_database_while_healthz_stays_up(
                 assert unready.json()["status"] == "unready"
                 assert unready.json()["checks"]["database"] is False
                 assert (await http.get(f"{process.url}/healthz")).status_code == 200
+            # The image's health check (liveness) passes meanwhile, for either command.
+            assert container_health_check(CONVEYOR_PORT=port_of(server)) == 0
+            assert container_health_check(CONVEYOR_METRICS_PORT=port_of(worker)) == 0
+            assert container_health_check(CONVEYOR_PORT=str(free_port())) == 1
         finally:
             loopback_server.start()
 
