@@ -196,7 +196,7 @@ class DrainingServer(uvicorn.Server):
     `drain_seconds` (for the load balancer to notice), then uvicorn stops accepting
     connections, closes the WebSockets with 1012 (service restart: clients reconnect
     elsewhere and resume with `after`) and lets requests in flight finish within its
-    graceful-shutdown timeout. A second signal, or SIGINT, stops at once."""
+    graceful-shutdown timeout. A second SIGTERM cuts the drain time short; SIGINT skips it."""
 
     def __init__(
         self, config: uvicorn.Config, *, begin_draining: Callable[[], None], drain_seconds: float
