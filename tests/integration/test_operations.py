@@ -621,3 +621,32 @@ async def test_the_dashboard_uses_only_metrics_conveyor_serves(db: TortoiseConte
     }
     assert used <= served, used - served
     assert len(json.loads(dashboard)["panels"]) >= 10
+
+
+async def test_an_unreachable_rate_limit_storage_leaves_requests_unlimited_and_logs_once(
+    settings: Settings, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    nobody_listens = f"redis://127.0.0.1:{free_port()}/0"
+    server = start_server(
+        conveyor_env(
+            settings,
+            CONVEYOR_RUN_WORKER="false",
+            CONVEYOR_RATE_LIMIT_REQUESTS="1",
+            CONVEYOR_RATE_LIMIT_STORAGE=nobody_listens,
+        ),
+        tmp_path / "serve.log",
+    )
+    try:
+        answers = [
+            await http.post(
+                f"{server.url}/graphql", headers=server.auth, json={"query": ENVIRONMENTS}
+            )
+            for _ in range(3)
+        ]
+    finally:
+        server.stop()
+
+    assert [answer.status_code for answer in answers] == [200] * 3
+    log = server.log()
+    assert log.count("rate limits: their storage is unreachable") == 1
+    assert "Traceback" not in log

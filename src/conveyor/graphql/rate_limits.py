@@ -10,6 +10,7 @@ clients read, describes the request limit. The cost of an operation is spent aft
 document is validated, before it runs (see graphql.cost).
 """
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from conveyor.errors import ConveyorError, ErrorCode, Problem
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 #: The prefix of `limits`' asynchronous storages (`async+redis://`, `async+memory://`).
@@ -91,7 +95,11 @@ class TokenRateLimits:
     def __init__(
         self, *, requests_per_minute: int, cost_per_minute: int, storage: str = "memory://"
     ) -> None:
-        limiter = SlidingWindowCounterRateLimiter(storage_from_string(async_storage_uri(storage)))
+        limiter = SlidingWindowCounterRateLimiter(
+            # Every failure of the storage as one StorageError, whatever the client library.
+            storage_from_string(async_storage_uri(storage), wrap_exceptions=True)
+        )
+        self._storage_unreachable = False
         self.requests = (
             _Limit("requests", requests_per_minute, limiter) if requests_per_minute else None
         )
@@ -107,12 +115,27 @@ class TokenRateLimits:
 
     async def _take(self, limit: _Limit, token_id: int, amount: int, headers: Headers) -> None:
         try:
-            await limit.take(token_id, amount)
-        except RateLimited as limited:
-            headers["Retry-After"] = str(limited.allowance.reset_seconds)
-            raise
-        finally:
-            await self._describe(token_id, headers)
+            try:
+                await limit.take(token_id, amount)
+            except RateLimited as limited:
+                headers["Retry-After"] = str(limited.allowance.reset_seconds)
+                raise
+            finally:
+                await self._describe(token_id, headers)
+        except StorageError as error:
+            # Open, not closed: an unreachable Redis must not take the API down with it; the
+            # limits hold again as soon as it answers.
+            if not self._storage_unreachable:
+                self._storage_unreachable = True
+                logger.warning(
+                    "rate limits: their storage is unreachable (%s); requests are not limited "
+                    "until it is back",
+                    type(error.storage_error).__name__,
+                )
+        else:
+            if self._storage_unreachable:
+                self._storage_unreachable = False
+                logger.info("rate limits: their storage is back")
 
     async def _describe(self, token_id: int, headers: Headers) -> None:
         limits = [limit for limit in (self.requests, self.cost) if limit is not None]
