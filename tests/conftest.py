@@ -252,6 +252,7 @@ class ConveyorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.log_file.close()
                 raise RuntimeError(f"conveyor exited before {what}:\n{self.log()}")
             if ready():
                 return

@@ -463,7 +463,7 @@ async def test_the_defaults_allow_the_documented_queries(graphql: GraphQLClient)
     """The README's queries (depth 7 at most, 137 tokens) pass the default limits, which the
     shared `schema` applies (the statement-count tests run their 5-7 deep tree under them)."""
     documents = readme_documents()
-    assert len(documents) == 6
+    assert len(documents) >= 6, "the README's GraphQL examples were not found"
     for document in documents:
         response = await graphql(document)
         # Only their variables are missing (and subscriptions need a WebSocket).

@@ -1,6 +1,7 @@
 """Fixtures for tests that run tasks against real PostgreSQL targets."""
 
 import asyncio
+import contextlib
 import tempfile
 import time
 import uuid
@@ -156,10 +157,11 @@ async def build_engine_catalog(
     return EngineCatalog(environments, instance_id, databases, dict(database_names))
 
 
-@pytest.fixture
-def password_server() -> Iterator[EmbeddedPostgres]:
-    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
-    with tempfile.TemporaryDirectory(prefix="conveyor-auth-pg-") as data_dir:
+@contextlib.contextmanager
+def private_embedded_postgres(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of the test's own: its data directory to edit, the server to
+    stop and start."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data_dir:
         server = EmbeddedPostgres(Path(data_dir))
         try:
             server.__enter__()
@@ -170,6 +172,13 @@ def password_server() -> Iterator[EmbeddedPostgres]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def password_server() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of this test's own, its data directory ours to edit."""
+    with private_embedded_postgres("conveyor-auth-pg-") as server:
+        yield server
 
 
 def require_password_for(pgdata: Path, role: str) -> None:

@@ -5,7 +5,6 @@ is logged once."""
 import asyncio
 import contextlib
 import re
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,11 @@ from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Task
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, conveyor_env, start_server
-from tests.integration.conftest import build_engine_catalog, target_fetch
+from tests.integration.conftest import (
+    build_engine_catalog,
+    private_embedded_postgres,
+    target_fetch,
+)
 from tests.integration.subscribers import LiveSubscription, subscribed, websocket_url
 
 TERMINATE_OTHERS = """
@@ -48,17 +51,8 @@ ENVIRONMENTS = "{ environments { totalCount } }"
 @pytest.fixture
 def private_server() -> Iterator[EmbeddedPostgres]:
     """An embedded PostgreSQL of this test's own, for it to stop and start."""
-    with tempfile.TemporaryDirectory(prefix="conveyor-outage-pg-") as data_dir:
-        server = EmbeddedPostgres(Path(data_dir))
-        try:
-            server.__enter__()
-        except Exception as error:
-            server.stop()
-            pytest.skip(f"the embedded PostgreSQL could not start: {error!r}")
-        try:
-            yield server
-        finally:
-            server.stop()
+    with private_embedded_postgres("conveyor-outage-pg-") as server:
+        yield server
 
 
 @pytest.fixture

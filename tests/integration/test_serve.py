@@ -49,10 +49,10 @@ def test_serves_graphql_over_http(live_server: ConveyorProcess) -> None:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
-    tmp_path: Path, stop_signal: signal.Signals
+    tmp_path: Path, zero_config_env: dict[str, str], stop_signal: signal.Signals
 ) -> None:
-    data_dir = tmp_path / "data"
-    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log")
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    server = start_server(zero_config_env, tmp_path / "log")
     try:
         # What a person does next: read the admin token the server wrote, then use it.
         token = (data_dir / "admin-token").read_text().strip()
@@ -76,16 +76,16 @@ def test_zero_config_serve_shows_the_demo_and_stops_its_postgres(
     assert postmasters_of(data_dir / "pgdata") == []
 
 
-def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    killed = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "first.log", "--no-demo")
+def test_a_killed_server_leaves_no_orphan_after_the_next_clean_stop(
+    tmp_path: Path, zero_config_env: dict[str, str]
+) -> None:
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    killed = start_server(zero_config_env, tmp_path / "first.log", "--no-demo")
     killed.stop(signal.SIGKILL)
     # An unclean exit leaves PostgreSQL running, and the dead pid in the wheel's handle file.
     assert postmasters_of(data_dir / "pgdata")
 
-    restarted = start_server(
-        {"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "second.log", "--no-demo"
-    )
+    restarted = start_server(zero_config_env, tmp_path / "second.log", "--no-demo")
     try:
         body = post(restarted, "{ environments { totalCount } }", restarted.token)
     finally:
@@ -104,9 +104,11 @@ DEMO_RUN = """
 """
 
 
-def test_zero_config_serve_runs_the_demo_as_a_role_of_its_own(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    server = start_server({"CONVEYOR_DATA_DIR": str(data_dir)}, tmp_path / "log")
+def test_zero_config_serve_runs_the_demo_as_a_role_of_its_own(
+    tmp_path: Path, zero_config_env: dict[str, str]
+) -> None:
+    data_dir = Path(zero_config_env["CONVEYOR_DATA_DIR"])
+    server = start_server(zero_config_env, tmp_path / "log")
     try:
         token = (data_dir / "admin-token").read_text().strip()
 
