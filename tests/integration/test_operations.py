@@ -374,6 +374,7 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
     assert value(work, "conveyor_lease_recoveries_total", status="DONE") == 0
     assert value(work, "conveyor_pool_connections", pool="targets", state="in_use") == 0
     assert value(work, "conveyor_tasks", status="DONE") == 2
+    assert value(work, "conveyor_worker_claiming") == 1
 
 
 async def test_json_logs_carry_the_request_and_the_access_log_no_query_string(
@@ -604,6 +605,7 @@ class StillHub:
 @dataclass
 class StillWorker:
     running_count: int = 0
+    claiming: bool = True
 
 
 async def test_the_dashboard_uses_only_metrics_conveyor_serves(db: TortoiseContext) -> None:

@@ -224,11 +224,15 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             # Refused at the handshake: the client connects to another replica.
             await WebSocketClose(code=1012)(scope, receive, send)
             return
+        # One record for the connection: its log lines (and an internal error's report)
+        # carry its correlation id and, once connection_init is done, its actor.
+        reset = current_request.set(RequestRecord())
         self.metrics.websockets_open.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
             self.metrics.websockets_open.dec()
+            current_request.reset(reset)
 
     def _count(self, record: RequestRecord, status: int) -> None:
         if record.executed is None and not record.error_codes and status < 400:
@@ -412,6 +416,9 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             authorization = context.request.headers.get("authorization")
         try:
             context.principal = await self._authenticate(authorization)
+            record = current_request.get()
+            if record is not None:
+                record.actor = context.principal.actor
         except RequestRefused as refusal:
             raise ConnectionRefused(
                 {"message": refusal.message, "extensions": {"code": refusal.code}}

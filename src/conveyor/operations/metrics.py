@@ -53,6 +53,8 @@ class HubState(Protocol):
 class WorkerState(Protocol):
     @property
     def running_count(self) -> int: ...
+    @property
+    def claiming(self) -> bool: ...
 
 
 class _ProcessState(Collector):
@@ -102,6 +104,11 @@ class _ProcessState(Collector):
         pool.add_metric(["conveyor", "open"], size)
         if self.worker is not None:
             pool.add_metric(["targets", "in_use"], self.worker.running_count)
+            yield GaugeMetricFamily(
+                "conveyor_worker_claiming",
+                "1 while this process's worker looks for work (its readiness check), else 0.",
+                value=int(self.worker.claiming),
+            )
         yield pool
         yield _family(
             "conveyor_tasks",
