@@ -24,7 +24,7 @@ from conveyor.db.models import Issue, Pipeline
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
-from tree_queries import TREE_TASK, conveyor_one, relay_id
+from tree_queries import TASKS_PER_STAGE, TREE_TASK, conveyor_one, relay_id
 
 #: The task selection of each variant; the rest of the tree is the benchmark's.
 VARIANTS = {
@@ -64,7 +64,11 @@ async def main() -> None:
     args = parser.parse_args()
     await tree_seed.ensure_seeded(args.database)
     url = with_database(server_url(), args.database)
-    settings = Settings(database_url=url, secret_key=Fernet.generate_key().decode())
+    settings = Settings(
+        database_url=url,
+        secret_key=Fernet.generate_key().decode(),
+        max_page_size=TASKS_PER_STAGE,
+    )
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(url))
         issue = await Issue.get(title=tree_seed.LARGE_TITLE)

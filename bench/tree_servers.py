@@ -17,6 +17,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from common import create_token, free_port
+from tree_queries import TASKS_PER_STAGE
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: The pinned PostGraphile: its package.json and package-lock.json (every dependency's version
@@ -156,6 +157,8 @@ async def running(
                     # Measured here is the server, not the limits that protect it.
                     CONVEYOR_RATE_LIMIT_REQUESTS="0",
                     CONVEYOR_RATE_LIMIT_COST="0",
+                    CONVEYOR_MAX_PAGE_SIZE=str(TASKS_PER_STAGE),
+                    CONVEYOR_MAX_QUERY_COST="1000000",
                     **conveyor_env,
                 )
             log_path = work_dir / f"{name}.log"

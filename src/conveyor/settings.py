@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
+    compiled_reads: bool = Field(
+        default=True,
+        description="Answer the queries the compiler covers with one SQL statement that builds "
+        "the response (the rest go to the resolvers); off, every query goes to the resolvers.",
+    )
     run_worker: bool = Field(default=True, description="Run a task worker inside `conveyor serve`.")
     worker_concurrency: int = Field(default=4, ge=1, description="Tasks one worker runs at once.")
     lease_seconds: float = Field(

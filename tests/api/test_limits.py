@@ -717,3 +717,19 @@ async def test_an_integer_too_long_for_python_is_described_without_python(
         )
         assert "sys." not in message
         assert "4300" not in message
+
+
+async def test_bounded_lists_cost_once_per_item_they_may_return(
+    db: TortoiseContext, settings: Settings
+) -> None:
+    client = limited(settings)
+    stage_tasks = "query($id: ID!) { node(id: $id) { ... on Stage { tasks%s { id name } } } }"
+    missing = {"id": "U3RhZ2U6MQ=="}
+    # node + tasks + 20 (the default page) x (id + name) = 1 + 1 + 20 * 2 = 42.
+    await client.ok(stage_tasks % "", missing)
+    assert client.cost == 42
+    await client.ok(stage_tasks % "(first: 3)", missing)
+    assert client.cost == 1 + 1 + 3 * 2
+    issue_events = "query($id: ID!) { node(id: $id) { ... on Issue { events%s { sequence } } } }"
+    await client.ok(issue_events % "(first: 50)", missing)
+    assert client.cost == 1 + 1 + 50

@@ -628,3 +628,66 @@ async def test_an_issue_lists_its_creation_event_with_the_actor(
         "oldStatus": None,
         "newStatus": "OPEN",
     }
+
+
+# --- bounded lists ----------------------------------------------------------------------------
+
+STAGE_TASKS = """
+query($id: ID!, $first: Int, $after: ID) {
+  node(id: $id) {
+    ... on Stage { taskCounts { total } tasks(first: $first, after: $after) { name } }
+  }
+}
+"""
+
+
+async def test_a_stage_lists_a_page_of_its_tasks(graphql: GraphQLClient, catalog: Catalog) -> None:
+    names = [f"task-{n:02}" for n in range(25)]
+    issue = await create_issue(graphql, catalog, {"dev": [task_plan(catalog, n) for n in names]})
+    stage = issue.stages["dev"]
+
+    async def page(**arguments: Any) -> list[str]:
+        data = await graphql.ok(STAGE_TASKS, {"id": stage, **arguments})
+        assert data["node"]["taskCounts"] == {"total": 25}
+        return [task["name"] for task in data["node"]["tasks"]]
+
+    # The default page is CONVEYOR_DEFAULT_PAGE_SIZE (20).
+    assert await page() == names[:20]
+    assert await page(first=3) == names[:3]
+    assert await page(first=10, after=issue.tasks["task-19"]) == names[20:]
+    assert await page(first=0) == []
+
+    too_many = await graphql(STAGE_TASKS, {"id": stage, "first": 101})
+    assert only_error(too_many)["extensions"]["code"] == "INVALID_INPUT"
+    assert only_error(too_many)["message"] == "first must be between 0 and 100"
+    other_stage = await create_simple_issue(graphql, catalog, "Other")
+    foreign = await graphql(STAGE_TASKS, {"id": stage, "after": other_stage.tasks["dev-task"]})
+    assert only_error(foreign)["message"] == "not a task of this stage"
+    not_a_task = await graphql(STAGE_TASKS, {"id": stage, "after": stage})
+    assert only_error(not_a_task)["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_an_issue_lists_a_page_of_its_events(
+    graphql: GraphQLClient, catalog: Catalog
+) -> None:
+    issue = await create_simple_issue(graphql, catalog)
+    reopen = "mutation($id: ID!) { reopenIssue(input: {issueId: $id}) { status } }"
+    for _ in range(12):
+        await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
+        await graphql.ok(reopen, {"id": issue.id})
+    document = """
+    query($id: ID!, $first: Int, $after: Int) {
+      node(id: $id) { ... on Issue { events(first: $first, afterSequence: $after) { sequence } } }
+    }
+    """
+
+    async def page(**arguments: Any) -> list[int]:
+        data = await graphql.ok(document, {"id": issue.id, **arguments})
+        return [event["sequence"] for event in data["node"]["events"]]
+
+    everything = await page(first=100)
+    assert len(everything) > 20
+    assert everything == sorted(everything)
+    assert await page() == everything[:20]
+    assert await page(first=2, after=everything[4]) == everything[5:7]
+    assert await page(after=everything[-1]) == []

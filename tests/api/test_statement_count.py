@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from tortoise.connection import get_connection
+from tortoise.context import TortoiseContext
+
+from conveyor.graphql.compiled import extension
 from tests.api.support import Catalog
 from tests.conftest import GraphQLClient, counting_statements
 
@@ -18,7 +22,7 @@ fragment Tree on Pipeline {
     name status
     taskCounts { pending total }
     environment { name approvalPolicy }
-    tasks {
+    tasks(first: $tasks) {
       name status type statement
       instance { name environment { name } }
       database { name instance { name } }
@@ -36,9 +40,13 @@ fragment Tree on Pipeline {
 # the pipelines' states, 2 for the occupancy of their instances.
 MAX_STATEMENTS = 17
 
-ONE_PIPELINE = TREE + "query($id: ID!) { node(id: $id) { ... on Pipeline { ...Tree } } }"
+ONE_PIPELINE = (
+    TREE + "query($id: ID!, $tasks: Int!) { node(id: $id) { ... on Pipeline { ...Tree } } }"
+)
 PAGE_OF_PIPELINES = (
-    TREE + "query($first: Int!) { pipelines(first: $first) { edges { node { ...Tree } } } }"
+    TREE
+    + "query($first: Int!, $tasks: Int!) "
+    + "{ pipelines(first: $first) { edges { node { ...Tree } } } }"
 )
 
 
@@ -82,10 +90,11 @@ async def test_a_pipeline_of_5000_tasks_costs_what_one_of_1_task_does(
     graphql: GraphQLClient, catalog: Catalog
 ) -> None:
     small = await create_pipeline(graphql, pipeline_plan(catalog, stages=1, tasks_per_stage=1))
-    large = await create_pipeline(graphql, pipeline_plan(catalog, stages=10, tasks_per_stage=500))
+    # A stage shows at most 100 tasks (CONVEYOR_MAX_PAGE_SIZE): 50 stages of 100.
+    large = await create_pipeline(graphql, pipeline_plan(catalog, stages=50, tasks_per_stage=100))
 
-    small_count = await count_statements(graphql, ONE_PIPELINE, {"id": small})
-    large_count = await count_statements(graphql, ONE_PIPELINE, {"id": large})
+    small_count = await count_statements(graphql, ONE_PIPELINE, {"id": small, "tasks": 100})
+    large_count = await count_statements(graphql, ONE_PIPELINE, {"id": large, "tasks": 100})
 
     assert small_count == large_count
     assert large_count <= MAX_STATEMENTS
@@ -97,8 +106,33 @@ async def test_a_page_of_50_pipelines_costs_what_a_page_of_1_does(
     for _ in range(50):
         await create_pipeline(graphql, pipeline_plan(catalog, stages=3, tasks_per_stage=4))
 
-    one = await count_statements(graphql, PAGE_OF_PIPELINES, {"first": 1})
-    fifty = await count_statements(graphql, PAGE_OF_PIPELINES, {"first": 50})
+    one = await count_statements(graphql, PAGE_OF_PIPELINES, {"first": 1, "tasks": 4})
+    fifty = await count_statements(graphql, PAGE_OF_PIPELINES, {"first": 50, "tasks": 4})
 
     assert one == fifty
     assert fifty <= MAX_STATEMENTS
+
+
+async def test_a_compiled_read_sends_one_statement(
+    graphql: GraphQLClient, catalog: Catalog
+) -> None:
+    small = await create_pipeline(graphql, pipeline_plan(catalog, stages=2, tasks_per_stage=3))
+    served = extension.served[extension.COMPILED]
+
+    count = await count_statements(graphql, ONE_PIPELINE, {"id": small, "tasks": 100})
+
+    assert extension.served[extension.COMPILED] == served + 1
+    assert count == 1
+
+
+async def test_a_pooled_connection_is_released_without_a_reset_query(
+    db: TortoiseContext,
+) -> None:
+    client: Any = get_connection("default")
+    sent: list[str] = []
+    async with client.acquire_connection() as connection:
+        connection.add_query_logger(lambda record: sent.append(record.query))
+        await connection.fetchval("SELECT 1")
+
+    # Released: asyncpg would send "SELECT pg_advisory_unlock_all(); CLOSE ALL; ..." here.
+    assert sent == ["SELECT 1"]

@@ -9,7 +9,7 @@ hub as they go.
 
 from collections.abc import AsyncIterator
 
-from graphql import ASTValidationRule, DocumentNode
+from graphql import DocumentNode
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
@@ -17,6 +17,7 @@ from conveyor.db import tokens
 from conveyor.errors import ErrorCode
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import document_refused
+from conveyor.graphql.validation_cache import PerRequestRule
 
 
 class RequireUsableToken(SchemaExtension):
@@ -33,7 +34,7 @@ class RequireUsableToken(SchemaExtension):
         yield
 
 
-class _RefuseDocument(ASTValidationRule):
+class _RefuseDocument(PerRequestRule):
     def leave_document(self, node: DocumentNode, *_args: object) -> None:
         self.report_error(
             document_refused(

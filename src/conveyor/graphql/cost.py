@@ -54,6 +54,7 @@ from conveyor.graphql.errors import (
     TOO_MANY_ALIASES,
     limit_exceeded,
 )
+from conveyor.graphql.validation_cache import PerRequestRule
 from conveyor.settings import Settings
 
 #: The arguments that make a field a connection: they say how many items a page holds.
@@ -270,7 +271,7 @@ class DocumentLimits(SchemaExtension):
         execution_context = self.execution_context
         settings = self.settings
 
-        class DocumentLimitsRule(ValidationRule):
+        class DocumentLimitsRule(PerRequestRule):
             # On leaving the document: graphql-core has then checked that fragments do not
             # nest too deep for the walk's recursion.
             def leave_document(self, node: DocumentNode, *_args: object) -> None:

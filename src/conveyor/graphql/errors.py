@@ -17,6 +17,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from conveyor.db.outages import database_unavailable
 from conveyor.domain.plan import MALFORMED_ID_MESSAGE
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem, invalid_input
+from conveyor.graphql.validation_cache import PerRequestRule
 from conveyor.operations.requests import current_request
 from conveyor.settings import Settings
 
@@ -219,7 +220,8 @@ def stop_validation_after(max_errors: int) -> type[ValidationRule]:
     found, validation ends with graphql-core's own error, which ConveyorErrors turns into
     TOO_MANY_ERRORS."""
 
-    class StopValidationAfter(ValidationRule):
+    # Per request: it must count the errors of every validation, cached or not.
+    class StopValidationAfter(PerRequestRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
             # Every rule reports through the context's callback (graphql-core's design: the

@@ -10,7 +10,6 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     StringValueNode,
-    ValidationRule,
 )
 from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
@@ -18,6 +17,7 @@ from strawberry.extensions import SchemaExtension
 from conveyor.errors import ErrorCode, FieldPath
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import SUBSCRIPTION_NEEDS_WEBSOCKET, document_refused
+from conveyor.graphql.validation_cache import PerRequestRule
 
 UNSTORABLE_TEXT = (
     "text may not contain NUL characters or unpaired surrogates: PostgreSQL cannot store them"
@@ -55,7 +55,7 @@ class RequestRules(SchemaExtension):
         )
         variables = execution_context.variables or {}
 
-        class Rule(ValidationRule):
+        class Rule(PerRequestRule):
             def enter_operation_definition(
                 self, node: OperationDefinitionNode, *_args: object
             ) -> None:

@@ -15,6 +15,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from conveyor.graphql.authentication import RequireUsableToken
+from conveyor.graphql.compiled.extension import CompiledReads, PlanCache
 from conveyor.graphql.cost import DocumentLimits
 from conveyor.graphql.errors import (
     TOO_MANY_DIRECTIVES,
@@ -27,10 +28,16 @@ from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
+from conveyor.graphql.validation_cache import CachedValidation, ValidatedDocuments
 from conveyor.operations.requests import RecordOperation
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
+
+#: Compiled plans kept per schema (distinct documents and operations).
+PLAN_CACHE_SIZE = 256
+#: Document texts whose document-only validation is remembered, per schema.
+VALIDATED_DOCUMENTS = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -86,8 +93,17 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    # Last: its on_execute runs once every refusal before execution has had its say.
+    # One cache of validated documents for all the requests of this schema.
+    documents = ValidatedDocuments(VALIDATED_DOCUMENTS)
+    extensions.append(lambda: CachedValidation(documents))
+    # After every refusal before execution (its on_execute notes that the operation runs),
+    # before the compiled reads, which may answer it.
     extensions.append(RecordOperation)
+    if settings.compiled_reads:
+        # Last, so that every check above has run when it answers; one plan cache for all
+        # the requests of this schema.
+        plans = PlanCache(PLAN_CACHE_SIZE)
+        extensions.append(lambda: CompiledReads(plans))
     return extensions
 
 

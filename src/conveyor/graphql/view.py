@@ -24,6 +24,7 @@ from conveyor.db.outages import database_unavailable
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ErrorCode
 from conveyor.events.hub import EventHub
+from conveyor.graphql.compiled.extension import EncodedData
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import (
     BAD_REQUEST_BODY,
@@ -270,6 +271,16 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             return message
 
         return limited_receive
+
+    def encode_json(self, data: object) -> str | bytes:
+        # The compiled read path's data is JSON already: sent as it is, never re-encoded.
+        if (
+            isinstance(data, dict)
+            and data.keys() == {"data"}
+            and isinstance(data["data"], EncodedData)
+        ):
+            return b'{"data":' + data["data"].json + b"}"
+        return super().encode_json(data)
 
     def decode_json(self, data: str | bytes) -> object:
         # For both HTTP bodies and WebSocket messages; strawberry's WebSocket handlers expect

@@ -1,3 +1,4 @@
+from bisect import bisect_right
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
@@ -9,6 +10,7 @@ from conveyor.graphql.context import Info
 from conveyor.graphql.types.enums import PipelineStatus
 from conveyor.graphql.types.event import Event
 from conveyor.graphql.types.node import LoadedNode
+from conveyor.graphql.types.pagination import bounded
 
 if TYPE_CHECKING:
     from conveyor.graphql.types.pipeline import Pipeline
@@ -41,11 +43,18 @@ class Issue(LoadedNode):
         assert row is not None
         return row.status
 
-    @strawberry.field(description="The audit trail of this issue, oldest first.")
-    async def events(self, info: Info) -> list[Event]:
-        return [
-            Event.from_row(row) for row in await info.context.loaders.events_by_issue.load(self.id)
-        ]
+    @strawberry.field(
+        description="The audit trail of this issue, oldest first: `first` events (default "
+        "CONVEYOR_DEFAULT_PAGE_SIZE, 20; at most CONVEYOR_MAX_PAGE_SIZE, 100) after the one "
+        "numbered `afterSequence` (the last `sequence` of the previous page)."
+    )
+    async def events(
+        self, info: Info, first: int | None = None, after_sequence: int | None = None
+    ) -> list[Event]:
+        rows = await info.context.loaders.events_by_issue.load(self.id)
+        sequences = [row.id for row in rows]
+        start = 0 if after_sequence is None else bisect_right(sequences, after_sequence)
+        return [Event.from_row(row) for row in bounded(rows, first, start, info.context.settings)]
 
     @classmethod
     def from_row(cls, row: models.Issue) -> Self:

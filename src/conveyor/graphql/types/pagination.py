@@ -11,6 +11,7 @@ from conveyor.errors import invalid_input
 from conveyor.settings import Settings
 
 NodeType = TypeVar("NodeType")
+T = TypeVar("T")
 
 _CURSOR_PREFIX = "cursor:"
 
@@ -39,6 +40,12 @@ def page_size(first: int | None, settings: Settings) -> int:
     if not 0 <= first <= settings.max_page_size:
         raise invalid_input(f"first must be between 0 and {settings.max_page_size}", ("first",))
     return first
+
+
+def bounded(rows: Sequence[T], first: int | None, start: int, settings: Settings) -> list[T]:
+    """The items of a bounded list (`Stage.tasks`, `Issue.events`) from index `start`: `first`
+    of them, or the default page size, refused past the maximum as connections are."""
+    return list(rows[start : start + page_size(first, settings)])
 
 
 @strawberry.type(description="Where a page sits in the whole list.")

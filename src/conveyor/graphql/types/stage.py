@@ -6,10 +6,13 @@ from strawberry import relay
 from conveyor.db import models
 from conveyor.domain.rollup import count_task_statuses, derive_stage_status
 from conveyor.domain.statuses import TaskStatus as DomainTaskStatus
+from conveyor.errors import invalid_input
 from conveyor.graphql.context import Info
+from conveyor.graphql.inputs import node_key
 from conveyor.graphql.types.enums import StageStatus
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.node import LoadedNode
+from conveyor.graphql.types.pagination import bounded
 from conveyor.graphql.types.task import Task
 
 if TYPE_CHECKING:
@@ -50,11 +53,23 @@ class Stage(LoadedNode):
 
         return await Pipeline.load(info, self.pipeline_id)
 
-    @strawberry.field(description="The stage's tasks, in order.")
-    async def tasks(self, info: Info) -> list[Task]:
-        return [
-            Task.from_row(row) for row in await info.context.loaders.tasks_by_stage.load(self.id)
-        ]
+    @strawberry.field(
+        description="The stage's tasks, in order: `first` of them (default "
+        "CONVEYOR_DEFAULT_PAGE_SIZE, 20; at most CONVEYOR_MAX_PAGE_SIZE, 100), after the task "
+        "`after` (the last task of the previous page). `taskCounts.total` says how many the "
+        "stage holds."
+    )
+    async def tasks(
+        self, info: Info, first: int | None = None, after: strawberry.ID | None = None
+    ) -> list[Task]:
+        rows = await info.context.loaders.tasks_by_stage.load(self.id)
+        start = 0
+        if after is not None:
+            key = node_key(after, "Task", ("after",))
+            start = next((index + 1 for index, row in enumerate(rows) if row.id == key), -1)
+            if start < 0:
+                raise invalid_input("not a task of this stage", ("after",))
+        return [Task.from_row(row) for row in bounded(rows, first, start, info.context.settings)]
 
     @strawberry.field(description="Derived from the tasks' statuses; never stored.")
     async def status(self, info: Info) -> StageStatus:

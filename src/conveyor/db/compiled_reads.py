@@ -1,0 +1,656 @@
+"""The compiled read path's SQL: one statement in which PostgreSQL builds a whole response.
+
+`conveyor.graphql.compiled` turns a GraphQL document into a tree of reads (the classes below,
+named by the models' attribute names, not the API's); `statement` turns that tree into one
+SQL statement whose single value is the JSON object of the response's `data`, keys in
+selection order. Fields derived by a rule (a stage's status, a task's waiting reason or
+available actions, a pipeline's active stage) are emitted as null in their place, and the
+facts their rule needs ride along under hidden keys (`#...`, which no GraphQL name can be):
+the caller fills them in with the same `domain` functions as the resolvers, through
+`scheduling_decision` and `task_for_actions` here.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tortoise.connection import get_connection
+
+from conveyor.db import models
+from conveyor.db.tasks import TaskAccess, actions_for
+from conveyor.domain.permissions import ApprovalRules, Principal
+from conveyor.domain.scheduling import (
+    Occupancy,
+    PipelineState,
+    SchedulingDecision,
+    StageState,
+    TaskState,
+    decide,
+)
+from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.transitions import TaskAction
+
+#: The hidden keys: facts for the rules, removed before the response leaves.
+STATUSES_KEY = "#statuses"
+SCHEDULING_KEY = "#scheduling"
+ACCESS_KEY = "#access"
+ACTIVE_STAGE_KEY = "#active"
+ROW_ID_KEY = "#id"
+TYPE_KEY = "#type"
+
+#: json_build_object takes at most 100 arguments: 50 keys.
+MAX_KEYS_PER_OBJECT = 50
+
+
+# --- the tree of reads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A scalar of the row, by the model's attribute name (`id` is the global id)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A fixed string, such as `__typename`."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Null here, filled in by the caller from the object's hidden facts."""
+
+    name: str
+    #: What the caller needs to know about the derived value's own selection (opaque here).
+    selection: Any = None
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    model: str
+    fields: tuple[tuple[str, "Read"], ...]
+    #: Hidden facts the caller asked for (the *_KEY constants).
+    facts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A related object (`one`) or list of them, by the relation's attribute name."""
+
+    name: str
+    target: ObjectRead
+    #: Opaque to this module: handed back to `Arguments` to get the relation's arguments.
+    arguments: Any = None
+
+
+@dataclass(frozen=True)
+class ActiveStage:
+    """`Pipeline.activeStage`: null here; every stage and their task statuses are hidden facts,
+    and the caller picks the stage by the domain's rule."""
+
+    target: ObjectRead
+
+
+@dataclass(frozen=True)
+class ConnectionRead:
+    """A root connection (`issues`, `pipelines`, ...): parts by response key."""
+
+    name: str
+    #: (key, part): part is "totalCount", "__typename" (its value in `typename`), or a
+    #: tuple for `edges` ((key, "cursor" | "__typename" | ObjectRead) ...) or `pageInfo`
+    #: ((key, field name) ...).
+    parts: tuple[tuple[str, Any], ...]
+    typename: str
+    edge_typename: str
+    arguments: Any = None
+
+
+@dataclass(frozen=True)
+class NodeRead:
+    """`node(id:)` (`many` False) or `nodes(ids:)`: objects by global id, each of the type
+    its id names (`by_type`)."""
+
+    many: bool
+    by_type: Mapping[str, ObjectRead]
+    arguments: Any = None
+
+
+Read = Column | Constant | Derived | Relation | ActiveStage | ConnectionRead | NodeRead | ObjectRead
+
+
+class Uncovered(Exception):
+    """This read cannot be made here; the resolvers answer instead."""
+
+
+#: The arguments of a read, as the caller resolves them for one request's variables. It
+#: raises Uncovered for values it leaves to the resolvers (e.g. out of range, to be refused).
+Arguments = Callable[[Any], Mapping[str, Any]]
+
+
+# --- how each model is stored -----------------------------------------------------------------
+
+TABLES = {
+    "Environment": "environment",
+    "Instance": "instance",
+    "Database": "database",
+    "Issue": "issue",
+    "Pipeline": "pipeline",
+    "Stage": "stage",
+    "Task": "task",
+    "TaskRun": "task_run",
+    "Event": "event",
+}
+
+_TIMESTAMPS = frozenset(
+    {"created_at", "updated_at", "not_before", "approved_at", "started_at", "ended_at"}
+)
+
+
+def global_id_sql(type_name: str, key: str) -> str:
+    """Relay's global id of a row, as strawberry makes it: base64 of "Type:key". PostgreSQL
+    breaks base64 lines every 76 characters; the longest id here ("Environment:" and ten
+    digits) is 32, so none is broken."""
+    return f"encode(convert_to('{type_name}:' || {key}, 'UTF8'), 'base64')"
+
+
+def iso_timestamp_sql(column: str) -> str:
+    """A timestamptz as Python's `datetime.isoformat` writes it for UTC (strawberry's
+    DateTime): microseconds only when not zero, and "+00:00"."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+        f"extract(microseconds FROM {utc})::bigint % 1000000 = 0 THEN '' "
+        f"ELSE to_char({utc}, '.US') END || '+00:00')"
+    )
+
+
+def _cursor_sql(key: str) -> str:
+    """graphql.types.pagination.encode_cursor in SQL: urlsafe base64 of "cursor:<key>"."""
+    return f"translate(encode(convert_to('cursor:' || {key}, 'UTF8'), 'base64'), '+/', '-_')"
+
+
+def _column_sql(model: str, name: str, alias: str) -> str:
+    match model, name:
+        case "Event", "sequence":
+            return f"{alias}.id"
+        case "Event", "task_id":
+            return global_id_sql("Task", f"{alias}.task_id")
+        case "Event", "stage_id":
+            return global_id_sql("Stage", f"{alias}.stage_id")
+        case _, "id":
+            return global_id_sql(model, f"{alias}.id")
+        case "Task", "cancel_requested":
+            return f"({alias}.cancel_requested_at IS NOT NULL)"
+        case "Issue", "status":
+            return (
+                f"(SELECT p.status FROM pipeline p WHERE p.issue_id = {alias}.id "
+                "ORDER BY p.id LIMIT 1)"
+            )
+        case "Environment", "order":
+            return f'{alias}."order"'
+    if name in _TIMESTAMPS:
+        return iso_timestamp_sql(f"{alias}.{name}")
+    return f"{alias}.{name}"
+
+
+@dataclass(frozen=True)
+class _Join:
+    target: str
+    #: For a list: FROM ... and WHERE ..., with {a} the parent's alias and {x} the target's.
+    #: For one object: the join condition, the target joined as {x} (as the limit's SQL does:
+    #: a join costs PostgreSQL far less than a subquery for each parent row).
+    source: str
+    where: str = ""
+    order: str | None = None
+    many: bool = False
+    bounded: bool = False
+
+
+def _one(target: str, condition: str) -> _Join:
+    return _Join(target, condition)
+
+
+def _many(target: str, source: str, where: str, order: str, *, bounded: bool = False) -> _Join:
+    return _Join(target, source, where, order, many=True, bounded=bounded)
+
+
+_RELATIONS: dict[tuple[str, str], _Join] = {
+    ("Task", "instance"): _one("Instance", "{x}.id = {a}.instance_id"),
+    ("Task", "database"): _one("Database", "{x}.id = {a}.database_id"),
+    ("Task", "stage"): _one("Stage", "{x}.id = {a}.stage_id"),
+    ("Task", "pipeline"): _one("Pipeline", "{x}.id = {a}.pipeline_id"),
+    ("Task", "blocked_by"): _many(
+        "Task",
+        "task_dependency {x}_d JOIN task {x} ON {x}.id = {x}_d.blocked_by_id",
+        "{x}_d.task_id = {a}.id",
+        "{x}_d.blocked_by_id",
+    ),
+    ("Task", "runs"): _many("TaskRun", "task_run {x}", "{x}.task_id = {a}.id", "{x}.attempt"),
+    ("Stage", "environment"): _one("Environment", "{x}.id = {a}.environment_id"),
+    ("Stage", "pipeline"): _one("Pipeline", "{x}.id = {a}.pipeline_id"),
+    ("Stage", "tasks"): _many(
+        "Task", "task {x}", "{x}.stage_id = {a}.id", "{x}.position", bounded=True
+    ),
+    ("Pipeline", "issue"): _one("Issue", "{x}.id = {a}.issue_id"),
+    ("Pipeline", "stages"): _many("Stage", "stage {x}", "{x}.pipeline_id = {a}.id", "{x}.position"),
+    # One pipeline per issue: pipeline.issue_id is unique.
+    ("Issue", "pipeline"): _one("Pipeline", "{x}.issue_id = {a}.id"),
+    ("Issue", "events"): _many(
+        "Event", "event {x}", "{x}.issue_id = {a}.id", "{x}.id", bounded=True
+    ),
+    ("Database", "instance"): _one("Instance", "{x}.id = {a}.instance_id"),
+    ("Instance", "environment"): _one("Environment", "{x}.id = {a}.environment_id"),
+}
+
+
+def relation_target(model: str, name: str) -> tuple[str, bool] | None:
+    """The model a relation leads to and whether it is a list; None if it is not one here."""
+    join = _RELATIONS.get((model, name))
+    return None if join is None else (join.target, join.many)
+
+
+def _pipeline_id_sql(model: str, alias: str) -> str:
+    match model:
+        case "Pipeline":
+            return f"{alias}.id"
+        case "Issue":
+            return (
+                f"(SELECT p.id FROM pipeline p WHERE p.issue_id = {alias}.id ORDER BY p.id LIMIT 1)"
+            )
+        case _:
+            return f"{alias}.pipeline_id"
+
+
+def _scheduling_facts_sql(pipeline: str) -> str:
+    """What db.scheduling.decisions reads for one pipeline, as JSON: its status, its stages
+    with their tasks, and what runs on its instances (for scheduling_decision)."""
+    instances = f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
+    return f"""json_build_array({pipeline},
+      (SELECT status FROM pipeline WHERE id = {pipeline}),
+      (SELECT coalesce(json_agg(json_build_array(s.id, s.name, (
+          SELECT coalesce(json_agg(json_build_array(
+              t.id, t.status, t.instance_id, t.database_id, {iso_timestamp_sql("t.not_before")},
+              (SELECT coalesce(json_agg(d.blocked_by_id), '[]'::json)
+               FROM task_dependency d WHERE d.task_id = t.id))), '[]'::json)
+          FROM task t WHERE t.stage_id = s.id)) ORDER BY s.position), '[]'::json)
+       FROM stage s WHERE s.pipeline_id = {pipeline}),
+      (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
+       FROM task r WHERE r.status = 'RUNNING' AND r.instance_id IN {instances}),
+      (SELECT coalesce(json_agg(json_build_array(i.id, i.max_running_tasks)), '[]'::json)
+       FROM instance i WHERE i.id IN {instances}))"""
+
+
+def _access_facts_sql(alias: str, joined: str) -> tuple[str, str]:
+    """What actions_for reads about a task beyond its row: its pipeline's status, its
+    issue's creator and its environment's approval rules (for available_actions); and the
+    joins that bring them, aliased from `joined`."""
+    facts = (
+        f"json_build_array({alias}.type, {alias}.status, "
+        f"{iso_timestamp_sql(f'{alias}.not_before')}, "
+        f"{iso_timestamp_sql(f'{alias}.cancel_requested_at')}, "
+        f"json_build_array({joined}p.status, {joined}i.creator, "
+        f"{joined}e.developers_may_approve, {joined}e.creator_may_approve))"
+    )
+    joins = (
+        f"LEFT JOIN pipeline {joined}p ON {joined}p.id = {alias}.pipeline_id "
+        f"LEFT JOIN issue {joined}i ON {joined}i.id = {joined}p.issue_id "
+        f"LEFT JOIN stage {joined}s ON {joined}s.id = {alias}.stage_id "
+        f"LEFT JOIN environment {joined}e ON {joined}e.id = {joined}s.environment_id"
+    )
+    return facts, joins
+
+
+def _statuses_sql(alias: str) -> str:
+    return (
+        "(SELECT coalesce(json_agg(t.status ORDER BY t.position), '[]'::json) "
+        f"FROM task t WHERE t.stage_id = {alias}.id)"
+    )
+
+
+# --- the statement ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Builder:
+    arguments: Arguments
+    #: The node types chosen for node(id:)/nodes(ids:), in the order they were met.
+    parameters: list[Any] = field(default_factory=list)
+    aliases: int = 0
+
+    def parameter(self, value: Any, sql_type: str) -> str:
+        self.parameters.append(value)
+        return f"${len(self.parameters)}::{sql_type}"
+
+    def alias(self) -> str:
+        self.aliases += 1
+        return f"r{self.aliases}"
+
+    def object(self, read: ObjectRead, alias: str) -> tuple[str, str]:
+        """The JSON of one object of the row `alias`, and the joins its to-one relations
+        need in the FROM clause that brings `alias`."""
+        joins: list[str] = []
+        entries = []
+        for key, value in read.fields:
+            if isinstance(value, Relation) and not _RELATIONS[(read.model, value.name)].many:
+                entries.append((key, self.joined(read.model, value, alias, joins)))
+            else:
+                entries.append((key, self.value(read.model, value, alias)))
+        entries += [
+            (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
+            for key, value in read.fields
+            if isinstance(value, ActiveStage)
+        ]
+        for fact in sorted(read.facts):
+            if fact == ACCESS_KEY:
+                access, access_joins = _access_facts_sql(alias, self.alias())
+                entries.append((fact, access))
+                joins.append(access_joins)
+            else:
+                entries.append((fact, self.fact(read.model, fact, alias)))
+        if len(entries) > MAX_KEYS_PER_OBJECT:
+            raise Uncovered("too many keys in one object")
+        pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
+        return f"json_build_object({pairs})", " ".join(joins)
+
+    def joined(self, model: str, read: Relation, parent: str, joins: list[str]) -> str:
+        join = _RELATIONS[(model, read.name)]
+        alias = self.alias()
+        target, nested = self.object(read.target, alias)
+        joins.append(
+            f"LEFT JOIN {TABLES[join.target]} {alias} ON {join.source.format(a=parent, x=alias)}"
+        )
+        if nested:
+            joins.append(nested)
+        return f"CASE WHEN {alias}.id IS NULL THEN NULL ELSE {target} END"
+
+    def fact(self, model: str, fact: str, alias: str) -> str:
+        match fact:
+            case "#statuses":
+                return _statuses_sql(alias)
+            case "#scheduling":
+                return _scheduling_facts_sql(_pipeline_id_sql(model, alias))
+            case "#id":
+                return f"{alias}.id"
+            case "#type":
+                return f"'{model}'"
+        raise AssertionError(fact)
+
+    def value(self, model: str, read: Read, alias: str) -> str:
+        match read:
+            case Column(name):
+                return _column_sql(model, name, alias)
+            case Constant(value):
+                return f"'{value}'"
+            case Derived():
+                return "NULL"
+            case ActiveStage():
+                return "NULL"
+            case Relation():
+                return self.relation(model, read, alias)
+        raise Uncovered(f"{type(read).__name__} inside {model}")
+
+    def active_stage_facts(self, read: ActiveStage, alias: str) -> str:
+        stage = self.alias()
+        target, joins = self.object(read.target, stage)
+        return (
+            f"(SELECT json_build_array(coalesce(json_agg({_statuses_sql(stage)} ORDER BY "
+            f"{stage}.position), '[]'::json), coalesce(json_agg({target} "
+            f"ORDER BY {stage}.position), '[]'::json)) FROM stage {stage} {joins} "
+            f"WHERE {stage}.pipeline_id = {alias}.id)"
+        )
+
+    def relation(self, model: str, read: Relation, parent: str) -> str:
+        """A list of related objects (to-one relations are joined: see `joined`)."""
+        join = _RELATIONS[(model, read.name)]
+        alias = self.alias()
+        source = join.source.format(x=alias)
+        where = join.where.format(a=parent, x=alias)
+        order = join.order.format(x=alias) if join.order else None
+        target, joins = self.object(read.target, alias)
+        if not join.bounded:
+            return (
+                f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
+                f"FROM {source} {joins} WHERE {where})"
+            )
+        arguments = self.arguments(read.arguments)
+        if arguments.get("after_sequence") is not None:
+            where += f" AND {alias}.id > {self.parameter(arguments['after_sequence'], 'bigint')}"
+        limit = self.parameter(arguments["first"], "int")
+        return (
+            f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
+            f"FROM (SELECT {alias}.* FROM {source} WHERE {where} ORDER BY {order} LIMIT {limit}) "
+            f"{alias} {joins})"
+        )
+
+    def root(self, key_reads: Sequence[tuple[str, Read]]) -> str:
+        entries = []
+        for key, read in key_reads:
+            match read:
+                case Constant(value):
+                    entries.append((key, f"'{value}'"))
+                case NodeRead():
+                    entries.append((key, self.nodes(read)))
+                case ConnectionRead():
+                    entries.append((key, self.connection(read)))
+                case _:
+                    raise Uncovered(f"{type(read).__name__} at the root")
+        if len(entries) > MAX_KEYS_PER_OBJECT:
+            raise Uncovered("too many keys in one object")
+        pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
+        return f"SELECT json_build_object({pairs})::text"
+
+    def nodes(self, read: NodeRead) -> str:
+        arguments = self.arguments(read.arguments)
+        found = [self.node(read, type_name, key) for type_name, key in arguments["ids"]]
+        if not read.many:
+            return found[0]
+        return f"json_build_array({', '.join(found)})" if found else "'[]'::json"
+
+    def node(self, read: NodeRead, type_name: str, key: int) -> str:
+        target = read.by_type.get(type_name)
+        if target is None:
+            raise Uncovered(f"node of type {type_name}")
+        alias = self.alias()
+        built, joins = self.object(target, alias)
+        return (
+            f"(SELECT {built} FROM {TABLES[type_name]} {alias} {joins} "
+            f"WHERE {alias}.id = {self.parameter(key, 'int')})"
+        )
+
+    def connection(self, read: ConnectionRead) -> str:
+        arguments = self.arguments(read.arguments)
+        model = read.typename.removesuffix("Connection")
+        table = TABLES[model]
+        key_column = '"order"' if model == "Environment" else "id"
+        descending = model in ("Issue", "Pipeline")
+        first = self.parameter(arguments["first"], "int")
+        filters = self.filters(model, arguments)
+        page = self.alias()
+        conditions = [condition.format(x=page) for condition in filters]
+        after = arguments.get("after")
+        if after is not None:
+            comparison = "<" if descending else ">"
+            conditions.append(f"{page}.{key_column} {comparison} {self.parameter(after, 'int')}")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        direction = "DESC" if descending else "ASC"
+        rows = (
+            f"(SELECT {page}.*, row_number() OVER (ORDER BY {page}.{key_column} {direction}) "
+            f"AS page_row FROM {table} {page}{where} "
+            f"ORDER BY {page}.{key_column} {direction} LIMIT {first} + 1) {page}"
+        )
+        in_page = f"{page}.page_row <= {first}"
+        page_joins: list[str] = []
+        keys = f"(array_agg({page}.{key_column} ORDER BY {page}.page_row) FILTER (WHERE {in_page}))"
+        entries = []
+        for key, part in read.parts:
+            if part == "totalCount":
+                counted = self.alias()
+                counted_where = " AND ".join(condition.format(x=counted) for condition in filters)
+                entries.append(
+                    (
+                        key,
+                        f"(SELECT count(*) FROM {table} {counted}"
+                        f"{' WHERE ' + counted_where if counted_where else ''})",
+                    )
+                )
+            elif part == "__typename":
+                entries.append((key, f"'{read.typename}'"))
+            elif isinstance(part, tuple) and part[0] == "edges":
+                edge = []
+                for edge_key, edge_part in part[1]:
+                    if edge_part == "cursor":
+                        edge.append((edge_key, _cursor_sql(f"{page}.{key_column}")))
+                    elif edge_part == "__typename":
+                        edge.append((edge_key, f"'{read.edge_typename}'"))
+                    else:
+                        node, joins = self.object(edge_part, page)
+                        edge.append((edge_key, node))
+                        page_joins.append(joins)
+                pairs = ", ".join(f"'{k}', {v}" for k, v in edge)
+                entries.append(
+                    (
+                        key,
+                        f"coalesce(json_agg(json_build_object({pairs}) ORDER BY {page}.page_row) "
+                        f"FILTER (WHERE {in_page}), '[]'::json)",
+                    )
+                )
+            else:
+                assert isinstance(part, tuple), part
+                assert part[0] == "pageInfo", part
+                info = []
+                for info_key, name in part[1]:
+                    match name:
+                        case "hasNextPage":
+                            info.append((info_key, f"count(*) > {first}"))
+                        case "hasPreviousPage":
+                            info.append((info_key, "true" if after is not None else "false"))
+                        case "startCursor":
+                            info.append((info_key, _cursor_sql(f"{keys}[1]")))
+                        case "endCursor":
+                            info.append(
+                                (info_key, _cursor_sql(f"{keys}[least(count(*), {first})]"))
+                            )
+                        case "__typename":
+                            info.append((info_key, "'PageInfo'"))
+                pairs = ", ".join(f"'{k}', {v}" for k, v in info)
+                entries.append((key, f"json_build_object({pairs})"))
+        pairs = ", ".join(f"'{k}', {v}" for k, v in entries)
+        # GROUP BY (): one row, even for an empty page whose selection aggregates nothing.
+        return f"(SELECT json_build_object({pairs}) FROM {rows} {' '.join(page_joins)} GROUP BY ())"
+
+    def filters(self, model: str, arguments: Mapping[str, Any]) -> list[str]:
+        """Conditions on the row aliased {x}, as reads.*_matching filters."""
+        conditions = []
+        status = arguments.get("status")
+        environment = arguments.get("environment_id")
+        instance = arguments.get("instance_id")
+        if status is not None:
+            value = self.parameter(status, "text")
+            conditions.append(
+                f"{{x}}.status = {value}"
+                if model == "Pipeline"
+                else f"EXISTS (SELECT 1 FROM pipeline p WHERE p.issue_id = {{x}}.id "
+                f"AND p.status = {value})"
+            )
+        if instance is not None:
+            conditions.append(f"{{x}}.instance_id = {self.parameter(instance, 'int')}")
+        if environment is not None:
+            value = self.parameter(environment, "int")
+            conditions.append(
+                {
+                    "Issue": "{x}.id IN (SELECT p.issue_id FROM pipeline p JOIN stage s ON "
+                    f"s.pipeline_id = p.id WHERE s.environment_id = {value})",
+                    "Pipeline": "{x}.id IN (SELECT s.pipeline_id FROM stage s WHERE "
+                    f"s.environment_id = {value})",
+                    "Instance": f"{{x}}.environment_id = {value}",
+                    "Database": "{x}.instance_id IN (SELECT i.id FROM instance i WHERE "
+                    f"i.environment_id = {value})",
+                }[model]
+            )
+        return conditions
+
+
+def statement(key_reads: Sequence[tuple[str, Read]], arguments: Arguments) -> tuple[str, list[Any]]:
+    """The SQL (and its parameters) whose one value is the JSON text of the data object."""
+    builder = _Builder(arguments)
+    sql = builder.root(key_reads)
+    return sql, builder.parameters
+
+
+async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:
+    """Run a statement made by `statement` on a pooled connection: the data's JSON text."""
+    client: Any = get_connection("default")
+    async with client.acquire_connection() as connection:
+        # Logged as tortoise logs each statement it sends, for whoever counts them.
+        client.log.debug("%s: %s", sql, parameters)
+        text: str = await connection.fetchval(sql, *parameters)
+    return text
+
+
+# --- facts to domain --------------------------------------------------------------------------
+
+
+_TASK_STATUSES = {status.value: status for status in TaskStatus}
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecision:
+    """The decision db.scheduling.decisions makes, from the facts _scheduling_facts_sql read
+    (whose first item is the pipeline's id)."""
+    _pipeline_id, status, stages, running, limits = facts
+    state = PipelineState(
+        status=PipelineStatus(status),
+        stages=tuple(
+            StageState(
+                id=stage_id,
+                name=name,
+                tasks=tuple(
+                    TaskState(
+                        id=task_id,
+                        status=_TASK_STATUSES[task_status],
+                        instance_id=instance_id,
+                        database_id=database_id,
+                        not_before=_timestamp(not_before),
+                        blocked_by=frozenset(blocked_by),
+                    )
+                    for task_id, task_status, instance_id, database_id, not_before, blocked_by in (
+                        tasks
+                    )
+                ),
+            )
+            for stage_id, name, tasks in stages
+        ),
+    )
+    occupancy = Occupancy(
+        running_task_by_database={
+            database_id: task_id for task_id, _, database_id in running if database_id is not None
+        },
+        running_count_by_instance=Counter(instance_id for _, instance_id, _ in running),
+        limit_by_instance=dict(limits),
+    )
+    return decide(state, occupancy, now)
+
+
+def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAction]:
+    """What db.tasks.actions_for offers `principal` on a task, from the facts
+    _access_facts_sql read (the task's row in part: what actions_for looks at)."""
+    task_type, status, not_before, cancel_requested_at, about = facts
+    pipeline_status, creator, developers_may_approve, creator_may_approve = about
+    task = models.Task(
+        type=TaskType(task_type),
+        status=TaskStatus(status),
+        not_before=_timestamp(not_before),
+        cancel_requested_at=_timestamp(cancel_requested_at),
+    )
+    rules = ApprovalRules(
+        developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
+    )
+    return actions_for(task, PipelineStatus(pipeline_status), TaskAccess(principal, creator, rules))

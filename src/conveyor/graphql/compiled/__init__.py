@@ -1,0 +1,1 @@
+"""The compiled read path: see `extension`."""

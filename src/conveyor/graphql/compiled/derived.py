@@ -1,0 +1,190 @@
+"""The derived fields of a compiled read, filled in from the hidden facts PostgreSQL read,
+by the same `domain` functions the resolvers call; the hidden keys are removed."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from conveyor.db.compiled_reads import (
+    ACCESS_KEY,
+    ACTIVE_STAGE_KEY,
+    ROW_ID_KEY,
+    SCHEDULING_KEY,
+    STATUSES_KEY,
+    TYPE_KEY,
+    ActiveStage,
+    ConnectionRead,
+    Derived,
+    NodeRead,
+    ObjectRead,
+    Relation,
+    available_actions,
+    scheduling_decision,
+)
+from conveyor.domain.permissions import Principal
+from conveyor.domain.rollup import active_stage_index, count_task_statuses, derive_stage_status
+from conveyor.domain.scheduling import SchedulingDecision, WaitingReason
+from conveyor.domain.statuses import TaskStatus
+from conveyor.graphql.compiled.plan import Plan
+
+_COUNTED = {
+    "pendingApproval": TaskStatus.PENDING_APPROVAL,
+    "pending": TaskStatus.PENDING,
+    "running": TaskStatus.RUNNING,
+    "done": TaskStatus.DONE,
+    "failed": TaskStatus.FAILED,
+    "canceled": TaskStatus.CANCELED,
+    "skipped": TaskStatus.SKIPPED,
+}
+_HIDDEN = (ROW_ID_KEY, ACCESS_KEY, TYPE_KEY)
+_TASK_STATUSES = {status.value: status for status in TaskStatus}
+
+Json = dict[str, Any]
+
+
+def _waiting_reason(reason: WaitingReason, selection: Sequence[tuple[str, str]]) -> Json:
+    values = {
+        "kind": reason.kind.value,
+        "message": reason.message,
+        "notBefore": None if reason.not_before is None else reason.not_before.isoformat(),
+        "limit": reason.limit,
+        "__typename": "WaitingReason",
+    }
+    return {key: values[name] for key, name in selection}
+
+
+def _task_counts(statuses: list[TaskStatus], selection: Sequence[tuple[str, str]]) -> Json:
+    counts = count_task_statuses(statuses)
+    values: dict[str, Any] = {name: counts[status] for name, status in _COUNTED.items()}
+    values["total"] = len(statuses)
+    values["__typename"] = "TaskStatusCounts"
+    return {key: values[name] for key, name in selection}
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What filling in one object of a plan takes, worked out once per plan."""
+
+    scheduling: bool
+    statuses: bool
+    #: (what, key, detail), in selection order; what is one of the names below.
+    fields: tuple[tuple[str, str, Any], ...]
+    hidden: tuple[str, ...]
+
+
+def _steps_of(read: ObjectRead, walked: frozenset[int]) -> _Steps:
+    fields: list[tuple[str, str, Any]] = []
+    for key, part in read.fields:
+        match part:
+            case Derived(name, selection):
+                fields.append((name, key, selection))
+            case ActiveStage(target):
+                fields.append(("active_stage", key, target))
+            case Relation(_, target) if id(target) in walked:
+                fields.append(("relation", key, target))
+    return _Steps(
+        scheduling=SCHEDULING_KEY in read.facts,
+        statuses=STATUSES_KEY in read.facts,
+        fields=tuple(fields),
+        hidden=tuple(key for key in _HIDDEN if key in read.facts),
+    )
+
+
+@dataclass
+class DerivedFields:
+    plan: Plan
+    principal: Principal
+    #: When the request arrived: scheduling is decided as of this moment, as Loaders.now.
+    now: datetime
+    decisions: dict[int, SchedulingDecision] = field(default_factory=dict)
+    actions: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[tuple[WaitingReason, Any], Json] = field(default_factory=dict)
+
+    def fill(self, data: Json) -> None:
+        """Fill in `data` (the JSON of the plan's reads), in place."""
+        for key, read in self.plan.reads:
+            value = data[key]
+            if value is None:
+                continue
+            if isinstance(read, NodeRead):
+                for item in value if read.many else [value]:
+                    if item is not None and TYPE_KEY in item:
+                        self.object(item, read.by_type[item[TYPE_KEY]])
+            elif isinstance(read, ConnectionRead):
+                for part_key, part in read.parts:
+                    if isinstance(part, tuple) and part[0] == "edges":
+                        for edge in value[part_key]:
+                            for edge_key, edge_part in part[1]:
+                                if isinstance(edge_part, ObjectRead):
+                                    self.object(edge[edge_key], edge_part)
+
+    def steps(self, read: ObjectRead) -> _Steps | None:
+        if id(read) not in self.plan.walked:
+            return None
+        steps: _Steps | None = self.plan.steps.get(id(read))
+        if steps is None:
+            steps = self.plan.steps[id(read)] = _steps_of(read, self.plan.walked)
+        return steps
+
+    def object(
+        self, value: Json, read: ObjectRead, decision: SchedulingDecision | None = None
+    ) -> None:
+        steps = self.steps(read)
+        if steps is None:
+            return
+        if steps.scheduling:
+            decision = self.decision(value.pop(SCHEDULING_KEY))
+        statuses = (
+            [_TASK_STATUSES[status] for status in value.pop(STATUSES_KEY)] if steps.statuses else []
+        )
+        for what, key, detail in steps.fields:
+            if what == "relation":
+                related = value[key]
+                if isinstance(related, list):
+                    for item in related:
+                        self.object(item, detail, decision)
+                elif related is not None:
+                    self.object(related, detail, decision)
+            elif what == "waiting_reason":
+                assert decision is not None, "the plan reads the scheduling facts above"
+                reason = decision.waiting.get(value[ROW_ID_KEY])
+                value[key] = None if reason is None else self.waiting_reason(reason, detail)
+            elif what == "available_actions":
+                value[key] = self.available_actions(value[ACCESS_KEY])
+            elif what == "status":
+                value[key] = derive_stage_status(statuses).value
+            elif what == "task_counts":
+                value[key] = _task_counts(statuses, detail)
+            else:
+                stage_statuses, stages = value.pop(f"{ACTIVE_STAGE_KEY}:{key}")
+                index = active_stage_index(
+                    [[_TASK_STATUSES[status] for status in each] for each in stage_statuses]
+                )
+                value[key] = None if index is None else stages[index]
+                if index is not None:
+                    self.object(stages[index], detail, decision)
+        for hidden in steps.hidden:
+            del value[hidden]
+
+    def decision(self, facts: list[Any]) -> SchedulingDecision:
+        pipeline_id = facts[0]
+        if pipeline_id not in self.decisions:
+            self.decisions[pipeline_id] = scheduling_decision(facts, self.now)
+        return self.decisions[pipeline_id]
+
+    def waiting_reason(self, reason: WaitingReason, selection: Sequence[tuple[str, str]]) -> Json:
+        # Many tasks wait for the same reason (an earlier stage): worded once, copied each.
+        memo_key = (reason, selection)
+        if memo_key not in self.reasons:
+            self.reasons[memo_key] = _waiting_reason(reason, selection)
+        return dict(self.reasons[memo_key])
+
+    def available_actions(self, facts: list[Any]) -> list[str]:
+        # Few tasks differ in what decides their actions: decided once for each kind.
+        memo_key = repr(facts)
+        if memo_key not in self.actions:
+            self.actions[memo_key] = [
+                action.value for action in available_actions(facts, self.principal)
+            ]
+        return list(self.actions[memo_key])
