@@ -237,10 +237,11 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # reusing one.
         timeout_keep_alive=settings.keep_alive_seconds,
         headers=[("Keep-Alive", f"timeout={settings.keep_alive_seconds}")],
-        # Protocol-level pings keep graphql-transport-ws sockets alive through proxies and
-        # find dead peers; legacy graphql-ws ones also get the view's "ka" messages.
-        ws_ping_interval=settings.websocket_keep_alive_seconds,
-        ws_ping_timeout=settings.websocket_keep_alive_seconds,
+        # No protocol-level pings: a client that stops reading cannot answer them, and their
+        # timeout (1011) would close it before it learns why. graphql-transport-ws sockets
+        # are pinged by graphql.live_socket, which closes a client that stopped reading with
+        # SUBSCRIBER_TOO_SLOW; legacy graphql-ws ones get "ka" messages.
+        ws_ping_interval=None,
         # A WebSocket message may be as large as an HTTP request body, no larger.
         ws_max_size=settings.max_request_bytes,
         # On SIGTERM, requests in flight get this long to finish.

@@ -76,6 +76,10 @@ class ObjectRead:
     fields: tuple[tuple[str, "Read"], ...]
     #: Hidden facts the caller asked for (the *_KEY constants).
     facts: frozenset[str] = frozenset()
+    #: With SCHEDULING_KEY: the objects a waiting reason below may name, read along with the
+    #: scheduling facts as JSON objects by row id, one for each (number, what, read): what is
+    #: "stage" (the pipeline's stages) or "task" (the tasks that may block one of its tasks).
+    waiting_objects: tuple[tuple[int, str, "ObjectRead"], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,10 +270,15 @@ def _pipeline_id_sql(model: str, alias: str) -> str:
             return f"{alias}.pipeline_id"
 
 
-def _scheduling_facts_sql(pipeline: str) -> str:
+def _instances_sql(pipeline: str) -> str:
+    return f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
+
+
+def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
     """What db.scheduling.decisions reads for one pipeline, as JSON: its status, its stages
-    with their tasks, and what runs on its instances (for scheduling_decision)."""
-    instances = f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
+    with their tasks, and what runs on its instances (for scheduling_decision); then
+    `waiting_objects`, the JSON of the objects its waiting reasons may name."""
+    instances = _instances_sql(pipeline)
     return f"""json_build_array({pipeline},
       (SELECT status FROM pipeline WHERE id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(s.id, s.name, (
@@ -282,7 +291,26 @@ def _scheduling_facts_sql(pipeline: str) -> str:
       (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
        FROM task r WHERE r.status = 'RUNNING' AND r.instance_id IN {instances}),
       (SELECT coalesce(json_agg(json_build_array(i.id, i.max_running_tasks)), '[]'::json)
-       FROM instance i WHERE i.id IN {instances}))"""
+       FROM instance i WHERE i.id IN {instances}){"".join(f", {each}" for each in waiting_objects)}
+    )"""
+
+
+def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
+    """The rows a waiting reason of the pipeline's tasks may name: its stages (an earlier
+    stage), or the tasks that block one of its tasks, those running on its instances, and its
+    pending tasks against a database (the decision may start one, which then holds the
+    database). A row named that is not among them sends the read to the resolvers."""
+    if what == "stage":
+        return f"{alias}.pipeline_id = {pipeline}"
+    # One set of ids from three indexed reads: an OR of the three conditions scans the table.
+    return (
+        f"{alias}.id IN (SELECT d.blocked_by_id FROM task_dependency d JOIN task b "
+        f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline} "
+        f"UNION ALL SELECT r.id FROM task r WHERE r.status = 'RUNNING' "
+        f"AND r.instance_id IN {_instances_sql(pipeline)} "
+        f"UNION ALL SELECT p.id FROM task p WHERE p.pipeline_id = {pipeline} "
+        "AND p.status = 'PENDING' AND p.database_id IS NOT NULL)"
+    )
 
 
 def _access_facts_sql(alias: str, joined: str) -> tuple[str, str]:
@@ -351,7 +379,7 @@ class _Builder:
                 entries.append((fact, access))
                 joins.append(access_joins)
             else:
-                entries.append((fact, self.fact(read.model, fact, alias)))
+                entries.append((fact, self.fact(read, fact, alias)))
         if len(entries) > MAX_KEYS_PER_OBJECT:
             raise Uncovered("too many keys in one object")
         pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
@@ -368,12 +396,29 @@ class _Builder:
             joins.append(nested)
         return f"CASE WHEN {alias}.id IS NULL THEN NULL ELSE {target} END"
 
-    def fact(self, model: str, fact: str, alias: str) -> str:
+    def waiting_objects(self, what: str, read: ObjectRead, pipeline: str) -> str:
+        alias = self.alias()
+        built, joins = self.object(read, alias)
+        return (
+            f"(SELECT coalesce(json_object_agg({alias}.id, {built}), '{{}}'::json) "
+            f"FROM {TABLES[read.model]} {alias} {joins} "
+            f"WHERE {_waiting_candidates_sql(what, pipeline, alias)})"
+        )
+
+    def fact(self, read: ObjectRead, fact: str, alias: str) -> str:
+        model = read.model
         match fact:
             case "#statuses":
                 return _statuses_sql(alias)
             case "#scheduling":
-                return _scheduling_facts_sql(_pipeline_id_sql(model, alias))
+                pipeline = _pipeline_id_sql(model, alias)
+                return _scheduling_facts_sql(
+                    pipeline,
+                    [
+                        self.waiting_objects(what, target, pipeline)
+                        for _, what, target in read.waiting_objects
+                    ],
+                )
             case "#id":
                 return f"{alias}.id"
             case "#type":
@@ -604,8 +649,8 @@ def _timestamp(text: str | None) -> datetime | None:
 
 def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecision:
     """The decision db.scheduling.decisions makes, from the facts _scheduling_facts_sql read
-    (whose first item is the pipeline's id)."""
-    _pipeline_id, status, stages, running, limits = facts
+    (whose first item is the pipeline's id; the waiting objects after them are not read)."""
+    _pipeline_id, status, stages, running, limits = facts[:5]
     state = PipelineState(
         status=PipelineStatus(status),
         stages=tuple(

@@ -4,6 +4,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from conveyor.db.access import refuse_if, require
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.models import (
     Database,
     Environment,
@@ -37,7 +38,6 @@ from conveyor.domain.transitions import (
     status_after_issue_reopen,
 )
 from conveyor.errors import ConveyorError, conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 async def _catalog_for(plan: IssuePlan) -> Catalog:

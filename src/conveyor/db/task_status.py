@@ -1,5 +1,6 @@
 """Every task status change goes through here: the row, its event, the pipeline's roll-up."""
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -7,8 +8,9 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
-from conveyor.domain.rollup import derive_pipeline_status
+from conveyor.domain.rollup import derive_pipeline_status, derive_stage_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
     EventKind,
@@ -16,7 +18,6 @@ from conveyor.domain.statuses import (
     TaskStatus,
 )
 from conveyor.errors import conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ async def apply_changes(
     """Save the changes, roll the pipeline up, and record every event, in the caller's
     transaction (whose pipeline row must be locked)."""
     events = list(extra_events)
+    statuses_before = {change.task.id: change.task.status for change in changes}
+    stage_ids = {change.task.stage_id for change in changes}
     for change in changes:
         task = change.task
         if change.new_status is not task.status:
@@ -91,6 +94,7 @@ async def apply_changes(
             using_db=connection,
             update_fields=["status", "version", "updated_at", *change.columns],
         )
+    events.extend(await _stage_events(connection, pipeline, stage_ids, statuses_before))
     if changes and pipeline.status is PipelineStatus.OPEN:
         # One unfinished task is enough to keep the pipeline open; no need to read them all.
         unfinished = (
@@ -105,6 +109,43 @@ async def apply_changes(
             # The issue becomes DONE in the same transaction as its last task.
             events.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, events)
+
+
+async def _stage_events(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    stage_ids: set[int],
+    statuses_before: dict[int, TaskStatus],
+) -> list[NewEvent]:
+    """A STAGE_STATUS_CHANGED event for each of `stage_ids` whose derived status the saved
+    changes moved (`statuses_before`: the changed tasks' statuses before them)."""
+    if not stage_ids:
+        return []
+    rows = (
+        await Task.filter(stage_id__in=stage_ids)
+        .using_db(connection)
+        .values_list("id", "stage_id", "status")
+    )
+    after: dict[int, list[TaskStatus]] = defaultdict(list)
+    before: dict[int, list[TaskStatus]] = defaultdict(list)
+    for task_id, stage_id, status in rows:
+        after[stage_id].append(status)
+        before[stage_id].append(statuses_before.get(task_id, status))
+    events = []
+    for stage_id in sorted(after):
+        old, new = derive_stage_status(before[stage_id]), derive_stage_status(after[stage_id])
+        if old is not new:
+            events.append(
+                NewEvent(
+                    EventKind.STAGE_STATUS_CHANGED,
+                    issue_id=pipeline.issue_id,
+                    pipeline_id=pipeline.id,
+                    stage_id=stage_id,
+                    old_status=old,
+                    new_status=new,
+                )
+            )
+    return events
 
 
 async def lock_task(

@@ -7,6 +7,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from conveyor.db.access import refuse_if
+from conveyor.db.events import record_events
 from conveyor.db.models import Environment, Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
@@ -41,7 +42,6 @@ from conveyor.errors import (
     invalid_input,
     not_found,
 )
-from conveyor.events.store import record_events
 
 REASON_MAX_LENGTH = 1_000
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from conveyor.db.events import CHANNEL
 from conveyor.db.outages import Outage
-from conveyor.events.store import CHANNEL
 
 logger = logging.getLogger(__name__)
 

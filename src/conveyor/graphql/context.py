@@ -24,7 +24,7 @@ class Context:
     cipher: PasswordCipher
     #: Who acts; None only on a WebSocket that has not sent its connection_init yet.
     principal: Principal | None = None
-    loaders: Loaders = field(default_factory=Loaders)
+    _loaders: Loaders | None = field(default=None, init=False, repr=False)
     #: The process's fan-out of new events; None where nothing serves subscriptions.
     hub: EventHub | None = None
     #: What a WebSocket client sent in connection_init (set by strawberry).
@@ -33,6 +33,15 @@ class Context:
     query_cost: int = 0
     #: The process's per-token limits; None where nothing limits (in-process tests).
     rate_limits: TokenRateLimits | None = None
+
+    @property
+    def loaders(self) -> Loaders:
+        """The request's loaders, made when first used: a WebSocket whose live messages are
+        rendered once for all their subscribers (graphql.shared_render) never needs its own,
+        and ten thousand sockets would hold 26 kB each for nothing."""
+        if self._loaders is None:
+            self._loaders = Loaders()
+        return self._loaders
 
     @property
     def acting(self) -> Principal:

@@ -278,6 +278,16 @@ class ConveyorErrors(MaskErrors):
         self.max_errors = settings.max_errors
         self.suggestions = settings.field_suggestions_enabled
 
+    def format(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        """The errors as a response shows them (for messages rendered outside a request)."""
+        return self._process_errors(errors)
+
+    def _process_result(self, result: object) -> None:
+        # MaskErrors first asks whether `result` has errors through a runtime-checkable
+        # Protocol, which costs ~0.2 ms per request; a result without errors needs nothing.
+        if getattr(result, "errors", None):
+            super()._process_result(result)
+
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         formatted = [
             error if _stopped_validation(error) else self._format(error) for error in errors

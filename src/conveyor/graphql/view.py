@@ -36,6 +36,7 @@ from conveyor.graphql.errors import (
     failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.live_socket import LiveSocketHandler
 from conveyor.graphql.media_types import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -46,7 +47,6 @@ from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
 from conveyor.graphql.websocket import (
     ConnectionRefused,
     LegacyWSHandler,
-    TransportWSHandler,
     WebSocketAdapter,
 )
 from conveyor.operations.metrics import OK, Metrics
@@ -150,7 +150,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
     websocket_adapter_class = WebSocketAdapter
-    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_transport_ws_handler_class = LiveSocketHandler
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(

@@ -156,6 +156,10 @@ class Change:
     statement_timeout_ms: int
 
 
+#: Hears a run's log entries as they happen (see `execute`).
+LogListener = Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class Outcome:
     succeeded: bool
@@ -218,11 +222,23 @@ class _Run:
     transactional: bool
     log: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    #: Hears a copy of each entry as it happens (a statement twice: started, then finished).
+    on_log: LogListener | None = None
 
     def note(self, kind: str, text: str, **details: Any) -> dict[str, Any]:
         entry = {"at": datetime.now(UTC).isoformat(), "kind": kind, "text": text, **details}
         self.log.append(entry)
+        self.tell(entry)
         return entry
+
+    def tell(self, entry: dict[str, Any]) -> None:
+        if self.on_log is None:
+            return
+        if entry["kind"] == "statement":
+            phase = "FINISHED" if "statusTag" in entry else "STARTED"
+            self.on_log({**entry, "phase": phase})
+        else:
+            self.on_log(dict(entry))
 
     def hear(self, _connection: object, message: asyncpg.PostgresLogMessage, /) -> None:
         severity = message.severity_en or message.severity or "NOTICE"
@@ -275,8 +291,11 @@ def _describe(error: asyncpg.PostgresError) -> str:
 
 async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
     entry = run.note("statement", text)
+    started = time.monotonic()
     status = await connection.execute(text)
     entry["statusTag"] = status
+    entry["durationMs"] = round((time.monotonic() - started) * 1000, 1)
+    run.tell(entry)
     return status
 
 
@@ -387,11 +406,13 @@ async def execute(
     target: Target,
     change: Change,
     on_backend_pid: Callable[[int], Awaitable[None]] | None = None,
+    on_log: LogListener | None = None,
 ) -> Outcome:
     """Run `change` on `target`; every problem on the target's side comes back as an Outcome.
 
     `on_backend_pid` hears the target's backend pid as soon as the session exists, so the
-    caller can stop a running statement with `cancel_backend`.
+    caller can stop a running statement with `cancel_backend`; `on_log` hears each log entry
+    as it happens, so that the caller can show the run's progress live.
     """
     work: _Work
     match change.type:
@@ -423,6 +444,7 @@ async def execute(
             work = functools.partial(_sync_instance, conveyor_database=target.conveyor_database)
         case unknown:
             assert_never(unknown)
+    run.on_log = on_log
     try:
         connection = await _connect(target)
     except _CONNECT_ERRORS as error:

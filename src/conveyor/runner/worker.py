@@ -33,6 +33,7 @@ from conveyor.events.listener import EventListener, running_listener
 from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
 from conveyor.runner.targets import Change, Outcome, Target
+from conveyor.runner.task_log import TaskLogStream
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Worker:
         self._running = False
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
+        self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -98,6 +100,7 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
+            asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
         try:
             while not self._stopping.is_set():
@@ -208,9 +211,14 @@ class Worker:
         try:
             started = time.monotonic()
             attempt.outcome = await targets.execute(
-                attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
+                attempt.target,
+                self._change_of(claimed),
+                on_backend_pid=remember_backend,
+                on_log=self._task_logs.listener(claimed.task_id),
             )
             took = time.monotonic() - started
+            # The live lines reach subscribers before the status change that ends them.
+            await self._task_logs.flush()
             await self._report_until_recorded(attempt, attempt.outcome)
             labels = (claimed.type.value, _status_of(attempt, attempt.outcome).value)
             self.metrics.task_runs.labels(*labels).inc()

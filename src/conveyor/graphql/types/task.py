@@ -82,6 +82,15 @@ class Task(LoadedNode):
 
         return await Pipeline.load(info, self.pipeline_id)
 
+    @strawberry.field(
+        description="The sequence number of the newest event of the task's pipeline: the "
+        "task's fields, and those derived from the rest of the pipeline (`waitingReason`, "
+        "`availableActions`), are as of it. Of two copies (a mutation's answer, a "
+        "subscription's message, a query's), keep the one with the larger value."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_pipeline.load(self.pipeline_id)
+
     @strawberry.field(description="Tasks that must be DONE or SKIPPED before this one starts.")
     async def blocked_by(self, info: Info) -> list["Task"]:
         blocker_ids = await info.context.loaders.blocker_ids_by_task.load(self.id)
