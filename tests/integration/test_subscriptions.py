@@ -419,8 +419,6 @@ async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_s
                 slow_sequences.append(payload["data"]["taskStatusChanged"]["sequence"])
         assert json.loads(await slow.recv())["type"] == "complete"
         await slow.close()
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"{server.url}/metrics")).text
     finally:
         server.stop()
 
@@ -434,7 +432,6 @@ async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_s
     # undelivered 20 kB messages for it.
     assert peak_rss - rss_before < 60 * 2**20, (rss_before, peak_rss)
     assert "closed a subscriber that fell 20 events behind" in server.log()
-    assert "conveyor_slow_subscribers_closed_total 1.0" in metrics.splitlines()
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
