@@ -189,10 +189,19 @@ class EventHub:
         self._tasks: list[asyncio.Task[None]] = []
         #: Every event up to this sequence has been handed to the subscriptions.
         self.last_read = 0
+        #: Counts since start, for the process's metrics.
+        self.events_read = 0
+        self.events_handed_out = 0
+        self.slow_subscribers_closed = 0
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def lag(self) -> int:
+        """The newest sequence heard of minus the last one handed out."""
+        return max(0, self._listener.latest_sequence - self.last_read)
 
     async def start(self) -> None:
         # Subscribers only ever want what happens from now on, or a replay from the table.
@@ -287,6 +296,7 @@ class EventHub:
             for row in rows:
                 self._fan_out(row)
                 self.last_read = row.id
+            self.events_read += len(rows)
             if len(rows) < READ_BATCH_SIZE:
                 return
 
@@ -320,13 +330,13 @@ class EventHub:
         for stream in self._streams.values():
             if stream.event_filter.matches(event):
                 stream.enqueue(event)
-        too_slow = [
-            subscription
-            for subscription in self._unshared
-            if subscription.event_filter.matches(event) and not subscription.offer(event)
-        ]
+                self.events_handed_out += 1
+        matching = [s for s in self._unshared if s.event_filter.matches(event)]
+        too_slow = [subscription for subscription in matching if not subscription.offer(event)]
+        self.events_handed_out += len(matching) - len(too_slow)
         for subscription in too_slow:
             self._forget(subscription)
+            self.slow_subscribers_closed += 1
             logger.info("closed a subscriber that fell %d events behind", self._subscriber_buffer)
 
 

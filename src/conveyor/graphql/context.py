@@ -50,13 +50,13 @@ class Context:
             raise unauthenticated("send an API token: Authorization: Bearer <token>")
         return self.principal
 
-    def spend(self, cost: int) -> RateLimited | None:
+    async def spend(self, cost: int) -> RateLimited | None:
         """Spend `cost` from the token's allowance; the refusal if it has not that much left."""
         if self.rate_limits is None or self.principal is None or self.principal.token_id is None:
             return None
         headers: Headers = self.response.headers if self.response is not None else {}
         try:
-            self.rate_limits.take_cost(self.principal.token_id, cost, headers)
+            await self.rate_limits.take_cost(self.principal.token_id, cost, headers)
         except RateLimited as limited:
             if self.response is not None:
                 self.response.status_code = 429

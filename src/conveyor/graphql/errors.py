@@ -18,6 +18,7 @@ from conveyor.db.outages import database_unavailable
 from conveyor.domain.plan import MALFORMED_ID_MESSAGE
 from conveyor.errors import ConveyorError, ErrorCode, FieldPath, Problem, invalid_input
 from conveyor.graphql.validation_cache import PerRequestRule
+from conveyor.operations.requests import current_request
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -326,7 +327,9 @@ class ConveyorErrors(MaskErrors):
                 extensions = _problem_extensions(ErrorCode.INVALID_INPUT, _field_path_in(message))
                 return self._rebuild(error, message, extensions)
             return self._rebuild(error, message, _problem_extensions(VALIDATION_FAILED, None))
-        correlation_id = uuid.uuid4().hex
+        # The request's own, which its log lines carry too.
+        record = current_request.get()
+        correlation_id = record.correlation_id if record is not None else uuid.uuid4().hex
         # The type only: the exception's text may hold SQL, host names or secrets.
         logger.error(
             "internal error %s in %s: %s",

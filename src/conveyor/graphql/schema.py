@@ -38,6 +38,7 @@ from conveyor.graphql.validation_cache import (
     ParsedDocuments,
     ValidatedDocuments,
 )
+from conveyor.operations.requests import RecordOperation
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
@@ -134,6 +135,9 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     extensions.append(lambda: CachedParsing(parsed))
     documents = ValidatedDocuments(VALIDATED_DOCUMENTS)
     extensions.append(lambda: CachedValidation(documents))
+    # After every refusal before execution (its on_execute notes that the operation runs),
+    # before the compiled reads, which may answer it.
+    extensions.append(RecordOperation)
     if settings.compiled_reads:
         # Last, so that every check above has run when it answers; one plan cache for all
         # the requests of this schema.

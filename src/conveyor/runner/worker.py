@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask
 from conveyor.db.outages import Outage, database_unavailable
 from conveyor.db.own_database import conveyor_database
-from conveyor.domain.attempts import Outcome, abandoned, ending
+from conveyor.domain.attempts import AttemptEnd, Outcome, abandoned, ending
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
+from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
 from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Change, Target
@@ -65,6 +67,7 @@ class Worker:
         cipher: PasswordCipher,
         listener: EventListener,
         conveyor_database: DatabaseIdentity,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
@@ -81,12 +84,16 @@ class Worker:
         self._outage = Outage(logger, self.id)
         self._sessions = TargetSessions()
         self._contended = False
+        self._running = False
+        #: The process's metrics; the worker's own when it has none.
+        self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
+        self._running = True
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
@@ -110,6 +117,7 @@ class Worker:
                 await self._wait_for_work(wakeup)
             await self._drain()
         finally:
+            self._running = False
             self._listener.unsubscribe(wakeup)
             await self._sessions.close()
             for task in [*background, *self._background]:
@@ -121,6 +129,17 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def claiming(self) -> bool:
+        """Whether the worker looks for work: its loop runs, it is not stopping, and its last
+        try at Conveyor's database succeeded."""
+        return self._running and not self._stopping.is_set() and not self._outage.ongoing
+
+    @property
+    def running_count(self) -> int:
+        """Tasks running (each on a connection to its target) or reporting."""
+        return len(self._attempts)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -149,6 +168,7 @@ class Worker:
             self._outage.succeeded()
             self._contended = round_.contended
             claimed = round_.tasks
+            self.metrics.claims.inc(len(claimed))
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
                 self._attempts[task.task_id] = attempt
@@ -189,6 +209,7 @@ class Worker:
             attempt.backend_pid = pid
 
         try:
+            started = time.monotonic()
             attempt.outcome = await targets.execute(
                 attempt.target,
                 self._change_of(claimed),
@@ -201,9 +222,13 @@ class Worker:
                 ),
                 on_log=self._task_logs.listener(claimed.task_id),
             )
+            took = time.monotonic() - started
             # The live lines reach subscribers before the status change that ends them.
             await self._task_logs.flush()
             await self._report_until_recorded(attempt, attempt.outcome)
+            labels = (claimed.type.value, _ending_of(attempt, attempt.outcome).run_status.value)
+            self.metrics.task_runs.labels(*labels).inc()
+            self.metrics.task_run_duration.labels(*labels).observe(took)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no
             # longer renewed, so once its lease expires recovery settles it.
@@ -232,13 +257,7 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        end = ending(
-            outcome,
-            attempt.claimed.type,
-            canceled_by_person=attempt.canceled_by_person,
-            interrupted_by_shutdown=attempt.interrupted_by_shutdown,
-        )
-        await claims.finish_task(self.id, attempt.claimed, end, outcome)
+        await claims.finish_task(self.id, attempt.claimed, _ending_of(attempt, outcome), outcome)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -309,6 +328,7 @@ class Worker:
                 continue
             settled = await claims.resolve_interrupted(claimed, applied=applied)
             if settled is not None:
+                self.metrics.lease_recoveries.labels(settled.value).inc()
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
     async def _drain(self) -> None:
@@ -338,12 +358,23 @@ class Worker:
                 )
 
 
+def _ending_of(attempt: _Attempt, outcome: Outcome) -> AttemptEnd:
+    """How an attempt that reached its target ends."""
+    return ending(
+        outcome,
+        attempt.claimed.type,
+        canceled_by_person=attempt.canceled_by_person,
+        interrupted_by_shutdown=attempt.interrupted_by_shutdown,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings,
     cipher: PasswordCipher,
     database_url: str,
     listener: EventListener | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker for the life of the context, woken by `listener` (else by a LISTEN
     connection of its own); on exit it stops claiming and finishes or hands back what it
@@ -352,7 +383,7 @@ async def running_worker(
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
         # Learned once: the runner refuses every connection that reaches this database.
-        worker = Worker(settings, cipher, listener, await conveyor_database())
+        worker = Worker(settings, cipher, listener, await conveyor_database(), metrics)
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker
