@@ -3,6 +3,7 @@ normalized client cache can trust (global ids, `lastSequence`), over a real serv
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -301,6 +302,10 @@ async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothi
             rest = [message["sequence"] for message in await resumed.take(missed)]
         assert received + rest == written
         assert "closed a subscriber that read nothing for" in server.log()
+        # An operator sees it (the metrics answer loopback without a token).
+        async with httpx.AsyncClient(timeout=10) as client:
+            metrics = (await client.get(f"{server.url}/metrics")).text
+        assert re.search(r"^conveyor_slow_subscribers_closed_total 1\.0$", metrics, re.M), metrics
     finally:
         server.stop()
 

@@ -236,6 +236,8 @@ class LiveSocketHandler(TransportWSHandler):
         one's SUBSCRIBER_TOO_SLOW with the last sequence written, and its completion."""
         self._outbox.clear()
         self._closing_too_slow = True
+        if self.context.hub is not None:
+            self.context.hub.slow_subscribers_closed += len(self._live)
         if self._writer is not None and self._writing_since is not None:
             # The write waiting for the socket to take it is dropped too; it is restarted
             # for the closing messages, which the client reads once it reads again.
