@@ -48,7 +48,9 @@ class RecordOperation(SchemaExtension):
         yield
         record = current_request.get()
         if record is not None:
-            record.operation = self.execution_context.operation_name
+            name = self.execution_context.operation_name
+            # The request's own `operationName`, as the client sent it: any JSON at all.
+            record.operation = name if isinstance(name, str) else None
 
     def on_execute(self) -> Iterator[None]:
         record = current_request.get()
