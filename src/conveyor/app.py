@@ -24,6 +24,7 @@ from conveyor.operations.endpoints import OperationsEndpoints, Readiness
 from conveyor.operations.metrics import Metrics
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
+from conveyor.web.page import page_routes
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             WebSocketRoute("/graphql", graphql),
             *operations.routes(),
             graphiql_assets_mount(),
+            *page_routes(),
         ],
         lifespan=lifespan,
     )

@@ -1,38 +1,21 @@
 """GraphiQL at /graphql works in a real browser without touching the internet, with the API
 token a person pastes into its "API token" field.
 
-Drives Debian's headless Chromium through chromedriver. Skipped when either is missing,
-unless CONVEYOR_REQUIRE_BROWSER=1, which turns the skip into a failure (for CI images that
-are meant to have a browser). CONVEYOR_BROWSER_SCREENSHOT=path saves a screenshot there.
+Drives Debian's headless Chromium through chromedriver (see tests/browser.py).
+CONVEYOR_BROWSER_SCREENSHOT=path saves a screenshot there.
 """
 
 import json
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from tests.browser import chromium, requested_urls, wait_for
 from tests.conftest import ConveyorProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--window-size=1400,900",
-)
 #: The vendored files the page must load from our server, relative to the assets mount.
 ASSETS = (
     "react@18.2.0/umd/react.production.min.js",
@@ -50,64 +33,14 @@ QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
 RESPONSE_PANE = ".graphiql-response .CodeMirror"
 HEADERS_EDITOR = ".graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror"
 TOKEN_FIELD = "#conveyor-api-token"
-TIMEOUT = 30.0
 
 pytestmark = pytest.mark.browser
 
 
-def _missing_browser() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed"
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            return f"{path} is missing (apt-get install chromium chromium-driver)"
-    return None
-
-
 @pytest.fixture
 def driver() -> Iterator[Any]:
-    missing = _missing_browser()
-    if missing is not None:
-        if os.environ.get("CONVEYOR_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CONVEYOR_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(f"no headless browser: {missing}")
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    profile = tempfile.mkdtemp(prefix="conveyor-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    try:
-        browser = webdriver.Chrome(
-            service=Service(executable_path=str(CHROMEDRIVER)), options=options
-        )
-    except BaseException:
-        shutil.rmtree(profile, ignore_errors=True)
-        raise
-    try:
+    with chromium() as browser:
         yield browser
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait_for(browser: Any, script: str, what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll `script` (a JavaScript expression's body) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = browser.execute_script(script)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _editor_text(selector: str) -> str:
@@ -122,7 +55,7 @@ def _open_graphiql(browser: Any, base_url: str, query: str) -> None:
     # strawberry's page reads the initial query from `q` (a `query` parameter would make
     # the GraphQL view execute it and answer JSON instead of the page).
     browser.get(f"{base_url}/graphql?q={quote(query)}")
-    editor_text = _wait_for(browser, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
+    editor_text = wait_for(browser, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
     assert editor_text == query
 
 
@@ -138,14 +71,14 @@ def _run(browser: Any) -> str:
     # error of the schema fetch that GraphiQL shows there too.
     _set_editor_text(browser, RESPONSE_PANE, "")
     browser.find_element("css selector", "button.graphiql-execute-button").click()
-    text: str = _wait_for(browser, _editor_text(RESPONSE_PANE), "the response pane")
+    text: str = wait_for(browser, _editor_text(RESPONSE_PANE), "the response pane")
     return text
 
 
 def _show_documentation(browser: Any) -> str:
     """The documentation explorer's text, once it shows the schema's root types."""
     browser.find_element("css selector", 'button[aria-label="Show Documentation Explorer"]').click()
-    text: str = _wait_for(
+    text: str = wait_for(
         browser,
         "const docs = document.querySelector('.graphiql-doc-explorer');"
         "return docs && docs.innerText.includes('Root Types') && docs.innerText;",
@@ -167,7 +100,7 @@ def test_graphiql_runs_a_query_offline_with_the_pasted_token(
     try:
         _open_graphiql(driver, base_url, QUERY)
         # Without a token the server refuses the schema fetch, and GraphiQL says why.
-        schema_refusal = _wait_for(
+        schema_refusal = wait_for(
             driver, _editor_text(RESPONSE_PANE), "the schema fetch to be refused"
         )
         assert "UNAUTHENTICATED" in schema_refusal, schema_refusal
@@ -188,7 +121,7 @@ def test_graphiql_runs_a_query_offline_with_the_pasted_token(
 
         # A reload keeps the token within the tab; it never reaches localStorage.
         driver.refresh()
-        _wait_for(driver, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
+        wait_for(driver, _editor_text(QUERY_EDITOR), "the GraphiQL query editor")
         kept = driver.execute_script(
             "return document.querySelector(arguments[0]).value;", TOKEN_FIELD
         )
@@ -208,9 +141,7 @@ def test_graphiql_runs_a_query_offline_with_the_pasted_token(
         overridden = _run(driver)
         assert '"__typename": "Query"' in overridden, overridden
 
-        resources: list[str] = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);"
-        )
+        resources = requested_urls(driver)
         foreign = [url for url in resources if not url.startswith(base_url + "/")]
         assert not foreign, f"the page reached beyond {base_url}: {foreign}"
         for asset in ASSETS:

@@ -61,6 +61,7 @@ __all__ = [
     "GRAPHIQL_ASSETS_PATH",
     "GRAPHIQL_STATIC_DIR",
     "OfflineGraphiQLMixin",
+    "VersionedAssetFiles",
     "graphiql_assets_mount",
     "render_graphiql_page",
 ]
@@ -90,7 +91,7 @@ if _ASSETS_PLACEHOLDER not in _TEMPLATE or _TEMPLATE.count(_FETCH_URL_PLACEHOLDE
     )
 
 # A vendored file lives under "<package>@<version>/", so its content never changes.
-_VERSIONED_FILE = re.compile(r"(?:@[^/]+/)?[^/@]+@[^/]+/.+")
+_VERSIONED_FILE = re.compile(r"(?:.+/)?(?:@[^/]+/)?[^/@]+@[^/]+/.+")
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -128,8 +129,9 @@ def render_graphiql_page(
     ).replace(_FETCH_URL_PLACEHOLDER, fetch_url)
 
 
-class _AssetFiles(StaticFiles):
-    """StaticFiles that lets browsers cache the versioned files for a year."""
+class VersionedAssetFiles(StaticFiles):
+    """StaticFiles that lets browsers cache the versioned files (under
+    ``<package>@<version>/``) for a year, and has them check the others on every use."""
 
     def file_response(
         self,
@@ -140,7 +142,8 @@ class _AssetFiles(StaticFiles):
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         try:
-            relative = Path(full_path).resolve().relative_to(GRAPHIQL_STATIC_DIR).as_posix()
+            root = Path(str(self.directory)).resolve()
+            relative = Path(full_path).resolve().relative_to(root).as_posix()
         except ValueError:  # pragma: no cover - outside the folder (symlinks)
             relative = ""
         versioned = _VERSIONED_FILE.fullmatch(relative) is not None
@@ -151,7 +154,9 @@ class _AssetFiles(StaticFiles):
 def graphiql_assets_mount(path: str = GRAPHIQL_ASSETS_PATH) -> Mount:
     """A route serving the vendored GraphiQL files under `path`; add it to the app's routes."""
     return Mount(
-        path, app=_AssetFiles(directory=GRAPHIQL_STATIC_DIR), name=GRAPHIQL_ASSETS_ROUTE_NAME
+        path,
+        app=VersionedAssetFiles(directory=GRAPHIQL_STATIC_DIR),
+        name=GRAPHIQL_ASSETS_ROUTE_NAME,
     )
 
 

@@ -1,0 +1,1 @@
+"""The pipeline page: a browser client of the public GraphQL API, served at ``/``."""
