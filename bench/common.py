@@ -15,6 +15,12 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH = Principal(actor="bench", role=Role.ADMIN)
 
 
+async def none_is_ours(_instance: object, _database: str) -> str | None:
+    """The own-database check of the catalog, for benchmarks that register only databases
+    they created themselves on a fresh run (never Conveyor's)."""
+    return None
+
+
 def server_url() -> str:
     """The PostgreSQL server the benchmarks use (CONVEYOR_BENCH_DATABASE_URL)."""
     return os.environ.get("CONVEYOR_BENCH_DATABASE_URL", DEFAULT_SERVER)

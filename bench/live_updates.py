@@ -1,12 +1,20 @@
 """Live-updates benchmark: commit → subscriber delivery latency, and the server's memory.
 
-    python bench/live_updates.py [--samples 30] [--subscribers 1 100 1000]
+    python bench/live_updates.py [--samples 30] [--subscribers 1000 10000] [--clients 8]
+                                 [--selections status rich] [--burst 7000]
 
 Starts one `conveyor serve` (no worker) on a fresh database of CONVEYOR_BENCH_DATABASE_URL
-(default postgresql://postgres@127.0.0.1:5432/postgres), opens that many graphql-transport-ws
-subscribers to one task over loopback, then commits status changes of the task (cancel, retry,
-...) and times each one from the commit's return to its arrival at every subscriber. The
-subscribers run in this process, so their own cost is part of the figures.
+(default postgresql://postgres@127.0.0.1:5432/postgres). For each subscriber count and
+selection it opens that many graphql-transport-ws subscribers to `pipelineActivity` of one
+pipeline, spread over `--clients` client processes (so that the client's own cost is not in
+the figures: each client reports the CPU it used), then commits status changes of the
+pipeline's task (cancel, retry, ...) and times each one from the commit's return to its
+arrival at every subscriber (CLOCK_MONOTONIC, shared by the processes of one machine).
+
+With `--burst N`, it then writes N events on another pipeline (watched by a few rich
+subscribers) in one transaction, as cancelling a huge issue does, and measures the same
+changes again while the burst is delivered: the difference is what the burst costs the
+others.
 """
 
 import argparse
@@ -15,6 +23,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -30,134 +39,389 @@ import psutil
 from cryptography.fernet import Fernet
 from strawberry import relay
 from tortoise.context import TortoiseContext
-from websockets.asyncio.client import ClientConnection, connect
+from tortoise.transactions import in_transaction
+from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from common import BENCH, admin_fetch, free_port, percentile, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues, tasks, tokens
 from conveyor.db.config import tortoise_config
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Event, Task
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
-from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
+from conveyor.domain.statuses import ApprovalPolicy, Engine, EventKind, TaskType
 from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.own_database import OwnDatabaseCheck
+from conveyor.settings import Settings
 
-SUBSCRIPTION = """
-subscription($taskId: ID!) {
-  taskStatusChanged(taskId: $taskId, snapshot: true) {
-    sequence
-    ... on TaskStatusChange { newStatus }
-  }
+SELECTIONS = {
+    # What a status badge needs.
+    "status": "sequence kind taskId newStatus",
+    # What a pipeline page needs (README, "Live updates"): the task, its stage's and its
+    # pipeline's derived state.
+    "rich": """
+        id sequence kind actor createdAt taskId oldStatus newStatus reason
+        task { id status version statement statusReason approvedBy cancelRequested
+               lastSequence availableActions waitingReason { kind message } }
+        stage { id status lastSequence taskCounts { pendingApproval pending running done
+                failed canceled skipped total } }
+        pipeline { id status lastSequence activeStage { id } }
+    """,
 }
-"""
-#: Subscribers opened at once while connecting; more would only queue in the accept backlog.
+#: Subscribers one client process opens at once while connecting.
 CONNECT_CONCURRENCY = 50
-MESSAGE_WAIT_SECONDS = 30.0
+MESSAGE_WAIT_SECONDS = 60.0
+#: Ten thousand subscribers take minutes to connect on a busy machine.
+CONNECT_WAIT_SECONDS = 900.0
+#: Subscribers of the burst's pipeline: a few open pages.
+BURST_SUBSCRIBERS = 10
+_SEQUENCE = re.compile(rb'"sequence":(\d+)')
 
 
-@dataclass
-class Subscriber:
-    """One WebSocket subscriber; remembers when each sequence number arrived."""
-
-    connection: ClientConnection
-    arrivals: dict[int, float] = field(default_factory=dict)
-    reader: asyncio.Task[None] | None = None
-
-    async def read(self) -> None:
-        async for raw in self.connection:
-            message = json.loads(raw)
-            if message["type"] == "next":
-                sequence = message["payload"]["data"]["taskStatusChanged"]["sequence"]
-                self.arrivals[sequence] = time.perf_counter()
-
-
-async def subscribe(url: str, token: str, task_id: str) -> Subscriber:
-    connection = await connect(
-        url, subprotocols=[Subprotocol("graphql-transport-ws")], compression=None
+def subscription(selection: str) -> str:
+    return (
+        "subscription($pipelineId: ID!, $after: Int) { "
+        f"pipelineActivity(pipelineId: $pipelineId, after: $after) {{ {SELECTIONS[selection]} }} }}"
     )
-    await connection.send(
-        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-    )
-    assert json.loads(await connection.recv())["type"] == "connection_ack"
-    await connection.send(
-        json.dumps(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": SUBSCRIPTION, "variables": {"taskId": task_id}},
-            }
+
+
+# --- a client process ------------------------------------------------------------------------
+
+
+async def run_client(
+    url: str, token: str, selection: str, pipeline: str, after: int, count: int
+) -> None:
+    """`count` subscribers; prints, for each sequence, when it reached every one of them."""
+    arrivals: dict[int, list[float]] = {}
+    subscribed = 0
+    document = subscription(selection)
+
+    def arrived(sequence: int, at: float) -> None:
+        times = arrivals.setdefault(sequence, [])
+        times.append(at)
+        if len(times) == count:
+            print(json.dumps({"sequence": sequence, "arrivals": times}), flush=True)
+            del arrivals[sequence]
+
+    async def subscriber(gate: asyncio.Semaphore) -> None:
+        nonlocal subscribed
+        async with gate:
+            connection = await connect(
+                url,
+                subprotocols=[Subprotocol("graphql-transport-ws")],
+                compression=None,
+                max_size=None,
+                open_timeout=CONNECT_WAIT_SECONDS,
+            )
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            await connection.send(json.dumps(init))
+            answer = json.loads(await connection.recv())
+            assert answer["type"] == "connection_ack", answer
+            variables = {"pipelineId": pipeline, "after": after}
+            payload = {"query": document, "variables": variables}
+            await connection.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            subscribed += 1
+        async for raw in connection:
+            data = raw.encode() if isinstance(raw, str) else raw
+            # Only the sequence: parsing whole messages would make the client the bottleneck.
+            found = _SEQUENCE.search(data)
+            if found is not None:
+                arrived(int(found.group(1)), time.monotonic())
+            elif b'"ping"' in data:
+                await connection.send('{"type":"pong"}')
+
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    readers = [asyncio.create_task(subscriber(gate)) for _ in range(count)]
+    while subscribed < count:
+        failed = [reader for reader in readers if reader.done()]
+        if failed:
+            raise RuntimeError(f"a subscriber ended: {failed[0].exception()!r}")
+        await asyncio.sleep(0.1)
+    print(json.dumps({"ready": True}), flush=True)
+    # Subscribed until the driver closes our stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+class Clients:
+    """Client processes holding subscribers of one pipeline; gathers their reports."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        selection: str,
+        pipeline: str,
+        after: int,
+        count: int,
+        processes: int,
+    ) -> None:
+        self.count = count
+        self.arrivals: dict[int, list[float]] = {}
+        self._ready = 0
+        shares = [
+            count // processes + (1 if index < count % processes else 0)
+            for index in range(processes)
+        ]
+        self._processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    url,
+                    token,
+                    selection,
+                    pipeline,
+                    str(after),
+                    str(share),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for share in shares
+            if share
+        ]
+        self._readers = [asyncio.create_task(self._read(process)) for process in self._processes]
+
+    async def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, process.stdout.readline):
+            report = json.loads(line)
+            if "ready" in report:
+                self._ready += 1
+            else:
+                self.arrivals.setdefault(report["sequence"], []).extend(report["arrivals"])
+
+    def cpu_seconds(self) -> list[float]:
+        """The CPU time each client process has used so far."""
+        return [sum(psutil.Process(process.pid).cpu_times()[:2]) for process in self._processes]
+
+    async def ready(self) -> None:
+        await _until(
+            lambda: self._ready == len(self._processes),
+            "the subscribers to connect",
+            CONNECT_WAIT_SECONDS,
         )
-    )
-    # The snapshot comes once the server has registered the subscription.
-    snapshot = json.loads(await asyncio.wait_for(connection.recv(), MESSAGE_WAIT_SECONDS))
-    assert snapshot["type"] == "next", snapshot
-    subscriber = Subscriber(connection)
-    subscriber.reader = asyncio.create_task(subscriber.read())
-    return subscriber
+
+    async def delivered(self, sequence: int, seconds: float = MESSAGE_WAIT_SECONDS) -> list[float]:
+        """When `sequence` reached each subscriber."""
+        await _until(
+            lambda: len(self.arrivals.get(sequence, [])) == self.count,
+            f"sequence {sequence} to reach every subscriber",
+            seconds,
+        )
+        return self.arrivals[sequence]
+
+    async def close(self) -> None:
+        for process in self._processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        await asyncio.gather(*self._readers)
+        for process in self._processes:
+            process.wait(timeout=60)
 
 
-async def subscribe_many(url: str, token: str, task_id: str, count: int) -> list[Subscriber]:
-    subscribers: list[Subscriber] = []
-    while len(subscribers) < count:
-        chunk = min(CONNECT_CONCURRENCY, count - len(subscribers))
-        subscribers += await asyncio.gather(*(subscribe(url, token, task_id) for _ in range(chunk)))
-    return subscribers
-
-
-async def close_all(subscribers: list[Subscriber]) -> None:
-    for subscriber in subscribers:
-        await subscriber.connection.close()
-        if subscriber.reader is not None:
-            await subscriber.reader
+async def _until(done: object, what: str, seconds: float = MESSAGE_WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited too long for {what}")
+        await asyncio.sleep(0.001)
 
 
 #: A waiting task's status changes, in a cycle: cancel, then back to its gate.
 STATUS_CHANGES = itertools.cycle([tasks.cancel_task, tasks.retry_task])
 
 
-async def measure(
-    url: str, token: str, task_id: int, count: int, samples: int, server: psutil.Process
-) -> tuple[list[float], int]:
-    """Latencies (ms) of `samples` changes to `count` subscribers, and the server's RSS."""
-    global_id = str(relay.GlobalID("Task", str(task_id)))
-    subscribers = await subscribe_many(url, token, global_id, count)
-    latencies: list[float] = []
-    try:
-        for _ in range(samples):
-            await next(STATUS_CHANGES)(BENCH, task_id)
-            committed = time.perf_counter()
-            sequence = await latest_sequence_of(task_id)
-            deadline = committed + MESSAGE_WAIT_SECONDS
-            while any(sequence not in s.arrivals for s in subscribers):
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"sequence {sequence} did not reach every subscriber")
-                await asyncio.sleep(0.001)
-            latencies += [(s.arrivals[sequence] - committed) * 1000 for s in subscribers]
-        rss = server.memory_info().rss
-    finally:
-        await close_all(subscribers)
-    return latencies, rss
-
-
-async def latest_sequence_of(task_id: int) -> int:
+async def change(task_id: int) -> tuple[int, float]:
+    """Commit one status change of the task: its event's sequence, and when it committed."""
+    await next(STATUS_CHANGES)(BENCH, task_id)
+    committed = time.monotonic()
     event = await Event.filter(task_id=task_id).order_by("-id").only("id").first()
     assert event is not None
-    return int(event.id)
+    return int(event.id), committed
+
+
+async def latencies_of(clients: Clients, task_id: int, samples: int) -> list[float]:
+    latencies: list[float] = []
+    for _ in range(samples):
+        sequence, committed = await change(task_id)
+        latencies += [(arrival - committed) * 1000 for arrival in await clients.delivered(sequence)]
+        await asyncio.sleep(0.05)
+    return latencies
+
+
+async def burst(task: Task, count: int) -> int:
+    """`count` events of the task's pipeline in one transaction, as cancelling a huge issue
+    writes; the last one's sequence."""
+    pipeline = await task.pipeline
+    async with in_transaction() as connection:
+        written = await record_events(
+            connection,
+            "bench",
+            [
+                NewEvent(
+                    EventKind.TASK_STATUS_CHANGED,
+                    issue_id=pipeline.issue_id,
+                    pipeline_id=pipeline.id,
+                    stage_id=task.stage_id,
+                    task_id=task.id,
+                    old_status="PENDING_APPROVAL",
+                    new_status="PENDING_APPROVAL",
+                )
+            ]
+            * count,
+        )
+    return written[-1]
+
+
+async def latest_sequence() -> int:
+    event = await Event.all().order_by("-id").only("id").first()
+    return 0 if event is None else int(event.id)
+
+
+@dataclass
+class Result:
+    subscribers: int
+    selection: str
+    latencies: list[float]
+    rss: int
+    client_cpu: float
+    server_cpu: float
+    burst_latencies: list[float] = field(default_factory=list)
+    burst_seconds: float = 0.0
+
+
+async def measure(
+    url: str,
+    token: str,
+    pipelines: dict[str, Task],
+    count: int,
+    selection: str,
+    args: argparse.Namespace,
+    server: psutil.Process,
+) -> Result:
+    main_task, burst_task = pipelines["main"], pipelines["burst"]
+    after = await latest_sequence()
+    main_id = str(relay.GlobalID("Pipeline", str(main_task.pipeline_id)))
+    clients = Clients(url, token, selection, main_id, after, count, args.clients)
+    burst_clients = None
+    if args.burst:
+        burst_id = str(relay.GlobalID("Pipeline", str(burst_task.pipeline_id)))
+        burst_clients = Clients(url, token, "rich", burst_id, after, BURST_SUBSCRIBERS, 1)
+    try:
+        await clients.ready()
+        if burst_clients is not None:
+            await burst_clients.ready()
+        # Every subscriber has caught up and is live once this reaches them all (the server
+        # may still be starting the last subscriptions when the clients have sent them).
+        await clients.delivered((await change(main_task.id))[0], CONNECT_WAIT_SECONDS)
+        started = time.monotonic()
+        server_cpu_before = sum(server.cpu_times()[:2])
+        client_cpu_before = clients.cpu_seconds()
+        latencies = await latencies_of(clients, main_task.id, args.samples)
+        wall = time.monotonic() - started
+        server_cpu = (sum(server.cpu_times()[:2]) - server_cpu_before) / wall
+        # The busiest client process's share of one core while the samples were taken.
+        client_cpu = max(
+            (after - before) / wall
+            for before, after in zip(client_cpu_before, clients.cpu_seconds(), strict=True)
+        )
+        rss = server.memory_info().rss
+        result = Result(count, selection, latencies, rss, client_cpu, server_cpu)
+        if burst_clients is not None:
+            burst_started = time.monotonic()
+            last = await burst(burst_task, args.burst)
+            result.burst_latencies = await latencies_of(clients, main_task.id, args.samples)
+            await burst_clients.delivered(last)
+            result.burst_seconds = time.monotonic() - burst_started
+    finally:
+        await clients.close()
+        if burst_clients is not None:
+            await burst_clients.close()
+    return result
+
+
+async def seed(key: str) -> dict[str, Task]:
+    """Two pipelines of one MANUAL task each: the measured one and the burst's."""
+    cipher = PasswordCipher(key)
+    own_database = OwnDatabaseCheck(Settings.model_construct(), cipher)
+    environment = await catalog.save_environment(
+        BENCH,
+        None,
+        catalog.EnvironmentChanges(name="bench", order=0, approval_policy=ApprovalPolicy.MANUAL),
+    )
+    instance = await catalog.save_instance(
+        BENCH,
+        None,
+        catalog.InstanceChanges(
+            name="bench",
+            environment_id=environment.id,
+            engine=Engine.POSTGRES,
+            host="127.0.0.1",
+            port=5432,
+            username="postgres",
+            password="",
+            max_running_tasks=1,
+        ),
+        cipher,
+        networks=UNRESTRICTED,
+        own_database=own_database,
+    )
+    database = await catalog.register_database(
+        BENCH, instance.id, "never_created", own_database=own_database
+    )
+    seeded = {}
+    for name in ("main", "burst"):
+        # A MANUAL stage: the task only ever moves when the bench moves it.
+        issue = await issues.create_issue(
+            BENCH,
+            IssuePlan(
+                title=name,
+                stages=(
+                    StagePlan(
+                        environment_id=environment.id,
+                        tasks=(
+                            TaskPlan(
+                                type=TaskType.DATA_UPDATE,
+                                instance_id=instance.id,
+                                database_id=database.id,
+                                statement="SELECT 1",
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        )
+        seeded[name] = await Task.filter(pipeline__issue_id=issue.id).get()
+    return seeded
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--clients", type=int, default=8, help="client processes")
+    parser.add_argument("--selections", nargs="+", default=["status", "rich"], choices=SELECTIONS)
+    parser.add_argument("--burst", type=int, default=0, help="events of the burst; 0: none")
     args = parser.parse_args()
     conveyor_db = f"conveyor_bench_live_{uuid.uuid4().hex[:8]}"
     await admin_fetch(f'CREATE DATABASE "{conveyor_db}"')
     database_url = with_database(server_url(), conveyor_db)
     key = Fernet.generate_key().decode()
     server = None
-    results: list[tuple[int, list[float], int]] = []
+    results: list[Result] = []
     # The server writes a first admin token into its data directory: a temporary one, not
     # the user's.
     data_dir = tempfile.mkdtemp(prefix="conveyor-bench-live-")
@@ -165,55 +429,10 @@ async def main() -> None:
         await migrate_database(database_url)
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(database_url))
-            environment = await catalog.save_environment(
-                BENCH,
-                None,
-                catalog.EnvironmentChanges(
-                    name="bench", order=0, approval_policy=ApprovalPolicy.MANUAL
-                ),
-            )
-            instance = await catalog.save_instance(
-                BENCH,
-                None,
-                catalog.InstanceChanges(
-                    name="bench",
-                    environment_id=environment.id,
-                    engine=Engine.POSTGRES,
-                    host="127.0.0.1",
-                    port=5432,
-                    username="postgres",
-                    password="",
-                    max_running_tasks=1,
-                ),
-                PasswordCipher(key),
-                networks=UNRESTRICTED,
-            )
-            database = await catalog.register_database(BENCH, instance.id, "never_created")
-            # A MANUAL stage: the task only ever moves when the bench moves it.
-            issue = await issues.create_issue(
-                BENCH,
-                IssuePlan(
-                    title="live updates",
-                    stages=(
-                        StagePlan(
-                            environment_id=environment.id,
-                            tasks=(
-                                TaskPlan(
-                                    type=TaskType.DATA_UPDATE,
-                                    instance_id=instance.id,
-                                    database_id=database.id,
-                                    statement="SELECT 1",
-                                ),
-                            ),
-                        ),
-                    ),
-                ),
-            )
-            task = await Task.filter(pipeline__issue_id=issue.id).get()
+            pipelines = await seed(key)
             subscriber_token = await tokens.issue_token(
                 SYSTEM, "bench", Role.VIEWER, description="bench/live_updates.py subscribers"
             )
-
             port = free_port()
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
@@ -223,6 +442,8 @@ async def main() -> None:
                 "CONVEYOR_RUN_WORKER": "false",
                 "CONVEYOR_PORT": str(port),
                 "CONVEYOR_LOG_LEVEL": "warning",
+                # The burst's subscribers read 7,000 messages at once.
+                "CONVEYOR_SUBSCRIBER_BUFFER": str(max(1000, 2 * args.burst)),
             }
             server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve"], env=env)
             base = f"http://127.0.0.1:{port}"
@@ -237,24 +458,47 @@ async def main() -> None:
             process = psutil.Process(server.pid)
             url = f"ws://127.0.0.1:{port}/graphql"
             for count in args.subscribers:
-                latencies, rss = await measure(
-                    url, subscriber_token.token, task.id, count, args.samples, process
-                )
-                results.append((count, latencies, rss))
+                for selection in args.selections:
+                    results.append(
+                        await measure(
+                            url, subscriber_token.token, pipelines, count, selection, args, process
+                        )
+                    )
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+            server.wait(timeout=60)
         await admin_fetch(f'DROP DATABASE IF EXISTS "{conveyor_db}" WITH (FORCE)')
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    print("| subscribers | commit → delivery p50 | p99 | server RSS |\n|---|---|---|---|")
-    for count, latencies, rss in results:
+    print(
+        "| subscribers | selection | commit → delivery p50 | p99 | server RSS | server CPU "
+        "| busiest client CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
         print(
-            f"| {count} | {statistics.median(latencies):.1f} ms "
-            f"| {percentile(latencies, 0.99):.1f} ms | {rss / 2**20:.0f} MiB |"
+            f"| {result.subscribers:,} | {result.selection} "
+            f"| {statistics.median(result.latencies):.1f} ms "
+            f"| {percentile(result.latencies, 0.99):.1f} ms | {result.rss / 2**20:.0f} MiB "
+            f"| {result.server_cpu:.0%} | {result.client_cpu:.0%} |"
         )
+    if args.burst:
+        print(f"\nDuring a burst of {args.burst:,} events on another pipeline:\n")
+        print("| subscribers | selection | p50 | p99 | p99 without | burst delivered in |")
+        print("|---|---|---|---|---|---|")
+        for result in results:
+            print(
+                f"| {result.subscribers:,} | {result.selection} "
+                f"| {statistics.median(result.burst_latencies):.1f} ms "
+                f"| {percentile(result.burst_latencies, 0.99):.1f} ms "
+                f"| {percentile(result.latencies, 0.99):.1f} ms | {result.burst_seconds:.1f} s |"
+            )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--client"]:
+        url, token, selection, pipeline, after, count = sys.argv[2:8]
+        asyncio.run(run_client(url, token, selection, pipeline, int(after), int(count)))
+    else:
+        asyncio.run(main())

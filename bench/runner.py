@@ -1,6 +1,10 @@
 """Runner benchmark: task throughput through one worker process, and commit → start latency.
 
-    python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8]
+    python bench/runner.py [--tasks 400] [--samples 100] [--concurrency 8] [--workers 1]
+        [--issues 1] [--targets 8] [--profile worker.txt]
+
+With --profile, py-spy (`pip install py-spy`) samples the first worker during the throughput
+run and writes collapsed stacks there (`--format raw`: one line per stack and its count).
 
 Uses the PostgreSQL server of CONVEYOR_BENCH_DATABASE_URL (default: this machine's, at
 postgresql://postgres@127.0.0.1:5432/postgres) both as Conveyor's database (a fresh one) and
@@ -10,7 +14,6 @@ databases, so the numbers are the runner's own cost: claim, run, record, roll up
 
 import argparse
 import asyncio
-import os
 import signal
 import statistics
 import subprocess
@@ -18,20 +21,18 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
 from common import BENCH, admin_fetch, percentile, server_url, with_database
-from conveyor.crypto import PasswordCipher
-from conveyor.db import catalog, issues
+from conveyor.db import issues
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Task, TaskRun
-from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
-from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus, TaskType
-from conveyor.domain.targets import UNRESTRICTED
+from conveyor.domain.plan import IssuePlan
+from conveyor.domain.statuses import TaskStatus
+from runner_catalog import runner_catalog, worker_env
 
 
 async def main() -> None:
@@ -40,6 +41,11 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--targets", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--issues", type=int, default=1, help="split the throughput run's tasks over this many"
+    )
+    parser.add_argument("--profile", default=None)
     args = parser.parse_args()
     run_id = uuid.uuid4().hex[:8]
     conveyor_db = f"conveyor_bench_{run_id}"
@@ -48,66 +54,22 @@ async def main() -> None:
         await admin_fetch(f'CREATE DATABASE "{name}"')
     database_url = with_database(server_url(), conveyor_db)
     key = Fernet.generate_key().decode()
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
+    profiler = None
     try:
         await migrate_database(database_url)
         async with TortoiseContext() as context:
             await context.init(config=tortoise_config(database_url))
-            environment = await catalog.save_environment(
-                BENCH,
-                None,
-                catalog.EnvironmentChanges(
-                    name="bench", order=0, approval_policy=ApprovalPolicy.AUTOMATIC
-                ),
-            )
-            address = urlparse(server_url())
-            instance = await catalog.save_instance(
-                BENCH,
-                None,
-                catalog.InstanceChanges(
-                    name="bench",
-                    environment_id=environment.id,
-                    engine=Engine.POSTGRES,
-                    host=address.hostname or "127.0.0.1",
-                    port=address.port or 5432,
-                    username=address.username or "postgres",
-                    password=address.password or "",
-                    max_running_tasks=args.targets,
-                ),
-                PasswordCipher(key),
-                networks=UNRESTRICTED,
-            )
-            databases = [
-                await catalog.register_database(BENCH, instance.id, name) for name in targets
-            ]
+            seeded = await runner_catalog(key, targets, max_running=args.targets)
 
             def plan(title: str, count: int) -> IssuePlan:
-                return IssuePlan(
-                    title=title,
-                    stages=(
-                        StagePlan(
-                            environment_id=environment.id,
-                            tasks=tuple(
-                                TaskPlan(
-                                    type=TaskType.DATA_UPDATE,
-                                    instance_id=instance.id,
-                                    database_id=databases[n % len(databases)].id,
-                                    statement="SELECT 1",
-                                )
-                                for n in range(count)
-                            ),
-                        ),
-                    ),
-                )
+                return seeded.plan(title, ["SELECT 1"] * count)
 
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-                "CONVEYOR_DATABASE_URL": database_url,
-                "CONVEYOR_SECRET_KEY": key,
-                "CONVEYOR_WORKER_CONCURRENCY": str(args.concurrency),
-                "CONVEYOR_LOG_LEVEL": "warning",
-            }
-            worker = subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
+            env = worker_env(database_url, key, worker_concurrency=str(args.concurrency))
+            workers = [
+                subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
+                for _ in range(args.workers)
+            ]
             await asyncio.sleep(2)
 
             latencies = []
@@ -125,24 +87,43 @@ async def main() -> None:
                 ).exists():
                     await asyncio.sleep(0.005)
 
-            created = await issues.create_issue(BENCH, plan("throughput", args.tasks))
+            if args.profile is not None:
+                profiler = subprocess.Popen(
+                    [
+                        *("py-spy", "record", "--format", "raw", "--rate", "200"),
+                        *("-o", args.profile, "-p", str(workers[0].pid)),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1)
             started = time.perf_counter()
+            created = [
+                await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
+                for n in range(args.issues)
+            ]
             while (
-                await Task.filter(pipeline__issue_id=created.id)
+                await Task.filter(pipeline__issue_id__in=[issue.id for issue in created])
                 .exclude(status=TaskStatus.DONE)
                 .exists()
             ):
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - started
     finally:
-        if worker is not None:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             worker.wait(timeout=30)
         for name in [conveyor_db, *targets]:
             await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print("| measure | value |\n|---|---|")
-    print(f"| tasks through one worker (concurrency {args.concurrency}) | {args.tasks} |")
+    print(
+        f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency}, "
+        f"{args.issues} issue(s), {args.targets} target databases | {args.tasks} |"
+    )
     rate = args.tasks / elapsed
     print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
     print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")

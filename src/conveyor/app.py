@@ -6,8 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from tortoise import Tortoise
 
@@ -22,6 +20,8 @@ from conveyor.events.listener import running_listener
 from conveyor.graphql.ide import graphiql_assets_mount
 from conveyor.graphql.schema import build_schema
 from conveyor.graphql.view import GraphQLView
+from conveyor.operations.endpoints import OperationsEndpoints, Readiness
+from conveyor.operations.metrics import Metrics
 from conveyor.runner.worker import running_worker
 from conveyor.settings import Settings
 from conveyor.web.page import page_routes
@@ -71,15 +71,19 @@ async def _issue_first_admin_token(settings: Settings) -> None:
         logger.warning("no admin token existed: wrote a new one to %s (owner-only file)", path)
 
 
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
 def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlette:
     """The application; `load_demo` None loads the sample only into a new embedded database."""
+    metrics = Metrics()
+    readiness = Readiness()
     graphql = GraphQLView(
-        build_schema(settings), settings=settings, cipher=password_cipher(settings)
+        build_schema(settings), settings=settings, cipher=password_cipher(settings), metrics=metrics
     )
+    operations = OperationsEndpoints(settings, metrics, readiness)
+
+    def begin_draining() -> None:
+        """Report not ready and refuse new WebSockets, until the process stops."""
+        readiness.draining = True
+        graphql.draining = True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,10 +105,13 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                     contextlib.AsyncExitStack() as worker_stack,
                 ):
                     if settings.run_worker:
-                        await worker_stack.enter_async_context(
-                            running_worker(settings, graphql.cipher, url, listener)
+                        readiness.worker = await worker_stack.enter_async_context(
+                            running_worker(settings, graphql.cipher, url, listener, metrics)
                         )
+                        metrics.watch_worker(readiness.worker)
                     graphql.hub = hub
+                    readiness.listener = listener
+                    metrics.watch_hub(hub)
                     # What start-up made (modules, the schema, pools) lives as long as the
                     # process: out of the collector's reach, a full collection no longer walks
                     # it, which otherwise held up a whole fan-out of live updates now and then.
@@ -114,14 +121,19 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                         yield
                     finally:
                         graphql.hub = None
+                        readiness.listener = readiness.worker = None
+                        metrics.watch_hub(None)
+                        metrics.watch_worker(None)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
-            Route("/healthz", health),
+            *operations.routes(),
             graphiql_assets_mount(),
             *page_routes(),
         ],
         lifespan=lifespan,
     )
+    app.state.begin_draining = begin_draining
+    return app

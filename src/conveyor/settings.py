@@ -38,6 +38,11 @@ class Mode(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", frozen=True)
 
@@ -187,6 +192,39 @@ class Settings(BaseSettings):
         description="Query cost (see max_query_cost) one token may spend per minute; 0 turns "
         "the limit off.",
     )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where the rate limits count, as a `limits` storage URI: `memory://` (each "
+        "process for itself) or `redis://host:6379/0`, shared by every replica.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="A bearer token that may read /metrics (for the scraper), from anywhere.",
+    )
+    metrics_networks: CommaSeparated = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1"],
+        description="Networks (comma-separated CIDRs or addresses) that may read /metrics "
+        "without a token; empty: none.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Where `conveyor worker` serves /healthz, /readyz and /metrics (on "
+        "`host`); unset: nowhere.",
+    )
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description="`json`: one JSON object a line, with the request's correlation id, "
+        "operation, actor and duration.",
+    )
+    drain_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="On SIGTERM, how long `conveyor serve` reports not ready (and refuses new "
+        "WebSockets) before it closes its WebSockets (1012) and stops accepting connections: "
+        "long enough for the load balancer to notice.",
+    )
     token_check_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -194,7 +232,7 @@ class Settings(BaseSettings):
         "revoked or expired token's subscriptions end within about this time.",
     )
 
-    @field_validator("instance_networks")
+    @field_validator("instance_networks", "metrics_networks")
     @classmethod
     def _networks_parse(cls, entries: list[str]) -> list[str]:
         # A mistyped network stops every process at start, not the first instance saved.

@@ -2,7 +2,7 @@
 included) and same errors, for generated documents over generated data, for every role."""
 
 import gc
-import importlib.util
+import importlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -249,8 +249,27 @@ CONNECTIONS = ["issues", "pipelines", "environments", "instances", "databases"]
 #: Fields the compiler leaves to the resolvers: choosing one makes the document uncovered.
 UNCOVERED_FIELDS = {
     ("Instance", "connectionOptions"),
-    ("WaitingReason", "stage"),
-    ("WaitingReason", "blockingTask"),
+    # Added for live pages (issue 12) after the compiler was written; not compiled yet.
+    ("Task", "lastSequence"),
+    ("Stage", "lastSequence"),
+    ("Pipeline", "lastSequence"),
+    ("Event", "id"),
+    ("Event", "issueId"),
+    ("Event", "pipelineId"),
+    ("Event", "reason"),
+    ("Event", "task"),
+    ("Event", "stage"),
+    ("Event", "pipeline"),
+}
+#: The objects a waiting reason names, and the derived fields, which the compiler does not
+#: fill in below those objects.
+WAITING_OBJECTS = {("WaitingReason", "stage"), ("WaitingReason", "blockingTask")}
+DERIVED_FIELDS = {
+    ("Stage", "status"),
+    ("Stage", "taskCounts"),
+    ("Task", "waitingReason"),
+    ("Task", "availableActions"),
+    ("Pipeline", "activeStage"),
 }
 MAX_DEPTH = 3
 
@@ -267,6 +286,7 @@ class DocumentBuilder:
         self.values: dict[str, Any] = {}
         self.fragments: list[str] = []
         self.covered = True
+        self.below_waiting_object = False
 
     def variable(
         self, type_text: str, values: st.SearchStrategy[Any], default: str | None = None
@@ -342,7 +362,9 @@ class DocumentBuilder:
     def field(self, object_type: GraphQLObjectType, name: str, depth: int) -> str:
         if name == "__typename":
             return f"{self.alias(name)}__typename{self.directives()}"
-        if (object_type.name, name) in UNCOVERED_FIELDS:
+        if (object_type.name, name) in UNCOVERED_FIELDS or (
+            self.below_waiting_object and (object_type.name, name) in DERIVED_FIELDS
+        ):
             self.covered = False
         named = get_named_type(object_type.fields[name].type)
         head = (
@@ -352,7 +374,11 @@ class DocumentBuilder:
             return head
         if depth >= MAX_DEPTH:
             return "__typename"
-        return f"{head} {{ {self.selection(named.name, depth + 1)} }}"
+        outer = self.below_waiting_object
+        self.below_waiting_object = outer or (object_type.name, name) in WAITING_OBJECTS
+        selection = self.selection(named.name, depth + 1)
+        self.below_waiting_object = outer
+        return f"{head} {{ {selection} }}"
 
     def node_id(self) -> str:
         kind = self.draw(st.sampled_from([*NODE_TYPES, *NODE_TYPES, "bogus"]))
@@ -532,40 +558,11 @@ async def test_generated_documents_answer_alike(
 
 def bench_queries() -> ModuleType:
     """bench/tree_queries.py: the documents the read benchmark sends."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "tree_queries.py"
-    spec = importlib.util.spec_from_file_location("tree_queries", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-#: What a pipeline page asks for.
-PIPELINE_PAGE = """
-query PipelinePage($id: ID!) {
-  node(id: $id) {
-    ... on Pipeline {
-      id status
-      activeStage { id name }
-      stages {
-        id name position status
-        environment { id name approvalPolicy }
-        taskCounts { pendingApproval pending running done failed canceled skipped total }
-        tasks(first: 500) {
-          id name type status version
-          waitingReason { kind message notBefore }
-          availableActions
-          blockedBy { id name status }
-          database { id name }
-          instance { id name host port }
-          runs { attempt status errorCode errorMessage }
-        }
-      }
-    }
-  }
-}
-"""
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    with pytest.MonkeyPatch.context() as patch:
+        # Its sibling modules (tree_seed) import as they do when a benchmark script runs.
+        patch.syspath_prepend(str(bench))
+        return importlib.import_module("tree_queries")
 
 
 async def test_the_benchmark_reads_and_the_pipeline_page_are_compiled(
@@ -613,17 +610,42 @@ async def test_the_benchmark_reads_and_the_pipeline_page_are_compiled(
         (queries.CONVEYOR_ONE, {"id": small[0].pipeline_id}),
         (queries.CONVEYOR_PAGE, {"first": queries.PAGE_SIZE}),
         (queries.CONVEYOR_ONE, {"id": large.pipeline_id}),
-        (PIPELINE_PAGE, {"id": small[0].pipeline_id}),
-        (PIPELINE_PAGE, {"id": large.pipeline_id}),
+        (queries.CONVEYOR_PIPELINE_PAGE, {"id": small[0].pipeline_id}),
+        (queries.CONVEYOR_PIPELINE_PAGE, {"id": large.pipeline_id}),
     ]
     for document, variables in cases:
         data, path = await paths.compare(document, variables, admin)
 
         assert path == extension.COMPILED, document
         assert '"tasks": [{' in data
-    data, _ = await paths.compare(PIPELINE_PAGE, {"id": large.pipeline_id}, admin)
+    # Nothing runs: the first pending task of the large pipeline's second stage may start, and
+    # the others wait for the database it will hold.
+    first = await Task.filter(stage__position=1, pipeline_id=row_key(large.pipeline_id)).first()
+    assert first is not None
+    data, path = await paths.compare(
+        queries.CONVEYOR_PIPELINE_PAGE, {"id": large.pipeline_id}, admin
+    )
+    assert path == extension.COMPILED
+    assert json.loads(data)["node"]["stages"][1]["tasks"][1]["waitingReason"] == {
+        "kind": "DATABASE_BUSY",
+        "message": f"database busy with task {first.id}",
+        "stage": None,
+        "blockingTask": {"id": global_id("Task", first.id), "name": first.name},
+    }
+    # Another task runs against that database: the others wait for it.
+    busy = await Task.filter(stage__position=1, pipeline_id=row_key(large.pipeline_id)).last()
+    assert busy is not None
+    await put_task_in(busy.id, TaskStatus.RUNNING)
+    data, _ = await paths.compare(queries.CONVEYOR_PIPELINE_PAGE, {"id": large.pipeline_id}, admin)
     page = json.loads(data)["node"]
-    assert page["activeStage"]["name"] == "test"
+    assert page["activeStage"]["id"] == page["stages"][1]["id"]
+    # The page's waiting reasons name what is waited for.
+    assert {
+        "kind": "DATABASE_BUSY",
+        "message": f"database busy with task {busy.id}",
+        "stage": None,
+        "blockingTask": {"id": global_id("Task", busy.id), "name": busy.name},
+    } in [task["waitingReason"] for task in page["stages"][1]["tasks"]]
     assert [stage["taskCounts"]["total"] for stage in page["stages"]] == [120, 120, 120]
     # prod is MANUAL: its tasks wait for approval before they wait for the earlier stage.
     assert {task["waitingReason"]["kind"] for task in page["stages"][2]["tasks"]} == {"APPROVAL"}

@@ -131,6 +131,9 @@ async def test_cancel_records_the_pipeline_and_every_task_change(
             ("TASK_STATUS_CHANGED", issue.tasks["sync"], "PENDING", "CANCELED"),
             ("TASK_STATUS_CHANGED", issue.tasks["create"], "PENDING", "CANCELED"),
             ("TASK_STATUS_CHANGED", issue.tasks["prod-ddl"], "PENDING_APPROVAL", "CANCELED"),
+            # Each stage's derived status, rolled up with its tasks.
+            ("STAGE_STATUS_CHANGED", None, "PENDING", "CANCELED"),
+            ("STAGE_STATUS_CHANGED", None, "PENDING_APPROVAL", "CANCELED"),
         ]
     )
     sequences = [event["sequence"] for event in [created, *changes]]
@@ -239,6 +242,8 @@ async def test_reopen_records_the_pipeline_and_every_task_change(
             ("TASK_STATUS_CHANGED", issue.tasks["sync"], "CANCELED", "PENDING"),
             ("TASK_STATUS_CHANGED", issue.tasks["create"], "CANCELED", "PENDING"),
             ("TASK_STATUS_CHANGED", issue.tasks["prod-ddl"], "CANCELED", "PENDING_APPROVAL"),
+            ("STAGE_STATUS_CHANGED", None, "CANCELED", "PENDING"),
+            ("STAGE_STATUS_CHANGED", None, "CANCELED", "PENDING_APPROVAL"),
         ]
     )
 

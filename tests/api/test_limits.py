@@ -18,7 +18,7 @@ from conveyor.crypto import PasswordCipher
 from conveyor.domain.permissions import Principal, Role
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import LIMIT_CODES
-from conveyor.graphql.schema import build_schema
+from conveyor.graphql.schema import _parse_once, build_schema
 from conveyor.settings import Mode, Settings
 from tests.api.support import create_catalog
 from tests.api.test_statement_count import CREATE_ISSUE, pipeline_plan
@@ -733,3 +733,14 @@ async def test_bounded_lists_cost_once_per_item_they_may_return(
     issue_events = "query($id: ID!) { node(id: $id) { ... on Issue { events%s { sequence } } } }"
     await client.ok(issue_events % "(first: 50)", missing)
     assert client.cost == 1 + 1 + 50
+
+
+async def test_requests_of_one_document_share_one_syntax_tree(graphql: GraphQLClient) -> None:
+    document = "query SharedTree { __typename environments(first: 1) { totalCount } }"
+    before = _parse_once.cache_info()
+    for _ in range(3):
+        await graphql.ok(document)
+    after = _parse_once.cache_info()
+
+    # Parsed once, then found twice (ten thousand subscribers of a page hold one tree).
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)

@@ -189,6 +189,7 @@ BY_SUBSCRIBER: dict[str, tuple[Outcome, ...]] = {
     #                        ADMIN DBA DEVELOPER VIEWER nobody
     "taskStatusChanged":     (OK,  OK, OK,       OK,    ANON),
     "pipelineStatusChanged": (OK,  OK, OK,       OK,    ANON),
+    "pipelineActivity":      (OK,  OK, OK,       OK,    ANON),
 }
 # fmt: on
 
@@ -594,6 +595,7 @@ async def test_an_issue_or_task_mutation_is_allowed_as_the_table_says(
 SUBSCRIPTION_SCOPES: dict[str, tuple[str, Callable[[CreatedIssue], str]]] = {
     "taskStatusChanged": ("taskId", lambda issue: issue.tasks["change"]),
     "pipelineStatusChanged": ("issueId", lambda issue: issue.id),
+    "pipelineActivity": ("issueId", lambda issue: issue.id),
 }
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from conveyor.db.tasks import REASON_MAX_LENGTH
 from conveyor.domain.plan import (
     DATABASE_NAME_MAX_LENGTH,
     DESCRIPTION_MAX_LENGTH,
@@ -18,6 +17,7 @@ from conveyor.domain.plan import (
     STATEMENT_MAX_LENGTH,
     TITLE_MAX_LENGTH,
 )
+from conveyor.domain.task_actions import REASON_MAX_LENGTH
 from tests.api.support import (
     CREATE_ISSUE,
     Catalog,

@@ -350,12 +350,16 @@ mutation($input: SkipTaskInput!) {
     pipeline = data["skipTask"]["pipeline"]
     assert (pipeline["status"], pipeline["issue"]["status"]) == ("DONE", "DONE")
     assert pipeline["activeStage"] is None
-    *_, last_task_change, pipeline_change = await Event.filter(issue_id=row_key(issue.id)).order_by(
-        "id"
-    )
+    *_, last_task_change, stage_change, pipeline_change = await Event.filter(
+        issue_id=row_key(issue.id)
+    ).order_by("id")
     assert (last_task_change.kind, last_task_change.task_id, last_task_change.new_status) == (
         EventKind.TASK_STATUS_CHANGED,
         issue.task_key(last),
+        "SKIPPED",
+    )
+    assert (stage_change.kind, stage_change.new_status) == (
+        EventKind.STAGE_STATUS_CHANGED,
         "SKIPPED",
     )
     assert (pipeline_change.kind, pipeline_change.old_status, pipeline_change.new_status) == (

@@ -61,12 +61,17 @@ async def subscribed(
     token: str,
     protocol: str = TRANSPORT_WS,
     token_in: TokenPlace = "connection_init",
+    connection_params: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveSubscription]:
-    """A subscription through gql's WebSocket client speaking `protocol`."""
+    """A subscription through gql's WebSocket client speaking `protocol`; the
+    connection_init payload holds the token (unless `token_in` says otherwise) and
+    `connection_params`."""
+    init_payload = {**(bearer(token) if token_in == "connection_init" else {})}
+    init_payload.update(connection_params or {})
     transport = WebsocketsTransport(
         url=url,
         subprotocols=[protocol],
-        init_payload=bearer(token) if token_in == "connection_init" else None,
+        init_payload=init_payload or None,
         headers=bearer(token) if token_in == "upgrade" else None,
     )
     live = LiveSubscription()

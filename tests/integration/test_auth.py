@@ -372,6 +372,7 @@ async def test_every_change_records_the_actor_of_the_token_that_made_it(
     assert {event["kind"] for event in issue["events"]} == {
         "ISSUE_CREATED",
         "TASK_STATUS_CHANGED",
+        "STAGE_STATUS_CHANGED",
         "PIPELINE_STATUS_CHANGED",
     }
     assert {event["actor"] for event in issue["events"]} == {"dora"}

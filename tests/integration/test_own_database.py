@@ -14,7 +14,7 @@ from conveyor.db.tokens import issue_token
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.statuses import TaskType
 from conveyor.runner.targets import execute
-from conveyor.runner.worker import Worker, running_worker, safe_to_rerun
+from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
 from tests.api.support import global_id, row_key
 from tests.conftest import GraphQLClient, free_port
@@ -155,7 +155,7 @@ async def test_an_interrupted_task_on_conveyors_database_is_settled_not_stuck(
     # an answer the runner refuses to ask of Conveyor's database.
     task_id = await open_escalation(graphql, server_url, database_url)
     lease = timedelta(seconds=0.1)
-    [claimed] = await claims.claim_tasks("dead-worker", lease, 1, safe_to_rerun)
+    [claimed] = (await claims.claim_tasks("dead-worker", lease, 1)).tasks
     await asyncio.sleep(lease.total_seconds())
     cipher = PasswordCipher(engine_settings.secret_key or "")
 

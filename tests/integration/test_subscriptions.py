@@ -22,13 +22,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from conveyor.db.events import EventFilter
+from conveyor.db.events import EventFilter, NewEvent, record_events
 from conveyor.db.models import Event, Issue, Pipeline
 from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
 from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow
 from conveyor.events.listener import APPLICATION_NAME
-from conveyor.events.store import NewEvent, record_events
+from conveyor.events.shared import Sharing
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
@@ -674,3 +674,113 @@ async def test_the_hub_keeps_replaying_from_the_table_when_it_overflows_during_a
 
     assert replayed == [*backlog, *during]
     assert delivered == live
+
+
+async def test_subscribers_of_one_key_share_one_rendering_of_each_event(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    rendered: list[list[int]] = []
+
+    async def render(events: list[Event]) -> list[str]:
+        rendered.append([event.id for event in events])
+        return [f'{{"sequence":{event.id}}}' for event in events]
+
+    delivered: dict[int, list[tuple[int, str]]] = {index: [] for index in range(50)}
+
+    def deliverer(index: int) -> Callable[[int, str], bool]:
+        def deliver(sequence: int, payload: str) -> bool:
+            delivered[index].append((sequence, payload))
+            return True
+
+        return deliver
+
+    async def subscriber(index: int, ready: asyncio.Event) -> None:
+        async with hub.subscription(task_filter(pipeline), SYSTEM) as subscription:
+            sharing = Sharing(key="one document", render=render, deliver=deliverer(index))
+            stream = subscription.events(None, sharing)
+            async with contextlib.aclosing(stream):
+                waiting = asyncio.ensure_future(anext(stream))
+                ready.set()
+                await waiting
+
+    readies = [asyncio.Event() for _ in delivered]
+    tasks = [asyncio.create_task(subscriber(index, readies[index])) for index in delivered]
+    try:
+        for ready in readies:
+            await ready.wait()
+
+        async def all_shared() -> bool:
+            return sum(len(stream.members) for stream in hub._streams.values()) == len(delivered)
+
+        await eventually(all_shared, within=5, what="every subscriber to join the stream")
+        written = await write_events(pipeline, 5) + await write_events(pipeline, 5)
+
+        async def all_delivered() -> bool:
+            return all(len(messages) == len(written) for messages in delivered.values())
+
+        await eventually(all_delivered, within=5, what="every subscriber to get every event")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Each event rendered once, however many subscribers; each got the same payload object.
+    assert sorted(sequence for batch in rendered for sequence in batch) == written
+    first = delivered[0]
+    assert [sequence for sequence, _ in first] == written
+    for messages in delivered.values():
+        assert all(mine is theirs for (_, mine), (_, theirs) in zip(messages, first, strict=True))
+
+    async def stream_closed() -> bool:
+        return not hub._streams
+
+    await eventually(stream_closed, within=5, what="the stream to close with its last member")
+
+
+async def test_a_shared_stream_serves_thousands_of_subscribers_without_holding_the_loop(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    members = 5_000
+
+    async def render(events: list[Event]) -> list[str]:
+        return [str(event.id) for event in events]
+
+    delivered = 0
+
+    def deliver(sequence: int, payload: str) -> bool:
+        nonlocal delivered
+        # A socket write's worth of work (~20 µs): 5,000 of them take ~0.1 s in all.
+        deadline = time.perf_counter() + 20e-6
+        while time.perf_counter() < deadline:
+            pass
+        delivered += 1
+        return True
+
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(members):
+            subscription = await stack.enter_async_context(
+                hub.subscription(task_filter(pipeline), SYSTEM)
+            )
+            hub.share(subscription, Sharing(key="one", render=render, deliver=deliver))
+        longest_gap = 0.0
+
+        async def tick() -> None:
+            nonlocal longest_gap
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                longest_gap = max(longest_gap, now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        await write_events(pipeline, 1)
+
+        async def all_delivered() -> bool:
+            return delivered == members
+
+        await eventually(all_delivered, within=10, what="every subscriber to get the event")
+        ticker.cancel()
+
+    # Other work gets the loop between slices of the delivery, not after all of it.
+    assert longest_gap < 0.05, f"the loop was held for {longest_gap * 1000:.0f} ms"

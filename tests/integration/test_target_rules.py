@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.attempts import Outcome
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import InstanceNetworks
 from conveyor.runner.targets import (
     Change,
-    Outcome,
     Target,
     TargetUnreachable,
     cancel_backend,

@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 
 from conveyor.db.embedded import EmbeddedPostgres
+from conveyor.domain.attempts import Outcome
 from conveyor.domain.statuses import TaskType
 from conveyor.runner.targets import (
     Change,
-    Outcome,
     Target,
     TargetUnreachable,
     cancel_backend,

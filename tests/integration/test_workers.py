@@ -9,12 +9,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor.db.models import Task, TaskRun
 from conveyor.domain.statuses import TaskStatus
 from conveyor.settings import Settings
-from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, launch
+from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, free_port, launch
 from tests.integration.conftest import build_engine_catalog, eventually, target_fetch
 
 CREATE_ISSUE = "mutation($i: CreateIssueInput!) { createIssue(input: $i) { id } }"
@@ -207,7 +208,12 @@ async def test_a_killed_worker_loses_no_task_and_applies_nothing_twice(
         # Well inside the statement's sleep, after the INSERT before it.
         await asyncio.sleep(0.7)
         victim.stop(signal.SIGKILL)
-        rescuer = start_worker(settings, tmp_path / f"rescuer-{round_number}.log")
+        metrics_port = free_port()
+        rescuer = start_worker(
+            settings,
+            tmp_path / f"rescuer-{round_number}.log",
+            CONVEYOR_METRICS_PORT=str(metrics_port),
+        )
         try:
 
             async def settled(task_id: int = task_id) -> Task | None:
@@ -215,8 +221,13 @@ async def test_a_killed_worker_loses_no_task_and_applies_nothing_twice(
                 return task if task.status in (TaskStatus.DONE, TaskStatus.FAILED) else None
 
             task = await eventually(settled, within=LEASE_SECONDS * 6, what="recovery")
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
         finally:
             rescuer.stop()
+        # The rescuer counts the task it settled: run again (PENDING) or left to a person.
+        recovered = "PENDING" if transactional else "FAILED"
+        assert f'conveyor_lease_recoveries_total{{status="{recovered}"}} 1.0' in metrics
         if transactional:
             assert task.status is TaskStatus.DONE
             assert [

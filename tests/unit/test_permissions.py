@@ -48,7 +48,13 @@ PERSON_ACTIONS = (
     TaskAction.EDIT,
     TaskAction.RUN_NOW,
 )
-RUNNER_ACTIONS = (TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL)
+RUNNER_ACTIONS = (
+    TaskAction.START,
+    TaskAction.SUCCEED,
+    TaskAction.FAIL,
+    TaskAction.ABORT,
+    TaskAction.RELEASE,
+)
 
 # Each row: the principal's role, whether they opened the issue, the environment's
 # developersMayApprove and creatorMayApprove; then whether each action is allowed.

@@ -1,15 +1,17 @@
 import pytest
 
-from conveyor.domain.statuses import ApprovalPolicy, TaskStatus
+from conveyor.domain.statuses import ApprovalPolicy, PipelineStatus, TaskStatus
 from conveyor.domain.transitions import (
+    IssueAction,
     TaskAction,
     TransitionRefused,
     available_actions,
     gate,
+    issue_transition_refusal,
     must_abort_on_issue_cancel,
+    next_pipeline_status,
     next_status,
-    status_after_issue_cancel,
-    status_after_issue_reopen,
+    task_action_of_issue,
 )
 
 APPROVAL = TaskStatus.PENDING_APPROVAL
@@ -32,18 +34,20 @@ COLUMNS = (
     TaskAction.SKIP,
     TaskAction.EDIT,
     TaskAction.RUN_NOW,
+    TaskAction.ABORT,
+    TaskAction.RELEASE,
 )
 
 # fmt: off
 EXPECTED: dict[TaskStatus, tuple[TaskStatus | str, ...]] = {
-    #          APPROVE  START    SUCCEED FAIL    CANCEL    RETRY SKIP     EDIT  RUN_NOW
-    APPROVAL: (PENDING, NO,      NO,     NO,     CANCELED, NO,   SKIPPED, GATE, APPROVAL),
-    PENDING:  (NO,      RUNNING, NO,     NO,     CANCELED, NO,   SKIPPED, GATE, PENDING),
-    RUNNING:  (NO,      NO,      DONE,   FAILED, CANCELED, NO,   NO,      NO,   NO),
-    DONE:     (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO),
-    FAILED:   (NO,      NO,      NO,     NO,     NO,       GATE, SKIPPED, GATE, NO),
-    CANCELED: (NO,      NO,      NO,     NO,     NO,       GATE, NO,      NO,   NO),
-    SKIPPED:  (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO),
+    #          APPROVE  START    SUCCEED FAIL    CANCEL    RETRY SKIP     EDIT  RUN_NOW   ABORT RELEASE  # noqa: E501
+    APPROVAL: (PENDING, NO,      NO,     NO,     CANCELED, NO,   SKIPPED, GATE, APPROVAL, NO,   NO),
+    PENDING:  (NO,      RUNNING, NO,     NO,     CANCELED, NO,   SKIPPED, GATE, PENDING,  NO,   NO),
+    RUNNING:  (NO,      NO,      DONE,   FAILED, CANCELED, NO,   NO,      NO,   NO,  CANCELED, PENDING),  # noqa: E501
+    DONE:     (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO,       NO,   NO),
+    FAILED:   (NO,      NO,      NO,     NO,     NO,       GATE, SKIPPED, GATE, NO,       NO,   NO),
+    CANCELED: (NO,      NO,      NO,     NO,     NO,       GATE, NO,      NO,   NO,       NO,   NO),
+    SKIPPED:  (NO,      NO,      NO,     NO,     NO,       NO,   NO,      NO,   NO,       NO,   NO),
 }
 # fmt: on
 
@@ -130,9 +134,21 @@ def test_available_actions_are_the_persons_allowed_ones(
     assert available_actions(status) == expected
 
 
-def test_only_start_succeed_and_fail_are_the_runners() -> None:
+def test_only_start_succeed_fail_abort_and_release_are_the_runners() -> None:
     runners = {action for action in TaskAction if action.performed_by_runner}
-    assert runners == {TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL}
+    assert runners == {
+        TaskAction.START,
+        TaskAction.SUCCEED,
+        TaskAction.FAIL,
+        TaskAction.ABORT,
+        TaskAction.RELEASE,
+    }
+
+
+@pytest.mark.parametrize("action", [TaskAction.EDIT, TaskAction.RETRY])
+def test_an_action_leading_to_the_gate_needs_the_policy(action: TaskAction) -> None:
+    with pytest.raises(ValueError, match="approval policy"):
+        next_status(FAILED, action)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +166,9 @@ def test_only_start_succeed_and_fail_are_the_runners() -> None:
 def test_issue_cancel_cancels_waiting_tasks_and_stops_running_ones(
     status: TaskStatus, expected: TaskStatus | None, must_abort: bool
 ) -> None:
-    assert status_after_issue_cancel(status) is expected
+    action = task_action_of_issue(IssueAction.CANCEL, status)
+    after = None if action is None else next_status(status, action)
+    assert after is expected
     assert must_abort_on_issue_cancel(status) is must_abort
 
 
@@ -160,4 +178,25 @@ def test_issue_reopen_returns_only_canceled_tasks_to_their_gate(
     status: TaskStatus, policy: ApprovalPolicy
 ) -> None:
     expected = GATE_BY_POLICY[policy] if status is CANCELED else None
-    assert status_after_issue_reopen(status, policy) is expected
+    action = task_action_of_issue(IssueAction.REOPEN, status)
+    assert (None if action is None else next_status(status, action, policy)) is expected
+
+
+ISSUE_EXPECTED = {
+    (PipelineStatus.OPEN, IssueAction.CANCEL): PipelineStatus.CANCELED,
+    (PipelineStatus.CANCELED, IssueAction.REOPEN): PipelineStatus.OPEN,
+}
+
+
+@pytest.mark.parametrize("action", list(IssueAction))
+@pytest.mark.parametrize("status", list(PipelineStatus))
+def test_issue_transitions_follow_their_table(status: PipelineStatus, action: IssueAction) -> None:
+    expected = ISSUE_EXPECTED.get((status, action))
+    if expected is None:
+        refusal = f"cannot {action.value.lower()} an issue that is {status.value}"
+        assert issue_transition_refusal(status, action) == refusal
+        with pytest.raises(ValueError, match=refusal):
+            next_pipeline_status(status, action)
+    else:
+        assert issue_transition_refusal(status, action) is None
+        assert next_pipeline_status(status, action) is expected

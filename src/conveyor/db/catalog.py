@@ -9,12 +9,12 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from conveyor.crypto import PasswordCipher
-from conveyor.db.access import require
 from conveyor.db.models import Database, Environment, Instance
-from conveyor.domain.permissions import Operation, Principal
+from conveyor.domain.permissions import Operation, Principal, require
 from conveyor.domain.plan import check_database_name, check_name
 from conveyor.domain.statuses import ApprovalPolicy, Engine
 from conveyor.domain.targets import (
+    HOST_MAX_LENGTH,
     ConnectionOptions,
     InstanceNetworks,
     connection_option_problems,
@@ -23,7 +23,6 @@ from conveyor.domain.targets import (
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
 from conveyor.hosts import HostNotAllowed, checked_hosts
 
-HOST_MAX_LENGTH = 255
 #: How long saving an instance waits for its host to resolve, while instance networks are set.
 RESOLVE_TIMEOUT_SECONDS = 10.0
 #: Why a database on an instance is Conveyor's own and may not be recorded, asked of the

@@ -6,29 +6,42 @@ and a second claimer moves on to another pipeline. Claims on one instance serial
 transaction-scoped advisory lock taken with *try*, so two workers never wait on each other.
 """
 
+import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from conveyor.db.models import Database, Instance, Pipeline, Task, TaskRun
-from conveyor.db.scheduling import decisions
-from conveyor.db.task_status import StatusChange, apply_changes, lock_task, now_utc
-from conveyor.domain.statuses import TaskRunStatus, TaskStatus, TaskType
+from conveyor.db.models import Database, Instance, Task, TaskRun
+from conveyor.db.queries import RUNNER
+from conveyor.db.scheduling import instances_of, occupancy, pipeline_states
+from conveyor.db.task_status import (
+    HeldTask,
+    StatusChange,
+    apply_changes,
+    end_attempt,
+    lock_task,
+    now_utc,
+    start_tasks,
+)
+from conveyor.domain.attempts import AttemptEnd, Outcome, recovery, safe_to_rerun
+from conveyor.domain.scheduling import OCCUPYING_STATUSES, decide
+from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.transitions import TaskAction, next_status, statuses_allowing
 
 logger = logging.getLogger(__name__)
-
-#: Whether a task's change runs inside one transaction; the runner knows how to tell.
-TransactionalCheck = Callable[[TaskType, str | None], bool]
 #: Who the runner's events name as their actor.
 RUNNER_ACTOR = "conveyor-runner"
 #: The advisory-lock namespace of "claiming a task on instance N" (key: namespace, N).
 _INSTANCE_CLAIM_LOCK = 7_437_812
+#: The statuses a claim starts tasks from.
+_STARTABLE = statuses_allowing(TaskAction.START)
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,14 @@ class ClaimedTask:
     task_id: int
     run_id: int
     attempt: int
+    #: The status the task is held in (the one START led to).
+    status: TaskStatus
     type: TaskType
     statement: str | None
     database_name: str | None
     instance_id: int
+    #: The instance's limit, which also bounds the worker's open sessions on it.
+    max_running_tasks: int
     host: str
     port: int
     username: str
@@ -50,168 +67,105 @@ class ClaimedTask:
     connection_options: dict[str, str]
     #: The target database's name; None for instance-level tasks.
     target_database: str | None
-    #: Whether an interrupted attempt leaves nothing behind (see TaskRun.transactional).
-    safe_to_rerun: bool
+
+    @property
+    def held(self) -> HeldTask:
+        return HeldTask(self.task_id, self.run_id, self.status)
 
 
-async def _pipelines_with_startable_work(connection: BaseDBAsyncClient, limit: int) -> list[int]:
-    rows = await connection.execute_query_dict(
-        """
-        SELECT t.pipeline_id
-        FROM task t JOIN pipeline p ON p.id = t.pipeline_id
-        WHERE t.status = 'PENDING' AND p.status = 'OPEN'
-          AND (t.not_before IS NULL OR t.not_before <= now())
-        GROUP BY t.pipeline_id
-        ORDER BY min(t.id)
-        LIMIT $1
-        """,
-        [limit],
-    )
-    return [row["pipeline_id"] for row in rows]
+@dataclass(frozen=True)
+class Claims:
+    tasks: list[ClaimedTask]
+    #: Another worker held a pipeline or an instance this round skipped: what it held may
+    #: have work this round did not see, so the caller should look again soon.
+    contended: bool
 
 
-async def claim_tasks(
-    worker: str, lease: timedelta, limit: int, transactional_of: TransactionalCheck
-) -> list[ClaimedTask]:
+async def claim_tasks(worker: str, lease: timedelta, limit: int) -> Claims:
     """Claim up to `limit` tasks that scheduling allows to start now."""
-    async with in_transaction() as connection:
-        pipeline_ids = await _pipelines_with_startable_work(connection, limit=50)
+    rows = await get_connection("default").execute_query_dict(
+        RUNNER["pipelines_with_startable_work"],
+        [50, sorted(_STARTABLE), PipelineStatus.OPEN.value],
+    )
     claimed: list[ClaimedTask] = []
-    for pipeline_id in pipeline_ids:
+    contended = False
+    for row in rows:
         if len(claimed) >= limit:
             break
         try:
-            claimed += await _claim_in_pipeline(
-                pipeline_id, worker, lease, limit - len(claimed), transactional_of
+            tasks, skipped = await _claim_in_pipeline(
+                row["pipeline_id"], worker, lease, limit - len(claimed)
             )
         except IntegrityError:
             # The one-running-task-per-database index caught a race the checks did not; the
             # whole claim rolled back, and the next round will see the winner.
-            logger.info("a claim in pipeline %s lost a race; trying later", pipeline_id)
-    return claimed
+            logger.info("a claim in pipeline %s lost a race; trying later", row["pipeline_id"])
+            tasks, skipped = [], True
+        claimed += tasks
+        contended = contended or skipped
+    return Claims(claimed, contended)
 
 
 async def _claim_in_pipeline(
-    pipeline_id: int,
-    worker: str,
-    lease: timedelta,
-    limit: int,
-    transactional_of: TransactionalCheck,
-) -> list[ClaimedTask]:
-    # Several claims share one transaction: the decision is read once for all of them, and
-    # every lock taken on the way is a SKIP LOCKED or a try-lock, so none of them can wait
-    # on another worker, let alone deadlock.
-    claimed: list[ClaimedTask] = []
+    pipeline_id: int, worker: str, lease: timedelta, limit: int
+) -> tuple[list[ClaimedTask], bool]:
+    """The tasks started, and whether a lock held by another worker made this skip some."""
+    # One transaction, every lock in it a SKIP LOCKED or a try-lock, so no claim waits on
+    # another worker, let alone deadlocks: the pipeline, then the claim locks of the instances
+    # its startable tasks run on; then the cluster's occupancy is read under those locks (a
+    # claim that committed meanwhile is seen), the scheduling decision taken on it, and the
+    # tasks it allows started in one statement.
     async with in_transaction() as connection:
-        pipeline = (
-            await Pipeline.filter(id=pipeline_id, status="OPEN")
-            .select_for_update(skip_locked=True, no_key=True)
-            .using_db(connection)
-            .first()
+        held = await connection.execute_query_dict(
+            RUNNER["lock_pipeline_for_claim"], [pipeline_id, PipelineStatus.OPEN.value]
         )
-        if pipeline is None:
-            return claimed
-        decision = (await decisions([pipeline_id], now_utc(), connection))[pipeline_id]
-        for task_id in decision.startable[: limit * 2]:
-            if len(claimed) >= limit:
-                break
-            task = (
-                await Task.filter(id=task_id)
-                .select_for_update(skip_locked=True)
-                .using_db(connection)
-                .first()
-            )
-            if task is None or task.status is not TaskStatus.PENDING:
-                continue
-            if await _instance_has_room(connection, task):
-                claimed.append(
-                    await _start(connection, pipeline, task, worker, lease, transactional_of)
-                )
-    return claimed
+        if not held:
+            return [], True
+        state = (await pipeline_states([pipeline_id], connection))[pipeline_id]
+        tasks = {task.id: task for stage in state.stages for task in stage.tasks}
+        wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
+        locked = await connection.execute_query_dict(
+            RUNNER["try_lock_instances"], [_INSTANCE_CLAIM_LOCK, wanted]
+        )
+        instances = set(locked[0]["locked"] or ())
+        if not instances:
+            return [], bool(wanted)
+        cluster = await occupancy(instances_of([state]), connection)
+        decision = decide(state, cluster, now_utc())
+        chosen = [
+            (task_id, tasks[task_id].status)
+            for task_id in decision.startable
+            if tasks[task_id].instance_id in instances
+        ][:limit]
+        rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
+    running = next_running_status()
+    return [_claimed(row, running) for row in rows], len(instances) < len(wanted)
 
 
-async def _instance_has_room(connection: BaseDBAsyncClient, task: Task) -> bool:
-    locked = await connection.execute_query_dict(
-        "SELECT pg_try_advisory_xact_lock($1, $2) AS locked",
-        [_INSTANCE_CLAIM_LOCK, task.instance_id],
-    )
-    if not locked[0]["locked"]:
-        return False
-    # Counted again under the lock: a claim that committed since the decision is seen now.
-    rows = await connection.execute_query_dict(
-        """
-        SELECT count(*) AS running,
-               count(*) FILTER (WHERE database_id = $2) AS on_database,
-               (SELECT max_running_tasks FROM instance WHERE id = $1) AS room
-        FROM task WHERE instance_id = $1 AND status = 'RUNNING'
-        """,
-        [task.instance_id, task.database_id],
-    )
-    row = rows[0]
-    return bool(row["running"] < row["room"] and row["on_database"] == 0)
+def next_running_status() -> TaskStatus:
+    """The status a claimed task is held in."""
+    [status] = {next_status(status, TaskAction.START) for status in _STARTABLE}
+    return status
 
 
-async def _start(
-    connection: BaseDBAsyncClient,
-    pipeline: Pipeline,
-    task: Task,
-    worker: str,
-    lease: timedelta,
-    transactional_of: TransactionalCheck,
-) -> ClaimedTask:
-    started_at = now_utc()
-    attempt = await TaskRun.filter(task_id=task.id).using_db(connection).count() + 1
-    run = await TaskRun.create(
-        using_db=connection,
-        task_id=task.id,
-        attempt=attempt,
-        status=TaskRunStatus.RUNNING,
-        started_at=started_at,
-        worker=worker,
-        transactional=transactional_of(task.type, task.statement),
-    )
-    await apply_changes(
-        connection,
-        pipeline,
-        [
-            StatusChange(
-                task,
-                TaskStatus.RUNNING,
-                {
-                    "lease_owner": worker,
-                    "lease_expires_at": started_at + lease,
-                    "cancel_requested_at": None,
-                    "status_reason": None,
-                },
-            )
-        ],
-        RUNNER_ACTOR,
-    )
-    return await _claimed(connection, task, run)
-
-
-async def _claimed(connection: BaseDBAsyncClient, task: Task, run: TaskRun) -> ClaimedTask:
-    instance = await Instance.filter(id=task.instance_id).using_db(connection).get()
-    database = (
-        None
-        if task.database_id is None
-        else await Database.filter(id=task.database_id).using_db(connection).get()
-    )
+def _claimed(row: Mapping[str, Any], status: TaskStatus) -> ClaimedTask:
+    options = row["connection_options"]
     return ClaimedTask(
-        task_id=task.id,
-        run_id=run.id,
-        attempt=run.attempt,
-        type=task.type,
-        statement=task.statement,
-        database_name=task.database_name,
-        instance_id=instance.id,
-        host=instance.host,
-        port=instance.port,
-        username=instance.username,
-        password_encrypted=instance.password_encrypted,
-        connection_options=dict(instance.connection_options),
-        target_database=database.name if database is not None else None,
-        safe_to_rerun=bool(run.transactional),
+        task_id=row["task_id"],
+        run_id=row["run_id"],
+        attempt=row["attempt"],
+        status=status,
+        type=TaskType(row["type"]),
+        statement=row["statement"],
+        database_name=row["database_name"],
+        instance_id=row["instance_id"],
+        max_running_tasks=row["max_running_tasks"],
+        host=row["host"],
+        port=row["port"],
+        username=row["username"],
+        password_encrypted=row["password_encrypted"],
+        connection_options=json.loads(options) if isinstance(options, str) else dict(options),
+        target_database=row["target_database"],
     )
 
 
@@ -220,84 +174,44 @@ async def renew_leases(worker: str, task_ids: Iterable[int], lease: timedelta) -
     ids = list(task_ids)
     if not ids:
         return set()
-    async with in_transaction() as connection:
-        rows = await connection.execute_query_dict(
-            """
-            UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
-            WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = 'RUNNING'
-            RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
-            """,
-            [ids, worker, lease.total_seconds()],
-        )
+    rows = await get_connection("default").execute_query_dict(
+        RUNNER["renew_leases"], [ids, worker, lease.total_seconds(), sorted(OCCUPYING_STATUSES)]
+    )
     return {row["id"] for row in rows if row["cancel_requested"]}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """How an attempt ended, as the worker reports it."""
-
-    status: TaskRunStatus
-    error_code: str | None
-    error_message: str | None
-    result: dict[str, Any]
-    log: list[dict[str, Any]]
-    transactional: bool
-    created_database: str | None = None
-    discovered_databases: tuple[str, ...] | None = None
-
-
-_TASK_STATUS_OF_RUN = {
-    TaskRunStatus.DONE: TaskStatus.DONE,
-    TaskRunStatus.FAILED: TaskStatus.FAILED,
-    TaskRunStatus.CANCELED: TaskStatus.CANCELED,
-}
+class _NotHeld(Exception):
+    """The worker no longer holds the task: what its report would have written is undone."""
 
 
 async def finish_task(
-    worker: str, claimed: ClaimedTask, outcome: RunResult, *, release: bool = False
+    worker: str, claimed: ClaimedTask, end: AttemptEnd, outcome: Outcome | None = None
 ) -> bool:
-    """Record the attempt and move the task on; False if this worker no longer held it.
-
-    `release` hands a task the worker did not finish (it is stopping) back to the queue.
-    """
-    async with in_transaction() as connection:
-        pipeline, task = await lock_task(connection, claimed.task_id)
-        if task.status is not TaskStatus.RUNNING or task.lease_owner != worker:
-            logger.warning("task %s was taken from this worker; its result is dropped", task.id)
-            return False
-        await (
-            TaskRun.filter(id=claimed.run_id)
-            .using_db(connection)
-            .update(
-                status=outcome.status,
-                ended_at=now_utc(),
-                error_code=outcome.error_code,
-                error_message=outcome.error_message,
-                result=outcome.result,
-                log=outcome.log,
-                transactional=outcome.transactional,
-            )
-        )
-        columns: dict[str, Any] = {
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "cancel_requested_at": None,
-            "status_reason": outcome.error_message
-            if outcome.status is not TaskRunStatus.DONE
-            else None,
-        }
-        if outcome.created_database is not None:
-            database = await _register_database(
-                connection, claimed.instance_id, outcome.created_database
-            )
-            columns["database_id"] = database.id
-        if outcome.discovered_databases is not None:
-            for name in outcome.discovered_databases:
+    """Record the attempt and take its ending transition; False if this worker no longer
+    held the task. `outcome` is None when the target never answered."""
+    try:
+        async with in_transaction() as connection:
+            database_id = None
+            if outcome is not None and outcome.created_database is not None:
+                created = await _register_database(
+                    connection, claimed.instance_id, outcome.created_database
+                )
+                database_id = created.id
+            for name in (outcome.discovered_databases if outcome is not None else None) or ():
                 await _register_database(connection, claimed.instance_id, name)
-        new_status = TaskStatus.PENDING if release else _TASK_STATUS_OF_RUN[outcome.status]
-        await apply_changes(
-            connection, pipeline, [StatusChange(task, new_status, columns)], RUNNER_ACTOR
-        )
+            if not await end_attempt(
+                connection,
+                worker,
+                claimed.held,
+                end,
+                outcome,
+                RUNNER_ACTOR,
+                database_id=database_id,
+            ):
+                raise _NotHeld
+    except _NotHeld:
+        logger.warning("task %s was taken from this worker; its result is dropped", claimed.task_id)
+        return False
     return True
 
 
@@ -329,19 +243,30 @@ async def interrupted_attempt(task_id: int) -> ClaimedTask | None:
     run = await TaskRun.filter(task_id=task_id).order_by("-attempt").first()
     if task is None or run is None:
         return None
-    async with in_transaction() as connection:
-        return await _claimed(connection, task, run)
+    instance = await Instance.get(id=task.instance_id)
+    database = None if task.database_id is None else await Database.get(id=task.database_id)
+    return ClaimedTask(
+        task_id=task.id,
+        run_id=run.id,
+        attempt=run.attempt,
+        status=task.status,
+        type=task.type,
+        statement=task.statement,
+        database_name=task.database_name,
+        instance_id=instance.id,
+        max_running_tasks=instance.max_running_tasks,
+        host=instance.host,
+        port=instance.port,
+        username=instance.username,
+        password_encrypted=instance.password_encrypted,
+        connection_options=dict(instance.connection_options),
+        target_database=None if database is None else database.name,
+    )
 
 
-async def resolve_interrupted(
-    claimed: ClaimedTask, *, applied: bool, transactional: bool
-) -> TaskStatus | None:
-    """Settle a task whose worker died, from whether the target shows its change applied.
-
-    Applied: DONE. Not applied and transactional: its transaction rolled back, so it is safe
-    to run again (PENDING). Not applied and not transactional: nobody knows how far it got;
-    FAILED, for a person to decide. None when the task was settled meanwhile.
-    """
+async def resolve_interrupted(claimed: ClaimedTask, *, applied: bool) -> TaskStatus | None:
+    """Settle a task whose worker died, from whether the target shows its change applied
+    (see domain.attempts.recovery); None when the task was settled meanwhile."""
     async with in_transaction() as connection:
         pipeline, task = await lock_task(connection, claimed.task_id)
         if (
@@ -350,35 +275,19 @@ async def resolve_interrupted(
             or (task.lease_expires_at >= now_utc())
         ):
             return None
-        if applied:
-            run_status, new_status, reason = TaskRunStatus.DONE, TaskStatus.DONE, None
-        elif task.cancel_requested_at is not None and transactional:
-            run_status, new_status, reason = (
-                TaskRunStatus.CANCELED,
-                TaskStatus.CANCELED,
-                "canceled while its worker stopped; the change was rolled back",
-            )
-        elif transactional:
-            run_status, new_status, reason = (
-                TaskRunStatus.FAILED,
-                TaskStatus.PENDING,
-                "its worker stopped; the change was rolled back and will run again",
-            )
-        else:
-            run_status, new_status, reason = (
-                TaskRunStatus.FAILED,
-                TaskStatus.FAILED,
-                "interrupted, outcome unknown: its worker stopped during a change that "
-                "runs outside a transaction",
-            )
+        end = recovery(
+            applied=applied,
+            transactional=safe_to_rerun(claimed.type, claimed.statement),
+            cancel_requested=task.cancel_requested_at is not None,
+        )
         await (
             TaskRun.filter(id=claimed.run_id)
             .using_db(connection)
             .update(
-                status=run_status,
+                status=end.run_status,
                 ended_at=now_utc(),
-                error_code=None if applied else "INTERRUPTED",
-                error_message=reason,
+                error_code=end.error_code,
+                error_message=end.reason,
             )
         )
         await apply_changes(
@@ -387,15 +296,15 @@ async def resolve_interrupted(
             [
                 StatusChange(
                     task,
-                    new_status,
+                    end.action,
                     {
                         "lease_owner": None,
                         "lease_expires_at": None,
                         "cancel_requested_at": None,
-                        "status_reason": reason if new_status is TaskStatus.FAILED else None,
+                        "status_reason": end.status_reason,
                     },
                 )
             ],
             RUNNER_ACTOR,
         )
-    return new_status
+    return task.status

@@ -18,10 +18,9 @@ from typing import Any
 
 from tortoise.connection import get_connection
 
-from conveyor.db import models
-from conveyor.db.tasks import TaskAccess, actions_for
 from conveyor.domain.permissions import ApprovalRules, Principal
 from conveyor.domain.scheduling import (
+    OCCUPYING_STATUSES,
     Occupancy,
     PipelineState,
     SchedulingDecision,
@@ -30,6 +29,7 @@ from conveyor.domain.scheduling import (
     decide,
 )
 from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.domain.transitions import TaskAction
 
 #: The hidden keys: facts for the rules, removed before the response leaves.
@@ -76,6 +76,10 @@ class ObjectRead:
     fields: tuple[tuple[str, "Read"], ...]
     #: Hidden facts the caller asked for (the *_KEY constants).
     facts: frozenset[str] = frozenset()
+    #: With SCHEDULING_KEY: the objects a waiting reason below may name, read along with the
+    #: scheduling facts as JSON objects by row id, one for each (number, what, read): what is
+    #: "stage" (the pipeline's stages) or "task" (the tasks that may block one of its tasks).
+    waiting_objects: tuple[tuple[int, str, "ObjectRead"], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,10 +270,20 @@ def _pipeline_id_sql(model: str, alias: str) -> str:
             return f"{alias}.pipeline_id"
 
 
-def _scheduling_facts_sql(pipeline: str) -> str:
+# The statuses that occupy a database and an instance slot, as the domain defines them (and
+# db.scheduling.occupancy reads them): literals of the enum's values, never a client's text.
+_OCCUPYING = ", ".join(f"'{status.value}'" for status in sorted(OCCUPYING_STATUSES))
+
+
+def _instances_sql(pipeline: str) -> str:
+    return f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
+
+
+def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
     """What db.scheduling.decisions reads for one pipeline, as JSON: its status, its stages
-    with their tasks, and what runs on its instances (for scheduling_decision)."""
-    instances = f"(SELECT DISTINCT instance_id FROM task WHERE pipeline_id = {pipeline})"
+    with their tasks, and what runs on its instances (for scheduling_decision); then
+    `waiting_objects`, the JSON of the objects its waiting reasons may name."""
+    instances = _instances_sql(pipeline)
     return f"""json_build_array({pipeline},
       (SELECT status FROM pipeline WHERE id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(s.id, s.name, (
@@ -280,9 +294,28 @@ def _scheduling_facts_sql(pipeline: str) -> str:
           FROM task t WHERE t.stage_id = s.id)) ORDER BY s.position), '[]'::json)
        FROM stage s WHERE s.pipeline_id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
-       FROM task r WHERE r.status = 'RUNNING' AND r.instance_id IN {instances}),
+       FROM task r WHERE r.status IN ({_OCCUPYING}) AND r.instance_id IN {instances}),
       (SELECT coalesce(json_agg(json_build_array(i.id, i.max_running_tasks)), '[]'::json)
-       FROM instance i WHERE i.id IN {instances}))"""
+       FROM instance i WHERE i.id IN {instances}){"".join(f", {each}" for each in waiting_objects)}
+    )"""
+
+
+def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
+    """The rows a waiting reason of the pipeline's tasks may name: its stages (an earlier
+    stage), or the tasks that block one of its tasks, those running on its instances, and its
+    pending tasks against a database (the decision may start one, which then holds the
+    database). A row named that is not among them sends the read to the resolvers."""
+    if what == "stage":
+        return f"{alias}.pipeline_id = {pipeline}"
+    # One set of ids from three indexed reads: an OR of the three conditions scans the table.
+    return (
+        f"{alias}.id IN (SELECT d.blocked_by_id FROM task_dependency d JOIN task b "
+        f"ON b.id = d.task_id WHERE b.pipeline_id = {pipeline} "
+        f"UNION ALL SELECT r.id FROM task r WHERE r.status IN ({_OCCUPYING}) "
+        f"AND r.instance_id IN {_instances_sql(pipeline)} "
+        f"UNION ALL SELECT p.id FROM task p WHERE p.pipeline_id = {pipeline} "
+        f"AND p.status = '{TaskStatus.PENDING.value}' AND p.database_id IS NOT NULL)"
+    )
 
 
 def _access_facts_sql(alias: str, joined: str) -> tuple[str, str]:
@@ -351,7 +384,7 @@ class _Builder:
                 entries.append((fact, access))
                 joins.append(access_joins)
             else:
-                entries.append((fact, self.fact(read.model, fact, alias)))
+                entries.append((fact, self.fact(read, fact, alias)))
         if len(entries) > MAX_KEYS_PER_OBJECT:
             raise Uncovered("too many keys in one object")
         pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
@@ -368,12 +401,29 @@ class _Builder:
             joins.append(nested)
         return f"CASE WHEN {alias}.id IS NULL THEN NULL ELSE {target} END"
 
-    def fact(self, model: str, fact: str, alias: str) -> str:
+    def waiting_objects(self, what: str, read: ObjectRead, pipeline: str) -> str:
+        alias = self.alias()
+        built, joins = self.object(read, alias)
+        return (
+            f"(SELECT coalesce(json_object_agg({alias}.id, {built}), '{{}}'::json) "
+            f"FROM {TABLES[read.model]} {alias} {joins} "
+            f"WHERE {_waiting_candidates_sql(what, pipeline, alias)})"
+        )
+
+    def fact(self, read: ObjectRead, fact: str, alias: str) -> str:
+        model = read.model
         match fact:
             case "#statuses":
                 return _statuses_sql(alias)
             case "#scheduling":
-                return _scheduling_facts_sql(_pipeline_id_sql(model, alias))
+                pipeline = _pipeline_id_sql(model, alias)
+                return _scheduling_facts_sql(
+                    pipeline,
+                    [
+                        self.waiting_objects(what, target, pipeline)
+                        for _, what, target in read.waiting_objects
+                    ],
+                )
             case "#id":
                 return f"{alias}.id"
             case "#type":
@@ -604,8 +654,8 @@ def _timestamp(text: str | None) -> datetime | None:
 
 def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecision:
     """The decision db.scheduling.decisions makes, from the facts _scheduling_facts_sql read
-    (whose first item is the pipeline's id)."""
-    _pipeline_id, status, stages, running, limits = facts
+    (whose first item is the pipeline's id; the waiting objects after them are not read)."""
+    _pipeline_id, status, stages, running, limits = facts[:5]
     state = PipelineState(
         status=PipelineStatus(status),
         stages=tuple(
@@ -640,17 +690,18 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
 
 
 def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAction]:
-    """What db.tasks.actions_for offers `principal` on a task, from the facts
+    """What domain.task_actions.actions_for offers `principal` on a task, from the facts
     _access_facts_sql read (the task's row in part: what actions_for looks at)."""
     task_type, status, not_before, cancel_requested_at, about = facts
     pipeline_status, creator, developers_may_approve, creator_may_approve = about
-    task = models.Task(
-        type=TaskType(task_type),
+    task = TaskFacts(
         status=TaskStatus(status),
-        not_before=_timestamp(not_before),
-        cancel_requested_at=_timestamp(cancel_requested_at),
+        type=TaskType(task_type),
+        pipeline_status=PipelineStatus(pipeline_status),
+        cancel_requested=cancel_requested_at is not None,
+        has_not_before=not_before is not None,
     )
     rules = ApprovalRules(
         developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
     )
-    return actions_for(task, PipelineStatus(pipeline_status), TaskAccess(principal, creator, rules))
+    return actions_for(task, TaskAccess(principal, creator, rules))

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,6 +27,18 @@ def _prune_dead_handle_pids(pgdata: Path) -> None:
     alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
     if alive != pids:
         handle_file.write_text(json.dumps(alive))
+
+
+def _postmaster_running(pgdata: Path) -> bool:
+    """Whether the server of `pgdata` runs now, by the pid its postmaster.pid file names."""
+    # Not by the process's start time: psutil derives it from a boot time in whole seconds.
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        process = psutil.Process(pid)
+        # A pid left in the file by a server that died may belong to another process now.
+        return process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, psutil.Error):
+        return False
 
 
 def _process_exists(pid: int) -> bool:
@@ -55,11 +66,11 @@ class EmbeddedPostgres:
 
         if self.pgdata.exists():
             _prune_dead_handle_pids(self.pgdata)
-        asked_at = time.time()
         # The wheel starts the server, or attaches to the one already running on this data
         # directory (another conveyor process's, or one an unclean exit left behind).
+        already_running = _postmaster_running(self.pgdata)
         self._server = get_server(self.pgdata, cleanup_mode="stop")
-        if self._postmaster().create_time() < asked_at:
+        if already_running:
             logger.info("attached to the embedded PostgreSQL already running in %s", self.pgdata)
         else:
             logger.info("started the embedded PostgreSQL in %s", self.pgdata)

@@ -1,12 +1,110 @@
-"""Reading the event log: the source of live updates and of their replay."""
+"""The event log, written and read: the audit trail and the source of every live update."""
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Event, Task
 from conveyor.domain.statuses import EventKind
+
+#: The channel that carries the newest sequence number to every listening process.
+CHANNEL = "conveyor_events"
+#: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
+EVENT_ORDER_LOCK_KEY = 7_437_812_001
+
+
+#: Where the sequences written in the current context are noted (see `noting_sequences`).
+_noted_sequences: ContextVar[list[int] | None] = ContextVar("noted_sequences", default=None)
+
+
+@contextmanager
+def noting_sequences() -> Iterator[list[int]]:
+    """A list that receives the sequence numbers of every event written within the block (in
+    this context), so that an answer can say which sequence its commit reached."""
+    noted: list[int] = []
+    token = _noted_sequences.set(noted)
+    try:
+        yield noted
+    finally:
+        _noted_sequences.reset(token)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: EventKind
+    issue_id: int
+    pipeline_id: int
+    stage_id: int | None = None
+    task_id: int | None = None
+    old_status: str | None = None
+    new_status: str | None = None
+    detail: dict[str, Any] | None = field(default=None)
+
+
+async def record_events(
+    connection: BaseDBAsyncClient, actor: str, events: Sequence[NewEvent]
+) -> list[int]:
+    """Append `events` in the caller's transaction and announce the newest sequence number."""
+    if not events:
+        return []
+    # A subscriber resumes "after sequence N": a row that committed later with a smaller
+    # number would be missed for good. Serialising event writers until commit makes the
+    # sequence order the commit order.
+    await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [EVENT_ORDER_LOCK_KEY])
+    sequence_numbers = []
+    for event in events:
+        row = await Event.create(
+            using_db=connection,
+            kind=event.kind,
+            actor=actor,
+            issue_id=event.issue_id,
+            pipeline_id=event.pipeline_id,
+            stage_id=event.stage_id,
+            task_id=event.task_id,
+            old_status=event.old_status,
+            new_status=event.new_status,
+            detail=event.detail,
+        )
+        sequence_numbers.append(row.id)
+    noted = _noted_sequences.get()
+    if noted is not None:
+        noted.extend(sequence_numbers)
+    # NOTIFY is delivered on commit only, so listeners never see a number before its row.
+    await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])])
+    return sequence_numbers
+
+
+async def record_task_logs(actor: str, entries_by_task: Mapping[int, list[dict[str, Any]]]) -> None:
+    """One TASK_LOG event per task with its new log entries, all in one transaction: a
+    worker's running tasks cost one commit and one NOTIFY per batch, not per line."""
+    if not entries_by_task:
+        return
+    async with in_transaction() as connection:
+        places = await (
+            Task.filter(id__in=list(entries_by_task))
+            .using_db(connection)
+            .values_list("id", "stage_id", "pipeline_id", "pipeline__issue_id")
+        )
+        await record_events(
+            connection,
+            actor,
+            [
+                NewEvent(
+                    EventKind.TASK_LOG,
+                    issue_id=issue_id,
+                    pipeline_id=pipeline_id,
+                    stage_id=stage_id,
+                    task_id=task_id,
+                    detail={"entries": entries_by_task[task_id]},
+                )
+                for task_id, stage_id, pipeline_id, issue_id in sorted(places)
+            ],
+        )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from conveyor.db.access import refuse_if, require
+from conveyor.db.events import NewEvent, record_events
 from conveyor.db.models import (
     Database,
     Environment,
@@ -21,7 +21,13 @@ from conveyor.db.task_status import (
     set_pipeline_status,
 )
 from conveyor.db.tasks import request_abort
-from conveyor.domain.permissions import Operation, Principal, issue_action_refusal
+from conveyor.domain.permissions import (
+    Operation,
+    Principal,
+    issue_action_refusal,
+    refuse_if,
+    require,
+)
 from conveyor.domain.plan import (
     Catalog,
     IssuePlan,
@@ -31,13 +37,14 @@ from conveyor.domain.plan import (
 )
 from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus
 from conveyor.domain.transitions import (
+    IssueAction,
     gate,
+    issue_transition_refusal,
     must_abort_on_issue_cancel,
-    status_after_issue_cancel,
-    status_after_issue_reopen,
+    next_pipeline_status,
+    task_action_of_issue,
 )
 from conveyor.errors import ConveyorError, conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 async def _catalog_for(plan: IssuePlan) -> Catalog:
@@ -170,27 +177,31 @@ async def _policies_by_stage(
     return {stage_id: ApprovalPolicy(policy) for stage_id, policy in rows}
 
 
+def _next_status(pipeline: Pipeline, action: IssueAction) -> PipelineStatus:
+    refused = issue_transition_refusal(pipeline.status, action)
+    if refused is not None:
+        raise conflict(refused, ("input", "issueId"))
+    return next_pipeline_status(pipeline.status, action)
+
+
 async def cancel_issue(principal: Principal, issue_id: int) -> Issue:
     """Cancel the issue: waiting tasks become CANCELED, running ones are asked to stop."""
     async with in_transaction() as connection:
         pipeline = await lock_pipeline_of_issue(connection, issue_id, principal)
         actor = principal.actor
-        if pipeline.status is not PipelineStatus.OPEN:
-            raise conflict(
-                f"cannot cancel an issue that is {pipeline.status.value}", ("input", "issueId")
-            )
+        new_status = _next_status(pipeline, IssueAction.CANCEL)
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
         running = [task for task in tasks if must_abort_on_issue_cancel(task.status)]
         if running:
             await request_abort(connection, pipeline, running, actor)
-        canceled = await set_pipeline_status(connection, pipeline, PipelineStatus.CANCELED)
+        canceled = await set_pipeline_status(connection, pipeline, new_status)
         await apply_changes(
             connection,
             pipeline,
             [
-                StatusChange(task, new_status)
+                StatusChange(task, action)
                 for task in tasks
-                if (new_status := status_after_issue_cancel(task.status)) is not None
+                if (action := task_action_of_issue(IssueAction.CANCEL, task.status)) is not None
             ],
             actor,
             [canceled],
@@ -203,21 +214,17 @@ async def reopen_issue(principal: Principal, issue_id: int) -> Issue:
     async with in_transaction() as connection:
         pipeline = await lock_pipeline_of_issue(connection, issue_id, principal)
         actor = principal.actor
-        if pipeline.status is not PipelineStatus.CANCELED:
-            raise conflict(
-                f"cannot reopen an issue that is {pipeline.status.value}", ("input", "issueId")
-            )
+        new_status = _next_status(pipeline, IssueAction.REOPEN)
         tasks = await Task.filter(pipeline_id=pipeline.id).select_for_update().using_db(connection)
         policies = await _policies_by_stage(connection, pipeline.id)
-        reopened = await set_pipeline_status(connection, pipeline, PipelineStatus.OPEN)
+        reopened = await set_pipeline_status(connection, pipeline, new_status)
         await apply_changes(
             connection,
             pipeline,
             [
-                StatusChange(task, new_status, {"cancel_requested_at": None})
+                StatusChange(task, action, {"cancel_requested_at": None}, policies[task.stage_id])
                 for task in tasks
-                if (new_status := status_after_issue_reopen(task.status, policies[task.stage_id]))
-                is not None
+                if (action := task_action_of_issue(IssueAction.REOPEN, task.status)) is not None
             ],
             actor,
             [reopened],

@@ -300,7 +300,10 @@ class Event(Model):
 
     class Meta:
         table = "event"
-        indexes = (Index(fields=("issue_id", "id")), Index(fields=("pipeline_id", "id")))
+        indexes = (
+            Index(fields=("issue_id", "id")),
+            Index(fields=("pipeline_id", "id")),
+        )
         constraints = (CheckConstraint(check=one_of("kind", EventKind), name="event_kind_valid"),)
 
 

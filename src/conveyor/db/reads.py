@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tortoise.expressions import Subquery
+from tortoise.functions import Max
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -73,6 +74,20 @@ async def blocker_ids_by_task(task_ids: Iterable[int]) -> dict[int, list[int]]:
 
 async def runs_by_task(task_ids: Iterable[int]) -> dict[int, list[TaskRun]]:
     return await _rows_grouped(TaskRun, "task_id", task_ids, ("attempt",))
+
+
+async def last_sequence_by_pipeline(pipeline_ids: Iterable[int]) -> dict[int, int]:
+    """The sequence of the newest event of each pipeline (one index probe each)."""
+    wanted = set(pipeline_ids)
+    if not wanted:
+        return {}
+    rows = (
+        await Event.filter(pipeline_id__in=wanted)
+        .group_by("pipeline_id")
+        .annotate(last=Max("id"))
+        .values_list("pipeline_id", "last")
+    )
+    return dict(rows)
 
 
 async def events_by_issue(issue_ids: Iterable[int]) -> dict[int, list[Event]]:

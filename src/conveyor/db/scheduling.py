@@ -11,6 +11,7 @@ from tortoise.connection import get_connection
 
 from conveyor.db.models import Instance, Pipeline, Stage, Task
 from conveyor.domain.scheduling import (
+    OCCUPYING_STATUSES,
     Occupancy,
     PipelineState,
     SchedulingDecision,
@@ -78,7 +79,7 @@ async def occupancy(
     """What runs anywhere on these instances (and so on their databases), and their limits."""
     wanted = set(instance_ids)
     running = (
-        await Task.filter(instance_id__in=wanted, status=TaskStatus.RUNNING)
+        await Task.filter(instance_id__in=wanted, status__in=OCCUPYING_STATUSES)
         .using_db(connection)
         .only("id", "instance_id", "database_id")
         if wanted

@@ -1,30 +1,47 @@
-"""Every task status change goes through here: the row, its event, the pipeline's roll-up."""
+"""Every task status change goes through here: the row, its event, the pipeline's roll-up.
 
+This module is the one writer of a task's status, and it writes only what the transition table
+(domain.transitions) allows: a change names an action, never a status. `apply_changes` serves
+a person's actions and the runner's rare paths; `start_tasks` and `end_attempt` are the
+runner's hot path, one named statement each (sql/runner.sql), the table consulted first.
+"""
+
+import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from conveyor.db.events import CHANNEL, EVENT_ORDER_LOCK_KEY, NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
-from conveyor.domain.rollup import derive_pipeline_status
+from conveyor.db.queries import RUNNER
+from conveyor.domain.attempts import AttemptEnd, Outcome
+from conveyor.domain.rollup import derive_pipeline_status, derive_stage_status
 from conveyor.domain.statuses import (
     FINISHED_TASK_STATUSES,
+    ApprovalPolicy,
     EventKind,
     PipelineStatus,
+    TaskRunStatus,
     TaskStatus,
 )
+from conveyor.domain.transitions import TaskAction, next_status
 from conveyor.errors import conflict, not_found
-from conveyor.events.store import NewEvent, record_events
 
 
 @dataclass(frozen=True)
 class StatusChange:
+    """A transition of the table, taken on `task` (whose row is locked)."""
+
     task: Task
-    new_status: TaskStatus
+    action: TaskAction
     #: Other columns to set with the status, e.g. {"status_reason": "..."}.
     columns: dict[str, Any] = field(default_factory=dict)
+    #: The approval policy of the task's environment: needed by the actions leading to the gate.
+    policy: ApprovalPolicy | None = None
 
 
 def task_event(pipeline: Pipeline, task: Task, kind: EventKind, **fields: Any) -> NewEvent:
@@ -66,24 +83,32 @@ async def apply_changes(
     extra_events: Sequence[NewEvent] = (),
 ) -> None:
     """Save the changes, roll the pipeline up, and record every event, in the caller's
-    transaction (whose pipeline row must be locked)."""
+    transaction (whose pipeline row must be locked).
+
+    Raises TransitionRefused, before writing anything, if the table refuses one of them.
+    """
     events = list(extra_events)
-    for change in changes:
+    statuses_before = {change.task.id: change.task.status for change in changes}
+    stage_ids = {change.task.stage_id for change in changes}
+    new_statuses = [
+        next_status(change.task.status, change.action, change.policy) for change in changes
+    ]
+    for change, new_status in zip(changes, new_statuses, strict=True):
         task = change.task
-        if change.new_status is not task.status:
+        if new_status is not task.status:
             events.append(
                 task_event(
                     pipeline,
                     task,
                     EventKind.TASK_STATUS_CHANGED,
                     old_status=task.status,
-                    new_status=change.new_status,
+                    new_status=new_status,
                     detail={"reason": change.columns["status_reason"]}
                     if change.columns.get("status_reason")
                     else None,
                 )
             )
-        task.status = change.new_status
+        task.status = new_status
         task.version += 1
         for column, value in change.columns.items():
             setattr(task, column, value)
@@ -91,6 +116,7 @@ async def apply_changes(
             using_db=connection,
             update_fields=["status", "version", "updated_at", *change.columns],
         )
+    events.extend(await _stage_events(connection, pipeline, stage_ids, statuses_before))
     if changes and pipeline.status is PipelineStatus.OPEN:
         # One unfinished task is enough to keep the pipeline open; no need to read them all.
         unfinished = (
@@ -105,6 +131,43 @@ async def apply_changes(
             # The issue becomes DONE in the same transaction as its last task.
             events.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, events)
+
+
+async def _stage_events(
+    connection: BaseDBAsyncClient,
+    pipeline: Pipeline,
+    stage_ids: set[int],
+    statuses_before: dict[int, TaskStatus],
+) -> list[NewEvent]:
+    """A STAGE_STATUS_CHANGED event for each of `stage_ids` whose derived status the saved
+    changes moved (`statuses_before`: the changed tasks' statuses before them)."""
+    if not stage_ids:
+        return []
+    rows = (
+        await Task.filter(stage_id__in=stage_ids)
+        .using_db(connection)
+        .values_list("id", "stage_id", "status")
+    )
+    after: dict[int, list[TaskStatus]] = defaultdict(list)
+    before: dict[int, list[TaskStatus]] = defaultdict(list)
+    for task_id, stage_id, status in rows:
+        after[stage_id].append(status)
+        before[stage_id].append(statuses_before.get(task_id, status))
+    events = []
+    for stage_id in sorted(after):
+        old, new = derive_stage_status(before[stage_id]), derive_stage_status(after[stage_id])
+        if old is not new:
+            events.append(
+                NewEvent(
+                    EventKind.STAGE_STATUS_CHANGED,
+                    issue_id=pipeline.issue_id,
+                    pipeline_id=pipeline.id,
+                    stage_id=stage_id,
+                    old_status=old,
+                    new_status=new,
+                )
+            )
+    return events
 
 
 async def lock_task(
@@ -140,3 +203,110 @@ async def environment_of(connection: BaseDBAsyncClient, task: Task) -> Environme
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+async def start_tasks(
+    connection: BaseDBAsyncClient,
+    tasks: Sequence[tuple[int, TaskStatus]],
+    worker: str,
+    lease: timedelta,
+    actor: str,
+) -> list[dict[str, Any]]:
+    """START the (task id, current status) pairs of one pipeline the caller holds locked, in
+    one statement; a row per task started, with what running it needs."""
+    if not tasks:
+        return []
+    new_statuses = {next_status(status, TaskAction.START) for _, status in tasks}
+    [running] = new_statuses  # START leads to one status, whatever it is taken from
+    rows = await connection.execute_query_dict(
+        RUNNER["start_tasks"],
+        [
+            [task_id for task_id, _ in tasks],
+            [status.value for _, status in tasks],
+            running.value,
+            worker,
+            lease.total_seconds(),
+            TaskRunStatus.RUNNING.value,
+            EVENT_ORDER_LOCK_KEY,
+            EventKind.TASK_STATUS_CHANGED.value,
+            actor,
+            CHANNEL,
+        ],
+    )
+    if rows:
+        pipeline = Pipeline(id=rows[0]["pipeline_id"], issue_id=rows[0]["issue_id"])
+        stage_events = await _stage_events(
+            connection,
+            pipeline,
+            {row["stage_id"] for row in rows},
+            {row["task_id"]: TaskStatus(row["old_status"]) for row in rows},
+        )
+        await record_events(connection, actor, stage_events)
+    return rows
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    """A task a worker holds, as its claim left it."""
+
+    task_id: int
+    run_id: int
+    status: TaskStatus
+
+
+async def end_attempt(
+    connection: BaseDBAsyncClient,
+    worker: str,
+    held: HeldTask,
+    end: AttemptEnd,
+    outcome: Outcome | None,
+    actor: str,
+    *,
+    database_id: int | None = None,
+) -> bool:
+    """Take the attempt's ending transition and record its run, in two statements (the
+    pipeline's lock, then the rest); False if `worker` no longer held the task."""
+    new_status = next_status(held.status, end.action)
+    pipelines = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [held.task_id])
+    if not pipelines:
+        return False
+    rows = await connection.execute_query_dict(
+        RUNNER["end_attempt"],
+        [
+            held.task_id,
+            worker,
+            held.status.value,
+            new_status.value,
+            end.status_reason,
+            database_id,
+            held.run_id,
+            end.run_status.value,
+            end.error_code,
+            end.reason,
+            None if outcome is None else json.dumps(outcome.result),
+            None if outcome is None else json.dumps(outcome.log),
+            None if outcome is None else outcome.transactional,
+            EVENT_ORDER_LOCK_KEY,
+            EventKind.TASK_STATUS_CHANGED.value,
+            actor,
+            json.dumps({"reason": end.status_reason}) if end.status_reason else None,
+            CHANNEL,
+            sorted(FINISHED_TASK_STATUSES),
+        ],
+    )
+    if not rows:
+        return False
+    held_pipeline = Pipeline(id=pipelines[0]["id"], issue_id=pipelines[0]["issue_id"])
+    stage_events = await _stage_events(
+        connection, held_pipeline, {rows[0]["stage_id"]}, {held.task_id: held.status}
+    )
+    await record_events(connection, actor, stage_events)
+    pipeline_status = PipelineStatus(pipelines[0]["status"])
+    others = [TaskStatus(status) for status in rows[0]["unfinished"]]
+    rolled_up = derive_pipeline_status(pipeline_status, [new_status, *others])
+    if rolled_up is not pipeline_status:
+        # The issue becomes DONE in the same transaction as its last task.
+        pipeline = await Pipeline.filter(id=pipelines[0]["id"]).using_db(connection).get()
+        event = await set_pipeline_status(connection, pipeline, rolled_up)
+        await record_events(connection, actor, [event])
+    return True

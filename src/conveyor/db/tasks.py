@@ -6,7 +6,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from conveyor.db.access import refuse_if
+from conveyor.db.events import record_events
 from conveyor.db.models import Environment, Pipeline, Stage, Task
 from conveyor.db.task_status import (
     StatusChange,
@@ -17,105 +17,18 @@ from conveyor.db.task_status import (
     now_utc,
     task_event,
 )
-from conveyor.domain.permissions import (
-    ApprovalRules,
-    Principal,
-    approval_refusal,
-    task_action_refusal,
-)
+from conveyor.domain.permissions import ApprovalRules, Principal
 from conveyor.domain.plan import check_statement
-from conveyor.domain.statuses import EventKind, PipelineStatus, TaskStatus
-from conveyor.domain.transitions import (
-    TaskAction,
-    TransitionRefused,
-    available_actions,
-    next_status,
+from conveyor.domain.statuses import EventKind, TaskStatus
+from conveyor.domain.task_actions import (
+    TaskAccess,
+    TaskFacts,
+    refusal,
+    skip_reason_problems,
+    stage_approval,
 )
-from conveyor.errors import (
-    ConveyorError,
-    ErrorCode,
-    FieldPath,
-    Problem,
-    conflict,
-    forbidden,
-    invalid_input,
-    not_found,
-)
-from conveyor.events.store import record_events
-
-REASON_MAX_LENGTH = 1_000
-
-#: What a person may do to a task; START, SUCCEED and FAIL are the runner's.
-PERSON_ACTIONS = tuple(action for action in TaskAction if not action.performed_by_runner)
-
-_TASK_ID: FieldPath = ("input", "taskId")
-
-
-def _closed_refusal(
-    pipeline_status: PipelineStatus, action: TaskAction, field: FieldPath
-) -> ConveyorError | None:
-    if pipeline_status is PipelineStatus.OPEN:
-        return None
-    return conflict(
-        f"cannot {action.verb_phrase} a task of an issue that is {pipeline_status.value}", field
-    )
-
-
-def approval_rules(environment: Environment) -> ApprovalRules:
-    return ApprovalRules(
-        developers_may_approve=environment.developers_may_approve,
-        creator_may_approve=environment.creator_may_approve,
-    )
-
-
-@dataclass(frozen=True)
-class TaskAccess:
-    """Who asks, and what decides whether they may act on a task: its issue's creator and
-    its environment's approval rules."""
-
-    principal: Principal
-    issue_creator: str
-    rules: ApprovalRules
-
-
-def refusal(
-    task: Task, pipeline_status: PipelineStatus, action: TaskAction, access: TaskAccess
-) -> ConveyorError | None:
-    """Why `access.principal` may not take `action` on `task` now, or None if they may."""
-    # Every action below and `actions_for` ask here, so the actions the API offers on a task
-    # are exactly those it would not refuse.
-    denied = task_action_refusal(access.principal, action, access.issue_creator, access.rules)
-    if denied is not None:
-        return forbidden(denied, _TASK_ID)
-    closed = _closed_refusal(pipeline_status, action, _TASK_ID)
-    if closed is not None:
-        return closed
-    if action is TaskAction.EDIT and not task.type.needs_statement:
-        return invalid_input(f"{task.type.described} has no statement", _TASK_ID)
-    if action not in available_actions(task.status):
-        return conflict(str(TransitionRefused(task.status, action)), _TASK_ID)
-    # The table allows both, but each would change nothing: a RUNNING task stays RUNNING until
-    # its worker has aborted it, so asking a second time is a conflict, not a no-op success.
-    if (
-        action is TaskAction.CANCEL
-        and task.status is TaskStatus.RUNNING
-        and task.cancel_requested_at is not None
-    ):
-        return conflict("the task is being canceled already", _TASK_ID)
-    if action is TaskAction.RUN_NOW and task.not_before is None:
-        return conflict("the task has no not-before time to clear", _TASK_ID)
-    return None
-
-
-def actions_for(
-    task: Task, pipeline_status: PipelineStatus, access: TaskAccess
-) -> list[TaskAction]:
-    """The actions `access.principal` may take on `task` now, in TaskAction's order."""
-    return [
-        action
-        for action in PERSON_ACTIONS
-        if refusal(task, pipeline_status, action, access) is None
-    ]
+from conveyor.domain.transitions import TaskAction
+from conveyor.errors import ConveyorError, FieldPath, not_found
 
 
 @dataclass(frozen=True)
@@ -124,8 +37,10 @@ class _Locked:
     task: Task
     environment: Environment
 
-    def next_status(self, action: TaskAction) -> TaskStatus:
-        return next_status(self.task.status, action, self.environment.approval_policy)
+    def change(self, action: TaskAction, columns: dict[str, Any] | None = None) -> StatusChange:
+        return StatusChange(
+            self.task, action, columns or {}, policy=self.environment.approval_policy
+        )
 
 
 async def _lock_for(
@@ -138,9 +53,11 @@ async def _lock_for(
     pipeline, task = await lock_task(connection, task_id, expected_version)
     environment = await environment_of(connection, task)
     access = TaskAccess(
-        principal, await issue_creator(connection, pipeline.issue_id), approval_rules(environment)
+        principal,
+        await issue_creator(connection, pipeline.issue_id),
+        ApprovalRules.of(environment),
     )
-    refused = refusal(task, pipeline.status, action, access)
+    refused = refusal(TaskFacts.of(task, pipeline.status), action, access)
     if refused is not None:
         raise refused
     return _Locked(pipeline, task, environment)
@@ -156,7 +73,6 @@ async def edit_task_statement(
     async with in_transaction() as connection:
         locked = await _lock_for(connection, task_id, TaskAction.EDIT, principal, expected_version)
         pipeline, task = locked.pipeline, locked.task
-        new_status = locked.next_status(TaskAction.EDIT)
         edited = task_event(
             pipeline, task, EventKind.TASK_EDITED, detail={"version": task.version + 1}
         )
@@ -165,9 +81,8 @@ async def edit_task_statement(
             connection,
             pipeline,
             [
-                StatusChange(
-                    task,
-                    new_status,
+                locked.change(
+                    TaskAction.EDIT,
                     {"statement": statement, "approved_by": None, "approved_at": None},
                 )
             ],
@@ -192,7 +107,7 @@ async def _take_action(
         await apply_changes(
             connection,
             pipeline,
-            [StatusChange(task, locked.next_status(action), columns)],
+            [locked.change(action, columns)],
             principal.actor,
             [task_event(pipeline, task, event_kind)] if event_kind is not None else [],
         )
@@ -227,25 +142,23 @@ async def approve_stage(principal: Principal, stage_id: int) -> Stage:
             .get()
         )
         environment = await Environment.filter(id=stage.environment_id).using_db(connection).get()
-        refuse_if(
-            approval_refusal(
-                principal,
-                await issue_creator(connection, pipeline.issue_id),
-                approval_rules(environment),
-            ),
-            field,
-        )
-        closed = _closed_refusal(pipeline.status, TaskAction.APPROVE, field)
-        if closed is not None:
-            raise closed
-        waiting = (
-            await Task.filter(stage_id=stage_id, status=TaskStatus.PENDING_APPROVAL)
+        tasks = (
+            await Task.filter(stage_id=stage_id)
             .select_for_update()
             .using_db(connection)
             .order_by("position")
         )
-        if not waiting:
-            raise conflict("no task of this stage waits for approval", field)
+        access = TaskAccess(
+            principal,
+            await issue_creator(connection, pipeline.issue_id),
+            ApprovalRules.of(environment),
+        )
+        approvable = stage_approval(
+            pipeline.status, [TaskFacts.of(task, pipeline.status) for task in tasks], access, field
+        )
+        if isinstance(approvable, ConveyorError):
+            raise approvable
+        waiting = [tasks[index] for index in approvable]
         approved_at = now_utc()
         await apply_changes(
             connection,
@@ -253,7 +166,7 @@ async def approve_stage(principal: Principal, stage_id: int) -> Stage:
             [
                 StatusChange(
                     task,
-                    TaskStatus.PENDING,
+                    TaskAction.APPROVE,
                     {"approved_by": principal.actor, "approved_at": approved_at},
                 )
                 for task in waiting
@@ -286,19 +199,9 @@ async def skip_task(
     principal: Principal, task_id: int, reason: str, expected_version: int | None = None
 ) -> Task:
     """Pass over a waiting or failed task, for a reason a person gives."""
-    if not reason.strip():
-        raise invalid_input("a skip needs a reason", ("input", "reason"))
-    if len(reason) > REASON_MAX_LENGTH:
-        raise ConveyorError(
-            [
-                Problem(
-                    ErrorCode.INVALID_INPUT,
-                    f"the reason must be at most {REASON_MAX_LENGTH} characters",
-                    ("input", "reason"),
-                    limit=REASON_MAX_LENGTH,
-                )
-            ]
-        )
+    problems = skip_reason_problems(reason, ("input", "reason"))
+    if problems:
+        raise ConveyorError(problems)
     return await _take_action(
         principal, task_id, TaskAction.SKIP, expected_version, {"status_reason": reason.strip()}
     )
@@ -318,9 +221,8 @@ async def cancel_task(
             # and rolled it back: only then is CANCELED true.
             await request_abort(connection, pipeline, [task], principal.actor)
         else:
-            new_status = locked.next_status(TaskAction.CANCEL)
             await apply_changes(
-                connection, pipeline, [StatusChange(task, new_status)], principal.actor
+                connection, pipeline, [locked.change(TaskAction.CANCEL)], principal.actor
             )
     return task
 

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from conveyor.db.access import require
 from conveyor.db.models import ApiToken
 from conveyor.db.task_status import now_utc
-from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role
+from conveyor.domain.permissions import SYSTEM, Operation, Principal, Role, require
 from conveyor.domain.plan import TITLE_MAX_LENGTH, check_length, check_name
 from conveyor.errors import ConveyorError, ErrorCode, Problem, conflict, not_found
 
@@ -103,17 +103,31 @@ async def tokens_by_id(principal: Principal, token_ids: set[int]) -> dict[int, A
     return {row.id: row for row in await ApiToken.filter(id__in=token_ids)} if token_ids else {}
 
 
+_AUTHENTICATE = (
+    "SELECT id, actor, role, expires_at, last_used_at FROM api_token "
+    "WHERE digest = $1 AND revoked_at IS NULL"
+)
+
+
 async def authenticate(token: str) -> Principal | None:
     """The principal a token stands for, or None if it is unknown, revoked or expired."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    row = await ApiToken.filter(digest=digest(token), revoked_at__isnull=True).first()
+    # A constant statement, not a query built by the ORM: this runs before every request,
+    # and building the query cost more than the round trip (py-spy on a 100-task read).
+    rows = await get_connection("default").execute_query_dict(_AUTHENTICATE, [digest(token)])
     now = now_utc()
-    if row is None or (row.expires_at is not None and row.expires_at <= now):
+    if not rows:
         return None
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        await ApiToken.filter(id=row.id).update(last_used_at=now)
-    return Principal(actor=row.actor, role=row.role, token_id=row.id, expires_at=row.expires_at)
+    row = rows[0]
+    expires_at, last_used_at = row["expires_at"], row["last_used_at"]
+    if expires_at is not None and expires_at <= now:
+        return None
+    if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
+        await ApiToken.filter(id=row["id"]).update(last_used_at=now)
+    return Principal(
+        actor=row["actor"], role=Role(row["role"]), token_id=row["id"], expires_at=expires_at
+    )
 
 
 async def still_usable(principal: Principal) -> Principal | None:

@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from conveyor.domain.transitions import TaskAction
+from conveyor.errors import FieldPath, forbidden
 
 
 class Role(StrEnum):
@@ -66,6 +68,13 @@ class Principal:
         return self.expires_at is not None and now >= self.expires_at
 
 
+class _EnvironmentRow(Protocol):
+    @property
+    def developers_may_approve(self) -> bool: ...
+    @property
+    def creator_may_approve(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ApprovalRules:
     """An environment's policy on who may approve its tasks."""
@@ -74,6 +83,13 @@ class ApprovalRules:
     developers_may_approve: bool
     #: The issue's creator may approve its own tasks here, whatever their role.
     creator_may_approve: bool
+
+    @classmethod
+    def of(cls, environment: _EnvironmentRow) -> "ApprovalRules":
+        return cls(
+            developers_may_approve=environment.developers_may_approve,
+            creator_may_approve=environment.creator_may_approve,
+        )
 
 
 def operation_refusal(principal: Principal, operation: Operation) -> str | None:
@@ -114,6 +130,17 @@ def task_action_refusal(
     if action is TaskAction.APPROVE:
         return approval_refusal(principal, issue_creator, rules)
     return issue_action_refusal(principal, issue_creator)
+
+
+def require(principal: Principal, operation: Operation) -> None:
+    """Raise FORBIDDEN unless `principal`'s role allows `operation`."""
+    refuse_if(operation_refusal(principal, operation))
+
+
+def refuse_if(refusal: str | None, field: FieldPath | None = None) -> None:
+    """Raise FORBIDDEN for a refusal, if there is one."""
+    if refusal is not None:
+        raise forbidden(refusal, field)
 
 
 #: Conveyor itself and its command line, which act without a token, as ADMIN.

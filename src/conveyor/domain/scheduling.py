@@ -123,7 +123,10 @@ class SchedulingDecision:
     waiting: Mapping[int, WaitingReason]
 
 
-_NOT_WAITING = frozenset({TaskStatus.RUNNING, *FINISHED_TASK_STATUSES})
+#: The statuses that hold a database and a slot of the instance's limit.
+OCCUPYING_STATUSES = frozenset({TaskStatus.RUNNING})
+
+_NOT_WAITING = frozenset({*OCCUPYING_STATUSES, *FINISHED_TASK_STATUSES})
 
 _CLOSED_PIPELINE_KINDS = {
     PipelineStatus.CANCELED: WaitingKind.PIPELINE_CANCELED,
@@ -202,6 +205,12 @@ def _reason_in_pipeline(
     if task.not_before is not None and task.not_before > now:
         return WaitingReason(WaitingKind.NOT_BEFORE, not_before=task.not_before)
     return None
+
+
+def capacity_reason(task: TaskState, occupancy: Occupancy) -> WaitingReason | None:
+    """Why the cluster has no room for `task` now (its database busy, its instance at its
+    limit), or None: the rule the decision applies, and the claim checks again under lock."""
+    return _Capacity(occupancy).reason_to_wait(task)
 
 
 class _Capacity:

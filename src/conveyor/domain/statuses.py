@@ -96,3 +96,8 @@ class EventKind(StrEnum):
     TASK_APPROVED = "TASK_APPROVED"
     TASK_EDITED = "TASK_EDITED"
     TASK_CANCEL_REQUESTED = "TASK_CANCEL_REQUESTED"
+    #: A stage's derived status changed with its tasks' (written with the task's change).
+    STAGE_STATUS_CHANGED = "STAGE_STATUS_CHANGED"
+    #: A running task's log lines (statements started and finished, server notices), a batch
+    #: at a time.
+    TASK_LOG = "TASK_LOG"

@@ -10,6 +10,9 @@ from typing import Self
 
 from conveyor.errors import ErrorCode, FieldPath, Problem
 
+#: The most characters an instance's host may have.
+HOST_MAX_LENGTH = 255
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

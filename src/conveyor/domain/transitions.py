@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from enum import Enum, StrEnum
 
-from conveyor.domain.statuses import ApprovalPolicy, TaskStatus
+from conveyor.domain.statuses import ApprovalPolicy, PipelineStatus, TaskStatus
 
 
 class TaskAction(StrEnum):
@@ -25,16 +25,26 @@ class TaskAction(StrEnum):
     EDIT = "EDIT"
     #: A person clears the task's not-before time; its status does not change.
     RUN_NOW = "RUN_NOW"
+    #: The runner has stopped, and rolled back, a task a person asked to cancel.
+    ABORT = "ABORT"
+    #: The runner hands back a task it did not finish and that left nothing behind: on
+    #: shutdown, or when recovery finds a dead worker's transaction rolled back.
+    RELEASE = "RELEASE"
 
     @property
     def performed_by_runner(self) -> bool:
         """Whether the runner takes this action (else a person does)."""
-        return self in (TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL)
+        return self in _RUNNER_ACTIONS
 
     @property
     def verb_phrase(self) -> str:
         """The action in words: "cannot {verb_phrase} a task that is ..."."""
         return _VERB_PHRASES[self]
+
+
+_RUNNER_ACTIONS = frozenset(
+    {TaskAction.START, TaskAction.SUCCEED, TaskAction.FAIL, TaskAction.ABORT, TaskAction.RELEASE}
+)
 
 
 class _Gate(Enum):
@@ -45,7 +55,9 @@ class _Gate(Enum):
 _GATE = _Gate.GATE
 
 # DOMAIN.md's transition table, plus RUN_NOW, which only clears the not-before time. A pair that
-# is not here is refused.
+# is not here is refused, by every writer: db.task_status writes a status only through this
+# table. A person's CANCEL of a RUNNING task is allowed but only asks the runner to stop it; the
+# runner's ABORT then makes it CANCELED.
 _TRANSITIONS: Mapping[tuple[TaskStatus, TaskAction], TaskStatus | _Gate] = {
     (TaskStatus.PENDING_APPROVAL, TaskAction.APPROVE): TaskStatus.PENDING,
     (TaskStatus.PENDING_APPROVAL, TaskAction.SKIP): TaskStatus.SKIPPED,
@@ -60,6 +72,8 @@ _TRANSITIONS: Mapping[tuple[TaskStatus, TaskAction], TaskStatus | _Gate] = {
     (TaskStatus.RUNNING, TaskAction.SUCCEED): TaskStatus.DONE,
     (TaskStatus.RUNNING, TaskAction.FAIL): TaskStatus.FAILED,
     (TaskStatus.RUNNING, TaskAction.CANCEL): TaskStatus.CANCELED,
+    (TaskStatus.RUNNING, TaskAction.ABORT): TaskStatus.CANCELED,
+    (TaskStatus.RUNNING, TaskAction.RELEASE): TaskStatus.PENDING,
     (TaskStatus.FAILED, TaskAction.RETRY): _GATE,
     (TaskStatus.FAILED, TaskAction.SKIP): TaskStatus.SKIPPED,
     (TaskStatus.FAILED, TaskAction.EDIT): _GATE,
@@ -77,6 +91,8 @@ _VERB_PHRASES: Mapping[TaskAction, str] = {
     TaskAction.SKIP: "skip",
     TaskAction.EDIT: "edit",
     TaskAction.RUN_NOW: "run now",
+    TaskAction.ABORT: "mark as aborted",
+    TaskAction.RELEASE: "hand back",
 }
 
 
@@ -96,14 +112,27 @@ def gate(policy: ApprovalPolicy) -> TaskStatus:
     return TaskStatus.PENDING
 
 
-def next_status(status: TaskStatus, action: TaskAction, policy: ApprovalPolicy) -> TaskStatus:
-    """The status `action` moves a task to; raises TransitionRefused if it is not allowed."""
+def next_status(
+    status: TaskStatus, action: TaskAction, policy: ApprovalPolicy | None = None
+) -> TaskStatus:
+    """The status `action` moves a task to; raises TransitionRefused if it is not allowed.
+
+    `policy` (the approval policy of the task's environment) is needed only by the actions
+    that lead to the gate: EDIT and RETRY.
+    """
     target = _TRANSITIONS.get((status, action))
     if target is None:
         raise TransitionRefused(status, action)
     if target is _GATE:
+        if policy is None:
+            raise ValueError(f"{action.value} leads to the gate: the approval policy is needed")
         return gate(policy)
     return target
+
+
+def statuses_allowing(action: TaskAction) -> frozenset[TaskStatus]:
+    """The statuses `action` may be taken from: what a query guarding a transition looks for."""
+    return frozenset(status for (status, allowed) in _TRANSITIONS if allowed is action)
 
 
 def available_actions(status: TaskStatus) -> frozenset[TaskAction]:
@@ -115,25 +144,57 @@ def available_actions(status: TaskStatus) -> frozenset[TaskAction]:
     )
 
 
-def status_after_issue_cancel(status: TaskStatus) -> TaskStatus | None:
-    """The status canceling the issue gives a task, or None if it keeps its own."""
-    # A running task keeps RUNNING until the runner has aborted it (see
-    # must_abort_on_issue_cancel). FAILED is not "waiting" and the table has no FAILED -> CANCELED:
-    # it stays FAILED, keeping its failure visible, and is still FAILED after a reopen.
-    if status is TaskStatus.RUNNING or (status, TaskAction.CANCEL) not in _TRANSITIONS:
-        return None
-    return TaskStatus.CANCELED
-
-
 def must_abort_on_issue_cancel(status: TaskStatus) -> bool:
     """Whether canceling the issue must ask the runner to stop this task."""
     return status is TaskStatus.RUNNING
 
 
-def status_after_issue_reopen(status: TaskStatus, policy: ApprovalPolicy) -> TaskStatus | None:
-    """The status reopening the issue gives a task, or None if it keeps its own."""
+class IssueAction(StrEnum):
+    #: A person cancels the issue: its waiting tasks are canceled, its running ones stopped.
+    CANCEL = "CANCEL"
+    #: A person reopens a canceled issue: its canceled tasks return to their gate.
+    REOPEN = "REOPEN"
+
+
+_ISSUE_TRANSITIONS: Mapping[tuple[PipelineStatus, IssueAction], PipelineStatus] = {
+    (PipelineStatus.OPEN, IssueAction.CANCEL): PipelineStatus.CANCELED,
+    (PipelineStatus.CANCELED, IssueAction.REOPEN): PipelineStatus.OPEN,
+}
+
+_ISSUE_VERBS: Mapping[IssueAction, str] = {
+    IssueAction.CANCEL: "cancel",
+    IssueAction.REOPEN: "reopen",
+}
+
+
+def issue_transition_refusal(status: PipelineStatus, action: IssueAction) -> str | None:
+    """Why `action` may not be taken on an issue whose pipeline is `status`, or None."""
+    if (status, action) in _ISSUE_TRANSITIONS:
+        return None
+    return f"cannot {_ISSUE_VERBS[action]} an issue that is {status.value}"
+
+
+def next_pipeline_status(status: PipelineStatus, action: IssueAction) -> PipelineStatus:
+    """The status `action` gives the issue's pipeline; ValueError if it is not allowed."""
+    refused = issue_transition_refusal(status, action)
+    if refused is not None:
+        raise ValueError(refused)
+    return _ISSUE_TRANSITIONS[(status, action)]
+
+
+def task_action_of_issue(action: IssueAction, status: TaskStatus) -> TaskAction | None:
+    """The transition the issue's `action` takes on a task in `status`, or None if it keeps
+    its status."""
+    if action is IssueAction.CANCEL:
+        # A running task keeps RUNNING until the runner has aborted it (see
+        # must_abort_on_issue_cancel). FAILED is not "waiting" and the table has no FAILED ->
+        # CANCELED: it stays FAILED, keeping its failure visible, and is still FAILED after a
+        # reopen.
+        if status is TaskStatus.RUNNING or (status, TaskAction.CANCEL) not in _TRANSITIONS:
+            return None
+        return TaskAction.CANCEL
     # Only CANCELED returns to the gate, whether a person or the issue's cancel put it there:
     # the two cannot be told apart, and either way the work was never finished.
     if status is TaskStatus.CANCELED:
-        return gate(policy)
+        return TaskAction.RETRY
     return None

@@ -1,9 +1,11 @@
 """Fan-out of new events to the live subscriptions of one process.
 
 The hub reads each new event from the table once, however many subscribers there are, and
-hands it to every subscriber whose filter matches. A subscriber that falls more than its
-buffer behind is dropped (its buffer freed at once) rather than allowed to slow the others or
-to grow without bound; it learns the last sequence it was given, and resumes from there.
+hands it to every subscriber whose filter matches; subscribers that asked for the same thing
+share one rendering of it (see `events.shared`) once they are live. A subscriber that falls
+more than its buffer behind is dropped (its buffer freed at once) rather than allowed to slow
+the others or to grow without bound; it learns the last sequence it was given, and resumes
+from there.
 
 Each subscription belongs to a principal: the hub checks, every few seconds and in one query
 for all of them, that their tokens are still valid, and ends the subscriptions of a revoked or
@@ -17,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable
 from datetime import UTC, datetime
 
 from conveyor.db import events as event_log
@@ -28,6 +30,7 @@ from conveyor.db.outages import Outage
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ConveyorError, ErrorCode, Problem, unauthenticated
 from conveyor.events.listener import EventListener
+from conveyor.events.shared import SharedStream, Sharing
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ class HubSubscription:
         self.overflowed = False
         #: The sequence of the last event handed to the subscriber; older ones are dropped.
         self.last_delivered = 0
+        #: The shared stream the subscriber joined once live, if any.
+        self.stream: SharedStream | None = None
+        #: How the subscriber shares renderings once live (None: it is given events).
+        self.sharing: Sharing | None = None
 
     def offer(self, event: Event) -> bool:
         """Buffer `event`; False (and the buffer freed) when the subscriber is too far behind."""
@@ -86,9 +93,13 @@ class HubSubscription:
         self._arrived.set()
         return True
 
-    async def events(self, after: int | None = None) -> AsyncGenerator[Event, None]:
+    async def events(
+        self, after: int | None = None, sharing: Sharing | None = None
+    ) -> AsyncGenerator[Event, None]:
         """Every matching event after `after` (else after the subscription started), in
-        sequence order and each once: first the backlog from the table, then live ones."""
+        sequence order and each once: first the backlog from the table, then live ones.
+        With `sharing`, live events are delivered through it, rendered once for all its
+        subscribers, instead of yielded; the generator then only ends, by raising why."""
         if after is not None:
             self.last_delivered = after
             while True:
@@ -99,8 +110,13 @@ class HubSubscription:
                 # The live buffer overflowed while the backlog was being sent; every event is
                 # in the table, so keep reading from it before going live again.
                 self._hub.rejoin(self)
+        self.sharing = sharing
         while True:
             yield await self._next_live()
+
+    def deliver(self, sequence: int, payload: str) -> bool:
+        assert self.sharing is not None, "only a shared subscriber is given payloads"
+        return self.sharing.deliver(sequence, payload)
 
     async def _replay(self) -> AsyncGenerator[Event, None]:
         while True:
@@ -137,6 +153,10 @@ class HubSubscription:
                 if event.id > self.last_delivered:
                     self.last_delivered = event.id
                     return event
+            if self.sharing is not None and self.stream is None:
+                # Caught up with everything the hub has read: from here the shared stream
+                # delivers, from the next event on.
+                self._hub.share(self, self.sharing)
             self._arrived.clear()
             await self._arrived.wait()
 
@@ -162,13 +182,26 @@ class EventHub:
         self._poll_seconds = poll_seconds
         self._token_check_seconds = token_check_seconds
         self._subscriptions: set[HubSubscription] = set()
+        #: The subscriptions the hub hands events to one by one: not in a shared stream.
+        self._unshared: set[HubSubscription] = set()
+        self._streams: dict[tuple[EventFilter, Hashable], SharedStream] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: Every event up to this sequence has been handed to the subscriptions.
         self.last_read = 0
+        #: Counts since start, for the process's metrics.
+        self.events_read = 0
+        self.events_handed_out = 0
+        self.slow_subscribers_closed = 0
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def lag(self) -> int:
+        """The newest sequence heard of minus the last one handed out."""
+        return max(0, self._listener.latest_sequence - self.last_read)
 
     async def start(self) -> None:
         # Subscribers only ever want what happens from now on, or a replay from the table.
@@ -179,6 +212,9 @@ class EventHub:
         ]
 
     async def stop(self) -> None:
+        for stream in self._streams.values():
+            await stream.close()
+        self._streams = {}
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,15 +231,43 @@ class EventHub:
         # first event resumes from here.
         subscription.last_delivered = self.last_read
         self._subscriptions.add(subscription)
+        self._unshared.add(subscription)
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            self._forget(subscription)
+
+    def share(self, subscription: HubSubscription, sharing: Sharing) -> None:
+        """Move a live subscription, caught up with every event read so far, into the
+        shared stream of its filter and key (made at its first member)."""
+        key = (subscription.event_filter, sharing.key)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = SharedStream(
+                subscription.event_filter, sharing.key, sharing.render
+            )
+        self._unshared.discard(subscription)
+        stream.members.add(subscription)
+        subscription.sharing = sharing
+        subscription.stream = stream
+
+    def _forget(self, subscription: HubSubscription) -> None:
+        self._subscriptions.discard(subscription)
+        self._unshared.discard(subscription)
+        stream = subscription.stream
+        if stream is None:
+            return
+        stream.members.discard(subscription)
+        if not stream.members:
+            self._streams.pop((stream.event_filter, stream.key), None)
+            self._closing.add(asyncio.create_task(stream.close()))
+            self._closing = {task for task in self._closing if not task.done()}
 
     def rejoin(self, subscription: HubSubscription) -> None:
         """Take back a subscription dropped as too slow, with an empty buffer."""
         subscription.clear_overflow()
         self._subscriptions.add(subscription)
+        self._unshared.add(subscription)
 
     async def _run(self) -> None:
         wakeup = self._listener.subscribe()
@@ -232,6 +296,7 @@ class EventHub:
             for row in rows:
                 self._fan_out(row)
                 self.last_read = row.id
+            self.events_read += len(rows)
             if len(rows) < READ_BATCH_SIZE:
                 return
 
@@ -258,17 +323,20 @@ class EventHub:
         unusable = await tokens.unusable_token_ids(held)
         for subscription in list(self._subscriptions):
             if subscription.principal.token_id in unusable:
-                self._subscriptions.discard(subscription)
+                self._forget(subscription)
                 subscription.end(_token_unusable())
 
     def _fan_out(self, event: Event) -> None:
-        too_slow = [
-            subscription
-            for subscription in self._subscriptions
-            if subscription.event_filter.matches(event) and not subscription.offer(event)
-        ]
+        for stream in self._streams.values():
+            if stream.event_filter.matches(event):
+                stream.enqueue(event)
+                self.events_handed_out += 1
+        matching = [s for s in self._unshared if s.event_filter.matches(event)]
+        too_slow = [subscription for subscription in matching if not subscription.offer(event)]
+        self.events_handed_out += len(matching) - len(too_slow)
         for subscription in too_slow:
-            self._subscriptions.discard(subscription)
+            self._forget(subscription)
+            self.slow_subscribers_closed += 1
             logger.info("closed a subscriber that fell %d events behind", self._subscriber_buffer)
 
 

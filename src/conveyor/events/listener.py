@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from conveyor.db.events import CHANNEL
 from conveyor.db.outages import Outage
-from conveyor.events.store import CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class EventListener:
         self._wakeups: set[asyncio.Event] = set()
         self._task: asyncio.Task[None] | None = None
         self.latest_sequence = 0
+        #: Whether the LISTEN connection is up (readiness).
+        self.connected = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="conveyor-event-listener")
@@ -78,6 +80,7 @@ class EventListener:
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(CHANNEL, self._on_notification)
+            self.connected = True
             outage.succeeded()
             # Anything committed while we were not listening was missed: wake everyone.
             self._wake_all()
@@ -89,6 +92,7 @@ class EventListener:
                     await connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_SECONDS)
             raise ConnectionResetError("the LISTEN connection was lost")
         finally:
+            self.connected = False
             if not connection.is_closed():
                 await connection.close()
 

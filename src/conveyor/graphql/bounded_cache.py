@@ -19,7 +19,17 @@ class BoundedCache(Generic[K, V]):
             self._entries.move_to_end(key)
             return self._entries[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def find(self, key: K) -> V | None:
+        """The value kept for `key`, or None."""
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key]
+
+    def put(self, key: K, value: V) -> None:
         self._entries[key] = value
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
-        return value

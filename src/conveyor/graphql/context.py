@@ -24,7 +24,7 @@ class Context:
     cipher: PasswordCipher
     #: Who acts; None only on a WebSocket that has not sent its connection_init yet.
     principal: Principal | None = None
-    loaders: Loaders = field(default_factory=Loaders)
+    _loaders: Loaders | None = field(default=None, init=False, repr=False)
     #: The process's fan-out of new events; None where nothing serves subscriptions.
     hub: EventHub | None = None
     #: What a WebSocket client sent in connection_init (set by strawberry).
@@ -35,19 +35,28 @@ class Context:
     rate_limits: TokenRateLimits | None = None
 
     @property
+    def loaders(self) -> Loaders:
+        """The request's loaders, made when first used: a WebSocket whose live messages are
+        rendered once for all their subscribers (graphql.shared_render) never needs its own,
+        and ten thousand sockets would hold 26 kB each for nothing."""
+        if self._loaders is None:
+            self._loaders = Loaders()
+        return self._loaders
+
+    @property
     def acting(self) -> Principal:
         """The principal of the request; resolvers only run for authenticated ones."""
         if self.principal is None:
             raise unauthenticated("send an API token: Authorization: Bearer <token>")
         return self.principal
 
-    def spend(self, cost: int) -> RateLimited | None:
+    async def spend(self, cost: int) -> RateLimited | None:
         """Spend `cost` from the token's allowance; the refusal if it has not that much left."""
         if self.rate_limits is None or self.principal is None or self.principal.token_id is None:
             return None
         headers: Headers = self.response.headers if self.response is not None else {}
         try:
-            self.rate_limits.take_cost(self.principal.token_id, cost, headers)
+            await self.rate_limits.take_cost(self.principal.token_id, cost, headers)
         except RateLimited as limited:
             if self.response is not None:
                 self.response.status_code = 429

@@ -20,7 +20,7 @@ the server busy for minutes; here the walk is as long as the document. A spread 
 cycle (which validation refuses anyway) counts nothing instead of looping.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,6 +251,22 @@ class DocumentLimits(SchemaExtension):
         )
         yield
 
+    async def on_execute(self) -> AsyncIterator[None]:
+        # Only an operation that passed validation spends the token's allowance: here,
+        # before it runs, since the (shared) counters are asynchronous and validation is not.
+        # A refusal raised here ends the operation, a subscription's too, before it starts.
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            limited = await context.spend(context.query_cost)
+            if limited is not None:
+                raise limit_exceeded(
+                    ErrorCode.RATE_LIMITED,
+                    limited.first.message,
+                    limited.allowance.limit,
+                    **limited.details,
+                )
+        yield
+
     def _rule(self) -> type[ValidationRule]:
         execution_context = self.execution_context
         settings = self.settings
@@ -299,17 +315,6 @@ class DocumentLimits(SchemaExtension):
                 context = execution_context.context
                 if isinstance(context, Context):
                     context.query_cost = cost
-                    # Only an operation that runs spends the token's allowance.
-                    limited = None if cost > settings.max_query_cost else context.spend(cost)
-                    if limited is not None:
-                        self.report_error(
-                            limit_exceeded(
-                                ErrorCode.RATE_LIMITED,
-                                limited.first.message,
-                                limited.allowance.limit,
-                                **limited.details,
-                            )
-                        )
                 if cost > settings.max_query_cost:
                     self.report_error(
                         limit_exceeded(

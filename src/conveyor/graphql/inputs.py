@@ -6,8 +6,6 @@ import strawberry
 from strawberry import relay
 from strawberry.relay import GlobalIDValueError
 
-from conveyor.db.catalog import HOST_MAX_LENGTH
-from conveyor.db.tasks import REASON_MAX_LENGTH
 from conveyor.domain.plan import (
     DATABASE_NAME_MAX_LENGTH,
     DESCRIPTION_MAX_LENGTH,
@@ -24,7 +22,8 @@ from conveyor.domain.plan import (
     StagePlan,
     TaskPlan,
 )
-from conveyor.domain.targets import ALLOWED_OPTIONS
+from conveyor.domain.targets import ALLOWED_OPTIONS, HOST_MAX_LENGTH
+from conveyor.domain.task_actions import REASON_MAX_LENGTH
 from conveyor.errors import FieldPath, invalid_input, not_found
 from conveyor.graphql.types.enums import ApprovalPolicy, Engine, Role, TaskType
 from conveyor.graphql.types.node import parse_node_id

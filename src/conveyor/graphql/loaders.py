@@ -69,6 +69,11 @@ class Loaders:
     stage: DataLoader[int, Stage | None] = field(default_factory=lambda: _by_id(Stage))
     task: DataLoader[int, Task | None] = field(default_factory=lambda: _by_id(Task))
     task_run: DataLoader[int, TaskRun | None] = field(default_factory=lambda: _by_id(TaskRun))
+    event: DataLoader[int, Event | None] = field(default_factory=lambda: _by_id(Event))
+    #: The newest event's sequence of each pipeline (0 when none).
+    last_sequence_by_pipeline: DataLoader[int, int] = field(
+        default_factory=lambda: _keyed(reads.last_sequence_by_pipeline, int)
+    )
     pipeline_by_issue: DataLoader[int, Pipeline | None] = field(
         default_factory=lambda: _keyed(reads.pipelines_by_issue, lambda: None)
     )

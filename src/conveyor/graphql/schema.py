@@ -1,10 +1,13 @@
 """The GraphQL schema Conveyor serves, with its limits against hostile documents."""
 
+import contextlib
 import copy
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DirectiveNode, DocumentNode, ValidationContext
+from graphql import ASTValidationRule, DirectiveNode, DocumentNode, ValidationContext, parse
 from graphql.error import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
@@ -15,6 +18,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from conveyor.graphql.authentication import RequireUsableToken
+from conveyor.graphql.commit_sequence import CommitSequence
 from conveyor.graphql.compiled.extension import CompiledReads, PlanCache
 from conveyor.graphql.cost import DocumentLimits
 from conveyor.graphql.errors import (
@@ -28,7 +32,13 @@ from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
 from conveyor.graphql.subscriptions import Subscription
 from conveyor.graphql.types.task_status_update import TaskStatusChange, TaskStatusSnapshot
-from conveyor.graphql.validation_cache import CachedValidation, ValidatedDocuments
+from conveyor.graphql.validation_cache import (
+    CachedParsing,
+    CachedValidation,
+    ParsedDocuments,
+    ValidatedDocuments,
+)
+from conveyor.operations.requests import RecordOperation
 from conveyor.settings import Settings
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
@@ -37,6 +47,8 @@ ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 PLAN_CACHE_SIZE = 256
 #: Document texts whose document-only validation is remembered, per schema.
 VALIDATED_DOCUMENTS = 256
+#: Parsed document texts remembered, per schema.
+PARSED_DOCUMENTS = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -75,6 +87,29 @@ def max_directives_rule(max_directives: int) -> type[ASTValidationRule]:
     return MaxDirectivesRule
 
 
+#: Documents kept parsed, and the longest kept: the cache holds at most a few megabytes.
+SHARED_DOCUMENTS = 256
+SHARED_DOCUMENT_MAX_CHARS = 10_000
+
+
+@functools.lru_cache(maxsize=SHARED_DOCUMENTS)
+def _parse_once(query: str, **options: Any) -> DocumentNode:
+    return parse(query, **options)
+
+
+class SharedDocuments(SchemaExtension):
+    """One syntax tree for every request of the same text: ten thousand subscribers of one
+    page's subscription hold one tree (34 kB for the README's), not ten thousand. A document
+    that does not parse is left to strawberry, which reports the error as usual."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query and len(context.query) <= SHARED_DOCUMENT_MAX_CHARS:
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = _parse_once(context.query, **context.parse_options)
+        yield
+
+
 def extensions_for(settings: Settings) -> list[ExtensionFactory]:
     """The extensions that format errors and refuse documents past the limits of `settings`:
     factories, so that each request gets its own instances."""
@@ -86,15 +121,23 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
         lambda: ConveyorErrors(settings),
         RequireUsableToken,
         RequestRules,
+        CommitSequence,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        # After the token limit, which sets the parse options it is keyed by.
+        SharedDocuments,
         lambda: DocumentLimits(settings),
         lambda: AddValidationRules(rules),
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    # One cache of validated documents for all the requests of this schema.
+    # One cache of parsed and one of validated documents for all the requests of this schema.
+    parsed = ParsedDocuments(PARSED_DOCUMENTS)
+    extensions.append(lambda: CachedParsing(parsed))
     documents = ValidatedDocuments(VALIDATED_DOCUMENTS)
     extensions.append(lambda: CachedValidation(documents))
+    # After every refusal before execution (its on_execute notes that the operation runs),
+    # before the compiled reads, which may answer it.
+    extensions.append(RecordOperation)
     if settings.compiled_reads:
         # Last, so that every check above has run when it answers; one plan cache for all
         # the requests of this schema.

@@ -1,4 +1,4 @@
-"""The root Subscription: live status changes, resumable from any sequence number."""
+"""The root Subscription: live changes, resumable from any sequence number."""
 
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -10,14 +10,16 @@ from tortoise.models import Model
 
 from conveyor.db import events as event_log
 from conveyor.db import models, reads
-from conveyor.db.access import require
 from conveyor.db.events import EventFilter
-from conveyor.domain.permissions import Operation
+from conveyor.domain.permissions import Operation, require
 from conveyor.domain.statuses import EventKind
 from conveyor.errors import invalid_input, not_found
 from conveyor.events.hub import EventHub, HubSubscription
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import node_key
+from conveyor.graphql.live_socket import current_operation
+from conveyor.graphql.shared_render import shared_rendering
+from conveyor.graphql.types.event import Event
 from conveyor.graphql.types.pipeline_status_change import PipelineStatusChange
 from conveyor.graphql.types.task import Task
 from conveyor.graphql.types.task_status_update import (
@@ -101,13 +103,43 @@ def _check_after(after: int | None) -> None:
         raise invalid_input("`after` is a sequence number: 0 or more", ("after",))
 
 
+#: The connection_init key of the resume positions (see `pipelineActivity`).
+RESUME_PARAMETER = "resume"
+
+
+def _resume_position(info: Info, scope_id: strawberry.ID) -> int | None:
+    """The position connection_init's `resume` gives the scope, if any: a client whose
+    library reconnects on its own (graphql-ws's retry re-sends the first variables)
+    evaluates its connectionParams on each connect, so it carries the newest position."""
+    params = info.context.connection_params
+    positions = params.get(RESUME_PARAMETER) if isinstance(params, dict) else None
+    if positions is None:
+        return None
+    position = positions.get(str(scope_id)) if isinstance(positions, dict) else None
+    if position is None:
+        return None
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        raise invalid_input(
+            f"connection_init's `{RESUME_PARAMETER}` maps scope ids to sequence numbers "
+            "(0 or more)",
+            ("connectionParams", RESUME_PARAMETER),
+        )
+    return position
+
+
 async def _changes(
     info: Info,
     subscription: HubSubscription,
     after: int | None,
     message_of: Callable[[models.Event], Message],
 ) -> AsyncGenerator[Message, None]:
-    async for event in subscription.events(after):
+    live = current_operation.get()
+    sharing = None
+    if live is not None:
+        # Until a message is written, the client's resume position is where it started.
+        live.last_written = after if after is not None else subscription.last_delivered
+        sharing = shared_rendering(info, live, message_of)
+    async for event in subscription.events(after, sharing):
         # A WebSocket's context lives as long as the connection: without this, nested fields
         # would show what the loaders cached for an earlier message.
         info.context.loaders.forget()
@@ -175,3 +207,30 @@ class Subscription:
                 info, subscription, after, PipelineStatusChange.from_event
             ):
                 yield change
+
+    @strawberry.subscription(
+        description="Everything that happens in one pipeline (give exactly one of "
+        "`pipelineId`, `issueId`), in sequence order, one `Event` per message: task status "
+        "changes (skips and failures with their reason), approvals, edits, cancel requests, "
+        "stage and pipeline status roll-ups, and a running task's log lines as they happen. "
+        "Without `after`, a position given for the scope's id in connection_init's "
+        "`resume` map resumes from there."
+    )
+    async def pipeline_activity(
+        self,
+        info: Info,
+        pipeline_id: Annotated[strawberry.ID | None, _scope_argument("pipeline")] = None,
+        issue_id: Annotated[strawberry.ID | None, _scope_argument("issue's pipeline")] = None,
+        after: AfterArgument = None,
+    ) -> AsyncGenerator[Event, None]:
+        require(info.context.acting, Operation.READ)
+        column, key = await _scope(_PIPELINE_SCOPES, (pipeline_id, issue_id))
+        _check_after(after)
+        if after is None:
+            scope_id = pipeline_id if pipeline_id is not None else issue_id
+            assert scope_id is not None, "_scope checked that one was given"
+            after = _resume_position(info, scope_id)
+        event_filter = EventFilter(frozenset(EventKind), **{column: key})
+        async with _subscribe(info, event_filter) as subscription:
+            async for message in _changes(info, subscription, after, Event.from_row):
+                yield message

@@ -10,11 +10,12 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketClose
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UnsetType
 
 from conveyor.crypto import PasswordCipher
@@ -35,6 +36,7 @@ from conveyor.graphql.errors import (
     failed_for_unavailable_database,
 )
 from conveyor.graphql.ide import OfflineGraphiQLMixin
+from conveyor.graphql.live_socket import LiveSocketHandler
 from conveyor.graphql.media_types import (
     GRAPHQL_RESPONSE_JSON,
     JSON,
@@ -45,9 +47,10 @@ from conveyor.graphql.rate_limits import RateLimited, TokenRateLimits
 from conveyor.graphql.websocket import (
     ConnectionRefused,
     LegacyWSHandler,
-    TransportWSHandler,
     WebSocketAdapter,
 )
+from conveyor.operations.metrics import OK, Metrics
+from conveyor.operations.requests import RequestRecord, current_request
 from conveyor.settings import Settings
 
 
@@ -147,11 +150,17 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
     """Serves /graphql: queries over HTTP, subscriptions over WebSocket, GraphiQL for browsers."""
 
     websocket_adapter_class = WebSocketAdapter
-    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_transport_ws_handler_class = LiveSocketHandler
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
-        self, schema: Any, *, settings: Settings, cipher: PasswordCipher, **options: Any
+        self,
+        schema: Any,
+        *,
+        settings: Settings,
+        cipher: PasswordCipher,
+        metrics: Metrics | None = None,
+        **options: Any,
     ) -> None:
         options.setdefault("graphql_ide", "graphiql" if settings.graphiql_enabled else None)
         super().__init__(
@@ -178,20 +187,69 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         self.rate_limits = TokenRateLimits(
             requests_per_minute=settings.rate_limit_requests,
             cost_per_minute=settings.rate_limit_cost,
+            storage=settings.rate_limit_storage,
         )
         #: Set for the life of the application; None outside it (no live updates).
         self.hub: EventHub | None = None
+        self.metrics = metrics if metrics is not None else Metrics()
+        #: Set when the process drains: new WebSockets are refused (see app.py).
+        self.draining = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+        if scope["type"] == "websocket":
+            await self._serve_websocket(scope, receive, send)
             return
+        record = RequestRecord()
+        reset = current_request.set(record)
+        status = 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await super().__call__(scope, self._limited(scope, receive), send)
+            await super().__call__(scope, self._limited(scope, receive), send_noting_status)
         except RequestRefused as refusal:
             # Raised while the body is read, before any part of a response is sent.
+            record.error_codes = [refusal.code]
             media_type = response_media_type(Headers(scope=scope).get("accept"))
-            await refusal.response(media_type)(scope, receive, send)
+            await refusal.response(media_type)(scope, receive, send_noting_status)
+        finally:
+            self._count(record, status)
+            current_request.reset(reset)
+
+    async def _serve_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining:
+            # Refused at the handshake: the client connects to another replica.
+            await WebSocketClose(code=1012)(scope, receive, send)
+            return
+        # One record for the connection: its log lines (and an internal error's report)
+        # carry its correlation id and, once connection_init is done, its actor.
+        reset = current_request.set(RequestRecord())
+        self.metrics.websockets_open.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.metrics.websockets_open.dec()
+            current_request.reset(reset)
+
+    def _count(self, record: RequestRecord, status: int) -> None:
+        if record.executed is None and not record.error_codes and status < 400:
+            # GraphiQL's page: no operation was asked.
+            return
+        metrics = self.metrics
+        operation = metrics.operation_label(record.operation)
+        if record.error_codes:
+            outcome = record.error_codes[0]
+        else:
+            outcome = OK if status < 400 else f"HTTP_{status}"
+        metrics.requests.labels(operation, outcome).inc()
+        metrics.request_duration.labels(operation).observe(record.seconds)
+        metrics.count_errors(record.error_codes)
+        if record.executed is OperationType.QUERY:
+            metrics.reads.labels(record.read_path).inc()
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """`receive`, refusing a body larger than the limit: before reading it when its
@@ -321,14 +379,24 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
         # which this server never answers: a GET that gets past this was not forged.
         principal = await self._authenticate(request.headers.get("authorization"))
         context.principal = principal
+        record = current_request.get()
+        if record is not None:
+            record.actor = principal.actor
         assert principal.token_id is not None, "a request's principal comes from a token"
         try:
-            self.rate_limits.take_request(principal.token_id, sub_response.headers)
+            await self.rate_limits.take_request(principal.token_id, sub_response.headers)
         except RateLimited as limited:
             raise _rate_limited(limited, sub_response.headers) from None
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+        if isinstance(result, ExecutionResult) and record is not None:
+            record.error_codes = [
+                str((error.extensions or {}).get("code")) for error in result.errors or []
+            ]
+            if record.executed is not None:
+                # The cost of what ran; a refused document spent nothing.
+                self.metrics.query_cost.observe(context.query_cost)
         if isinstance(result, ExecutionResult) and failed_for_unavailable_database(
             result.data, result.errors
         ):
@@ -359,6 +427,9 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             authorization = context.request.headers.get("authorization")
         try:
             context.principal = await self._authenticate(authorization)
+            record = current_request.get()
+            if record is not None:
+                record.actor = context.principal.actor
         except RequestRefused as refusal:
             raise ConnectionRefused(
                 {"message": refusal.message, "extensions": {"code": refusal.code}}

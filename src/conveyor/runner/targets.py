@@ -12,7 +12,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, assert_never
@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, assert_never
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 
+from conveyor.domain.attempts import CANCELED, Outcome
 from conveyor.domain.statements import Statement, parse_script
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import (
@@ -36,7 +37,10 @@ from conveyor.hosts import HostNotAllowed, checked_hosts
 
 logger = logging.getLogger(__name__)
 
-_Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+_Connection = Connection
+#: Opens the session an attempt runs in, and closes or keeps it when the attempt is over.
+Sessions = Callable[["Target"], contextlib.AbstractAsyncContextManager[Connection]]
 
 #: The database an instance-level task connects to.
 MAINTENANCE_DATABASE = "postgres"
@@ -57,8 +61,8 @@ INVALID_CONNECTION_OPTION = "INVALID_CONNECTION_OPTION"
 CONVEYOR_DATABASE = "CONVEYOR_DATABASE"
 #: The connection broke while the change ran; the history row tells whether it committed.
 CONNECTION_LOST = "CONNECTION_LOST"
-#: The statement was canceled on request (pg_cancel_backend); the SQLSTATE is in the result.
-CANCELED = "CANCELED"
+# CANCELED (domain.attempts): the statement was canceled on request (pg_cancel_backend); the
+# SQLSTATE is in the result.
 #: DATABASE_CREATE: a database of that name exists already.
 ALREADY_EXISTS = "ALREADY_EXISTS"
 #: Another attempt of the same non-transactional change is running on the target.
@@ -156,21 +160,8 @@ class Change:
     statement_timeout_ms: int
 
 
-@dataclass
-class Outcome:
-    succeeded: bool
-    #: The target's SQLSTATE when it has one, else one of the codes above.
-    error_code: str | None
-    #: For a person; never holds the password.
-    error_message: str | None
-    #: Whether the change ran inside one transaction (so an interruption left nothing behind).
-    transactional: bool
-    result: dict[str, Any]
-    #: In order: {"at", "kind": "statement" | "notice" | "info" | "error", "text", ...}.
-    log: list[dict[str, Any]]
-    created_database: str | None = None
-    #: INSTANCE_SYNC: the instance's databases, templates excluded.
-    discovered_databases: list[str] | None = None
+#: Hears a run's log entries as they happen (see `execute`).
+LogListener = Callable[[dict[str, Any]], None]
 
 
 # --- Reading scripts -------------------------------------------------------------------------
@@ -218,11 +209,23 @@ class _Run:
     transactional: bool
     log: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    #: Hears a copy of each entry as it happens (a statement twice: started, then finished).
+    on_log: LogListener | None = None
 
     def note(self, kind: str, text: str, **details: Any) -> dict[str, Any]:
         entry = {"at": datetime.now(UTC).isoformat(), "kind": kind, "text": text, **details}
         self.log.append(entry)
+        self.tell(entry)
         return entry
+
+    def tell(self, entry: dict[str, Any]) -> None:
+        if self.on_log is None:
+            return
+        if entry["kind"] == "statement":
+            phase = "FINISHED" if "statusTag" in entry else "STARTED"
+            self.on_log({**entry, "phase": phase})
+        else:
+            self.on_log(dict(entry))
 
     def hear(self, _connection: object, message: asyncpg.PostgresLogMessage, /) -> None:
         severity = message.severity_en or message.severity or "NOTICE"
@@ -275,8 +278,11 @@ def _describe(error: asyncpg.PostgresError) -> str:
 
 async def _run_statement(connection: _Connection, run: _Run, text: str) -> str:
     entry = run.note("statement", text)
+    started = time.monotonic()
     status = await connection.execute(text)
     entry["statusTag"] = status
+    entry["durationMs"] = round((time.monotonic() - started) * 1000, 1)
+    run.tell(entry)
     return status
 
 
@@ -301,7 +307,8 @@ _CONNECT_ERRORS = (
 _LOST_ERRORS = (OSError, TimeoutError, asyncpg.ConnectionDoesNotExistError)
 
 
-async def _connect(target: Target) -> _Connection:
+async def connect(target: Target) -> _Connection:
+    """A new session on `target`, once every rule allows it; raises what connecting raised."""
     try:
         options = ConnectionOptions.parse(target.options.items())
     except ValueError as error:
@@ -334,7 +341,7 @@ async def _connect(target: Target) -> _Connection:
         raise
     assert row is not None  # current_database() is always in pg_database
     if is_conveyor_database(target.conveyor_database, DatabaseIdentity(*row)):
-        await _close(connection)
+        await close(connection)
         raise _Refused(CONVEYOR_DATABASE, CONVEYOR_DATABASE_REFUSAL)
     return connection
 
@@ -373,7 +380,8 @@ def _unreachable(target: Target, error: BaseException) -> tuple[str, str]:
     return code, f"could not connect to the instance at {where}: {reason}"
 
 
-async def _close(connection: _Connection) -> None:
+async def close(connection: _Connection) -> None:
+    """Close a session, or drop it if it does not answer."""
     try:
         await connection.close(timeout=CLOSE_TIMEOUT_SECONDS)
     except _CONNECT_ERRORS:
@@ -383,15 +391,29 @@ async def _close(connection: _Connection) -> None:
 _Work = Callable[[_Connection, _Run], Awaitable[Outcome]]
 
 
+@contextlib.asynccontextmanager
+async def new_session(target: Target) -> AsyncIterator[Connection]:
+    """A session for one attempt only: opened for it, closed after it."""
+    connection = await connect(target)
+    try:
+        yield connection
+    finally:
+        await close(connection)
+
+
 async def execute(
     target: Target,
     change: Change,
     on_backend_pid: Callable[[int], Awaitable[None]] | None = None,
+    sessions: Sessions = new_session,
+    on_log: LogListener | None = None,
 ) -> Outcome:
     """Run `change` on `target`; every problem on the target's side comes back as an Outcome.
 
     `on_backend_pid` hears the target's backend pid as soon as the session exists, so the
-    caller can stop a running statement with `cancel_backend`.
+    caller can stop a running statement with `cancel_backend`; `on_log` hears each log entry
+    as it happens, so that the caller can show the run's progress live. `sessions` gives the
+    session (runner.sessions keeps them open between attempts).
     """
     work: _Work
     match change.type:
@@ -423,21 +445,23 @@ async def execute(
             work = functools.partial(_sync_instance, conveyor_database=target.conveyor_database)
         case unknown:
             assert_never(unknown)
-    try:
-        connection = await _connect(target)
-    except _CONNECT_ERRORS as error:
-        return run.failed(*_unreachable(target, error))
-    try:
-        if on_backend_pid is not None:
-            await on_backend_pid(connection.get_server_pid())
-        connection.add_log_listener(run.hear)
-        return await work(connection, run)
-    except asyncpg.PostgresError as error:
-        return run.failed_on_target(error)
-    except _LOST_ERRORS as error:
-        return run.failed(CONNECTION_LOST, f"lost the connection to the instance: {error}")
-    finally:
-        await _close(connection)
+    run.on_log = on_log
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            connection = await stack.enter_async_context(sessions(target))
+        except _CONNECT_ERRORS as error:
+            return run.failed(*_unreachable(target, error))
+        try:
+            if on_backend_pid is not None:
+                await on_backend_pid(connection.get_server_pid())
+            connection.add_log_listener(run.hear)
+            return await work(connection, run)
+        except asyncpg.PostgresError as error:
+            return run.failed_on_target(error)
+        except _LOST_ERRORS as error:
+            return run.failed(CONNECTION_LOST, f"lost the connection to the instance: {error}")
+        finally:
+            connection.remove_log_listener(run.hear)
 
 
 async def _ensure_history_table(connection: _Connection) -> None:
@@ -600,12 +624,12 @@ async def conveyor_database_refusal(target: Target) -> str | None:
     """Why the runner would refuse `target` as Conveyor's own database; None when it would
     not, or when the target cannot be reached now (the runner asks again on each connection)."""
     try:
-        connection = await _connect(target)
+        connection = await connect(target)
     except _Refused as error:
         return error.reason if error.code == CONVEYOR_DATABASE else None
     except _CONNECT_ERRORS:
         return None
-    await _close(connection)
+    await close(connection)
     return None
 
 
@@ -620,7 +644,7 @@ async def change_was_applied(target: Target, change: Change) -> bool:
     if change.type is TaskType.INSTANCE_SYNC:
         return False  # it only reads: running it again is harmless
     try:
-        connection = await _connect(target)
+        connection = await connect(target)
     except asyncpg.InvalidCatalogNameError as error:
         if change.type.needs_database:
             return False  # its database is gone, and the change with it
@@ -643,7 +667,7 @@ async def change_was_applied(target: Target, change: Change) -> bool:
     except (asyncpg.PostgresError, *_LOST_ERRORS) as error:
         raise TargetUnreachable(f"could not read the change history: {error}") from error
     finally:
-        await _close(connection)
+        await close(connection)
 
 
 async def cancel_backend(target: Target, backend_pid: int) -> bool:
@@ -652,7 +676,7 @@ async def cancel_backend(target: Target, backend_pid: int) -> bool:
     False when nothing was canceled: the session is gone, or the target unreachable.
     """
     try:
-        connection = await _connect(target)
+        connection = await connect(target)
     except _CONNECT_ERRORS as error:
         logger.warning(
             "could not cancel backend %s: %s", backend_pid, _unreachable(target, error)[1]
@@ -667,4 +691,4 @@ async def cancel_backend(target: Target, backend_pid: int) -> bool:
         logger.warning("could not cancel backend %s: %s", backend_pid, error)
         return False
     finally:
-        await _close(connection)
+        await close(connection)

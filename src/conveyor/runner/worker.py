@@ -12,8 +12,10 @@ meanwhile); if the worker stops first, the lease expires and recovery settles th
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -22,15 +24,17 @@ from typing import Any
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
-from conveyor.db.claims import ClaimedTask, RunResult
+from conveyor.db.claims import ClaimedTask
 from conveyor.db.outages import Outage, database_unavailable
 from conveyor.db.own_database import conveyor_database
-from conveyor.domain.statements import is_transactional
-from conveyor.domain.statuses import TaskRunStatus, TaskType
+from conveyor.domain.attempts import AttemptEnd, Outcome, abandoned, ending
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
+from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
-from conveyor.runner.targets import Change, Outcome, Target
+from conveyor.runner.sessions import TargetSessions
+from conveyor.runner.targets import Change, Target
+from conveyor.runner.task_log import TaskLogStream
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,16 +42,8 @@ logger = logging.getLogger(__name__)
 #: How long a target may take to acknowledge a cancel before the worker gives up waiting.
 CANCEL_WAIT_SECONDS = 10.0
 CANCEL_RETRY_SECONDS = 0.25
-SHUTDOWN_REASON = "interrupted: its worker was shutting down"
-
-
-def safe_to_rerun(task_type: TaskType, statement: str | None) -> bool:
-    """Whether an interrupted attempt left nothing behind, so running it again is safe."""
-    # CREATE DATABASE is all-or-nothing and a sync only reads; a change is safe only when it
-    # ran inside one transaction, which PostgreSQL rolled back with the dead connection.
-    if task_type.needs_statement:
-        return is_transactional(statement or "")
-    return True
+#: How soon a worker claims again after a round that skipped another worker's locks.
+CONTENDED_RETRY_SECONDS = 0.02
 
 
 @dataclass
@@ -57,6 +53,8 @@ class _Attempt:
     backend_pid: int | None = None
     canceled_by_person: bool = False
     interrupted_by_shutdown: bool = False
+    #: A cancel went to the target: its session is not reused (it could hit the next task).
+    cancel_sent: bool = False
     #: Set once the target finished: from then on only the report is left to do.
     outcome: Outcome | None = None
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -69,6 +67,7 @@ class Worker:
         cipher: PasswordCipher,
         listener: EventListener,
         conveyor_database: DatabaseIdentity,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
@@ -83,14 +82,22 @@ class Worker:
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._outage = Outage(logger, self.id)
+        self._sessions = TargetSessions()
+        self._contended = False
+        self._running = False
+        #: The process's metrics; the worker's own when it has none.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
+        self._running = True
         background = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
+            asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
         try:
             while not self._stopping.is_set():
@@ -110,7 +117,9 @@ class Worker:
                 await self._wait_for_work(wakeup)
             await self._drain()
         finally:
+            self._running = False
             self._listener.unsubscribe(wakeup)
+            await self._sessions.close()
             for task in [*background, *self._background]:
                 task.cancel()
             for task in [*background, *self._background]:
@@ -120,6 +129,17 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def claiming(self) -> bool:
+        """Whether the worker looks for work: its loop runs, it is not stopping, and its last
+        try at Conveyor's database succeeded."""
+        return self._running and not self._stopping.is_set() and not self._outage.ongoing
+
+    @property
+    def running_count(self) -> int:
+        """Tasks running (each on a connection to its target) or reporting."""
+        return len(self._attempts)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -132,10 +152,10 @@ class Worker:
             asyncio.create_task(self._room.wait()),
         ]
         # Notifications only wake the worker; the poll is the safety net for any it missed
-        # and for not-before times coming due.
-        await asyncio.wait(
-            waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
+        # and for not-before times coming due. A round that skipped what another worker held
+        # looks again soon: the notification of that work may have come while it was held.
+        timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
 
@@ -144,8 +164,11 @@ class Worker:
             room = self._settings.worker_concurrency - len(self._attempts)
             if room <= 0:
                 return
-            claimed = await claims.claim_tasks(self.id, self._lease, room, safe_to_rerun)
+            round_ = await claims.claim_tasks(self.id, self._lease, room)
             self._outage.succeeded()
+            self._contended = round_.contended
+            claimed = round_.tasks
+            self.metrics.claims.inc(len(claimed))
             for task in claimed:
                 attempt = _Attempt(claimed=task, target=self._target_of(task))
                 self._attempts[task.task_id] = attempt
@@ -186,10 +209,26 @@ class Worker:
             attempt.backend_pid = pid
 
         try:
+            started = time.monotonic()
             attempt.outcome = await targets.execute(
-                attempt.target, self._change_of(claimed), on_backend_pid=remember_backend
+                attempt.target,
+                self._change_of(claimed),
+                on_backend_pid=remember_backend,
+                sessions=functools.partial(
+                    self._sessions.session,
+                    claimed.instance_id,
+                    claimed.max_running_tasks,
+                    reusable=lambda: not attempt.cancel_sent,
+                ),
+                on_log=self._task_logs.listener(claimed.task_id),
             )
+            took = time.monotonic() - started
+            # The live lines reach subscribers before the status change that ends them.
+            await self._task_logs.flush()
             await self._report_until_recorded(attempt, attempt.outcome)
+            labels = (claimed.type.value, _ending_of(attempt, attempt.outcome).run_status.value)
+            self.metrics.task_runs.labels(*labels).inc()
+            self.metrics.task_run_duration.labels(*labels).observe(took)
         except Exception as error:
             # The type only: the message may hold SQL or the target's details. The task is no
             # longer renewed, so once its lease expires recovery settles it.
@@ -218,35 +257,7 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        canceled = outcome.error_code == "CANCELED"
-        if outcome.succeeded:
-            status = TaskRunStatus.DONE
-        elif canceled and attempt.canceled_by_person:
-            status = TaskRunStatus.CANCELED
-        else:
-            status = TaskRunStatus.FAILED
-        release = canceled and attempt.interrupted_by_shutdown and not attempt.canceled_by_person
-        message = outcome.error_message
-        if release and not attempt.claimed.safe_to_rerun:
-            # Canceled half-way outside a transaction: a person must look, not a rerun.
-            release, message = False, SHUTDOWN_REASON
-        await claims.finish_task(
-            self.id,
-            attempt.claimed,
-            RunResult(
-                status=status,
-                error_code=outcome.error_code,
-                error_message=message,
-                result=outcome.result,
-                log=outcome.log,
-                transactional=outcome.transactional,
-                created_database=outcome.created_database,
-                discovered_databases=tuple(outcome.discovered_databases)
-                if outcome.discovered_databases is not None
-                else None,
-            ),
-            release=release,
-        )
+        await claims.finish_task(self.id, attempt.claimed, _ending_of(attempt, outcome), outcome)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -283,6 +294,7 @@ class Worker:
         # statements (or before the first) is repeated until the attempt is over.
         while attempt.runner is not None and not attempt.runner.done():
             if attempt.backend_pid is not None:
+                attempt.cancel_sent = True
                 await targets.cancel_backend(attempt.target, attempt.backend_pid)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(attempt.runner), CANCEL_RETRY_SECONDS)
@@ -314,10 +326,9 @@ class Worker:
             except targets.TargetUnreachable:
                 logger.warning("task %s: its target is unreachable; will retry", task_id)
                 continue
-            settled = await claims.resolve_interrupted(
-                claimed, applied=applied, transactional=claimed.safe_to_rerun
-            )
+            settled = await claims.resolve_interrupted(claimed, applied=applied)
             if settled is not None:
+                self.metrics.lease_recoveries.labels(settled.value).inc()
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
     async def _drain(self) -> None:
@@ -341,19 +352,20 @@ class Worker:
                 attempt.runner.cancel()
             elif attempt.runner in pending:
                 attempt.runner.cancel()
+                claimed = attempt.claimed
                 await claims.finish_task(
-                    self.id,
-                    attempt.claimed,
-                    RunResult(
-                        status=TaskRunStatus.FAILED,
-                        error_code="INTERRUPTED",
-                        error_message=SHUTDOWN_REASON,
-                        result={},
-                        log=[],
-                        transactional=attempt.claimed.safe_to_rerun,
-                    ),
-                    release=attempt.claimed.safe_to_rerun,
+                    self.id, claimed, abandoned(claimed.type, claimed.statement)
                 )
+
+
+def _ending_of(attempt: _Attempt, outcome: Outcome) -> AttemptEnd:
+    """How an attempt that reached its target ends."""
+    return ending(
+        outcome,
+        attempt.claimed.type,
+        canceled_by_person=attempt.canceled_by_person,
+        interrupted_by_shutdown=attempt.interrupted_by_shutdown,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -362,6 +374,7 @@ async def running_worker(
     cipher: PasswordCipher,
     database_url: str,
     listener: EventListener | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker for the life of the context, woken by `listener` (else by a LISTEN
     connection of its own); on exit it stops claiming and finishes or hands back what it
@@ -370,7 +383,7 @@ async def running_worker(
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
         # Learned once: the runner refuses every connection that reaches this database.
-        worker = Worker(settings, cipher, listener, await conveyor_database())
+        worker = Worker(settings, cipher, listener, await conveyor_database(), metrics)
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker

@@ -19,6 +19,7 @@ from conveyor.db.compiled_reads import (
     NodeRead,
     ObjectRead,
     Relation,
+    Uncovered,
     available_actions,
     scheduling_decision,
 )
@@ -43,7 +44,32 @@ _TASK_STATUSES = {status.value: status for status in TaskStatus}
 Json = dict[str, Any]
 
 
-def _waiting_reason(reason: WaitingReason, selection: Sequence[tuple[str, str]]) -> Json:
+@dataclass(frozen=True, eq=False)
+class _Scheduling:
+    """One pipeline's scheduling decision, and the objects its waiting reasons may name
+    (JSON objects by row id, by their number in the plan)."""
+
+    decision: SchedulingDecision
+    objects: dict[int, dict[str, Json]]
+    #: Many tasks wait for the same reason (an earlier stage): worded once, copied each.
+    reasons: dict[tuple[WaitingReason, Any], Json] = field(default_factory=dict)
+
+
+def _named(objects: dict[str, Json], key: int | None) -> Json | None:
+    if key is None:
+        return None
+    named = objects.get(str(key))
+    if named is None:
+        # Not among the rows read: the resolvers answer, as they load it.
+        raise Uncovered("a waiting reason names a row not read")
+    return named
+
+
+def _waiting_reason(
+    reason: WaitingReason,
+    selection: Sequence[tuple[str, str, int | None]],
+    objects: dict[int, dict[str, Json]],
+) -> Json:
     values = {
         "kind": reason.kind.value,
         "message": reason.message,
@@ -51,7 +77,12 @@ def _waiting_reason(reason: WaitingReason, selection: Sequence[tuple[str, str]])
         "limit": reason.limit,
         "__typename": "WaitingReason",
     }
-    return {key: values[name] for key, name in selection}
+    return {
+        key: values[name]
+        if number is None
+        else _named(objects[number], reason.stage_id if name == "stage" else reason.task_id)
+        for key, name, number in selection
+    }
 
 
 def _task_counts(statuses: list[TaskStatus], selection: Sequence[tuple[str, str]]) -> Json:
@@ -99,7 +130,6 @@ class DerivedFields:
     now: datetime
     decisions: dict[int, SchedulingDecision] = field(default_factory=dict)
     actions: dict[str, list[str]] = field(default_factory=dict)
-    reasons: dict[tuple[WaitingReason, Any], Json] = field(default_factory=dict)
 
     def fill(self, data: Json) -> None:
         """Fill in `data` (the JSON of the plan's reads), in place."""
@@ -127,14 +157,23 @@ class DerivedFields:
             steps = self.plan.steps[id(read)] = _steps_of(read, self.plan.walked)
         return steps
 
-    def object(
-        self, value: Json, read: ObjectRead, decision: SchedulingDecision | None = None
-    ) -> None:
+    def object(self, value: Json, read: ObjectRead, scheduling: _Scheduling | None = None) -> None:
         steps = self.steps(read)
         if steps is None:
             return
         if steps.scheduling:
-            decision = self.decision(value.pop(SCHEDULING_KEY))
+            facts = value.pop(SCHEDULING_KEY)
+            scheduling = _Scheduling(
+                self.decision(facts),
+                {
+                    number: objects
+                    for (number, _, _), objects in zip(
+                        read.waiting_objects, facts[-len(read.waiting_objects) :], strict=True
+                    )
+                }
+                if read.waiting_objects
+                else {},
+            )
         statuses = (
             [_TASK_STATUSES[status] for status in value.pop(STATUSES_KEY)] if steps.statuses else []
         )
@@ -143,13 +182,15 @@ class DerivedFields:
                 related = value[key]
                 if isinstance(related, list):
                     for item in related:
-                        self.object(item, detail, decision)
+                        self.object(item, detail, scheduling)
                 elif related is not None:
-                    self.object(related, detail, decision)
+                    self.object(related, detail, scheduling)
             elif what == "waiting_reason":
-                assert decision is not None, "the plan reads the scheduling facts above"
-                reason = decision.waiting.get(value[ROW_ID_KEY])
-                value[key] = None if reason is None else self.waiting_reason(reason, detail)
+                assert scheduling is not None, "the plan reads the scheduling facts above"
+                reason = scheduling.decision.waiting.get(value[ROW_ID_KEY])
+                value[key] = (
+                    None if reason is None else self.waiting_reason(reason, detail, scheduling)
+                )
             elif what == "available_actions":
                 value[key] = self.available_actions(value[ACCESS_KEY])
             elif what == "status":
@@ -163,7 +204,7 @@ class DerivedFields:
                 )
                 value[key] = None if index is None else stages[index]
                 if index is not None:
-                    self.object(stages[index], detail, decision)
+                    self.object(stages[index], detail, scheduling)
         for hidden in steps.hidden:
             del value[hidden]
 
@@ -173,12 +214,16 @@ class DerivedFields:
             self.decisions[pipeline_id] = scheduling_decision(facts, self.now)
         return self.decisions[pipeline_id]
 
-    def waiting_reason(self, reason: WaitingReason, selection: Sequence[tuple[str, str]]) -> Json:
-        # Many tasks wait for the same reason (an earlier stage): worded once, copied each.
+    @staticmethod
+    def waiting_reason(
+        reason: WaitingReason,
+        selection: Sequence[tuple[str, str, int | None]],
+        scheduling: _Scheduling,
+    ) -> Json:
         memo_key = (reason, selection)
-        if memo_key not in self.reasons:
-            self.reasons[memo_key] = _waiting_reason(reason, selection)
-        return dict(self.reasons[memo_key])
+        if memo_key not in scheduling.reasons:
+            scheduling.reasons[memo_key] = _waiting_reason(reason, selection, scheduling.objects)
+        return dict(scheduling.reasons[memo_key])
 
     def available_actions(self, facts: list[Any]) -> list[str]:
         # Few tasks differ in what decides their actions: decided once for each kind.

@@ -35,10 +35,12 @@ from conveyor.graphql.compiled.derived import DerivedFields
 from conveyor.graphql.compiled.plan import Plan, arguments_of, compile_plan
 from conveyor.graphql.context import Context
 
-logger = logging.getLogger(__name__)
+# COMPILED and RESOLVERS are re-exported: callers count `served` by them.
+from conveyor.operations.requests import COMPILED as COMPILED
+from conveyor.operations.requests import RESOLVERS as RESOLVERS
+from conveyor.operations.requests import current_request
 
-COMPILED = "compiled"
-RESOLVERS = "resolvers"
+logger = logging.getLogger(__name__)
 
 #: How many operations each path served in this process: {"compiled": n, "resolvers": m}.
 served: Counter[str] = Counter()
@@ -123,6 +125,10 @@ class CompiledReads(SchemaExtension):
             result = None
         path = RESOLVERS if result is None else COMPILED
         served[path] += 1
+        record = current_request.get()
+        if record is not None:
+            # For the process's metrics (conveyor_graphql_reads_total).
+            record.read_path = path
         logger.debug("operation %r served by %s", execution_context.operation_name, path)
         if result is not None:
             execution_context.result = result

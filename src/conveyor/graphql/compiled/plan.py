@@ -9,7 +9,7 @@ it is not sure of, raises `Uncovered`: the whole operation then goes to the reso
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from graphql import (
@@ -87,6 +87,8 @@ _TASK_COUNTS = frozenset(
     {"pendingApproval", "pending", "running", "done", "failed", "canceled", "skipped", "total"}
 )
 _WAITING_REASON = frozenset({"kind", "message", "notBefore", "limit"})
+#: The objects a waiting reason names, by field: the candidates' kind and type.
+_WAITING_OBJECTS = {"stage": ("stage", "Stage"), "blockingTask": ("task", "Task")}
 _PAGE_INFO = frozenset({"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"})
 _CONNECTIONS = frozenset({"issues", "pipelines", "environments", "instances", "databases"})
 _CANONICAL_KEY = re.compile(r"[1-9][0-9]{0,9}")
@@ -122,6 +124,10 @@ class _Compiler:
     variables: VariableValues
     operation: OperationDefinitionNode
     walked: set[int] = field(default_factory=set)
+    #: The objects named by waiting reasons met and not yet taken by the object that reads
+    #: their scheduling facts: (number, what, read), numbered in the whole plan.
+    waiting_objects: list[tuple[int, str, ObjectRead]] = field(default_factory=list)
+    waiting_objects_met: int = 0
 
     def plan(self) -> Plan:
         query = self.schema.query_type
@@ -172,12 +178,14 @@ class _Compiler:
         for type_name in COLUMNS:
             if type_name == "Event":
                 continue
+            waiting_objects_from = len(self.waiting_objects)
             try:
                 read, _ = self.object(self.object_type(type_name), details, inherit=False)
             except Uncovered:
+                del self.waiting_objects[waiting_objects_from:]
                 continue
             if id(read) in self.walked:
-                read = ObjectRead(read.model, read.fields, read.facts | {TYPE_KEY})
+                read = replace(read, facts=read.facts | {TYPE_KEY})
                 self.walked.add(id(read))
             by_type[type_name] = read
         return NodeRead(name == "nodes", by_type, ArgumentSource(name, definition, details[0].node))
@@ -238,6 +246,7 @@ class _Compiler:
         facts: set[str] = set()
         wants_scheduling = False
         walked = False
+        waiting_objects_from = len(self.waiting_objects)
         for key, field_details in self.subfields(object_type, details).items():
             node = field_details[0].node
             name = node.name.value
@@ -253,8 +262,8 @@ class _Compiler:
                 fields.append((key, Derived(snake_case(name), selection)))
                 facts.add(STATUSES_KEY)
             elif (model, name) == ("Task", "waitingReason"):
-                selection = self.leaves(definition, field_details, _WAITING_REASON)
-                fields.append((key, Derived("waiting_reason", selection)))
+                reason = self.waiting_reason(definition, field_details)
+                fields.append((key, Derived("waiting_reason", reason)))
                 facts.add(ROW_ID_KEY)
                 wants_scheduling = True
             elif (model, name) == ("Task", "availableActions"):
@@ -282,13 +291,44 @@ class _Compiler:
                 fields.append((key, Relation(snake_case(name), read, arguments)))
                 wants_scheduling = wants_scheduling or child_wants
                 walked = walked or id(read) in self.walked
+        waiting_objects: tuple[tuple[int, str, ObjectRead], ...] = ()
         if wants_scheduling and not inherit:
             facts.add(SCHEDULING_KEY)
             wants_scheduling = False
-        read = ObjectRead(model, tuple(fields), frozenset(facts))
+            waiting_objects = tuple(self.waiting_objects[waiting_objects_from:])
+            del self.waiting_objects[waiting_objects_from:]
+        read = ObjectRead(model, tuple(fields), frozenset(facts), waiting_objects)
         if walked or facts or any(isinstance(value, ActiveStage | Derived) for _, value in fields):
             self.walked.add(id(read))
         return read, wants_scheduling
+
+    def waiting_reason(
+        self, definition: GraphQLField | None, details: FieldDetailsList
+    ) -> tuple[tuple[str, str, int | None], ...]:
+        """A waiting reason's selection: (key, field, number of the objects it may name
+        among the plan's waiting objects, for `stage` and `blockingTask`)."""
+        if definition is None:
+            raise Uncovered("unknown field")
+        reason_type = get_named_type(definition.type)
+        assert isinstance(reason_type, GraphQLObjectType)
+        selection: list[tuple[str, str, int | None]] = []
+        for key, leaf_details in self.subfields(reason_type, details).items():
+            name = leaf_details[0].node.name.value
+            if name in _WAITING_OBJECTS:
+                what, type_name = _WAITING_OBJECTS[name]
+                read, _ = self.object(self.object_type(type_name), leaf_details, inherit=False)
+                if id(read) in self.walked:
+                    # Its JSON is read as PostgreSQL builds it: nothing below it is filled in.
+                    raise Uncovered(f"derived fields below WaitingReason.{name}")
+                number = self.waiting_objects_met
+                self.waiting_objects_met += 1
+                self.waiting_objects.append((number, what, read))
+                selection.append((key, name, number))
+            elif name in _WAITING_REASON or name == "__typename":
+                selection.append((key, name, None))
+            else:
+                raise Uncovered(f"WaitingReason.{name}")
+        return tuple(selection)
 
     def leaves(
         self, definition: GraphQLField | None, details: FieldDetailsList, known: frozenset[str]

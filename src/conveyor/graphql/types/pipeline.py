@@ -35,6 +35,14 @@ class Pipeline(LoadedNode):
         ]
 
     @strawberry.field(
+        description="The sequence number of the newest event of the pipeline: its fields "
+        "(the derived `activeStage` too) are as of it. Of two copies (a mutation's answer, a "
+        "subscription's message, a query's), keep the one with the larger value."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_pipeline.load(self.id)
+
+    @strawberry.field(
         description="The first stage with a task not DONE or SKIPPED: only its tasks may "
         "start. Null once every task is DONE or SKIPPED."
     )

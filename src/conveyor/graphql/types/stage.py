@@ -71,6 +71,14 @@ class Stage(LoadedNode):
                 raise invalid_input("not a task of this stage", ("after",))
         return [Task.from_row(row) for row in bounded(rows, first, start, info.context.settings)]
 
+    @strawberry.field(
+        description="The sequence number of the newest event of the stage's pipeline: its "
+        "status and counts, derived from its tasks, are as of it. Of two copies, keep the "
+        "one with the larger value."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_pipeline.load(self.pipeline_id)
+
     @strawberry.field(description="Derived from the tasks' statuses; never stored.")
     async def status(self, info: Info) -> StageStatus:
         return derive_stage_status(await self._task_statuses(info))

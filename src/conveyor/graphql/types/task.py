@@ -5,7 +5,8 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
-from conveyor.db.tasks import TaskAccess, actions_for, approval_rules
+from conveyor.domain.permissions import ApprovalRules
+from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.graphql.context import Info
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.enums import TaskAction, TaskStatus, TaskType
@@ -82,6 +83,15 @@ class Task(LoadedNode):
 
         return await Pipeline.load(info, self.pipeline_id)
 
+    @strawberry.field(
+        description="The sequence number of the newest event of the task's pipeline: the "
+        "task's fields, and those derived from the rest of the pipeline (`waitingReason`, "
+        "`availableActions`), are as of it. Of two copies (a mutation's answer, a "
+        "subscription's message, a query's), keep the one with the larger value."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await info.context.loaders.last_sequence_by_pipeline.load(self.pipeline_id)
+
     @strawberry.field(description="Tasks that must be DONE or SKIPPED before this one starts.")
     async def blocked_by(self, info: Info) -> list["Task"]:
         blocker_ids = await info.context.loaders.blocker_ids_by_task.load(self.id)
@@ -117,8 +127,8 @@ class Task(LoadedNode):
         environment = await loaders.environment.load(stage.environment_id)
         assert issue is not None, "every pipeline has an issue"
         assert environment is not None, "every stage has an environment"
-        access = TaskAccess(info.context.acting, issue.creator, approval_rules(environment))
-        return actions_for(self.row, pipeline.status, access)
+        access = TaskAccess(info.context.acting, issue.creator, ApprovalRules.of(environment))
+        return actions_for(TaskFacts.of(self.row, pipeline.status), access)
 
     @classmethod
     def from_row(cls, row: models.Task) -> Self:

@@ -1,0 +1,133 @@
+"""What the runner sends to Conveyor's database to claim one task and to finish it.
+
+    python bench/runner_wire_count.py [--statements]
+
+Seeds a fresh database with one instance and one issue of trivial tasks on one database, then
+calls the worker's own claim and finish (`db.claims`) through wire_count's counting proxy:
+statements, pool resets and round trips, as the worker sends them. The tasks are not run;
+their outcome is made up.
+"""
+
+import argparse
+import asyncio
+import uuid
+from datetime import timedelta
+from urllib.parse import urlparse, urlunparse
+
+from cryptography.fernet import Fernet
+from tortoise.context import TortoiseContext
+
+from common import BENCH, admin_fetch, none_is_ours, server_url, with_database
+from conveyor.crypto import PasswordCipher
+from conveyor.db import catalog, claims, issues
+from conveyor.db.config import tortoise_config
+from conveyor.db.migrate import migrate_database
+from conveyor.domain.attempts import Outcome, ending
+from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
+from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskType
+from conveyor.domain.targets import UNRESTRICTED
+from wire_count import WireCounts, counting_proxy
+
+#: Claims and finishes made before the counted one: caches and prepared statements warm.
+WARM_UP = 3
+
+
+async def seed(count: int) -> None:
+    environment = await catalog.save_environment(
+        BENCH,
+        None,
+        catalog.EnvironmentChanges(name="wire", order=0, approval_policy=ApprovalPolicy.AUTOMATIC),
+    )
+    instance = await catalog.save_instance(
+        BENCH,
+        None,
+        catalog.InstanceChanges(
+            name="wire",
+            environment_id=environment.id,
+            engine=Engine.POSTGRES,
+            host="127.0.0.1",
+            port=5432,
+            username="postgres",
+            password="",
+            max_running_tasks=4,
+        ),
+        PasswordCipher(Fernet.generate_key().decode()),
+        networks=UNRESTRICTED,
+        own_database=none_is_ours,
+    )
+    database = await catalog.register_database(
+        BENCH, instance.id, "postgres", own_database=none_is_ours
+    )
+    task = TaskPlan(
+        type=TaskType.DATA_UPDATE,
+        instance_id=instance.id,
+        database_id=database.id,
+        statement="SELECT 1",
+    )
+    stage = StagePlan(environment_id=environment.id, tasks=(task,) * count)
+    await issues.create_issue(BENCH, IssuePlan(title="wire", stages=(stage,)))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--statements", action="store_true")
+    args = parser.parse_args()
+    name = f"conveyor_bench_wire_{uuid.uuid4().hex[:8]}"
+    await admin_fetch(f'CREATE DATABASE "{name}"')
+    database_url = with_database(server_url(), name)
+    address = urlparse(database_url)
+    try:
+        await migrate_database(database_url)
+        async with counting_proxy(address.hostname or "127.0.0.1", address.port or 5432) as (
+            port,
+            proxy,
+        ):
+            user_info = address.netloc.rpartition("@")[0]
+            proxied = urlunparse(address._replace(netloc=f"{user_info}@127.0.0.1:{port}"))
+            async with TortoiseContext() as context:
+                await context.init(config=tortoise_config(proxied))
+                await seed(WARM_UP + 2)
+                lease = timedelta(seconds=30)
+                done = Outcome(
+                    succeeded=True, error_code=None, error_message=None, transactional=True
+                )
+                end = ending(
+                    done,
+                    TaskType.DATA_UPDATE,
+                    canceled_by_person=False,
+                    interrupted_by_shutdown=False,
+                )
+                counted: list[tuple[WireCounts, WireCounts]] = []
+                for _ in range(WARM_UP + 2):
+                    await asyncio.sleep(0.3)
+                    proxy.reset()
+                    [claimed] = (await claims.claim_tasks("wire-worker", lease, 1)).tasks
+                    await asyncio.sleep(0.3)
+                    claim = proxy.reset()
+                    assert await claims.finish_task("wire-worker", claimed, end, done)
+                    await asyncio.sleep(0.3)
+                    counted.append((claim, proxy.reset()))
+    finally:
+        await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    claim, finish = counted[-2]
+    last = counted[-1][1]
+    print("| operation | SQL statements | of which pool resets | round trips | prepared (Parse) |")
+    print("|---|---|---|---|---|")
+    for label, counts in (
+        ("claim one task", claim),
+        ("finish one task", finish),
+        ("finish the issue's last task (+ the pipeline's roll-up)", last),
+    ):
+        print(
+            f"| {label} | {counts.statements} | {counts.pool_resets} | {counts.round_trips} "
+            f"| {counts.parses} |"
+        )
+    if args.statements:
+        for label, counts in (("claim", claim), ("finish", finish), ("last finish", last)):
+            print(f"\n{label}:")
+            for text in counts.texts:
+                print(f"- `{' '.join(text.split())[:200]}`")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

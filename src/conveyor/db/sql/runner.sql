@@ -1,0 +1,134 @@
+-- The runner's hot path, one named statement each. Loaded by conveyor.db.queries; every
+-- status written here is one the transition table allowed (see db.task_status).
+
+-- name: pipelines_with_startable_work
+-- Open pipelines with a task START may be taken from and whose not-before time has come,
+-- oldest first. $1 limit, $2 the statuses START is taken from, $3 the open pipeline status.
+SELECT t.pipeline_id
+FROM task t JOIN pipeline p ON p.id = t.pipeline_id
+WHERE t.status = ANY($2::text[]) AND p.status = $3
+  AND (t.not_before IS NULL OR t.not_before <= now())
+GROUP BY t.pipeline_id
+ORDER BY min(t.id)
+LIMIT $1;
+
+-- name: lock_pipeline_for_claim
+-- The pipeline, held against a person's action (FOR UPDATE waits for it) but skipped by a
+-- second claimer. $1 pipeline id, $2 the open pipeline status.
+SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: try_lock_instances
+-- Of these instances, those whose claim lock this transaction now holds; the others are
+-- being claimed on by another worker. $1 the lock namespace, $2 instance ids.
+SELECT array_agg(instance_id) AS locked
+FROM unnest($2::int[]) AS instance_id
+WHERE pg_try_advisory_xact_lock($1, instance_id);
+
+-- name: start_tasks
+-- START on tasks of one pipeline the caller holds: each task's row, a run row, a
+-- TASK_STATUS_CHANGED event, and one NOTIFY for the whole batch. A task whose status is not
+-- the one given (read under the pipeline's lock) is left alone.
+-- $1 task ids, $2 their statuses now, $3 the status START leads to, $4 worker,
+-- $5 lease seconds, $6 the run's status, $7 event-order lock key, $8 event kind, $9 actor,
+-- $10 channel.
+WITH wanted AS (
+    SELECT * FROM unnest($1::int[], $2::text[]) AS w (id, old_status)
+), started AS (
+    UPDATE task t
+    SET status = $3, version = t.version + 1, updated_at = now(),
+        lease_owner = $4, lease_expires_at = now() + $5 * interval '1 second',
+        cancel_requested_at = NULL, status_reason = NULL
+    FROM wanted w
+    WHERE t.id = w.id AND t.status = w.old_status
+    RETURNING t.id, t.pipeline_id, t.stage_id, t.type, t.statement, t.database_name,
+              t.instance_id, t.database_id, w.old_status
+), runs AS (
+    INSERT INTO task_run (task_id, attempt, status, started_at, worker)
+    SELECT s.id,
+           coalesce((SELECT max(r.attempt) FROM task_run r WHERE r.task_id = s.id), 0) + 1,
+           $6, clock_timestamp(), $4
+    FROM started s
+    RETURNING id, task_id, attempt
+), ordered AS (
+    -- Held before a sequence number is drawn, as db.events.record_events explains.
+    SELECT pg_advisory_xact_lock($7) AS held
+), events AS (
+    INSERT INTO event (created_at, kind, actor, issue_id, pipeline_id, stage_id, task_id,
+                       old_status, new_status)
+    SELECT now(), $8, $9, p.issue_id, s.pipeline_id, s.stage_id, s.id, s.old_status, $3
+    FROM ordered, started s JOIN pipeline p ON p.id = s.pipeline_id
+    ORDER BY s.id
+    RETURNING id
+), notified AS (
+    SELECT pg_notify($10, max(id)::text) AS sent FROM events HAVING count(*) > 0
+)
+SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.database_name,
+       s.pipeline_id, s.instance_id, i.max_running_tasks, i.host, i.port, i.username,
+       i.password_encrypted,
+       i.connection_options::text AS connection_options, d.name AS target_database,
+       s.stage_id, s.old_status, (SELECT issue_id FROM pipeline WHERE id = s.pipeline_id) AS issue_id,
+       (SELECT count(*) FROM notified) AS notified
+FROM started s
+JOIN runs r ON r.task_id = s.id
+JOIN instance i ON i.id = s.instance_id
+LEFT JOIN database d ON d.id = s.database_id
+ORDER BY s.id;
+
+-- name: lock_pipeline_of_task
+-- The task's pipeline, locked as every writer locks it first. $1 task id.
+SELECT p.id, p.issue_id, p.status
+FROM pipeline p
+WHERE p.id = (SELECT pipeline_id FROM task WHERE id = $1)
+FOR UPDATE;
+
+-- name: end_attempt
+-- The transition that ends an attempt, on a task this worker holds in the given status: the
+-- task's row, its run row, a TASK_STATUS_CHANGED event and its NOTIFY; and one task of the
+-- pipeline, besides this one, that is not finished (none: the pipeline may roll up).
+-- $1 task id, $2 worker, $3 the status now, $4 the status the action leads to,
+-- $5 status_reason, $6 database id to link (NULL keeps it), $7 run id, $8 run status,
+-- $9 error code, $10 error message, $11 result, $12 log, $13 transactional,
+-- $14 event-order lock key, $15 event kind, $16 actor, $17 event detail, $18 channel,
+-- $19 the finished statuses.
+WITH ended AS (
+    UPDATE task t
+    SET status = $4, version = t.version + 1, updated_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL,
+        status_reason = $5, database_id = coalesce($6, t.database_id)
+    WHERE t.id = $1 AND t.lease_owner = $2 AND t.status = $3
+    RETURNING t.id, t.pipeline_id, t.stage_id
+), run AS (
+    UPDATE task_run
+    SET status = $8, ended_at = now(), error_code = $9, error_message = $10,
+        result = coalesce($11::jsonb, result), log = coalesce($12::jsonb, log),
+        transactional = coalesce($13, transactional)
+    WHERE id = $7 AND EXISTS (SELECT FROM ended)
+    RETURNING id
+), ordered AS (
+    SELECT pg_advisory_xact_lock($14) AS held
+), events AS (
+    INSERT INTO event (created_at, kind, actor, issue_id, pipeline_id, stage_id, task_id,
+                       old_status, new_status, detail)
+    SELECT now(), $15, $16, p.issue_id, e.pipeline_id, e.stage_id, e.id, $3, $4, $17::jsonb
+    FROM ordered, ended e JOIN pipeline p ON p.id = e.pipeline_id
+    RETURNING id
+), notified AS (
+    SELECT pg_notify($18, max(id)::text) AS sent FROM events HAVING count(*) > 0
+)
+SELECT e.id, e.stage_id,
+       (SELECT count(*) FROM run) AS runs,
+       (SELECT count(*) FROM notified) AS notified,
+       ARRAY(
+           SELECT t.status::text FROM task t
+           WHERE t.pipeline_id = e.pipeline_id AND t.id <> e.id
+             AND t.status <> ALL($19::text[])
+           LIMIT 1
+       ) AS unfinished
+FROM ended e;
+
+-- name: renew_leases
+-- Extend the leases this worker holds on tasks still in an occupying status; which of them a
+-- person asked to cancel. $1 task ids, $2 worker, $3 lease seconds, $4 occupying statuses.
+UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
+WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
+RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;

@@ -1,0 +1,268 @@
+"""The graphql-transport-ws connection: every message goes through one bounded outbox.
+
+strawberry awaits each send, so a client that stops reading blocks its subscriptions inside
+the socket, where nothing can tell it why; and a keep-alive ping it cannot answer closes it
+with 1011 first. Here every message is queued and one writer task per connection writes them
+in order. A connection whose outbox overflows, or whose writer has been stuck on one message
+for a keep-alive interval, is too slow: its queued messages are dropped (its memory is
+freed) and each of its subscriptions ends with SUBSCRIBER_TOO_SLOW and the `lastSequence`
+actually written, the next thing the client reads once it reads again.
+
+Live subscriptions write payloads rendered once for all who share them (`deliver`): a
+subscriber's cost is its socket write.
+"""
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import json
+import logging
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, cast
+
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+
+from conveyor.errors import ErrorCode
+from conveyor.graphql.context import Context
+from conveyor.graphql.websocket import TransportWSHandler
+
+logger = logging.getLogger(__name__)
+
+#: Messages one connection writes before it lets the others have the event loop.
+WRITES_PER_TURN = 8
+
+
+@dataclass
+class LiveOperation:
+    """A subscription of the connection, as the client sent it, and how far its messages
+    have been written to the socket."""
+
+    id: str
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    socket: "LiveSocketHandler"
+    #: The sequence of the last event written to the socket (or the position the
+    #: subscription started from); what the client resumes after when the socket fails it.
+    last_written: int = 0
+
+    def __post_init__(self) -> None:
+        self._next_head = '{"id":' + json.dumps(self.id) + ',"type":"next","payload":'
+
+    def deliver(self, sequence: int, payload: str) -> bool:
+        """Queue a payload rendered for every subscriber of the same document; False when
+        the connection is too slow and its subscriptions were ended."""
+        return self.socket.queue(_Frame(self.id, sequence, self._next_head, payload, "}"))
+
+
+#: The subscription the running resolver serves, on a connection that writes through an
+#: outbox (unset on other transports, which deliver message by message).
+current_operation: ContextVar[LiveOperation | None] = ContextVar("current_operation", default=None)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    #: The subscription the message belongs to, and the sequence it carries, if any.
+    operation_id: str | None
+    sequence: int | None
+    head: str
+    body: str
+    tail: str
+
+
+def _sequence_of(message: Message) -> int | None:
+    """The `sequence` of a subscription message whose selection has one at its root."""
+    payload = cast(dict[str, Any], message).get("payload")
+    data = payload.get("data") if isinstance(payload, dict) else None
+    root = next(iter(data.values()), None) if isinstance(data, dict) else None
+    sequence = root.get("sequence") if isinstance(root, dict) else None
+    return sequence if isinstance(sequence, int) else None
+
+
+class _LongLivedSockets:
+    """Keeps what open sockets hold out of the cyclic collector's way.
+
+    Each socket holds thousands of objects for as long as it is open; with thousands of
+    sockets a full collection walked millions of them and stopped the event loop for up to a
+    second (measured: 0.2-0.9 s at 1,000 subscribers), delaying every live update. Shortly
+    after sockets open, everything alive is frozen (`gc.freeze`, which costs nothing); cycles
+    left by closed sockets are collected once as many sockets have opened since the last
+    full collection as were open then, so that garbage stays within twice what is live.
+    """
+
+    #: How long after a socket opens the freeze waits for its subscriptions to start.
+    FREEZE_DELAY_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._opened_since_collection = 0
+        self._open_at_collection = 0
+        self._freezing: asyncio.TimerHandle | None = None
+
+    def opened(self) -> None:
+        self.open += 1
+        self._opened_since_collection += 1
+        if self._freezing is None:
+            self._freezing = asyncio.get_running_loop().call_later(
+                self.FREEZE_DELAY_SECONDS, self._freeze
+            )
+
+    def closed(self) -> None:
+        self.open -= 1
+
+    def _freeze(self) -> None:
+        self._freezing = None
+        if self._opened_since_collection > self._open_at_collection:
+            gc.unfreeze()
+            gc.collect()
+            self._open_at_collection = self.open
+            self._opened_since_collection = 0
+        gc.freeze()
+
+
+_long_lived = _LongLivedSockets()
+
+
+class LiveSocketHandler(TransportWSHandler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = self.context.settings
+        self._outbox_limit = settings.subscriber_buffer
+        self._keep_alive_seconds = settings.websocket_keep_alive_seconds
+        self._outbox: deque[_Frame] = deque()
+        self._queued = asyncio.Event()
+        self._live: dict[str, LiveOperation] = {}
+        self._loop = asyncio.get_running_loop()
+        #: When the writer started on the message it is writing, if it is writing one.
+        self._writing_since: float | None = None
+        #: Ended as too slow, with its closing messages still to write.
+        self._closing_too_slow = False
+        self._writer: asyncio.Task[None] | None = None
+        self._keep_alive: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        self._writer = asyncio.create_task(self._write(), name="conveyor-socket-writer")
+        self._keep_alive = asyncio.create_task(self._ping(), name="conveyor-socket-ping")
+        _long_lived.opened()
+        try:
+            await super().handle()
+        finally:
+            _long_lived.closed()
+            for task in (self._writer, self._keep_alive):
+                task.cancel()
+                # Either ends early only because the client went away, as the handler saw.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        live = LiveOperation(
+            operation.id, operation.query, operation.variables, operation.operation_name, self
+        )
+        self._live[operation.id] = live
+        current_operation.set(live)
+        try:
+            await super().run_operation(operation)
+        finally:
+            if self._live.get(operation.id) is live:
+                del self._live[operation.id]
+
+    async def send_message(self, message: Message) -> None:
+        body = json.dumps(message, separators=(",", ":"))
+        operation_id = cast(dict[str, Any], message).get("id")
+        self.queue(_Frame(operation_id, _sequence_of(message), "", body, ""))
+
+    def queue(self, frame: _Frame) -> bool:
+        """Queue one message for the writer; False when the connection was too slow."""
+        if self._closing_too_slow:
+            return False
+        if len(self._outbox) >= self._outbox_limit:
+            logger.info("closed a subscriber that fell %d events behind", self._outbox_limit)
+            self._too_slow()
+            return False
+        self._outbox.append(frame)
+        self._queued.set()
+        return True
+
+    async def _write(self) -> None:
+        for written in itertools.count(1):
+            while not self._outbox:
+                self._queued.clear()
+                await self._queued.wait()
+            if written % WRITES_PER_TURN == 0:
+                # A send to a socket that takes it at once does not give the loop a turn.
+                await asyncio.sleep(0)
+            frame = self._outbox[0]
+            self._writing_since = self._loop.time()
+            try:
+                await self.websocket.ws.send_text(frame.head + frame.body + frame.tail)  # type: ignore[attr-defined]
+            except Exception:
+                # The client went away; the handler learns it from its read loop.
+                return
+            finally:
+                self._writing_since = None
+            self._outbox.popleft()
+            if not self._outbox:
+                self._closing_too_slow = False
+            live = self._live.get(frame.operation_id or "")
+            if live is not None and frame.sequence is not None:
+                live.last_written = frame.sequence
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(self._keep_alive_seconds)
+            now = self._loop.time()
+            if self._closing_too_slow or not self.connection_acknowledged:
+                # Closing messages wait for the client to read again; before connection_ack
+                # nothing is pinged (strawberry closes a socket that never says hello).
+                continue
+            if self._writing_since is not None and now - self._writing_since >= (
+                self._keep_alive_seconds
+            ):
+                # A whole interval without taking one message: the client is not reading.
+                stalled = now - self._writing_since
+                logger.info("closed a subscriber that read nothing for %.0f s", stalled)
+                self._too_slow()
+            else:
+                # graphql-transport-ws's own ping keeps proxies from closing a quiet socket;
+                # a vanished peer never acknowledges it, so TCP gives up on the socket.
+                self.queue(_Frame(None, None, "", '{"type":"ping"}', ""))
+
+    def _too_slow(self) -> None:
+        """End every subscription of the connection: drop what is queued, then queue each
+        one's SUBSCRIBER_TOO_SLOW with the last sequence written, and its completion."""
+        self._outbox.clear()
+        self._closing_too_slow = True
+        if self.context.hub is not None:
+            self.context.hub.slow_subscribers_closed += len(self._live)
+        if self._writer is not None and self._writing_since is not None:
+            # The write waiting for the socket to take it is dropped too; it is restarted
+            # for the closing messages, which the client reads once it reads again.
+            self._writer.cancel()
+            self._writer = asyncio.create_task(self._write(), name="conveyor-socket-writer")
+        for operation_id, live in list(self._live.items()):
+            self.cleanup_operation_now(operation_id)
+            error = {
+                "message": "the subscriber fell too far behind and was closed; subscribe "
+                f"again with `after: {live.last_written}` to resume",
+                "extensions": {
+                    "code": ErrorCode.SUBSCRIBER_TOO_SLOW.value,
+                    "lastSequence": live.last_written,
+                },
+            }
+            for message in (
+                {"id": operation_id, "type": "next", "payload": {"data": None, "errors": [error]}},
+                {"id": operation_id, "type": "complete"},
+            ):
+                self._outbox.append(_Frame(None, None, "", json.dumps(message), ""))
+        self._live.clear()
+        self._queued.set()
+
+    def cleanup_operation_now(self, operation_id: str) -> None:
+        operation = self.operations.pop(operation_id, None)
+        if operation is not None and operation.task is not None:
+            operation.completed = True
+            operation.task.cancel()

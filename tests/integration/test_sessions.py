@@ -1,0 +1,106 @@
+"""A worker's sessions on its targets: reused between attempts, never after a cancel, retired
+when the instance's connection settings change, bounded by the instance's limit, and closed
+when idle too long."""
+
+import asyncio
+import functools
+
+from conveyor.runner.sessions import TargetSessions
+from conveyor.runner.targets import Target, execute
+from tests.integration.conftest import target_fetch
+from tests.integration.test_targets import MakeDatabase, change_of, target_of
+
+
+async def backend_of(
+    sessions: TargetSessions,
+    target: Target,
+    task_id: int,
+    *,
+    reusable: bool = True,
+    limit: int = 2,
+) -> int:
+    """The target backend an attempt ran in."""
+    pids: list[int] = []
+
+    async def remember(pid: int) -> None:
+        pids.append(pid)
+
+    outcome = await execute(
+        target,
+        change_of("SELECT 1", task_id=task_id),
+        on_backend_pid=remember,
+        sessions=functools.partial(sessions.session, 1, limit, reusable=lambda: reusable),
+    )
+    assert outcome.succeeded, outcome.error_message
+    return pids[0]
+
+
+async def test_a_session_serves_the_next_attempt_on_the_same_target(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions()
+    try:
+        first = await backend_of(sessions, target, 1)
+        assert await backend_of(sessions, target, 2) == first
+    finally:
+        await sessions.close()
+
+
+async def test_a_session_whose_attempt_was_canceled_is_not_reused(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions()
+    try:
+        first = await backend_of(sessions, target, 1, reusable=False)
+        assert await backend_of(sessions, target, 2) != first
+    finally:
+        await sessions.close()
+
+
+async def test_changed_connection_settings_retire_the_instances_sessions(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    database = await target_databases()
+    sessions = TargetSessions()
+    try:
+        first = await backend_of(sessions, target_of(server_url, database), 1)
+        changed = target_of(server_url, database, options={"sslmode": "disable"})
+        second = await backend_of(sessions, changed, 2)
+        assert second != first
+        assert await backend_of(sessions, target_of(server_url, database), 3) not in (first, second)
+    finally:
+        await sessions.close()
+
+
+async def test_the_instances_limit_bounds_its_open_sessions(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    databases = [await target_databases() for _ in range(3)]
+    sessions = TargetSessions()
+    try:
+        for task_id, database in enumerate(databases, start=1):
+            await backend_of(sessions, target_of(server_url, database), task_id, limit=2)
+        rows = await target_fetch(
+            server_url,
+            "postgres",
+            "SELECT count(*) AS open FROM pg_stat_activity WHERE application_name = 'conveyor' "
+            f"AND datname IN ({', '.join(repr(name) for name in databases)})",
+        )
+        assert rows[0]["open"] == 2
+    finally:
+        await sessions.close()
+
+
+async def test_a_session_idle_too_long_is_closed(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions(idle_seconds=0.2)
+    try:
+        first = await backend_of(sessions, target, 1)
+        await asyncio.sleep(0.3)
+        assert await backend_of(sessions, target, 2) != first
+    finally:
+        await sessions.close()
