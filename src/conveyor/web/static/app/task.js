@@ -12,39 +12,13 @@ const TASK_QUERY = `query Task($id: ID!) {
       approvedBy approvedAt cancelRequested availableActions
       database { name } instance { name }
       stage { name environment { name } }
-      pipeline { issue { id title } }
+      pipeline { issue { id title events { sequence kind actor createdAt taskId oldStatus newStatus detail } } }
       blockedBy { id name status }
       waitingReason { kind message }
       runs { id attempt status startedAt endedAt errorCode errorMessage result log }
     }
   }
 }`;
-
-// `Issue.events` is a bounded list: read page after page (at most 100 each) to the end.
-const EVENTS_PAGE = 100;
-const ISSUE_EVENTS = `query IssueEvents($id: ID!, $after: Int) {
-  node(id: $id) {
-    ... on Issue {
-      events(first: ${EVENTS_PAGE}, afterSequence: $after) {
-        sequence kind actor createdAt taskId oldStatus newStatus
-      }
-    }
-  }
-}`;
-
-/** Every event of the issue about the task, oldest first; null if the issue cannot be read. */
-async function taskEvents(issueId, taskId) {
-  const events = [];
-  let after = null;
-  for (;;) {
-    const { data } = await request(ISSUE_EVENTS, { id: issueId, after });
-    const page = data?.node?.events;
-    if (!page) return null;
-    events.push(...page.filter((event) => event.taskId === taskId));
-    if (page.length < EVENTS_PAGE) return events;
-    after = page[page.length - 1].sequence;
-  }
-}
 
 const TASK_CHANGED = `subscription ($taskId: ID!, $after: Int, $snapshot: Boolean!) {
   taskStatusChanged(taskId: $taskId, after: $after, snapshot: $snapshot) { sequence }
@@ -74,7 +48,6 @@ function Run({ run }) {
 
 export function TaskView({ taskId }) {
   const [state, setState] = useState({ task: null, error: null });
-  const [events, setEvents] = useState([]);
   const refetch = useMemo(
     () =>
       coalesced(async () => {
@@ -84,29 +57,14 @@ export function TaskView({ taskId }) {
       }),
     [taskId],
   );
-  // The events are read again only when the task changed: the issue's may be many pages.
-  const issueId = state.task?.pipeline.issue.id;
-  const refetchEvents = useMemo(
-    () =>
-      coalesced(async () => {
-        if (issueId) setEvents((await taskEvents(issueId, taskId)) ?? []);
-      }),
-    [issueId, taskId],
-  );
   useEffect(() => {
     refetch();
-    refetchEvents();
-    const changed = () => {
-      refetch();
-      refetchEvents();
-    };
-    const stop = follow(TASK_CHANGED, (after) => ({ taskId, after, snapshot: after === null }), changed);
+    const stop = follow(TASK_CHANGED, (after) => ({ taskId, after, snapshot: after === null }), refetch);
     return () => {
       stop();
       refetch.cancel();
-      refetchEvents.cancel();
     };
-  }, [refetch, refetchEvents]);
+  }, [refetch]);
   const running = state.task?.status === "RUNNING";
   useEffect(() => {
     if (!running) return undefined;
@@ -118,6 +76,7 @@ export function TaskView({ taskId }) {
   if (error) return html`<p class="refusal" role="alert">${error}</p>`;
   if (!task) return html`<p class="loading">Loading the task…</p>`;
   const issue = task.pipeline.issue;
+  const events = issue.events.filter((event) => event.taskId === task.id);
   return html`<article class="task-page" data-task-id=${task.id}>
     <p><a href="#/issues/${encodeURIComponent(issue.id)}">← ${issue.title}</a></p>
     <header>
