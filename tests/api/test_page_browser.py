@@ -457,14 +457,22 @@ def test_a_5000_task_pipeline_renders_quickly(
         {"input": {"stageId": last_stage["id"]}},
         token=dba_token,  # not the creator, who may not approve in prod
     )
-    wait_for(
-        browser,
-        "const chips = [...document.querySelectorAll("
-        f"\"[data-stage-id='{last_stage['id']}'] li.task [data-status]\")];"
-        "return chips.length > 0 && chips.every(chip => chip.dataset.status === 'PENDING');",
-        "the burst to show",
-        timeout=60,
-    )
+    last_stage_chips = f"[data-stage-id='{last_stage['id']}'] li.task [data-status]"
+    last_chips = f'[...document.querySelectorAll("{last_stage_chips}")]'
+    try:
+        wait_for(
+            browser,
+            f"const chips = {last_chips};"
+            "return chips.length > 0 && chips.every(chip => chip.dataset.status === 'PENDING');",
+            "the burst to show",
+            timeout=60,
+            explain="const counts = {};"
+            f"{last_chips}.forEach(chip => {{"
+            "  const s = chip.dataset.status; counts[s] = (counts[s] ?? 0) + 1; });"
+            "return {counts, renders: window.conveyorRenders.length};",
+        )
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\nserver log:\n{server.log()[-4000:]}") from None
     time.sleep(2)  # the reads still under way when the change showed
     refetches = browser.execute_script("return window.conveyorRenders.length") - renders_before
     longest = browser.execute_script("return window.conveyorLongest")
