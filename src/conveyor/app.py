@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from tortoise import Tortoise
 
@@ -18,6 +19,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.events.hub import running_hub
 from conveyor.events.listener import running_listener
 from conveyor.graphql.ide import graphiql_assets_mount
+from conveyor.graphql.live_socket import ExposeWebSocketConnection
 from conveyor.graphql.schema import build_schema
 from conveyor.graphql.view import GraphQLView
 from conveyor.operations.endpoints import OperationsEndpoints, Readiness
@@ -134,6 +136,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
             *page_routes(),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(ExposeWebSocketConnection)],
     )
     app.state.begin_draining = begin_draining
     return app

@@ -242,6 +242,12 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
         # are pinged by graphql.live_socket, which closes a client that stopped reading with
         # SUBSCRIBER_TOO_SLOW; legacy graphql-ws ones get "ka" messages.
         ws_ping_interval=None,
+        # graphql.live_socket writes live updates straight into this implementation's
+        # connections (any other would take the slower ASGI path).
+        ws="websockets-sansio",
+        # Compression is per connection (each keeps its own dictionary), so a message shared
+        # by 10,000 subscribers would be compressed 10,000 times; live messages are small.
+        ws_per_message_deflate=False,
         # A WebSocket message may be as large as an HTTP request body, no larger.
         ws_max_size=settings.max_request_bytes,
         # On SIGTERM, requests in flight get this long to finish.

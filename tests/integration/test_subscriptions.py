@@ -681,14 +681,14 @@ async def test_subscribers_of_one_key_share_one_rendering_of_each_event(
 ) -> None:
     rendered: list[list[int]] = []
 
-    async def render(events: list[Event]) -> list[str]:
+    async def render(events: list[Event]) -> list[bytes]:
         rendered.append([event.id for event in events])
-        return [f'{{"sequence":{event.id}}}' for event in events]
+        return [f'{{"sequence":{event.id}}}'.encode() for event in events]
 
-    delivered: dict[int, list[tuple[int, str]]] = {index: [] for index in range(50)}
+    delivered: dict[int, list[tuple[int, bytes]]] = {index: [] for index in range(50)}
 
-    def deliverer(index: int) -> Callable[[int, str], bool]:
-        def deliver(sequence: int, payload: str) -> bool:
+    def deliverer(index: int) -> Callable[[int, bytes], bool]:
+        def deliver(sequence: int, payload: bytes) -> bool:
             delivered[index].append((sequence, payload))
             return True
 
@@ -742,12 +742,12 @@ async def test_a_shared_stream_serves_thousands_of_subscribers_without_holding_t
 ) -> None:
     members = 5_000
 
-    async def render(events: list[Event]) -> list[str]:
-        return [str(event.id) for event in events]
+    async def render(events: list[Event]) -> list[bytes]:
+        return [str(event.id).encode() for event in events]
 
     delivered = 0
 
-    def deliver(sequence: int, payload: str) -> bool:
+    def deliver(sequence: int, payload: bytes) -> bool:
         nonlocal delivered
         # A socket write's worth of work (~20 µs): 5,000 of them take ~0.1 s in all.
         deadline = time.perf_counter() + 20e-6

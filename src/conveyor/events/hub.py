@@ -114,7 +114,7 @@ class HubSubscription:
         while True:
             yield await self._next_live()
 
-    def deliver(self, sequence: int, payload: str) -> bool:
+    def deliver(self, sequence: int, payload: bytes) -> bool:
         assert self.sharing is not None, "only a shared subscriber is given payloads"
         return self.sharing.deliver(sequence, payload)
 

@@ -29,7 +29,7 @@ RENDER_BATCH_SIZE = 20
 DELIVERIES_PER_TURN = 256
 
 #: Renders a batch of events: one encoded payload for each, in order.
-Render = Callable[[list[Event]], Awaitable[list[str]]]
+Render = Callable[[list[Event]], Awaitable[list[bytes]]]
 
 
 class Member(Protocol):
@@ -38,7 +38,7 @@ class Member(Protocol):
     #: The sequence of the last event handed to the subscriber; it is given only newer ones.
     last_delivered: int
 
-    def deliver(self, sequence: int, payload: str) -> bool:
+    def deliver(self, sequence: int, payload: bytes) -> bool:
         """Hand over one payload; False when the subscriber has ended (e.g. fell behind)."""
         ...
 
@@ -51,7 +51,7 @@ class Sharing:
 
     key: Hashable
     render: Render
-    deliver: Callable[[int, str], bool]
+    deliver: Callable[[int, bytes], bool]
 
 
 class SharedStream:
@@ -98,7 +98,7 @@ class SharedStream:
                 for event, payload in zip(batch, payloads, strict=True):
                     await self._distribute(event.id, payload)
 
-    async def _distribute(self, sequence: int, payload: str) -> None:
+    async def _distribute(self, sequence: int, payload: bytes) -> None:
         for served, member in enumerate(list(self.members), start=1):
             if sequence > member.last_delivered and member in self.members:
                 if member.deliver(sequence, payload):

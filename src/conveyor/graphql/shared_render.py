@@ -97,13 +97,13 @@ class _Renderer:
             self._executor = executor
         return self._executor
 
-    def _encode(self, result: ExecutionResult) -> str:
+    def _encode(self, result: ExecutionResult) -> bytes:
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in self._errors.format(result.errors)]
-        return json.dumps(payload, separators=(",", ":"))
+        return json.dumps(payload, separators=(",", ":")).encode()
 
-    async def __call__(self, events: list[Event]) -> list[str]:
+    async def __call__(self, events: list[Event]) -> list[bytes]:
         executor = self._executor_for_events()
         # One read of the rows for the whole batch (the loaders batch across its messages),
         # in one snapshot: each `lastSequence` says exactly which state a message shows.
