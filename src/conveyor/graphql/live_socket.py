@@ -21,6 +21,7 @@ import gc
 import itertools
 import json
 import logging
+import struct
 from collections import deque
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -93,9 +94,28 @@ class _DirectConnection:
     def write(self, messages: Iterable[bytes]) -> None:
         """Frame the text messages and write them in one transport write."""
         protocol = self._server.conn
-        for message in messages:
-            protocol.send_text(message)
-        self._server.transport.write(b"".join(protocol.data_to_send()))
+        if protocol.extensions:
+            for message in messages:
+                protocol.send_text(message)
+            self._server.transport.write(b"".join(protocol.data_to_send()))
+        else:
+            # Framed here: an unextended server frame is a header and the message as it is,
+            # and websockets' general framing costs as much again as the socket write.
+            self._server.transport.write(
+                b"".join(part for message in messages for part in _text_frame(message))
+            )
+
+
+def _text_frame(message: bytes) -> tuple[bytes, bytes]:
+    """An unfragmented, unmasked text frame (RFC 6455 5.2): FIN and opcode, the length."""
+    length = len(message)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header, message
 
 
 @dataclass
