@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
 from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Event, Task
@@ -138,14 +139,26 @@ async def events_after(
     sequence: int, limit: int, event_filter: EventFilter | None = None
 ) -> list[Event]:
     """The first `limit` events (matching the filter) after `sequence`, in sequence order."""
-    queryset = Event.filter(id__gt=sequence)
+    # Read without the ORM's query building and row handling: the hub reads every event of
+    # a burst (7,000 rows: ~130 ms through the ORM, ~60 ms so) before any event after it.
+    conditions = ["id > $1"]
+    parameters: list[Any] = [sequence, limit]
     if event_filter is not None:
-        queryset = queryset.filter(kind__in=list(event_filter.kinds))
+        parameters.append([kind.value for kind in event_filter.kinds])
+        conditions.append(f"kind = ANY(${len(parameters)}::text[])")
         for column in ("issue_id", "pipeline_id", "stage_id", "task_id"):
             value = getattr(event_filter, column)
             if value is not None:
-                queryset = queryset.filter(**{column: value})
-    return await queryset.order_by("id").limit(limit)
+                parameters.append(value)
+                conditions.append(f"{column} = ${len(parameters)}")
+    columns = ", ".join(Event._meta.fields_db_projection.values())
+    sql = f"SELECT {columns} FROM event WHERE {' AND '.join(conditions)} ORDER BY id LIMIT $2"
+    client: Any = get_connection("default")
+    async with client.acquire_connection() as connection:
+        # Logged as tortoise logs each statement it sends, for whoever counts them.
+        client.log.debug("%s: %s", sql, parameters)
+        rows = await connection.fetch(sql, *parameters)
+    return [Event._init_from_db(**row) for row in rows]
 
 
 @dataclass(frozen=True)

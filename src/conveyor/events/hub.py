@@ -30,7 +30,7 @@ from conveyor.db.outages import Outage
 from conveyor.domain.permissions import Principal
 from conveyor.errors import ConveyorError, ErrorCode, Problem, unauthenticated
 from conveyor.events.listener import EventListener
-from conveyor.events.shared import SharedStream, Sharing
+from conveyor.events.shared import Priority, SharedStream, Sharing
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ class EventHub:
         #: The subscriptions the hub hands events to one by one: not in a shared stream.
         self._unshared: set[HubSubscription] = set()
         self._streams: dict[tuple[EventFilter, Hashable], SharedStream] = {}
+        #: Shared by the streams: live ones render before those catching up with a burst.
+        self._priority = Priority()
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: Every event up to this sequence has been handed to the subscriptions.
@@ -244,7 +246,7 @@ class EventHub:
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = SharedStream(
-                subscription.event_filter, sharing.key, sharing.render
+                subscription.event_filter, sharing.key, sharing.render, self._priority
             )
         self._unshared.discard(subscription)
         stream.members.add(subscription)
