@@ -592,6 +592,27 @@ def test_a_running_task_shows_its_log_as_it_runs(
     assert "approved" in events.lower(), events
 
 
+def test_the_issue_list_shows_a_new_issue_and_its_status_without_a_reload(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    sign_in(browser, server, server.token)
+    wait_for_list(browser, "titles.length > 0", "the issue list")
+    issue_id = create_prod_issue(server, "Opened elsewhere", stages=1, tasks=1)
+    wait_for_list(browser, "titles[0] === 'Opened elsewhere'", "the new issue at the top")
+    only_task = issue_stages(server, issue_id)[0]["tasks"][0]
+    api(
+        server,
+        "mutation ($input: SkipTaskInput!) { skipTask(input: $input) { id } }",
+        {"input": {"taskId": only_task, "reason": "done by hand"}},
+    )
+    wait_for(
+        browser,
+        f"return document.querySelector(\"tr[data-issue-id='{issue_id}'] [data-status]\")"
+        "?.dataset.status === 'DONE';",
+        "the issue done in the list once its only task is skipped",
+    )
+
+
 def listed_titles(browser: Any) -> list[str]:
     titles: list[str] = browser.execute_script(
         "return [...document.querySelectorAll('.issue-table tbody a')].map(a => a.textContent);"
