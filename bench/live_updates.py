@@ -200,11 +200,19 @@ async def run_client(
     assert address.hostname is not None
     assert address.port is not None
 
+    # Reports go out without blocking: a print waiting for the driver to read the pipe would
+    # stop this process reading its sockets, and the server would close them as too slow.
+    loop = asyncio.get_running_loop()
+    reports, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+
+    def report(message: object) -> None:
+        reports.write((json.dumps(message) + "\n").encode())
+
     def arrived(sequence: int, at: float) -> None:
         times = arrivals.setdefault(sequence, [])
         times.append(at)
         if len(times) == count:
-            print(json.dumps({"sequence": sequence, "arrivals": times}), flush=True)
+            report({"sequence": sequence, "arrivals": times})
             del arrivals[sequence]
 
     async def subscriber(gate: asyncio.Semaphore) -> None:
@@ -234,7 +242,7 @@ async def run_client(
         if failed:
             raise RuntimeError(f"a subscriber ended: {failed[0].exception()!r}")
         await asyncio.sleep(0.1)
-    print(json.dumps({"ready": True}), flush=True)
+    report({"ready": True})
     # Subscribed until the driver closes our stdin.
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for reader in readers:
