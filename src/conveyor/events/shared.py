@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 #: Events rendered together: they share one read of the rows they show. Small enough that
 #: the part of a batch's rendering done in one turn of the event loop stays a few ms.
 RENDER_BATCH_SIZE = 20
-#: Events rendered together by a stream catching up: a live stream's event may wait for
-#: the batch in progress (a rich rendering takes ~1-2 ms an event).
-CATCH_UP_BATCH_SIZE = 5
 #: Members served per turn of the event loop.
 DELIVERIES_PER_TURN = 256
 #: The longest a stream catching up waits for the live ones between two of its batches:
@@ -137,8 +134,7 @@ class SharedStream:
                 self._hold(not catching_up)
                 if catching_up:
                     await self._priority.calm()
-                count = CATCH_UP_BATCH_SIZE if catching_up else len(self._pending)
-                count = min(count, RENDER_BATCH_SIZE)
+                count = min(len(self._pending), RENDER_BATCH_SIZE)
                 batch = [self._pending.popleft() for _ in range(count)]
                 try:
                     payloads = await self._render(batch)
