@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -202,11 +204,16 @@ async def run_client(
 
     # Reports go out without blocking: a print waiting for the driver to read the pipe would
     # stop this process reading its sockets, and the server would close them as too slow.
-    loop = asyncio.get_running_loop()
-    reports, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+    reports: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def write_reports() -> None:
+        while True:
+            print(reports.get(), flush=True)
+
+    threading.Thread(target=write_reports, daemon=True).start()
 
     def report(message: object) -> None:
-        reports.write((json.dumps(message) + "\n").encode())
+        reports.put(json.dumps(message))
 
     def arrived(sequence: int, at: float) -> None:
         times = arrivals.setdefault(sequence, [])
