@@ -20,6 +20,7 @@ others.
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -300,12 +301,15 @@ class Clients:
             for share in shares
             if share
         ]
+        # A thread per process: each blocks on its process's next line, and the loop's
+        # default pool (6 threads on 2 CPUs) left the burst's client unread behind 8 others.
+        self._threads = concurrent.futures.ThreadPoolExecutor(len(self._processes))
         self._readers = [asyncio.create_task(self._read(process)) for process in self._processes]
 
     async def _read(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
         loop = asyncio.get_running_loop()
-        while line := await loop.run_in_executor(None, process.stdout.readline):
+        while line := await loop.run_in_executor(self._threads, process.stdout.readline):
             report = json.loads(line)
             if "ready" in report:
                 self._ready += 1
