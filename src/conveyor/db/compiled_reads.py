@@ -322,12 +322,12 @@ def _access_facts_sql(alias: str, joined: str) -> tuple[str, str]:
     """What actions_for reads about a task beyond its row: its pipeline's status, its
     issue's creator and its environment's approval rules (for available_actions); and the
     joins that bring them, aliased from `joined`."""
+    # Flat and scalar: the caller decides once for each distinct array (few differ).
     facts = (
         f"json_build_array({alias}.type, {alias}.status, "
-        f"{iso_timestamp_sql(f'{alias}.not_before')}, "
-        f"{iso_timestamp_sql(f'{alias}.cancel_requested_at')}, "
-        f"json_build_array({joined}p.status, {joined}i.creator, "
-        f"{joined}e.developers_may_approve, {joined}e.creator_may_approve))"
+        f"{alias}.not_before IS NOT NULL, {alias}.cancel_requested_at IS NOT NULL, "
+        f"{joined}p.status, {joined}i.creator, "
+        f"{joined}e.developers_may_approve, {joined}e.creator_may_approve)"
     )
     joins = (
         f"LEFT JOIN pipeline {joined}p ON {joined}p.id = {alias}.pipeline_id "
@@ -646,6 +646,7 @@ async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:
 
 
 _TASK_STATUSES = {status.value: status for status in TaskStatus}
+_NO_BLOCKERS: frozenset[int] = frozenset()
 
 
 def _timestamp(text: str | None) -> datetime | None:
@@ -668,8 +669,8 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
                         status=_TASK_STATUSES[task_status],
                         instance_id=instance_id,
                         database_id=database_id,
-                        not_before=_timestamp(not_before),
-                        blocked_by=frozenset(blocked_by),
+                        not_before=None if not_before is None else _timestamp(not_before),
+                        blocked_by=frozenset(blocked_by) if blocked_by else _NO_BLOCKERS,
                     )
                     for task_id, task_status, instance_id, database_id, not_before, blocked_by in (
                         tasks
@@ -692,14 +693,22 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
 def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAction]:
     """What domain.task_actions.actions_for offers `principal` on a task, from the facts
     _access_facts_sql read (the task's row in part: what actions_for looks at)."""
-    task_type, status, not_before, cancel_requested_at, about = facts
-    pipeline_status, creator, developers_may_approve, creator_may_approve = about
+    (
+        task_type,
+        status,
+        has_not_before,
+        cancel_requested,
+        pipeline_status,
+        creator,
+        developers_may_approve,
+        creator_may_approve,
+    ) = facts
     task = TaskFacts(
         status=TaskStatus(status),
         type=TaskType(task_type),
         pipeline_status=PipelineStatus(pipeline_status),
-        cancel_requested=cancel_requested_at is not None,
-        has_not_before=not_before is not None,
+        cancel_requested=cancel_requested,
+        has_not_before=has_not_before,
     )
     rules = ApprovalRules(
         developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
