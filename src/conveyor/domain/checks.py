@@ -18,7 +18,7 @@ from conveyor.domain.statements import (
     line_and_column,
     parse_script,
 )
-from conveyor.domain.statuses import TaskType
+from conveyor.domain.statuses import ApprovalPolicy, TaskType
 
 
 class CheckLevel(enum.Enum):
@@ -125,6 +125,11 @@ _NOTICES = (
     "prefer-timestamp-tz",
     "ban-char-field",
 )
+
+
+def is_protected(approval_policy: ApprovalPolicy) -> bool:
+    """An environment whose tasks wait for a person's approval holds data that matters."""
+    return approval_policy is ApprovalPolicy.MANUAL
 
 
 def default_review_policy(protected: bool) -> ReviewPolicy:
