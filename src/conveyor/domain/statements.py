@@ -124,15 +124,15 @@ class Statement:
 
 
 def _nodes(tree: object) -> Iterator[Mapping[str, Any]]:
-    """Every mapping in a parse tree, depth first."""
+    """Every mapping in a parse tree, depth first, in the order of the source."""
     stack = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             yield item
-            stack.extend(item.values())
+            stack.extend(reversed(item.values()))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend(reversed(item))
 
 
 # Statements PostgreSQL refuses inside a transaction block. ALTER TYPE ... ADD VALUE is not here
@@ -288,13 +288,19 @@ def _pieces(script: str, tokens: Sequence[parser.Token]) -> tuple[list[_Piece], 
     return pieces, start
 
 
+def _error_offset(error: parser.ParseError, end_of_input: int) -> int:
+    """Where the scanner or parser stopped; no position means the end of the input."""
+    offset = error.args[1] if len(error.args) > 1 else None
+    return end_of_input if offset is None else int(offset)
+
+
 def _split(script: str) -> list[_Piece]:
     try:
         pieces, unterminated = _pieces(script, parser.scan(script))
     except parser.ParseError as error:
         # An unterminated quote or comment runs to the end: what came before it still splits,
         # and the statement it is in takes the rest of the script.
-        stop = error.args[1] if len(error.args) > 1 else 0
+        stop = _error_offset(error, len(script))
         try:
             pieces, unterminated = _pieces(script, parser.scan(script[:stop]))
         except parser.ParseError:
@@ -315,7 +321,7 @@ def _statement(script: str, piece: _Piece, tree: Mapping[str, Any] | None) -> St
         try:
             [tree] = _parse(text)
         except parser.ParseError as error:
-            offset = piece.start + (error.args[1] if len(error.args) > 1 else 0)
+            offset = piece.start + _error_offset(error, len(text))
             problem = SyntaxProblem(str(error.args[0]), min(offset, piece.end))
             return Statement(text, piece.start, piece.end, StatementKind.UNKNOWN, {}, problem)
         except ValueError:  # more than one statement where psql sees one: the server decides
