@@ -57,7 +57,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class ReviewPolicy:
-    #: rule -> level; None turns the rule off. A rule not named keeps the level it came with.
+    #: rule -> level; None turns the rule off. A rule not named keeps the level it came with
+    #: (squawk's own: Warning -> WARNING, Error -> ERROR).
     levels: Mapping[str, CheckLevel | None]
     #: Findings at this level or worse block the task.
     blocking: CheckLevel
@@ -99,7 +100,6 @@ DATA_LOSS_RULES = (
     "ban-drop-column",
     "ban-drop-table",
     "ban-drop-schema",
-    "ban-drop-materialized-view",
 )
 
 # squawk's rules Conveyor's own cover, or that the runner satisfies itself.
@@ -114,6 +114,27 @@ _OFF_BY_DEFAULT: Mapping[str, str] = {
     "ban-drop-database": "Conveyor's drop-database rule covers it, with or without squawk",
     "ban-truncate-cascade": "Conveyor's truncate rule covers every TRUNCATE",
 }
+
+# squawk's rules on statements that lock or rewrite a table for long, or break clients: worth
+# a look before approving, a block nowhere by default.
+_LOCKS_AND_BREAKAGE = (
+    "require-concurrent-index-creation",
+    "require-concurrent-index-deletion",
+    "constraint-missing-not-valid",
+    "adding-field-with-default",
+    "adding-foreign-key-constraint",
+    "adding-not-nullable-field",
+    "adding-required-field",
+    "adding-serial-primary-key-field",
+    "changing-column-type",
+    "disallowed-unique-constraint",
+    "renaming-column",
+    "renaming-table",
+    "ban-drop-not-null",
+    "ban-concurrent-index-creation-in-transaction",
+    "ban-create-domain-with-constraint",
+    "ban-alter-domain-with-add-constraint",
+)
 
 # Style and robustness advice: noticed, never in the way.
 _NOTICES = (
@@ -142,6 +163,7 @@ def default_review_policy(protected: bool) -> ReviewPolicy:
         DML_IN_SCHEMA_UPDATE: CheckLevel.WARNING,
         GRANT_TO_PUBLIC: CheckLevel.WARNING,
     }
+    levels.update(dict.fromkeys(_LOCKS_AND_BREAKAGE, CheckLevel.WARNING))
     levels.update(dict.fromkeys(_NOTICES, CheckLevel.NOTICE))
     data_loss = CheckLevel.ERROR if protected else CheckLevel.WARNING
     levels.update(dict.fromkeys(DATA_LOSS_RULES, data_loss))
@@ -277,7 +299,9 @@ def _drop_database(statement: Statement, task_type: TaskType) -> str | None:
 
 
 def _grant_to_public(statement: Statement, task_type: TaskType) -> str | None:
-    for grant in statement.nodes("GrantStmt"):
+    # GRANT itself, or bare inside ALTER DEFAULT PRIVILEGES.
+    grants = (node for node in statement.subtrees() if "is_grant" in node and "grantees" in node)
+    for grant in grants:
         grantees = grant.get("grantees", [])
         to_public = any(
             grantee.get("RoleSpec", {}).get("roletype") == "ROLESPEC_PUBLIC" for grantee in grantees

@@ -113,8 +113,14 @@ class Statement:
             named.insert(0, self.node.get("schemaname", ""))
         return tuple(dict.fromkeys(name for name in named if name))
 
+    def subtrees(self) -> Iterator[Mapping[str, Any]]:
+        """Every mapping in the statement's parse tree, in the order of the source. A node in a
+        field of a known type comes bare, without its {"NodeType": ...} wrapper."""
+        return _nodes(self.tree)
+
     def nodes(self, node_type: str) -> Iterator[Mapping[str, Any]]:
-        """Every node of `node_type` in the statement's tree, itself included."""
+        """Every node of `node_type` in the statement's tree wrapped in its type's name (any
+        statement nested in a query is), and the statement itself."""
         for node in _nodes(self.tree):
             inner = node.get(node_type)
             if isinstance(inner, dict):
