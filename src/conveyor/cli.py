@@ -327,12 +327,20 @@ def _add_check_command(commands: "argparse._SubParsersAction[argparse.ArgumentPa
         default=TaskType.SCHEMA_UPDATE.value,
         help="the task's type (default SCHEMA_UPDATE)",
     )
-    parser.add_argument(
+    protection = parser.add_mutually_exclusive_group()
+    protection.add_argument(
         "--protected",
-        action=argparse.BooleanOptionalAction,
+        dest="protected",
+        action="store_true",
         default=None,
-        help="use the protected environments' defaults (data-loss rules are errors); "
-        "default: protected when the environment is named prod, production, prd or live",
+        help="use the protected environments' defaults (data-loss rules are errors); default: "
+        "protected when the environment is named prod, production, prd or live",
+    )
+    protection.add_argument(
+        "--not-protected",
+        dest="protected",
+        action="store_false",
+        help="use the other environments' defaults (data-loss rules are warnings)",
     )
 
 
