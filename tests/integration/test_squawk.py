@@ -8,7 +8,7 @@ import pytest
 from conveyor.domain.checks import CheckLevel, check_statement, default_review_policy
 from conveyor.domain.statuses import TaskType
 from conveyor.runner import squawk
-from conveyor.runner.squawk import SquawkUnavailable, lint, lint_sync
+from conveyor.runner.squawk import SquawkUnavailable, lint, lint_many, lint_many_sync, lint_sync
 
 
 # squawk's rules the issue names: what each reports and a safe way to write the same change.
@@ -104,6 +104,24 @@ async def test_the_async_lint_gives_what_the_sync_one_gives() -> None:
 
     assert await lint(sql) == lint_sync(sql)
     assert await lint("SELECT 1") == ()
+
+
+async def test_many_statements_linted_in_one_run_get_what_each_gets_alone() -> None:
+    statements = [
+        "CREATE INDEX i ON t (x)",
+        "SELECT 1",
+        "CREATE TABLE t (id bigint); CREATE INDEX CONCURRENTLY u_id ON u (id)",
+        "ALTER TABLE t DROP COLUMN y;\nALTER TABLE t ADD COLUMN z int",
+        "CREATE TABLE t (id bigint); CREATE TABLE u (id bigint)",
+    ]
+
+    together = lint_many_sync(statements)
+
+    assert together == [lint_sync(statement) for statement in statements]
+    assert together[1] == ()
+    assert [finding.line for finding in together[3] if finding.rule == "ban-drop-column"] == [1]
+    assert await lint_many(statements) == together
+    assert lint_many_sync([]) == []
 
 
 def test_a_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import enum
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor.domain.statements import (
     Script,
@@ -328,10 +329,17 @@ _SQUAWK_LEVELS = {"Error": CheckLevel.ERROR, "Warning": CheckLevel.WARNING}
 def parse_squawk_report(json_text: str, sql: str) -> tuple[Finding, ...]:
     """Findings from `squawk --reporter json` run over `sql` (its lines 0-based, its columns in
     bytes); each names the statement of `sql` it falls in."""
+    return squawk_findings(json.loads(json_text), sql)
+
+
+def squawk_findings(entries: Sequence[Mapping[str, Any]], sql: str) -> tuple[Finding, ...]:
+    """Findings from the entries of squawk's JSON report that are about `sql`."""
+    if not entries:
+        return ()
     script = parse_script(sql)
     lines = sql.split("\n")
     findings = []
-    for entry in json.loads(json_text):
+    for entry in entries:
         line_index = int(entry["line"])
         text_of_line = lines[line_index] if line_index < len(lines) else ""
         byte_column = int(entry["column"])

@@ -1,20 +1,27 @@
-"""Running squawk, the PostgreSQL migration linter, over a task's statement.
+"""Running squawk, the PostgreSQL migration linter, over task statements.
 
 The binary comes with the `squawk-cli` wheel, in the same bin directory as the Python running
-Conveyor; its JSON report is read by `domain.checks.parse_squawk_report`.
+Conveyor; its JSON report is read by `domain.checks`. Starting squawk costs more than linting a
+statement, so many statements are linted by one run, each in a file of its own.
 """
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from conveyor.domain.checks import Finding, parse_squawk_report
+from conveyor.domain.checks import Finding, squawk_findings
 from conveyor.domain.statements import is_transactional
 
-#: A linter slower than this is stuck: the statement is at most a few megabytes.
-LINT_TIMEOUT_SECONDS = 60.0
+#: A linter slower than this is stuck: a batch is at most _BATCH statements.
+LINT_TIMEOUT_SECONDS = 120.0
+_BATCH = 1_000
 
 
 class SquawkUnavailable(Exception):
@@ -35,30 +42,18 @@ def squawk_binary() -> Path:
     return Path(found)
 
 
-def _command(sql: str) -> list[str]:
-    command = [str(squawk_binary()), "--reporter", "json", "--stdin-filepath", "statement.sql"]
+def _run(binary: Path, directory: Path, names: list[str], in_transaction: bool) -> list[Any]:
+    command = [str(binary), "--reporter", "json"]
     # Conveyor wraps a transactional change in a transaction of its own: squawk then judges
     # CONCURRENTLY and robustness as they will run. A script that cannot run in one runs bare.
-    if is_transactional(sql):
+    if in_transaction:
         command.append("--assume-in-transaction")
-    return command
-
-
-def _report(sql: str, returncode: int | None, stdout: bytes, stderr: bytes) -> tuple[Finding, ...]:
-    # squawk exits 1 when it found something, and also when it failed: only its output tells.
-    text = stdout.decode(errors="replace").strip()
-    if not text.startswith("["):
-        reason = stderr.decode(errors="replace").strip() or text or f"exit status {returncode}"
-        raise SquawkUnavailable(f"squawk gave no report: {reason}")
-    return parse_squawk_report(text, sql)
-
-
-def lint_sync(sql: str) -> tuple[Finding, ...]:
-    """squawk's findings on `sql`, at squawk's own levels (a ReviewPolicy weighs them)."""
     try:
+        # Run in the batch's own directory: a .squawk.toml of wherever Conveyor was started
+        # must not change what a task is told.
         done = subprocess.run(
-            _command(sql),
-            input=sql.encode(),
+            [*command, *names],
+            cwd=directory,
             capture_output=True,
             timeout=LINT_TIMEOUT_SECONDS,
             check=False,
@@ -67,28 +62,45 @@ def lint_sync(sql: str) -> tuple[Finding, ...]:
         raise SquawkUnavailable(f"squawk took more than {error.timeout:g} s") from None
     except OSError as error:
         raise SquawkUnavailable(f"squawk could not start: {error}") from None
-    return _report(sql, done.returncode, done.stdout, done.stderr)
+    # squawk exits 1 when it found something, and also when it failed: only its output tells.
+    text = done.stdout.decode(errors="replace").strip()
+    if not text.startswith("["):
+        reason = done.stderr.decode(errors="replace").strip() or text
+        raise SquawkUnavailable(f"squawk gave no report: {reason or done.returncode}")
+    entries: list[Any] = json.loads(text)
+    return entries
 
 
-async def lint(sql: str) -> tuple[Finding, ...]:
-    """squawk's findings on `sql`, at squawk's own levels (a ReviewPolicy weighs them)."""
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *_command(sql),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as error:
-        raise SquawkUnavailable(f"squawk could not start: {error}") from None
-    try:
-        stdout, stderr = await asyncio.wait_for(
-            process.communicate(sql.encode()), LINT_TIMEOUT_SECONDS
-        )
-    except TimeoutError:
-        raise SquawkUnavailable(f"squawk took more than {LINT_TIMEOUT_SECONDS:g} s") from None
-    finally:
-        if process.returncode is None:  # timed out or canceled: leave no linter behind
-            process.kill()
-            await process.wait()
-    return _report(sql, process.returncode, stdout, stderr)
+def lint_many_sync(statements: Sequence[str]) -> list[tuple[Finding, ...]]:
+    """squawk's findings on each of `statements`, at squawk's own levels (a ReviewPolicy
+    weighs them), in the same order."""
+    binary = squawk_binary()
+    found: dict[int, list[Any]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="conveyor-squawk-") as name:
+        directory = Path(name)
+        for index, statement in enumerate(statements):
+            (directory / f"{index}.sql").write_text(statement)
+        by_transaction: dict[bool, list[str]] = defaultdict(list)
+        for index, statement in enumerate(statements):
+            by_transaction[is_transactional(statement)].append(f"{index}.sql")
+        for in_transaction, names in by_transaction.items():
+            for start in range(0, len(names), _BATCH):
+                batch = names[start : start + _BATCH]
+                for entry in _run(binary, directory, batch, in_transaction):
+                    found[int(Path(entry["file"]).stem)].append(entry)
+    return [squawk_findings(found[index], statement) for index, statement in enumerate(statements)]
+
+
+def lint_sync(statement: str) -> tuple[Finding, ...]:
+    """squawk's findings on `statement`, at squawk's own levels."""
+    return lint_many_sync([statement])[0]
+
+
+async def lint_many(statements: Sequence[str]) -> list[tuple[Finding, ...]]:
+    """`lint_many_sync` off the event loop."""
+    return await asyncio.to_thread(lint_many_sync, statements)
+
+
+async def lint(statement: str) -> tuple[Finding, ...]:
+    """squawk's findings on `statement`, at squawk's own levels, off the event loop."""
+    return (await lint_many([statement]))[0]
