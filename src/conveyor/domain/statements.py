@@ -6,6 +6,7 @@ a rule existed. SQL is read by PostgreSQL's own scanner and parser (libpg_query,
 nothing in Conveyor lexes SQL by hand.
 """
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,7 +101,7 @@ class Statement:
     def relations(self) -> tuple[Relation, ...]:
         """The relations the statement names, each once, in order of appearance."""
         seen: dict[Relation, None] = {}
-        for node in _nodes(self.tree):
+        for node in self._subtrees:
             if "relname" in node and "relpersistence" in node:  # a RangeVar
                 seen[Relation(node.get("schemaname"), node["relname"])] = None
         return tuple(seen)
@@ -113,20 +114,29 @@ class Statement:
             named.insert(0, self.node.get("schemaname", ""))
         return tuple(dict.fromkeys(name for name in named if name))
 
-    def subtrees(self) -> Iterator[Mapping[str, Any]]:
+    @functools.cached_property
+    def _subtrees(self) -> tuple[Mapping[str, Any], ...]:
+        # Walked once: every rule reads the same tree.
+        return tuple(_nodes(self.tree))
+
+    @functools.cached_property
+    def _wrapped(self) -> Mapping[str, tuple[Mapping[str, Any], ...]]:
+        found: dict[str, list[Mapping[str, Any]]] = {}
+        for node in self._subtrees:
+            for key, value in node.items():
+                if key[:1].isupper() and isinstance(value, dict):
+                    found.setdefault(key, []).append(value)
+        return {key: tuple(values) for key, values in found.items()}
+
+    def subtrees(self) -> tuple[Mapping[str, Any], ...]:
         """Every mapping in the statement's parse tree, in the order of the source. A node in a
         field of a known type comes bare, without its {"NodeType": ...} wrapper."""
-        return _nodes(self.tree)
+        return self._subtrees
 
-    def nodes(self, node_type: str) -> Iterator[Mapping[str, Any]]:
-        """Every node of `node_type` in the statement's tree wrapped in its type's name (any
-        statement nested in a query is), and the statement itself."""
-        for node in _nodes(self.tree):
-            inner = node.get(node_type)
-            if isinstance(inner, dict):
-                yield inner
-        if self.node_type == node_type:
-            yield self.node
+    def nodes(self, node_type: str) -> tuple[Mapping[str, Any], ...]:
+        """Every node of `node_type` in the statement's tree wrapped in its type's name: the
+        statement itself, and any statement nested in a query."""
+        return self._wrapped.get(node_type, ())
 
 
 def _nodes(tree: object) -> Iterator[Mapping[str, Any]]:
