@@ -358,10 +358,6 @@ class Script:
         return all(statement.transactional for statement in self.statements)
 
     @property
-    def syntax_errors(self) -> tuple[Statement, ...]:
-        return tuple(s for s in self.statements if s.syntax_error is not None)
-
-    @property
     def refusal(self) -> StatementRefusal | None:
         """Why Conveyor will not run the script, or None when it may."""
         if not self.statements:
