@@ -93,6 +93,19 @@ def test_each_own_rule_reports_what_it_is_about_and_lets_the_near_miss_pass(
     assert rule not in rules(passed, task_type)
 
 
+@pytest.mark.parametrize("sql", ["", "-- only a comment\n/* and another */ ;"])
+def test_a_statement_without_sql_cannot_run(sql: str) -> None:
+    [finding] = check_statement(sql, TaskType.SCHEMA_UPDATE, DEV)
+
+    assert (finding.rule, finding.level, finding.statement) == (
+        "statement-cannot-run",
+        CheckLevel.ERROR,
+        None,
+    )
+    assert finding.message == "the statement holds no SQL, only comments"
+    assert rules("SELECT 1") == []
+
+
 def test_a_rule_is_told_apart_by_task_type() -> None:
     assert "ddl-in-data-update" in rules("CREATE TABLE t (x int)", TaskType.DATA_UPDATE)
     assert "ddl-in-data-update" not in rules("CREATE TABLE t (x int)", TaskType.SCHEMA_UPDATE)
