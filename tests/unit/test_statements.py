@@ -233,3 +233,23 @@ def test_positions_count_characters_not_bytes() -> None:
     assert script[second.start : second.end] == second.text
     assert second.syntax_error is not None
     assert line_and_column(script, second.syntax_error.offset) == (2, 17)
+
+
+@pytest.mark.parametrize(
+    ("script", "message", "offset"),
+    [
+        ("SELECT 1;\x00; DROP TABLE t", "a NUL character, which PostgreSQL refuses", 9),
+        ("SELECT '\ud800'; DROP TABLE t", "a lone surrogate, which is not valid UTF-8", 8),
+    ],
+)
+def test_a_script_postgresql_cannot_read_stays_whole_with_its_problem(
+    script: str, message: str, offset: int
+) -> None:
+    [statement] = parse_script(script).statements
+
+    assert statement.text == script
+    assert statement.kind is StatementKind.UNKNOWN
+    assert statement.syntax_error is not None
+    assert message in statement.syntax_error.message
+    assert statement.syntax_error.offset == offset
+    assert statement.transactional

@@ -90,7 +90,7 @@ def test_splitting_then_joining_loses_nothing_but_separators(script: str) -> Non
     assert_lossless(script)
 
 
-@given(st.text(alphabet=st.sampled_from("ab1 ;\n'\"$-/*()éE\\"), max_size=60))
+@given(st.text(alphabet=st.sampled_from("ab1 ;\n'\"$-/*()éE\\\x00\ud800"), max_size=60))
 @settings(max_examples=400)
 def test_any_text_loses_nothing_but_separators_even_when_it_is_not_sql(script: str) -> None:
     assert_lossless(script)

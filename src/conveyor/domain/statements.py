@@ -376,6 +376,9 @@ class Script:
 def parse_script(script: str) -> Script:
     """`script` split into statements the way psql splits a file, each parsed by PostgreSQL's
     parser."""
+    unreadable = _unreadable(script)
+    if unreadable is not None:
+        return _unreadable_script(script, unreadable)
     pieces = _split(script)
     trees: list[dict[str, Any]] | None
     try:
@@ -389,6 +392,33 @@ def parse_script(script: str) -> Script:
         script,
         tuple(_statement(script, piece, tree) for piece, tree in zip(pieces, trees, strict=True)),
     )
+
+
+def _unreadable(script: str) -> SyntaxProblem | None:
+    """What keeps PostgreSQL from reading `script` at all, before any parser does."""
+    # The parser reads a C string: a NUL would end the script there, and drop the rest unseen.
+    nul = script.find("\x00")
+    if nul >= 0:
+        return SyntaxProblem("the statement holds a NUL character, which PostgreSQL refuses", nul)
+    try:
+        script.encode()
+    except UnicodeEncodeError as error:
+        message = "the statement holds a lone surrogate, which is not valid UTF-8"
+        return SyntaxProblem(message, error.start)
+    return None
+
+
+def is_readable(script: str) -> bool:
+    """Whether PostgreSQL can read `script` as text at all (no NUL, valid UTF-8)."""
+    return _unreadable(script) is None
+
+
+def _unreadable_script(script: str, problem: SyntaxProblem) -> Script:
+    # Not split: whatever runs it sends it whole, and the server refuses it whole.
+    start = len(script) - len(script.lstrip())
+    end = len(script.rstrip())
+    statement = Statement(script[start:end], start, end, StatementKind.UNKNOWN, {}, problem)
+    return Script(script, (statement,))
 
 
 def refusal_of(script: str) -> StatementRefusal | None:

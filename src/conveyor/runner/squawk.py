@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.domain.checks import Finding, squawk_findings
-from conveyor.domain.statements import is_transactional
+from conveyor.domain.statements import is_readable, is_transactional
 
 #: A linter slower than this is stuck: a batch is at most _BATCH statements.
 LINT_TIMEOUT_SECONDS = 120.0
@@ -95,11 +95,12 @@ def lint_many_sync(statements: Sequence[str]) -> list[tuple[Finding, ...]]:
     scratch = _scratch_directory(sum(len(statement) for statement in statements))
     with tempfile.TemporaryDirectory(prefix="conveyor-squawk-", dir=scratch) as name:
         directory = Path(name)
-        for index, statement in enumerate(statements):
-            (directory / f"{index}.sql").write_text(statement)
         by_transaction: dict[bool, list[str]] = defaultdict(list)
         for index, statement in enumerate(statements):
-            by_transaction[is_transactional(statement)].append(f"{index}.sql")
+            # What PostgreSQL cannot read has its syntax finding; squawk would choke on it.
+            if is_readable(statement):
+                (directory / f"{index}.sql").write_text(statement)
+                by_transaction[is_transactional(statement)].append(f"{index}.sql")
         for in_transaction, names in by_transaction.items():
             for start in range(0, len(names), _BATCH):
                 batch = names[start : start + _BATCH]
