@@ -108,10 +108,18 @@ class Statement:
 
     @property
     def schemas(self) -> tuple[str, ...]:
-        """The schemas the statement names explicitly, each once."""
+        """The schemas the statement names explicitly, each once: those of the relations it names
+        and of the function, type or domain it defines, and the schema it creates."""
         named = [relation.schema for relation in self.relations if relation.schema is not None]
         if self.node_type == "CreateSchemaStmt":
             named.insert(0, self.node.get("schemaname", ""))
+        for key in _DEFINED_NAMES:
+            name = self.node.get(key)
+            if not isinstance(name, list):  # a domain's typeName is its base type, not its name
+                continue
+            parts = [part.get("String", {}).get("sval") for part in name]
+            if len(parts) >= 2 and isinstance(parts[-2], str):  # [catalog.]schema.name
+                named.insert(0, parts[-2])
         return tuple(dict.fromkeys(name for name in named if name))
 
     @functools.cached_property
@@ -137,6 +145,12 @@ class Statement:
         """Every node of `node_type` in the statement's tree wrapped in its type's name: the
         statement itself, and any statement nested in a query."""
         return self._wrapped.get(node_type, ())
+
+
+# Fields holding the qualified name of what a statement defines: CREATE FUNCTION/PROCEDURE
+# (funcname), CREATE TYPE ... AS ENUM (typeName), CREATE DOMAIN (domainname), CREATE AGGREGATE,
+# OPERATOR, TYPE (defnames).
+_DEFINED_NAMES = ("funcname", "typeName", "domainname", "defnames")
 
 
 def _nodes(tree: object) -> Iterator[Mapping[str, Any]]:
