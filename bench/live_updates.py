@@ -555,6 +555,10 @@ async def main() -> None:
                 "CONVEYOR_RUN_WORKER": "false",
                 "CONVEYOR_PORT": str(port),
                 "CONVEYOR_LOG_LEVEL": "warning",
+                # Thousands of subscribers share one token: the per-token limits would refuse
+                # most subscriptions (0: off), as in bench/tree_servers.py.
+                "CONVEYOR_RATE_LIMIT_REQUESTS": "0",
+                "CONVEYOR_RATE_LIMIT_COST": "0",
                 # The burst's subscribers read 7,000 messages at once.
                 "CONVEYOR_SUBSCRIBER_BUFFER": str(max(1000, 2 * args.burst)),
             }
