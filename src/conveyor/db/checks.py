@@ -13,7 +13,6 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
-from tortoise.expressions import RawSQL
 from tortoise.transactions import in_transaction
 
 from conveyor.db.events import NewEvent, record_events
@@ -481,13 +480,13 @@ async def request_dry_runs(
 async def set_review_policy(
     principal: Principal,
     environment_id: int,
-    levels: Mapping[str, str | None],
+    rules: Sequence[tuple[str, str | None]],
     blocking: str | None,
 ) -> Environment:
     """Replace an environment's own rule levels and blocking level; its tasks that can still
     run are checked again under the new policy."""
     require(principal, Operation.MANAGE_CATALOG)
-    problems = policy_problems(levels, blocking, ("input",))
+    problems = policy_problems(rules, blocking, ("input",))
     if problems:
         raise ConveyorError(problems)
     async with in_transaction() as connection:
@@ -499,7 +498,7 @@ async def set_review_policy(
         )
         if environment is None:
             raise not_found("environment", ("input", "environmentId"))
-        environment.review_levels = dict(levels)
+        environment.review_levels = dict(rules)
         environment.review_blocking_level = blocking
         await environment.save(
             using_db=connection, update_fields=["review_levels", "review_blocking_level"]
@@ -525,17 +524,17 @@ def review_policy_of(environment: Environment) -> ReviewPolicy:
 # --- reads -----------------------------------------------------------------------------------
 
 
-async def findings_by_task(task_ids: Sequence[int]) -> dict[int, list[TaskCheck]]:
+async def findings_by_task(task_ids: Iterable[int]) -> dict[int, list[TaskCheck]]:
     """Each task's findings for its current statement, statement checks first, in order."""
-    rows = await TaskCheck.filter(
-        task_id__in=list(task_ids),
-        statement_version=RawSQL(
-            "(SELECT t.statement_version FROM task t WHERE t.id = task_check.task_id)"
-        ),
-    ).order_by("task_id", "-source", "line", "column", "id")
+    wanted = list(task_ids)
+    versions = dict(await Task.filter(id__in=wanted).values_list("id", "statement_version"))
+    rows = await TaskCheck.filter(task_id__in=wanted).order_by(
+        "task_id", "-source", "line", "column", "id"
+    )
     found: dict[int, list[TaskCheck]] = defaultdict(list)
     for row in rows:
-        found[row.task_id].append(row)
+        if row.statement_version == versions.get(row.task_id):
+            found[row.task_id].append(row)
     return found
 
 
@@ -570,3 +569,9 @@ async def check_summary(
         for row in rows
     }
     return summarize({row["id"]: row["levels"] for row in rows}, facts)
+
+
+async def review_policies(environment_ids: Iterable[int]) -> dict[int, ReviewPolicy]:
+    """The review policy of each environment."""
+    environments = await Environment.filter(id__in=list(environment_ids))
+    return {environment.id: review_policy_of(environment) for environment in environments}

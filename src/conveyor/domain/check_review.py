@@ -132,11 +132,11 @@ def blocking_rules(findings: Sequence[Finding], policy: ReviewPolicy) -> tuple[s
 
 
 def policy_problems(
-    levels: Mapping[str, str | None], blocking: str | None, field: FieldPath
+    rules: Sequence[tuple[str, str | None]], blocking: str | None, field: FieldPath
 ) -> list[Problem]:
-    """What is wrong with a policy a person sets."""
+    """What is wrong with a policy a person sets: (rule, level) pairs and a blocking level."""
     problems = []
-    if len(levels) > POLICY_RULES_MAX:
+    if len(rules) > POLICY_RULES_MAX:
         problems.append(
             Problem(
                 ErrorCode.INVALID_INPUT,
@@ -145,7 +145,8 @@ def policy_problems(
                 limit=POLICY_RULES_MAX,
             )
         )
-    for index, rule in enumerate(levels):
+    seen: set[str] = set()
+    for index, (rule, level) in enumerate(rules):
         if not rule.strip() or len(rule) > RULE_NAME_MAX_LENGTH:
             problems.append(
                 Problem(
@@ -155,6 +156,19 @@ def policy_problems(
                     limit=RULE_NAME_MAX_LENGTH,
                 )
             )
+        elif rule in seen:
+            problems.append(
+                Problem(
+                    ErrorCode.INVALID_INPUT,
+                    f"the rule {rule} is given more than once",
+                    (*field, "rules", index, "rule"),
+                )
+            )
+        if level is not None and level not in LEVEL_NAMES:
+            problems.append(
+                Problem(ErrorCode.INVALID_INPUT, "unknown level", (*field, "rules", index, "level"))
+            )
+        seen.add(rule)
     if blocking is not None and blocking not in LEVEL_NAMES:
         problems.append(Problem(ErrorCode.INVALID_INPUT, "unknown level", (*field, "blocking")))
     return problems

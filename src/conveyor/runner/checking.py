@@ -11,14 +11,18 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import checks
 from conveyor.db.checks import CheckOutcome, TaskToCheck
+from conveyor.db.issues import validated_plan
 from conveyor.db.outages import Outage
 from conveyor.domain.check_review import CheckSource, blocking_rules, weigh
 from conveyor.domain.checks import CheckLevel, Finding, check_statement
+from conveyor.domain.permissions import Principal
+from conveyor.domain.plan import IssuePlan
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.runner import probes, squawk
@@ -180,3 +184,48 @@ class Checker:
             networks=self._networks,
             options=task.connection_options,
         )
+
+
+@dataclass(frozen=True)
+class PlannedTaskCheck:
+    """The statement checks of one task of a plan, as its environment weighs them."""
+
+    stage_position: int
+    task_position: int
+    ref: str | None
+    findings: tuple[Finding, ...]
+    blocking_rules: tuple[str, ...]
+
+
+async def check_plan(principal: Principal, plan: IssuePlan) -> list[PlannedTaskCheck]:
+    """What a plan's tasks would be told by the statement checks, writing nothing; a plan
+    createIssue would refuse is refused the same way. (The target checks need the tasks'
+    targets asked, which createIssue's workers do.)"""
+    await validated_plan(principal, plan)
+    policies = await checks.review_policies(
+        stage.environment_id for stage in plan.stages if stage.environment_id is not None
+    )
+    planned = [
+        (stage_position, task_position, task, policies[stage.environment_id or 0])
+        for stage_position, stage in enumerate(plan.stages)
+        for task_position, task in enumerate(stage.tasks)
+    ]
+    scripts = [task.statement for _, _, task, _ in planned if task.statement is not None]
+    linted = iter(await squawk.lint_many(scripts) if scripts else [])
+
+    def weigh_all() -> list[PlannedTaskCheck]:
+        checked = []
+        for stage_position, task_position, task, policy in planned:
+            found = (
+                check_statement(task.statement, task.type, policy, next(linted))
+                if task.statement is not None
+                else ()
+            )
+            checked.append(
+                PlannedTaskCheck(
+                    stage_position, task_position, task.ref, found, blocking_rules(found, policy)
+                )
+            )
+        return checked
+
+    return await asyncio.to_thread(weigh_all)
