@@ -89,7 +89,11 @@ async def test_a_three_stage_pipeline_runs_to_done_through_the_api(
                 "environmentId": catalog.environments["test"],
                 "tasks": [
                     change(
-                        catalog, "test", "test-ddl", "CREAT TABLE orders (id int)", type="SCHEMA_UPDATE"
+                        catalog,
+                        "test",
+                        "test-ddl",
+                        "CREAT TABLE orders (id int)",
+                        type="SCHEMA_UPDATE",
                     ),
                     change(catalog, "test", "test-optional", "SELECT no_such_column"),
                 ],
@@ -104,6 +108,7 @@ async def test_a_three_stage_pipeline_runs_to_done_through_the_api(
 
     seeded = await wait_for_task(graphql, issue_id, "dev-seed", "DONE")
     assert seeded["runs"][0]["result"]["rowsAffected"] == 2
+
     # The syntax error is the checks' to find, before anything runs: the task waits for a fix.
     async def blocked_by_its_checks() -> dict[str, Any] | None:
         task = tasks_by_name(await issue_state(graphql, issue_id))["test-ddl"]

@@ -26,6 +26,7 @@ from conveyor.domain.check_review import (
     override_reason_problems,
     override_refusal,
     policy_problems,
+    review_policy_of,
     summarize,
 )
 from conveyor.domain.checks import Finding, ReviewPolicy
@@ -351,7 +352,7 @@ async def override_checks(principal: Principal, task_id: int, reason: str) -> Ta
         pipeline, task = await lock_task(connection, task_id)
         if pipeline.status is not PipelineStatus.OPEN:
             raise conflict(f"the issue is {pipeline.status.value}", field)
-        refused = override_refusal(principal, check_facts(task), task.status, field)
+        refused = override_refusal(principal, CheckFacts.of(task), task.status, field)
         if refused is not None:
             raise refused
         task.checks_overridden_version = task.statement_version
@@ -387,15 +388,6 @@ async def override_checks(principal: Principal, task_id: int, reason: str) -> Ta
             ],
         )
     return task
-
-
-def check_facts(task: Task) -> CheckFacts:
-    return CheckFacts(
-        statement_version=task.statement_version,
-        checked_version=task.checked_version,
-        blocking_rules=tuple(task.blocking_rules),
-        overridden_version=task.checks_overridden_version,
-    )
 
 
 def edited_statement_columns(task: Task) -> dict[str, Any]:
@@ -513,12 +505,6 @@ async def set_review_policy(
             [environment_id, _CHECKED, PipelineStatus.OPEN.value],
         )
     return environment
-
-
-def review_policy_of(environment: Environment) -> ReviewPolicy:
-    return environment_review_policy(
-        environment.approval_policy, environment.review_levels, environment.review_blocking_level
-    )
 
 
 # --- reads -----------------------------------------------------------------------------------

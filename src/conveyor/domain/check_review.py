@@ -8,6 +8,7 @@ worker (the target, dry runs); this module weighs and counts them.
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from conveyor.domain.checks import (
     CheckLevel,
@@ -59,6 +60,17 @@ class CheckGate(StrEnum):
     OVERRIDDEN = "OVERRIDDEN"
 
 
+class _TaskChecksRow(Protocol):
+    @property
+    def statement_version(self) -> int: ...
+    @property
+    def checked_version(self) -> int | None: ...
+    @property
+    def blocking_rules(self) -> list[str]: ...
+    @property
+    def checks_overridden_version(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class CheckFacts:
     """What about a task's checks decides whether it may run."""
@@ -68,6 +80,15 @@ class CheckFacts:
     checked_version: int | None
     blocking_rules: tuple[str, ...]
     overridden_version: int | None
+
+    @classmethod
+    def of(cls, task: _TaskChecksRow) -> "CheckFacts":
+        return cls(
+            statement_version=task.statement_version,
+            checked_version=task.checked_version,
+            blocking_rules=tuple(task.blocking_rules),
+            overridden_version=task.checks_overridden_version,
+        )
 
     @property
     def gate(self) -> CheckGate:
@@ -103,6 +124,22 @@ def environment_review_policy(
     )
     return ReviewPolicy(
         merged, blocking=default.blocking if blocking is None else CheckLevel(blocking)
+    )
+
+
+class _EnvironmentRow(Protocol):
+    @property
+    def approval_policy(self) -> ApprovalPolicy: ...
+    @property
+    def review_levels(self) -> dict[str, str | None]: ...
+    @property
+    def review_blocking_level(self) -> str | None: ...
+
+
+def review_policy_of(environment: _EnvironmentRow) -> ReviewPolicy:
+    """The review policy of an environment as stored."""
+    return environment_review_policy(
+        environment.approval_policy, environment.review_levels, environment.review_blocking_level
     )
 
 

@@ -5,7 +5,7 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
-from conveyor.db.checks import review_policy_of
+from conveyor.domain.check_review import review_policy_of
 from conveyor.graphql.types.check import ReviewPolicyView
 from conveyor.graphql.types.enums import ApprovalPolicy
 from conveyor.graphql.types.node import LoadedNode

@@ -5,7 +5,7 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
-from conveyor.db.checks import check_facts
+from conveyor.domain.check_review import CheckFacts
 from conveyor.domain.permissions import ApprovalRules
 from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.graphql.context import Info
@@ -172,7 +172,7 @@ class Task(LoadedNode):
             approved_at=row.approved_at,
             cancel_requested=row.cancel_requested_at is not None,
             statement_version=row.statement_version,
-            check_status=check_facts(row).gate,
+            check_status=CheckFacts.of(row).gate,
             checks_override=ChecksOverride(
                 by=row.checks_overridden_by,
                 at=row.checks_overridden_at,
