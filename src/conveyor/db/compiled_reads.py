@@ -191,6 +191,8 @@ def _column_sql(model: str, name: str, alias: str) -> str:
             return global_id_sql(model, f"{alias}.id")
         case "Task", "cancel_requested":
             return f"({alias}.cancel_requested_at IS NOT NULL)"
+        case "Task", "dry_run_requested":
+            return f"({alias}.dry_run_requested_at IS NOT NULL)"
         case "Issue", "status":
             return (
                 f"(SELECT p.status FROM pipeline p WHERE p.issue_id = {alias}.id "
