@@ -79,16 +79,34 @@ def chromium() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(browser: Any, script: str, what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll `script` (a JavaScript function body) until it returns something truthy."""
+def wait_for(
+    browser: Any, script: str, what: str, timeout: float = TIMEOUT, explain: str | None = None
+) -> Any:
+    """Poll `script` (a JavaScript function body) until it returns something truthy.
+
+    On a timeout the error says what the page showed: the value of `explain` (a JavaScript
+    function body), the live indicator, and the browser console's last lines."""
     deadline = time.monotonic() + timeout
     while True:
         value = browser.execute_script(script)
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; "
+                + page_state(browser, explain)
+            )
         time.sleep(0.1)
+
+
+def page_state(browser: Any, explain: str | None) -> str:
+    """What a failed wait saw: `explain`'s value, the live indicator, console lines."""
+    shown = browser.execute_script(explain) if explain else None
+    live = browser.execute_script(
+        "return document.querySelector('.live')?.textContent ?? 'no live indicator'"
+    )
+    console = [entry["message"] for entry in browser.get_log("browser")][-10:]
+    return f"page: {shown!r}, live: {live!r}, console: {console!r}"
 
 
 def requested_urls(browser: Any) -> list[str]:

@@ -9,6 +9,7 @@ screenshot of the demo's pipeline there (the README's picture).
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,14 +182,16 @@ def prod_ids(server: ConveyorProcess) -> tuple[str, str, str]:
     return prod, instance, database
 
 
-def create_prod_issue(server: ConveyorProcess, title: str, stages: int, tasks: int) -> str:
+def create_prod_issue(
+    server: ConveyorProcess, title: str, stages: int, tasks: int, statement: str = "SELECT 1"
+) -> str:
     """A new issue whose tasks all wait for approval in prod (none runs); its id."""
     prod, instance, database = prod_ids(server)
     task = {
         "type": "DATA_UPDATE",
         "instanceId": instance,
         "databaseId": database,
-        "statement": "SELECT 1",
+        "statement": statement,
     }
     plan = [{"environmentId": prod, "tasks": [task] * tasks} for _ in range(stages)]
     created = api(server, CREATE_ISSUE, {"input": {"title": title, "stages": plan}})
@@ -457,14 +460,22 @@ def test_a_5000_task_pipeline_renders_quickly(
         {"input": {"stageId": last_stage["id"]}},
         token=dba_token,  # not the creator, who may not approve in prod
     )
-    wait_for(
-        browser,
-        "const chips = [...document.querySelectorAll("
-        f"\"[data-stage-id='{last_stage['id']}'] li.task [data-status]\")];"
-        "return chips.length > 0 && chips.every(chip => chip.dataset.status === 'PENDING');",
-        "the burst to show",
-        timeout=60,
-    )
+    last_stage_chips = f"[data-stage-id='{last_stage['id']}'] li.task [data-status]"
+    last_chips = f'[...document.querySelectorAll("{last_stage_chips}")]'
+    try:
+        wait_for(
+            browser,
+            f"const chips = {last_chips};"
+            "return chips.length > 0 && chips.every(chip => chip.dataset.status === 'PENDING');",
+            "the burst to show",
+            timeout=60,
+            explain="const counts = {};"
+            f"{last_chips}.forEach(chip => {{"
+            "  const s = chip.dataset.status; counts[s] = (counts[s] ?? 0) + 1; });"
+            "return {counts, renders: window.conveyorRenders.length};",
+        )
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\nserver log:\n{server.log()[-4000:]}") from None
     time.sleep(2)  # the reads still under way when the change showed
     refetches = browser.execute_script("return window.conveyorRenders.length") - renders_before
     longest = browser.execute_script("return window.conveyorLongest")
@@ -537,6 +548,69 @@ def test_a_task_shows_its_statement_runs_and_events(server: ConveyorProcess, bro
     page = browser.find_element("css selector", ".task-page").text
     assert "CREATE TABLE orders" in page
     assert "task status changed by" in page
+
+
+def test_a_running_task_shows_its_log_as_it_runs(
+    server: ConveyorProcess, browser: Any, dba_token: str
+) -> None:
+    # Its own statement: one already applied to the database is not run again.
+    marker = uuid.uuid4().hex
+    issue_id = create_prod_issue(
+        server, "Slow", stages=1, tasks=1, statement=f"SELECT pg_sleep(3);\nSELECT '{marker}'"
+    )
+    task_id = issue_stages(server, issue_id)[0]["tasks"][0]
+    sign_in(browser, server, server.token)
+    browser.execute_script("location.hash = '#/tasks/' + encodeURIComponent(arguments[0])", task_id)
+    wait_for(browser, "return document.querySelector('.task-page')", "the task's page")
+    api(
+        server,
+        "mutation ($input: TaskActionInput!) { approveTask(input: $input) { id } }",
+        {"input": {"taskId": task_id}},
+        token=dba_token,
+    )
+    # The run's own log is stored when the attempt ends: lines shown while it runs came
+    # through the subscription.
+    running_log = wait_for(
+        browser,
+        "const run = document.querySelector('.run[data-run=\"1\"]');"
+        "const log = run?.querySelector('pre.log')?.textContent ?? '';"
+        "const running = run?.querySelector('[data-status=\"RUNNING\"]');"
+        "return running && log.includes('pg_sleep') && log;",
+        "the running statement in the log while it runs",
+        explain="return document.querySelector('.task-page')?.innerText",
+    )
+    assert "started: SELECT pg_sleep(3)" in running_log
+    ended_log = wait_for(
+        browser,
+        "const run = document.querySelector('.run[data-run=\"1\"]');"
+        "return run && !run.querySelector('[data-status=\"RUNNING\"]')"
+        " && run.querySelector('pre.log').textContent;",
+        "the run to end",
+    )
+    assert f"finished: SELECT '{marker}'" in ended_log
+    events = browser.find_element("css selector", "ol.events").text
+    assert "approved" in events.lower(), events
+
+
+def test_the_issue_list_shows_a_new_issue_and_its_status_without_a_reload(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    sign_in(browser, server, server.token)
+    wait_for_list(browser, "titles.length > 0", "the issue list")
+    issue_id = create_prod_issue(server, "Opened elsewhere", stages=1, tasks=1)
+    wait_for_list(browser, "titles[0] === 'Opened elsewhere'", "the new issue at the top")
+    only_task = issue_stages(server, issue_id)[0]["tasks"][0]
+    api(
+        server,
+        "mutation ($input: SkipTaskInput!) { skipTask(input: $input) { id } }",
+        {"input": {"taskId": only_task, "reason": "done by hand"}},
+    )
+    wait_for(
+        browser,
+        f"return document.querySelector(\"tr[data-issue-id='{issue_id}'] [data-status]\")"
+        "?.dataset.status === 'DONE';",
+        "the issue done in the list once its only task is skipped",
+    )
 
 
 def listed_titles(browser: Any) -> list[str]:

@@ -691,3 +691,41 @@ async def test_an_issue_lists_a_page_of_its_events(
     assert await page() == everything[:20]
     assert await page(first=2, after=everything[4]) == everything[5:7]
     assert await page(after=everything[-1]) == []
+
+
+async def test_a_task_lists_a_page_of_its_own_events(
+    graphql: GraphQLClient, catalog: Catalog
+) -> None:
+    issue = await create_issue(
+        graphql, catalog, {"dev": [task_plan(catalog, "first"), task_plan(catalog, "second")]}
+    )
+    reopen = "mutation($id: ID!) { reopenIssue(input: {issueId: $id}) { status } }"
+    for _ in range(12):
+        await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
+        await graphql.ok(reopen, {"id": issue.id})
+    task = issue.tasks["first"]
+    whole_trail = await graphql.ok(
+        "query($id: ID!) { node(id: $id) {"
+        "  ... on Issue { events(first: 100) { sequence taskId } } } }",
+        {"id": issue.id},
+    )
+    assert len(whole_trail["node"]["events"]) < 100, "the issue's whole trail, in one page"
+    trail = [event for event in whole_trail["node"]["events"] if event["taskId"] == task]
+    document = """
+    query($id: ID!, $first: Int, $after: Int) {
+      node(id: $id) { ... on Task { events(first: $first, afterSequence: $after) { sequence } } }
+    }
+    """
+
+    async def page(**arguments: Any) -> list[int]:
+        data = await graphql.ok(document, {"id": task, **arguments})
+        return [event["sequence"] for event in data["node"]["events"]]
+
+    own = [event["sequence"] for event in trail]
+    assert len(own) > 20, "each cancel and reopen changes the task"
+    assert await page(first=100) == own
+    assert await page() == own[:20]
+    assert await page(first=2, after=own[4]) == own[5:7]
+    assert await page(after=own[-1]) == []
+    too_many = await graphql(document, {"id": task, "first": 101})
+    assert only_error(too_many)["extensions"]["code"] == "INVALID_INPUT"

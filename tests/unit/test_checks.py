@@ -1,6 +1,7 @@
 """Checks on a task's statement and the review policy weighing them, without a database."""
 
 import json
+import re
 
 import pytest
 
@@ -91,6 +92,19 @@ def test_each_own_rule_reports_what_it_is_about_and_lets_the_near_miss_pass(
     assert rule in OWN_RULES
     assert rule in rules(reported, task_type)
     assert rule not in rules(passed, task_type)
+
+
+@pytest.mark.parametrize("sql", ["", "-- only a comment\n/* and another */ ;"])
+def test_a_statement_without_sql_cannot_run(sql: str) -> None:
+    [finding] = check_statement(sql, TaskType.SCHEMA_UPDATE, DEV)
+
+    assert (finding.rule, finding.level, finding.statement) == (
+        "statement-cannot-run",
+        CheckLevel.ERROR,
+        None,
+    )
+    assert finding.message == "the statement holds no SQL, only comments"
+    assert rules("SELECT 1") == []
 
 
 def test_a_rule_is_told_apart_by_task_type() -> None:
@@ -258,3 +272,25 @@ def test_squawks_report_is_read_with_lines_from_one_and_columns_in_characters() 
         ),
     )
     assert parse_squawk_report("[]", sql) == ()
+
+
+def readme_defaults() -> dict[str, tuple[str, str]]:
+    """The README's table of rules: rule -> (level where protected, level elsewhere)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("### Rules and their defaults") :].split("\n\n")[2]
+    defaults = {}
+    for row in table.splitlines()[2:]:
+        rules_cell, protected, other, _ = (cell.strip() for cell in row.strip("|").split("|"))
+        for rule in re.findall(r"`([a-z-]+)`", rules_cell):
+            defaults[rule] = (protected, other)
+    return defaults
+
+
+def test_the_readme_states_the_default_policies_as_they_are() -> None:
+    def said(level: CheckLevel | None) -> str:
+        return "off" if level is None else level.value
+
+    stated = readme_defaults()
+
+    assert set(stated) == set(PROD.levels) == set(DEV.levels)
+    assert stated == {rule: (said(PROD.levels[rule]), said(DEV.levels[rule])) for rule in stated}

@@ -233,3 +233,44 @@ def test_positions_count_characters_not_bytes() -> None:
     assert script[second.start : second.end] == second.text
     assert second.syntax_error is not None
     assert line_and_column(script, second.syntax_error.offset) == (2, 17)
+
+
+@pytest.mark.parametrize(
+    ("script", "message", "offset"),
+    [
+        ("SELECT 1;\x00; DROP TABLE t", "a NUL character, which PostgreSQL refuses", 9),
+        ("SELECT '\ud800'; DROP TABLE t", "a lone surrogate, which is not valid UTF-8", 8),
+    ],
+)
+def test_a_script_postgresql_cannot_read_stays_whole_with_its_problem(
+    script: str, message: str, offset: int
+) -> None:
+    [statement] = parse_script(script).statements
+
+    assert statement.text == script
+    assert statement.kind is StatementKind.UNKNOWN
+    assert statement.syntax_error is not None
+    assert message in statement.syntax_error.message
+    assert statement.syntax_error.offset == offset
+    assert statement.transactional
+
+
+@pytest.mark.parametrize(
+    ("statement", "schemas"),
+    [
+        ("CREATE FUNCTION app.f() RETURNS int LANGUAGE sql RETURN pg_catalog.abs(1)", ("app",)),
+        ("CREATE OR REPLACE PROCEDURE ops.p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END", ("ops",)),
+        ("CREATE TYPE app.mood AS ENUM ('sad', 'ok')", ("app",)),
+        ("CREATE TYPE app.pair AS (a int, b int)", ("app",)),
+        ("CREATE DOMAIN app.email AS other.text", ("app",)),
+        ("CREATE AGGREGATE app.total (int) (sfunc = int4pl, stype = int)", ("app",)),
+        ("CREATE TABLE x.t (e app.email DEFAULT pg_catalog.now())", ("x",)),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1", ()),
+    ],
+)
+def test_the_schema_of_what_a_statement_defines_is_named_not_those_it_only_uses(
+    statement: str, schemas: tuple[str, ...]
+) -> None:
+    [parsed] = parse_script(statement).statements
+
+    assert parsed.schemas == schemas

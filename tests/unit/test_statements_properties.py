@@ -4,7 +4,14 @@ hand-written lexer it replaced (tests/unit/old_lexer.py) wherever both answer.""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conveyor.domain.checks import (
+    CheckLevel,
+    blocking_findings,
+    check_statement,
+    default_review_policy,
+)
 from conveyor.domain.statements import StatementKind, parse_script
+from conveyor.domain.statuses import TaskType
 from tests.unit import old_lexer
 
 # Statements as migrations write them, each chosen for what a splitter can get wrong.
@@ -90,7 +97,7 @@ def test_splitting_then_joining_loses_nothing_but_separators(script: str) -> Non
     assert_lossless(script)
 
 
-@given(st.text(alphabet=st.sampled_from("ab1 ;\n'\"$-/*()éE\\"), max_size=60))
+@given(st.text(alphabet=st.sampled_from("ab1 ;\n'\"$-/*()éE\\\x00\ud800"), max_size=60))
 @settings(max_examples=400)
 def test_any_text_loses_nothing_but_separators_even_when_it_is_not_sql(script: str) -> None:
     assert_lossless(script)
@@ -115,3 +122,32 @@ def test_the_parser_agrees_with_the_old_lexer(script: str) -> None:
     old_rule = None if old.refusal is None else old.refusal.rule.value
     new_rule = None if new.refusal is None else new.refusal.rule.value
     assert new_rule == old_rule
+
+
+def offset_of(script: str, line: int, column: int) -> int:
+    return sum(len(text) + 1 for text in script.split("\n")[: line - 1]) + column - 1
+
+
+@given(scripts(), st.sampled_from([TaskType.SCHEMA_UPDATE, TaskType.DATA_UPDATE]), st.booleans())
+@settings(max_examples=200)
+def test_every_finding_points_into_the_statement_it_names(
+    script: str, task_type: TaskType, protected: bool
+) -> None:
+    policy = default_review_policy(protected)
+    statements = parse_script(script).statements
+
+    findings = check_statement(script, task_type, policy)
+
+    assert [(f.line, f.column) for f in findings] == sorted((f.line, f.column) for f in findings)
+    for finding in findings:
+        assert finding.line is not None
+        assert finding.column is not None
+        if finding.statement is None:  # about the whole script: it holds no SQL
+            assert statements == ()
+            continue
+        offset = offset_of(script, finding.line, finding.column)
+        [named] = [s for s in statements if s.start <= offset <= s.end]
+        assert named.text == finding.statement
+    blocking = blocking_findings(findings, policy)
+    assert all(finding.level is CheckLevel.ERROR for finding in blocking)
+    assert set(blocking) == {f for f in findings if f.level is CheckLevel.ERROR}

@@ -94,6 +94,15 @@ async def events_by_issue(issue_ids: Iterable[int]) -> dict[int, list[Event]]:
     return await _rows_grouped(Event, "issue_id", issue_ids, ("id",))
 
 
+async def task_events(pipeline_id: int, task_id: int, after: int | None, limit: int) -> list[Event]:
+    """The first `limit` events of one task after the one numbered `after`, oldest first.
+    The pipeline narrows the read to the (pipeline_id, id) index."""
+    queryset = Event.filter(pipeline_id=pipeline_id, task_id=task_id)
+    if after is not None:
+        queryset = queryset.filter(id__gt=after)
+    return await queryset.order_by("id").limit(limit)
+
+
 @dataclass(frozen=True)
 class Page(Generic[M]):
     rows: list[M]

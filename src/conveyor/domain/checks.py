@@ -16,6 +16,7 @@ from conveyor.domain.statements import (
     Script,
     Statement,
     StatementKind,
+    StatementRule,
     line_and_column,
     parse_script,
 )
@@ -225,6 +226,11 @@ def _finding(script: Script, statement: Statement, rule: str, message: str) -> F
 
 
 def _own_findings(script: Script, task_type: TaskType) -> Iterator[Finding]:
+    refusal = script.refusal
+    if refusal is not None and refusal.rule is StatementRule.EMPTY_STATEMENT:
+        level = _UNNAMED_LEVELS.get(STATEMENT_CANNOT_RUN) or CheckLevel.ERROR
+        url = doc_url(STATEMENT_CANNOT_RUN)
+        yield Finding(STATEMENT_CANNOT_RUN, level, refusal.message, None, 1, 1, url)
     for statement in script.statements:
         if statement.syntax_error is not None:
             yield _syntax_finding(script, statement)

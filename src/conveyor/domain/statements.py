@@ -6,6 +6,7 @@ a rule existed. SQL is read by PostgreSQL's own scanner and parser (libpg_query,
 nothing in Conveyor lexes SQL by hand.
 """
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,33 +101,56 @@ class Statement:
     def relations(self) -> tuple[Relation, ...]:
         """The relations the statement names, each once, in order of appearance."""
         seen: dict[Relation, None] = {}
-        for node in _nodes(self.tree):
+        for node in self._subtrees:
             if "relname" in node and "relpersistence" in node:  # a RangeVar
                 seen[Relation(node.get("schemaname"), node["relname"])] = None
         return tuple(seen)
 
     @property
     def schemas(self) -> tuple[str, ...]:
-        """The schemas the statement names explicitly, each once."""
+        """The schemas the statement names explicitly, each once: those of the relations it names
+        and of the function, type or domain it defines, and the schema it creates."""
         named = [relation.schema for relation in self.relations if relation.schema is not None]
         if self.node_type == "CreateSchemaStmt":
             named.insert(0, self.node.get("schemaname", ""))
+        for key in _DEFINED_NAMES:
+            name = self.node.get(key)
+            if not isinstance(name, list):  # a domain's typeName is its base type, not its name
+                continue
+            parts = [part.get("String", {}).get("sval") for part in name]
+            if len(parts) >= 2 and isinstance(parts[-2], str):  # [catalog.]schema.name
+                named.insert(0, parts[-2])
         return tuple(dict.fromkeys(name for name in named if name))
 
-    def subtrees(self) -> Iterator[Mapping[str, Any]]:
+    @functools.cached_property
+    def _subtrees(self) -> tuple[Mapping[str, Any], ...]:
+        # Walked once: every rule reads the same tree.
+        return tuple(_nodes(self.tree))
+
+    @functools.cached_property
+    def _wrapped(self) -> Mapping[str, tuple[Mapping[str, Any], ...]]:
+        found: dict[str, list[Mapping[str, Any]]] = {}
+        for node in self._subtrees:
+            for key, value in node.items():
+                if key[:1].isupper() and isinstance(value, dict):
+                    found.setdefault(key, []).append(value)
+        return {key: tuple(values) for key, values in found.items()}
+
+    def subtrees(self) -> tuple[Mapping[str, Any], ...]:
         """Every mapping in the statement's parse tree, in the order of the source. A node in a
         field of a known type comes bare, without its {"NodeType": ...} wrapper."""
-        return _nodes(self.tree)
+        return self._subtrees
 
-    def nodes(self, node_type: str) -> Iterator[Mapping[str, Any]]:
-        """Every node of `node_type` in the statement's tree wrapped in its type's name (any
-        statement nested in a query is), and the statement itself."""
-        for node in _nodes(self.tree):
-            inner = node.get(node_type)
-            if isinstance(inner, dict):
-                yield inner
-        if self.node_type == node_type:
-            yield self.node
+    def nodes(self, node_type: str) -> tuple[Mapping[str, Any], ...]:
+        """Every node of `node_type` in the statement's tree wrapped in its type's name: the
+        statement itself, and any statement nested in a query."""
+        return self._wrapped.get(node_type, ())
+
+
+# Fields holding the qualified name of what a statement defines: CREATE FUNCTION/PROCEDURE
+# (funcname), CREATE TYPE ... AS ENUM (typeName), CREATE DOMAIN (domainname), CREATE AGGREGATE,
+# OPERATOR, TYPE (defnames).
+_DEFINED_NAMES = ("funcname", "typeName", "domainname", "defnames")
 
 
 def _nodes(tree: object) -> Iterator[Mapping[str, Any]]:
@@ -348,10 +372,6 @@ class Script:
         return all(statement.transactional for statement in self.statements)
 
     @property
-    def syntax_errors(self) -> tuple[Statement, ...]:
-        return tuple(s for s in self.statements if s.syntax_error is not None)
-
-    @property
     def refusal(self) -> StatementRefusal | None:
         """Why Conveyor will not run the script, or None when it may."""
         if not self.statements:
@@ -370,6 +390,9 @@ class Script:
 def parse_script(script: str) -> Script:
     """`script` split into statements the way psql splits a file, each parsed by PostgreSQL's
     parser."""
+    unreadable = _unreadable(script)
+    if unreadable is not None:
+        return _unreadable_script(script, unreadable)
     pieces = _split(script)
     trees: list[dict[str, Any]] | None
     try:
@@ -383,6 +406,33 @@ def parse_script(script: str) -> Script:
         script,
         tuple(_statement(script, piece, tree) for piece, tree in zip(pieces, trees, strict=True)),
     )
+
+
+def _unreadable(script: str) -> SyntaxProblem | None:
+    """What keeps PostgreSQL from reading `script` at all, before any parser does."""
+    # The parser reads a C string: a NUL would end the script there, and drop the rest unseen.
+    nul = script.find("\x00")
+    if nul >= 0:
+        return SyntaxProblem("the statement holds a NUL character, which PostgreSQL refuses", nul)
+    try:
+        script.encode()
+    except UnicodeEncodeError as error:
+        message = "the statement holds a lone surrogate, which is not valid UTF-8"
+        return SyntaxProblem(message, error.start)
+    return None
+
+
+def is_readable(script: str) -> bool:
+    """Whether PostgreSQL can read `script` as text at all (no NUL, valid UTF-8)."""
+    return _unreadable(script) is None
+
+
+def _unreadable_script(script: str, problem: SyntaxProblem) -> Script:
+    # Not split: whatever runs it sends it whole, and the server refuses it whole.
+    start = len(script) - len(script.lstrip())
+    end = len(script.rstrip())
+    statement = Statement(script[start:end], start, end, StatementKind.UNKNOWN, {}, problem)
+    return Script(script, (statement,))
 
 
 def refusal_of(script: str) -> StatementRefusal | None:

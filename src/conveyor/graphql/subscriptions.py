@@ -234,3 +234,21 @@ class Subscription:
         async with _subscribe(info, event_filter) as subscription:
             async for message in _changes(info, subscription, after, Event.from_row):
                 yield message
+
+    @strawberry.subscription(
+        description="What happens in every pipeline, in sequence order, one `Event` per "
+        "message: the events of the `kinds` given (every kind when null). Made for lists of "
+        "issues; a page about one pipeline follows `pipelineActivity`, which sends only its "
+        "pipeline's events."
+    )
+    async def activity(
+        self, info: Info, kinds: list[EventKind] | None = None, after: AfterArgument = None
+    ) -> AsyncGenerator[Event, None]:
+        require(info.context.acting, Operation.READ)
+        _check_after(after)
+        if kinds is not None and not kinds:
+            raise invalid_input("give at least one kind, or null for every kind", ("kinds",))
+        event_filter = EventFilter(frozenset(EventKind if kinds is None else kinds))
+        async with _subscribe(info, event_filter) as subscription:
+            async for message in _changes(info, subscription, after, Event.from_row):
+                yield message

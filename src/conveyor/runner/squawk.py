@@ -7,6 +7,7 @@ statement, so many statements are linted by one run, each in a file of its own.
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.domain.checks import Finding, squawk_findings
-from conveyor.domain.statements import is_transactional
+from conveyor.domain.statements import is_readable, is_transactional
 
 #: A linter slower than this is stuck: a batch is at most _BATCH statements.
 LINT_TIMEOUT_SECONDS = 120.0
@@ -71,18 +72,35 @@ def _run(binary: Path, directory: Path, names: list[str], in_transaction: bool) 
     return entries
 
 
+# Files made in memory: on a disk, making a file can cost more than squawk's lint of it (1.6 ms a
+# file on this project's machine, 0.02 ms in /dev/shm). A container's /dev/shm may be small
+# (64 MB by default in Docker): a batch larger than this goes to the temporary directory.
+_IN_MEMORY = Path("/dev/shm")
+_IN_MEMORY_MAX_CHARACTERS = 8_000_000
+
+
+def _scratch_directory(characters: int) -> Path | None:
+    """Where a batch of this size is written: memory when it fits, else the default."""
+    writable = _IN_MEMORY.is_dir() and os.access(_IN_MEMORY, os.W_OK | os.X_OK)
+    if characters <= _IN_MEMORY_MAX_CHARACTERS and writable:
+        return _IN_MEMORY
+    return None
+
+
 def lint_many_sync(statements: Sequence[str]) -> list[tuple[Finding, ...]]:
     """squawk's findings on each of `statements`, at squawk's own levels (a ReviewPolicy
     weighs them), in the same order."""
     binary = squawk_binary()
     found: dict[int, list[Any]] = defaultdict(list)
-    with tempfile.TemporaryDirectory(prefix="conveyor-squawk-") as name:
+    scratch = _scratch_directory(sum(len(statement) for statement in statements))
+    with tempfile.TemporaryDirectory(prefix="conveyor-squawk-", dir=scratch) as name:
         directory = Path(name)
-        for index, statement in enumerate(statements):
-            (directory / f"{index}.sql").write_text(statement)
         by_transaction: dict[bool, list[str]] = defaultdict(list)
         for index, statement in enumerate(statements):
-            by_transaction[is_transactional(statement)].append(f"{index}.sql")
+            # What PostgreSQL cannot read has its syntax finding; squawk would choke on it.
+            if is_readable(statement):
+                (directory / f"{index}.sql").write_text(statement)
+                by_transaction[is_transactional(statement)].append(f"{index}.sql")
         for in_transaction, names in by_transaction.items():
             for start in range(0, len(names), _BATCH):
                 batch = names[start : start + _BATCH]

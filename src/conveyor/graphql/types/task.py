@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Annotated, Self
 import strawberry
 from strawberry import relay
 
-from conveyor.db import models
+from conveyor.db import models, reads
 from conveyor.domain.check_review import CheckFacts
 from conveyor.domain.permissions import ApprovalRules
 from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
@@ -12,8 +12,10 @@ from conveyor.graphql.context import Info
 from conveyor.graphql.types.check import CheckFinding, ChecksOverride
 from conveyor.graphql.types.database import Database
 from conveyor.graphql.types.enums import CheckGate, TaskAction, TaskStatus, TaskType
+from conveyor.graphql.types.event import Event
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.node import LoadedNode
+from conveyor.graphql.types.pagination import page_size
 from conveyor.graphql.types.task_run import TaskRun
 from conveyor.graphql.types.waiting_reason import WaitingReason
 
@@ -112,6 +114,18 @@ class Task(LoadedNode):
         blocker_ids = await info.context.loaders.blocker_ids_by_task.load(self.id)
         rows = await info.context.loaders.task.load_many(blocker_ids)
         return [Task.from_row(row) for row in rows if row is not None]
+
+    @strawberry.field(
+        description="The task's part of its issue's audit trail, oldest first: `first` events "
+        "(default CONVEYOR_DEFAULT_PAGE_SIZE, 20; at most CONVEYOR_MAX_PAGE_SIZE, 100) after "
+        "the one numbered `afterSequence` (the last `sequence` of the previous page)."
+    )
+    async def events(
+        self, info: Info, first: int | None = None, after_sequence: int | None = None
+    ) -> list[Event]:
+        limit = page_size(first, info.context.settings)
+        rows = await reads.task_events(self.pipeline_id, self.id, after_sequence, limit)
+        return [Event.from_row(row) for row in rows]
 
     @strawberry.field(description="Every attempt at running the task, first to last.")
     async def runs(self, info: Info) -> list[TaskRun]:

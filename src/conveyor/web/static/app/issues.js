@@ -1,9 +1,19 @@
 // The list of issues, with filters and pages.
 import { html, useEffect, useState } from "./lib.js";
 import { refusal, request } from "./api.js";
+import { follow } from "./live.js";
 import { Status, formatTime } from "./status.js";
 
 const PAGE_SIZE = 20;
+
+// What changes the list, in every pipeline: it is read again when an issue opens or a status
+// it shows changes, at most once per READ_AGAIN_MS however busy the cluster is.
+const ACTIVITY = `subscription ($after: Int) {
+  activity(kinds: [ISSUE_CREATED, PIPELINE_STATUS_CHANGED, STAGE_STATUS_CHANGED, TASK_STATUS_CHANGED], after: $after) {
+    sequence
+  }
+}`;
+const READ_AGAIN_MS = 500;
 
 const ISSUES_QUERY = `query Issues($first: Int!, $after: String, $status: PipelineStatus, $environmentId: ID) {
   environments(first: 100) { edges { node { id name } } }
@@ -42,6 +52,23 @@ export function IssuesView() {
   const [cursors, setCursors] = useState([null]);
   const [result, setResult] = useState(null);
   const after = cursors[cursors.length - 1];
+  // Bumped by the activity that changes what the list shows: each bump reads it again.
+  const [changes, setChanges] = useState(0);
+
+  useEffect(() => {
+    let timer = 0;
+    const stop = follow(ACTIVITY, (afterSequence) => ({ after: afterSequence }), () => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = 0;
+        setChanges((count) => count + 1);
+      }, READ_AGAIN_MS);
+    });
+    return () => {
+      stop();
+      clearTimeout(timer);
+    };
+  }, []);
 
   useEffect(() => {
     let current = true;
@@ -54,7 +81,7 @@ export function IssuesView() {
     return () => {
       current = false;
     };
-  }, [status, environmentId, after]);
+  }, [status, environmentId, after, changes]);
 
   const filter = (set) => (event) => {
     set(event.currentTarget.value);

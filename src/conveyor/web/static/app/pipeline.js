@@ -93,14 +93,24 @@ function withLaterPages(issue, later) {
 /** `issue` with the statuses the subscription reported since it was read. */
 function withChanges(issue, changes) {
   if (!issue || changes.size === 0) return issue;
-  const stages = issue.pipeline.stages.map((stage) => ({
-    ...stage,
-    tasks: stage.tasks.map((task) => {
-      const change = changes.get(task.id);
-      return change ? { ...task, status: change.status, statusReason: change.reason } : task;
-    }),
-  }));
+  const stages = issue.pipeline.stages.map((stage) => ({ ...stage, tasks: withStatuses(stage.tasks, changes) }));
   return { ...issue, pipeline: { ...issue.pipeline, stages } };
+}
+
+/** `tasks`, each with the status and reason of its change in `changes`, if any. */
+function withStatuses(tasks, changes) {
+  return tasks.map((task) => {
+    const change = changes.get(task.id);
+    return change ? { ...task, status: change.status, statusReason: change.reason } : task;
+  });
+}
+
+/** The later pages of each stage (see `withLaterPages`) with `changes` applied. */
+function withChangesInPages(later, changes) {
+  if (changes.size === 0) return later;
+  const pages = new Map();
+  for (const [stageId, tasks] of later) pages.set(stageId, withStatuses(tasks, changes));
+  return pages;
 }
 
 function useLivePipeline(issueId) {
@@ -120,9 +130,16 @@ function useLivePipeline(issueId) {
         const fetched = performance.now();
         const readAfter = received.current;
         const { data, errors } = await request(PIPELINE_QUERY, { id: issueId });
+        // The read has these changes in the stages' first pages; the later pages were read
+        // before, so they take the changes over before the changes are dropped.
+        const settled = new Map();
         for (const [taskId, change] of changes.current) {
-          if (change.sequence <= readAfter) changes.current.delete(taskId);
+          if (change.sequence <= readAfter) {
+            settled.set(taskId, change);
+            changes.current.delete(taskId);
+          }
         }
+        later.current = withChangesInPages(later.current, settled);
         const start = performance.now();
         pending.current = { fetchedMs: start - fetched, start };
         setState((current) => {
