@@ -11,7 +11,7 @@ from tortoise.migrations.constraints import CheckConstraint
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0004_live_activity")]
+    dependencies = [("models", "0005_installation")]
 
     initial = False
 
