@@ -175,6 +175,7 @@ async def main() -> None:
             stopping.set()
             await background
             inline = await create_many("inline", inline=True)
+            await checker.close()
 
             print(f"\n## createIssue, {args.samples} issues of {args.issue_tasks} tasks\n")
             print("| checks | p50 | p95 | mean | ratio to none (p50) |")

@@ -8,6 +8,7 @@ records every task's findings in one transaction, which also tells subscribers.
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.runner import probes, squawk
 from conveyor.runner.probes import Probe
+from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Target
 from conveyor.settings import Settings
 
@@ -39,6 +41,8 @@ DRY_RUN_BATCH = 4
 #: Targets asked at once during a round.
 TARGETS_AT_ONCE = 8
 LINTER_UNAVAILABLE = "linter-unavailable"
+#: Sessions the checks keep open on one instance.
+SESSIONS_PER_INSTANCE = TARGETS_AT_ONCE
 
 
 class Checker:
@@ -56,6 +60,13 @@ class Checker:
         self._networks = networks
         self._outage = outage
         self._lease = timedelta(seconds=settings.lease_seconds)
+        # Sessions of their own, kept between rounds (opening one costs more than the checks
+        # it serves), apart from the runner's: checks never take a running task's slot.
+        self._sessions = TargetSessions()
+
+    async def close(self) -> None:
+        """Close the sessions kept open on targets."""
+        await self._sessions.close()
 
     async def run(self, wakeup: asyncio.Event, stopping: asyncio.Event) -> None:
         """Check and dry-run what is due, whenever woken (and every poll), until `stopping`."""
@@ -148,6 +159,12 @@ class Checker:
                 answers = await probes.target_findings(
                     self.target_of(first),
                     [Probe(held[i].type, held[i].statement) for i in indexes],
+                    functools.partial(
+                        self._sessions.session,
+                        first.instance_id,
+                        SESSIONS_PER_INSTANCE,
+                        reusable=lambda: True,
+                    ),
                 )
             for index, answer in zip(indexes, answers, strict=True):
                 found[index] = answer

@@ -20,7 +20,7 @@ from conveyor.domain.checks import CheckLevel, Finding
 from conveyor.domain.statements import StatementKind, line_and_column, parse_script
 from conveyor.domain.statuses import TaskType
 from conveyor.runner import targets
-from conveyor.runner.targets import Target
+from conveyor.runner.targets import Sessions, Target
 
 _DOCS = "README.md#"
 #: A dry run waits this long at most for a lock: it must not queue behind live traffic.
@@ -39,17 +39,22 @@ class Probe:
     statement: str | None
 
 
-async def target_findings(target: Target, probes: Sequence[Probe]) -> list[list[Finding]]:
+async def target_findings(
+    target: Target, probes: Sequence[Probe], sessions: Sessions = targets.new_session
+) -> list[list[Finding]]:
     """The target checks of tasks that share `target` (one instance and database), one
-    connection for all of them."""
+    session (from `sessions`) for all of them."""
+    found: list[list[Finding]] = []
     try:
-        connection = await targets.connect(target)
+        async with sessions(target) as connection:
+            for probe in probes:
+                found.append(await _privilege_findings(connection, probe))
     except Exception as error:
+        if found:
+            # The session broke after it was opened: a failure to report, not to hide.
+            raise
         return [[_unreachable(target, error)] for _ in probes]
-    try:
-        return [await _privilege_findings(connection, probe) for probe in probes]
-    finally:
-        await targets.close(connection)
+    return found
 
 
 def _unreachable(target: Target, error: BaseException) -> Finding:

@@ -137,6 +137,7 @@ class Worker:
             for task in [*background, *self._background]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self._checker.close()
         logger.info("%s stopped", self.id)
 
     def stop(self) -> None:
