@@ -6,6 +6,7 @@ run by `runner.squawk`) and our own where squawk has none. A policy per environm
 a level, or turns it off, and says from which level a finding blocks the task.
 """
 
+import dataclasses
 import enum
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -204,15 +205,7 @@ def _weighed(finding: Finding, policy: ReviewPolicy) -> Finding | None:
     level = policy.levels[finding.rule]
     if level is None:
         return None
-    return Finding(
-        finding.rule,
-        level,
-        finding.message,
-        finding.statement,
-        finding.line,
-        finding.column,
-        finding.doc_url,
-    )
+    return dataclasses.replace(finding, level=level)
 
 
 # A rule a policy does not name reports at its level outside protected environments.
