@@ -281,6 +281,32 @@ async def test_a_script_that_cannot_run_in_a_transaction_runs_statement_by_state
     assert await change_was_applied(target, change)
 
 
+async def test_a_non_transactional_script_that_changes_its_role_is_still_recorded(
+    server_url: str, database: str, target: Target
+) -> None:
+    role = f"owner_{uuid.uuid4().hex[:12]}"
+    await fetch(server_url, database, f"CREATE ROLE {role}")
+    await fetch(server_url, database, f"GRANT CREATE ON SCHEMA public TO {role}")
+    try:
+        change = change_of(
+            f"SET ROLE {role}; CREATE TABLE public.owned (id int);"
+            " CREATE INDEX CONCURRENTLY owned_id ON public.owned (id)"
+        )
+        outcome = await execute(target, change)
+        assert outcome.succeeded, outcome.error_message
+        assert not outcome.transactional
+        [row] = await history(server_url, database)
+        assert row["task_id"] == change.task_id
+        [owner] = await fetch(
+            server_url, database, "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'"
+        )
+        assert owner["tableowner"] == role
+    finally:
+        await fetch(server_url, database, "DROP TABLE IF EXISTS public.owned")
+        await fetch(server_url, database, f"REVOKE CREATE ON SCHEMA public FROM {role}")
+        await fetch(server_url, database, f"DROP ROLE {role}")
+
+
 async def test_a_second_attempt_of_a_running_non_transactional_change_is_refused(
     server_url: str, database: str, target: Target
 ) -> None:

@@ -155,6 +155,8 @@ _WAITING_FOR_A_PERSON = {
     TaskStatus.CANCELED: WaitingKind.TASK_CANCELED,
     TaskStatus.PENDING_APPROVAL: WaitingKind.APPROVAL,
 }
+#: One reason object for each: a pipeline's waiting tasks share them (reasons are values).
+_PERSON_REASONS = {status: WaitingReason(kind) for status, kind in _WAITING_FOR_A_PERSON.items()}
 
 
 def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> SchedulingDecision:
@@ -185,9 +187,14 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     capacity = _Capacity(occupancy)
     startable: list[int] = []
     waiting: dict[int, WaitingReason] = {}
+    active_stage = pipeline.stages[active_index]
+    # Every task of a later stage waits for the same stage: one reason shared by all.
+    earlier_stage = WaitingReason(
+        WaitingKind.EARLIER_STAGE, stage_id=active_stage.id, stage_name=active_stage.name
+    )
     for stage_index, task in candidates:
         reason = _reason_in_pipeline(
-            task, stage_index, pipeline.stages[active_index], active_index, finished_task_ids, now
+            task, stage_index, earlier_stage, active_index, finished_task_ids, now
         ) or capacity.reason_to_wait(task)
         if reason is None:
             startable.append(task.id)
@@ -200,27 +207,26 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
 def _reason_in_pipeline(
     task: TaskState,
     stage_index: int,
-    active_stage: StageState,
+    earlier_stage: WaitingReason,
     active_index: int,
     finished_task_ids: frozenset[int],
     now: datetime,
 ) -> WaitingReason | None:
-    person_kind = _WAITING_FOR_A_PERSON.get(task.status)
-    if person_kind is not None and person_kind is not WaitingKind.APPROVAL:
-        return WaitingReason(person_kind)
+    person_reason = _PERSON_REASONS.get(task.status)
+    if person_reason is not None and person_reason.kind is not WaitingKind.APPROVAL:
+        return person_reason
     if task.failed_checks:
         return WaitingReason(WaitingKind.CHECKS_FAILED, rules=task.failed_checks)
-    if person_kind is not None:
-        return WaitingReason(person_kind)
+    if person_reason is not None:
+        return person_reason
     if stage_index > active_index:
-        return WaitingReason(
-            WaitingKind.EARLIER_STAGE, stage_id=active_stage.id, stage_name=active_stage.name
-        )
+        return earlier_stage
     # A blocker that is not a task of this pipeline counts as unfinished: never start on a link
     # that cannot be checked.
-    unfinished_blockers = sorted(task.blocked_by - finished_task_ids)
-    if unfinished_blockers:
-        return WaitingReason(WaitingKind.BLOCKED_BY, task_id=unfinished_blockers[0])
+    if task.blocked_by:
+        unfinished_blockers = sorted(task.blocked_by - finished_task_ids)
+        if unfinished_blockers:
+            return WaitingReason(WaitingKind.BLOCKED_BY, task_id=unfinished_blockers[0])
     if task.not_before is not None and task.not_before > now:
         return WaitingReason(WaitingKind.NOT_BEFORE, not_before=task.not_before)
     if task.checks_pending:

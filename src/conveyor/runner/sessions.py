@@ -4,9 +4,10 @@ A session is opened by `targets.connect`, so every rule of a new connection (all
 address pinning, instance networks, the refusal of Conveyor's own database) holds for it as for
 one opened per task. A pool holds at most the instance's `maxRunningTasks` sessions, open or
 idle, over all its databases; a session is checked (`SELECT 1`) before it is reused, reset
-(settings, session advisory locks) when it is given back, and closed instead when its attempt
-was canceled (a late cancel must not hit the next task's statement) or when the instance's
-address, credentials or options changed. A session idle for IDLE_SECONDS is closed.
+(role, settings, temporary tables, session advisory locks) when it is given back, and closed
+instead when its attempt was canceled (a late cancel must not hit the next task's statement)
+or when the instance's address, credentials or options changed. A session idle for
+IDLE_SECONDS is closed.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ from conveyor.runner.targets import Target
 logger = logging.getLogger(__name__)
 
 _Connection = targets.Connection
-#: What a session given back runs: the same reset asyncpg's own pools send.
-_RESET = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
+#: What a session given back runs: the reset asyncpg's own pools send, and what a script may
+#: leave behind that RESET ALL keeps (its role, its temporary tables and sequence state). The
+#: prepared statements stay: asyncpg's own cache holds them.
+_RESET = (
+    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
+)
 _HEALTH_CHECK = "SELECT 1"
 #: A session idle this long is closed: the target's connection slots are not ours to hoard.
 IDLE_SECONDS = 30.0

@@ -118,6 +118,7 @@ _APPLIED_CHANGE = """SELECT attempt, checksum, applied_at FROM conveyor.change_h
 WHERE task_id = $2 AND (installation = $1 OR installation IS NULL)
 ORDER BY installation NULLS LAST
 LIMIT 1"""
+_AS_INSTANCE_USER = "SET SESSION AUTHORIZATION DEFAULT"
 _LEGACY_APPLIED_CHANGE = (
     "SELECT attempt, checksum, applied_at FROM conveyor.change_history WHERE task_id = $1"
 )
@@ -626,14 +627,20 @@ async def _apply_outside_transaction(
 
 
 async def _record_applied(connection: _Connection, change: Change, checksum: str) -> None:
+    row = _history_row(change, checksum, transactional=False)
     # The change is in: a cancel landing now must not leave it unrecorded, so try again.
     for _ in range(2):
         with contextlib.suppress(asyncpg.QueryCanceledError):
-            await connection.fetchval(
-                _RECORD_CHANGE, *_history_row(change, checksum, transactional=False)
-            )
+            await _record_as_conveyor(connection, row)
             return
-    await connection.fetchval(_RECORD_CHANGE, *_history_row(change, checksum, transactional=False))
+    await _record_as_conveyor(connection, row)
+
+
+async def _record_as_conveyor(connection: _Connection, row: tuple[object, ...]) -> None:
+    # The script may have changed the session's role (SET ROLE app_owner, say): the history
+    # is written as the instance's own user, who made it.
+    await connection.execute(_AS_INSTANCE_USER)
+    await connection.fetchval(_RECORD_CHANGE, *row)
 
 
 def _history_row(change: Change, checksum: str, *, transactional: bool) -> tuple[object, ...]:
