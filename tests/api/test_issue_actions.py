@@ -43,7 +43,7 @@ REOPEN_ISSUE = (
 EVENTS = """
 query($id: ID!) {
   node(id: $id) {
-    ... on Issue { events { sequence kind actor taskId oldStatus newStatus detail } }
+    ... on Issue { events(first: 100) { sequence kind actor taskId oldStatus newStatus detail } }
   }
 }
 """

@@ -215,6 +215,7 @@ async def test_a_mutation_answer_says_the_sequence_its_commit_reached(
 ) -> None:
     catalog = await build_engine_catalog(graphql, server_url, {"main": "conveyor_never_created"})
     issue = await create_issue(graphql, catalog)
+    await checked(issue)
     task_id = issue["tasks"][0]
 
     answer = await post(
