@@ -18,6 +18,7 @@ from typing import Any
 
 from tortoise.connection import get_connection
 
+from conveyor.domain.check_review import CheckFacts, CheckGate
 from conveyor.domain.permissions import ApprovalRules, Principal
 from conveyor.domain.scheduling import (
     OCCUPYING_STATUSES,
@@ -190,6 +191,8 @@ def _column_sql(model: str, name: str, alias: str) -> str:
             return global_id_sql(model, f"{alias}.id")
         case "Task", "cancel_requested":
             return f"({alias}.cancel_requested_at IS NOT NULL)"
+        case "Task", "dry_run_requested":
+            return f"({alias}.dry_run_requested_at IS NOT NULL)"
         case "Issue", "status":
             return (
                 f"(SELECT p.status FROM pipeline p WHERE p.issue_id = {alias}.id "
@@ -290,7 +293,9 @@ def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
           SELECT coalesce(json_agg(json_build_array(
               t.id, t.status, t.instance_id, t.database_id, {iso_timestamp_sql("t.not_before")},
               (SELECT coalesce(json_agg(d.blocked_by_id), '[]'::json)
-               FROM task_dependency d WHERE d.task_id = t.id))), '[]'::json)
+               FROM task_dependency d WHERE d.task_id = t.id),
+              json_build_array(t.statement_version, t.checked_version, t.blocking_rules,
+                t.checks_overridden_version))), '[]'::json)
           FROM task t WHERE t.stage_id = s.id)) ORDER BY s.position), '[]'::json)
        FROM stage s WHERE s.pipeline_id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
@@ -679,6 +684,34 @@ def _timestamp(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _task_state(
+    task_id: int,
+    task_status: str,
+    instance_id: int,
+    database_id: int | None,
+    not_before: str | None,
+    blocked_by: list[int],
+    checks: list[Any],
+) -> TaskState:
+    statement_version, checked_version, blocking_rules, overridden_version = checks
+    check_facts = CheckFacts(
+        statement_version=statement_version,
+        checked_version=checked_version,
+        blocking_rules=tuple(blocking_rules),
+        overridden_version=overridden_version,
+    )
+    return TaskState(
+        id=task_id,
+        status=_TASK_STATUSES[task_status],
+        instance_id=instance_id,
+        database_id=database_id,
+        not_before=None if not_before is None else _timestamp(not_before),
+        blocked_by=frozenset(blocked_by) if blocked_by else _NO_BLOCKERS,
+        checks_pending=check_facts.gate is CheckGate.PENDING,
+        failed_checks=check_facts.holding_rules,
+    )
+
+
 def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecision:
     """The decision db.scheduling.decisions makes, from the facts _scheduling_facts_sql read
     (whose first item is the pipeline's id; the waiting objects after them are not read)."""
@@ -689,19 +722,7 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
             StageState(
                 id=stage_id,
                 name=name,
-                tasks=tuple(
-                    TaskState(
-                        id=task_id,
-                        status=_TASK_STATUSES[task_status],
-                        instance_id=instance_id,
-                        database_id=database_id,
-                        not_before=None if not_before is None else _timestamp(not_before),
-                        blocked_by=frozenset(blocked_by) if blocked_by else _NO_BLOCKERS,
-                    )
-                    for task_id, task_status, instance_id, database_id, not_before, blocked_by in (
-                        tasks
-                    )
-                ),
+                tasks=tuple(_task_state(*task) for task in tasks),
             )
             for stage_id, name, tasks in stages
         ),

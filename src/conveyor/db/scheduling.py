@@ -2,6 +2,7 @@
 occupancy. The worker and the API read through the same functions, so what the API shows as a
 waiting reason is what the worker acts on."""
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -10,6 +11,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 
 from conveyor.db.models import Instance, Pipeline, Stage, Task
+from conveyor.domain.check_review import CheckFacts, CheckGate
 from conveyor.domain.scheduling import (
     OCCUPYING_STATUSES,
     Occupancy,
@@ -41,6 +43,8 @@ async def pipeline_states(
     rows = await (connection or get_connection("default")).execute_query_dict(
         """
         SELECT t.id, t.status, t.stage_id, t.instance_id, t.database_id, t.not_before,
+               t.statement_version, t.checked_version, t.blocking_rules,
+               t.checks_overridden_version,
                array_remove(array_agg(d.blocked_by_id), NULL) AS blocked_by
         FROM task t LEFT JOIN task_dependency d ON d.task_id = t.id
         WHERE t.pipeline_id = ANY($1::int[])
@@ -50,6 +54,12 @@ async def pipeline_states(
     )
     tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
     for row in rows:
+        checks = CheckFacts(
+            statement_version=row["statement_version"],
+            checked_version=row["checked_version"],
+            blocking_rules=tuple(json.loads(row["blocking_rules"])),
+            overridden_version=row["checks_overridden_version"],
+        )
         tasks_by_stage[row["stage_id"]].append(
             TaskState(
                 id=row["id"],
@@ -58,6 +68,8 @@ async def pipeline_states(
                 database_id=row["database_id"],
                 not_before=row["not_before"],
                 blocked_by=frozenset(row["blocked_by"]),
+                checks_pending=checks.gate is CheckGate.PENDING,
+                failed_checks=checks.holding_rules,
             )
         )
     stages_by_pipeline: dict[int, list[StageState]] = defaultdict(list)

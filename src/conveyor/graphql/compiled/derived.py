@@ -75,6 +75,7 @@ def _waiting_reason(
         "message": reason.message,
         "notBefore": None if reason.not_before is None else reason.not_before.isoformat(),
         "limit": reason.limit,
+        "rules": list(reason.rules),
         "__typename": "WaitingReason",
     }
     return {
