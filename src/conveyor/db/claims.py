@@ -8,7 +8,7 @@ transaction-scoped advisory lock taken with *try*, so two workers never wait on 
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Task, TaskRun
 from conveyor.db.queries import RUNNER
-from conveyor.db.scheduling import instances_of, occupancy, pipeline_states
+from conveyor.db.scheduling import instances_of, occupancy, unfinished_pipeline_state
 from conveyor.db.task_status import (
     HeldTask,
     StatusChange,
@@ -121,7 +121,7 @@ async def _claim_in_pipeline(
         )
         if not held:
             return [], True
-        state = (await pipeline_states([pipeline_id], connection))[pipeline_id]
+        state = await unfinished_pipeline_state(connection, pipeline_id, PipelineStatus.OPEN)
         tasks = {task.id: task for stage in state.stages for task in stage.tasks}
         wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
         locked = await connection.execute_query_dict(
@@ -185,10 +185,15 @@ class _NotHeld(Exception):
 
 
 async def finish_task(
-    worker: str, claimed: ClaimedTask, end: AttemptEnd, outcome: Outcome | None = None
+    worker: str,
+    claimed: ClaimedTask,
+    end: AttemptEnd,
+    outcome: Outcome | None = None,
+    log_lines: Sequence[dict[str, Any]] = (),
 ) -> bool:
-    """Record the attempt and take its ending transition; False if this worker no longer
-    held the task. `outcome` is None when the target never answered."""
+    """Record the attempt and take its ending transition, after the attempt's `log_lines` not
+    streamed yet; False if this worker no longer held the task. `outcome` is None when the
+    target never answered."""
     try:
         async with in_transaction() as connection:
             database_id = None
@@ -207,6 +212,7 @@ async def finish_task(
                 outcome,
                 RUNNER_ACTOR,
                 database_id=database_id,
+                log_lines=log_lines,
             ):
                 raise _NotHeld
     except _NotHeld:

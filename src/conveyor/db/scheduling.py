@@ -3,13 +3,15 @@ occupancy. The worker and the API read through the same functions, so what the A
 waiting reason is what the worker acts on."""
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 
-from conveyor.db.models import Instance, Pipeline, Stage, Task
+from conveyor.db.models import Pipeline, Stage
+from conveyor.db.queries import RUNNER
 from conveyor.domain.scheduling import (
     OCCUPYING_STATUSES,
     Occupancy,
@@ -19,7 +21,7 @@ from conveyor.domain.scheduling import (
     TaskState,
     decide,
 )
-from conveyor.domain.statuses import TaskStatus
+from conveyor.domain.statuses import FINISHED_TASK_STATUSES, PipelineStatus, TaskStatus
 
 
 async def pipeline_states(
@@ -50,16 +52,7 @@ async def pipeline_states(
     )
     tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
     for row in rows:
-        tasks_by_stage[row["stage_id"]].append(
-            TaskState(
-                id=row["id"],
-                status=TaskStatus(row["status"]),
-                instance_id=row["instance_id"],
-                database_id=row["database_id"],
-                not_before=row["not_before"],
-                blocked_by=frozenset(row["blocked_by"]),
-            )
-        )
+        tasks_by_stage[row["stage_id"]].append(_task_state(row))
     stages_by_pipeline: dict[int, list[StageState]] = defaultdict(list)
     for stage in stages:
         stages_by_pipeline[stage.pipeline_id].append(
@@ -73,29 +66,63 @@ async def pipeline_states(
     }
 
 
+async def unfinished_pipeline_state(
+    connection: BaseDBAsyncClient, pipeline_id: int, status: PipelineStatus
+) -> PipelineState:
+    """The scheduling view of a pipeline in `status` that the caller holds locked, with only
+    its unfinished tasks, in one statement: what a claim reads. The decision on it is the one
+    on the whole pipeline, since a finished task counts only as a blocker that no longer
+    blocks (each task's `blocked_by` here lists only unfinished blockers) or towards a stage
+    that no longer holds the pipeline back (a stage without unfinished tasks)."""
+    rows = await connection.execute_query_dict(
+        RUNNER["unfinished_pipeline_state"], [pipeline_id, sorted(FINISHED_TASK_STATUSES)]
+    )
+    names: dict[int, str] = {}
+    tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
+    for row in rows:
+        names[row["stage_id"]] = row["stage_name"]
+        if row["id"] is not None:
+            tasks_by_stage[row["stage_id"]].append(_task_state(row))
+    return PipelineState(
+        status=status,
+        stages=tuple(
+            StageState(id=stage_id, name=name, tasks=tuple(tasks_by_stage[stage_id]))
+            for stage_id, name in names.items()
+        ),
+    )
+
+
+def _task_state(row: Mapping[str, Any]) -> TaskState:
+    return TaskState(
+        id=row["id"],
+        status=TaskStatus(row["status"]),
+        instance_id=row["instance_id"],
+        database_id=row["database_id"],
+        not_before=row["not_before"],
+        blocked_by=frozenset(row["blocked_by"]),
+    )
+
+
 async def occupancy(
     instance_ids: Iterable[int], connection: BaseDBAsyncClient | None = None
 ) -> Occupancy:
-    """What runs anywhere on these instances (and so on their databases), and their limits."""
-    wanted = set(instance_ids)
-    running = (
-        await Task.filter(instance_id__in=wanted, status__in=OCCUPYING_STATUSES)
-        .using_db(connection)
-        .only("id", "instance_id", "database_id")
+    """What runs anywhere on these instances (and so on their databases), and their limits,
+    in one statement."""
+    wanted = sorted(set(instance_ids))
+    rows = (
+        await (connection or get_connection("default")).execute_query_dict(
+            RUNNER["occupancy"], [wanted, sorted(OCCUPYING_STATUSES)]
+        )
         if wanted
         else []
     )
-    limits = (
-        await Instance.filter(id__in=wanted).using_db(connection).only("id", "max_running_tasks")
-        if wanted
-        else []
-    )
+    running = [row for row in rows if row["task_id"] is not None]
     return Occupancy(
         running_task_by_database={
-            task.database_id: task.id for task in running if task.database_id is not None
+            row["database_id"]: row["task_id"] for row in running if row["database_id"] is not None
         },
-        running_count_by_instance=Counter(task.instance_id for task in running),
-        limit_by_instance={instance.id: instance.max_running_tasks for instance in limits},
+        running_count_by_instance=Counter(row["instance_id"] for row in running),
+        limit_by_instance={row["instance_id"]: row["max_running_tasks"] for row in rows},
     )
 
 

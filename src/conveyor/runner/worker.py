@@ -57,6 +57,8 @@ class _Attempt:
     cancel_sent: bool = False
     #: Set once the target finished: from then on only the report is left to do.
     outcome: Outcome | None = None
+    #: The attempt's log entries its report writes (those not streamed while it ran).
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -223,8 +225,9 @@ class Worker:
                 on_log=self._task_logs.listener(claimed.task_id),
             )
             took = time.monotonic() - started
-            # The live lines reach subscribers before the status change that ends them.
-            await self._task_logs.flush()
+            # The live lines not streamed yet go with the report, before the status change
+            # that ends them, in its transaction.
+            attempt.log_lines = await self._task_logs.take(claimed.task_id)
             await self._report_until_recorded(attempt, attempt.outcome)
             labels = (claimed.type.value, _ending_of(attempt, attempt.outcome).run_status.value)
             self.metrics.task_runs.labels(*labels).inc()
@@ -257,7 +260,9 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        await claims.finish_task(self.id, attempt.claimed, _ending_of(attempt, outcome), outcome)
+        await claims.finish_task(
+            self.id, attempt.claimed, _ending_of(attempt, outcome), outcome, attempt.log_lines
+        )
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
