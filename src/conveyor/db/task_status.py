@@ -289,6 +289,14 @@ class HeldTask:
     status: TaskStatus
 
 
+@dataclass(frozen=True)
+class EndedAttempt:
+    """What the end of an attempt left: its pipeline, locked by the caller's transaction."""
+
+    pipeline_id: int
+    pipeline_status: PipelineStatus
+
+
 async def end_attempt(
     connection: BaseDBAsyncClient,
     worker: str,
@@ -299,15 +307,15 @@ async def end_attempt(
     *,
     database_id: int | None = None,
     log_lines: Sequence[dict[str, Any]] = (),
-) -> bool:
+) -> EndedAttempt | None:
     """Take the attempt's ending transition and record its run, in two statements (the
     pipeline's lock, then the rest, `log_lines` as a TASK_LOG event before the status change);
-    False if `worker` no longer held the task. A stage or pipeline that rolls up adds its
-    event after them."""
+    None if `worker` no longer held the task. A stage or pipeline that rolls up adds its
+    event after them. The pipeline stays locked until the caller's transaction ends."""
     new_status = next_status(held.status, end.action)
     pipelines = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [held.task_id])
     if not pipelines:
-        return False
+        return None
     rows = await connection.execute_query_dict(
         RUNNER["end_attempt"],
         [
@@ -335,7 +343,7 @@ async def end_attempt(
         ],
     )
     if not rows:
-        return False
+        return None
     [row] = rows
     pipeline_id, issue_id = pipelines[0]["id"], pipelines[0]["issue_id"]
     roll_up = stage_events_of_changes(
@@ -354,4 +362,4 @@ async def end_attempt(
         pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
         roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, roll_up)
-    return True
+    return EndedAttempt(pipeline_id, rolled_up)

@@ -170,15 +170,18 @@ class Worker:
             self._outage.succeeded()
             self._contended = round_.contended
             claimed = round_.tasks
-            self.metrics.claims.inc(len(claimed))
-            for task in claimed:
-                attempt = _Attempt(claimed=task, target=self._target_of(task))
-                self._attempts[task.task_id] = attempt
-                attempt.runner = asyncio.create_task(
-                    self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
-                )
+            self._start_attempts(claimed)
             if len(claimed) < room:
                 return
+
+    def _start_attempts(self, claimed: list[ClaimedTask]) -> None:
+        self.metrics.claims.inc(len(claimed))
+        for task in claimed:
+            attempt = _Attempt(claimed=task, target=self._target_of(task))
+            self._attempts[task.task_id] = attempt
+            attempt.runner = asyncio.create_task(
+                self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
+            )
 
     def _target_of(self, claimed: ClaimedTask) -> Target:
         return Target(
@@ -260,9 +263,19 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        await claims.finish_task(
-            self.id, attempt.claimed, _ending_of(attempt, outcome), outcome, attempt.log_lines
+        # The slot the attempt frees goes, in the same transaction, to the next task of its
+        # pipeline that may start: no claim of its own, nor one that finds the pipeline held.
+        claimed = await claims.finish_and_claim(
+            self.id,
+            attempt.claimed,
+            _ending_of(attempt, outcome),
+            outcome,
+            attempt.log_lines,
+            self._lease,
+            limit=0 if self._stopping.is_set() else 1,
         )
+        # Registered while the finished attempt still holds its slot: never above concurrency.
+        self._start_attempts(claimed or [])
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -336,18 +349,32 @@ class Worker:
                 self.metrics.lease_recoveries.labels(settled.value).inc()
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
+    def _unfinished_runners(self) -> set[asyncio.Task[None]]:
+        return {
+            attempt.runner
+            for attempt in self._attempts.values()
+            if attempt.runner is not None and not attempt.runner.done()
+        }
+
     async def _drain(self) -> None:
-        running = [attempt.runner for attempt in self._attempts.values() if attempt.runner]
+        running = self._unfinished_runners()
         if not running:
             return
         logger.info("%s: waiting for %d running task(s) to finish", self.id, len(running))
-        _, pending = await asyncio.wait(running, timeout=self._settings.shutdown_grace_seconds)
+        deadline = time.monotonic() + self._settings.shutdown_grace_seconds
+        # A report under way when the worker was told to stop may still claim the next task
+        # (see _report): wait for those too, within the same grace.
+        while running and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(running, timeout=left)
+            running = self._unfinished_runners()
+        pending = running
         if not pending:
             return
         for attempt in list(self._attempts.values()):
             attempt.interrupted_by_shutdown = True
             self._in_background(self._cancel_on_target(attempt))
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        pending = self._unfinished_runners()
         # A target that does not answer even a cancel: stop waiting, and hand the task back
         # (or to a person) rather than leave it RUNNING until its lease runs out.
         for attempt in list(self._attempts.values()):
