@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Task, TaskRun
 from conveyor.db.queries import RUNNER
-from conveyor.db.scheduling import instances_of, occupancy, unfinished_pipeline_state
+from conveyor.db.scheduling import instances_of, occupancy, start_candidates
 from conveyor.db.task_status import (
     HeldTask,
     StatusChange,
@@ -129,7 +129,7 @@ async def _start_in_held_pipeline(
 ) -> tuple[list[ClaimedTask], bool]:
     """START up to `limit` tasks that scheduling allows in an OPEN pipeline this transaction
     holds locked; and whether another worker's claim lock on an instance made this skip some."""
-    state = await unfinished_pipeline_state(connection, pipeline_id, PipelineStatus.OPEN)
+    state = await start_candidates(connection, pipeline_id, PipelineStatus.OPEN, _STARTABLE)
     tasks = {task.id: task for stage in state.stages for task in stage.tasks}
     wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
     if not wanted:

@@ -66,30 +66,33 @@ async def pipeline_states(
     }
 
 
-async def unfinished_pipeline_state(
-    connection: BaseDBAsyncClient, pipeline_id: int, status: PipelineStatus
+async def start_candidates(
+    connection: BaseDBAsyncClient,
+    pipeline_id: int,
+    status: PipelineStatus,
+    startable: Iterable[TaskStatus],
 ) -> PipelineState:
-    """The scheduling view of a pipeline in `status` that the caller holds locked, with only
-    its unfinished tasks, in one statement: what a claim reads. The decision on it is the one
-    on the whole pipeline, since a finished task counts only as a blocker that no longer
-    blocks (each task's `blocked_by` here lists only unfinished blockers) or towards a stage
-    that no longer holds the pipeline back (a stage without unfinished tasks)."""
+    """What a claim decides on, in one statement: the pipeline (in `status`, held locked by
+    the caller) narrowed to its active stage's tasks that the decision could start (see
+    `start_candidates` in sql/runner.sql). `decide` on it starts what it would start on the
+    whole pipeline: every task left out is one it would not start and that takes no slot."""
     rows = await connection.execute_query_dict(
-        RUNNER["unfinished_pipeline_state"], [pipeline_id, sorted(FINISHED_TASK_STATUSES)]
+        RUNNER["start_candidates"],
+        [
+            pipeline_id,
+            sorted(FINISHED_TASK_STATUSES),
+            sorted(startable),
+            sorted(OCCUPYING_STATUSES),
+        ],
     )
-    names: dict[int, str] = {}
-    tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
-    for row in rows:
-        names[row["stage_id"]] = row["stage_name"]
-        if row["id"] is not None:
-            tasks_by_stage[row["stage_id"]].append(_task_state(row))
-    return PipelineState(
-        status=status,
-        stages=tuple(
-            StageState(id=stage_id, name=name, tasks=tuple(tasks_by_stage[stage_id]))
-            for stage_id, name in names.items()
-        ),
+    if not rows:
+        return PipelineState(status=status, stages=())
+    stage = StageState(
+        id=rows[0]["stage_id"],
+        name=rows[0]["stage_name"],
+        tasks=tuple(sorted((_task_state(row) for row in rows), key=lambda task: task.id)),
     )
+    return PipelineState(status=status, stages=(stage,))
 
 
 def _task_state(row: Mapping[str, Any]) -> TaskState:

@@ -17,23 +17,42 @@ LIMIT $1;
 -- second claimer. $1 pipeline id, $2 the open pipeline status.
 SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOCKED;
 
--- name: unfinished_pipeline_state
--- What the scheduling decision needs of a pipeline the caller holds, finished tasks left out:
--- each stage (in order) with its tasks not finished, each with its blockers not finished (a
--- blocker that is not a task of this pipeline counts as not finished). A stage whose tasks
--- are all finished comes as one row without a task. $1 pipeline id, $2 the finished statuses.
-SELECT s.id AS stage_id, s.name AS stage_name, t.id, t.status, t.instance_id, t.database_id,
-       t.not_before,
-       ARRAY(
-           SELECT d.blocked_by_id FROM task_dependency d
-           LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = t.pipeline_id
-           WHERE d.task_id = t.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
-       ) AS blocked_by
-FROM stage s
-LEFT JOIN task t
-    ON t.pipeline_id = $1 AND t.stage_id = s.id AND t.status <> ALL($2::text[])
-WHERE s.pipeline_id = $1
-ORDER BY s.position, t.id;
+-- name: start_candidates
+-- Of a pipeline the caller holds, the tasks the scheduling decision could start, narrowed by
+-- its own rules so that a claim reads a handful of rows however large the pipeline: only the
+-- active stage (the first with a task not finished), only tasks in a status START is taken
+-- from, whose not-before time has come, with no unfinished blocker (a blocker that is not a
+-- task of this pipeline counts as unfinished), whose database no task occupies; and of those
+-- the first by id on each database (the one the decision would choose). The decision itself
+-- is still taken, on these rows, by domain.scheduling.decide.
+-- $1 pipeline id, $2 the finished statuses, $3 the statuses START is taken from,
+-- $4 the occupying statuses.
+WITH active AS (
+    SELECT s.id, s.name FROM stage s
+    WHERE s.pipeline_id = $1
+      AND EXISTS (
+          SELECT FROM task u
+          WHERE u.pipeline_id = $1 AND u.stage_id = s.id AND u.status <> ALL($2::text[])
+      )
+    ORDER BY s.position
+    LIMIT 1
+)
+SELECT DISTINCT ON (coalesce(t.database_id, -t.id))
+       a.id AS stage_id, a.name AS stage_name, t.id, t.status, t.instance_id, t.database_id,
+       t.not_before, '{}'::int[] AS blocked_by
+FROM active a
+JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
+WHERE t.status = ANY($3::text[])
+  AND (t.not_before IS NULL OR t.not_before <= now())
+  AND NOT EXISTS (
+      SELECT FROM task_dependency d
+      LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
+      WHERE d.task_id = t.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
+  )
+  AND (t.database_id IS NULL OR NOT EXISTS (
+      SELECT FROM task r WHERE r.database_id = t.database_id AND r.status = ANY($4::text[])
+  ))
+ORDER BY coalesce(t.database_id, -t.id), t.id;
 
 -- name: occupancy
 -- The cluster's tasks in an occupying status on these instances, one row each, and every
