@@ -44,6 +44,10 @@ CANCEL_WAIT_SECONDS = 10.0
 CANCEL_RETRY_SECONDS = 0.25
 #: How soon a worker claims again after a round that skipped another worker's locks.
 CONTENDED_RETRY_SECONDS = 0.02
+#: The least time between two lease renewals a notification asks for (to see a cancel
+#: request): every status change notifies, the worker's own included, and at hundreds a
+#: second a renewal each would be a round trip per task.
+WAKEUP_RENEWAL_SECONDS = 0.05
 
 
 @dataclass
@@ -87,6 +91,9 @@ class Worker:
         self._sessions = TargetSessions()
         self._contended = False
         self._running = False
+        #: A notification came since the last renewal: a cancel may have been asked for.
+        self._renewal_wanted = False
+        self._renewed_at = 0.0
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
@@ -103,12 +110,13 @@ class Worker:
         ]
         try:
             while not self._stopping.is_set():
-                woken = wakeup.is_set()
+                # The change that woke us may be a cancel request for a task we hold.
+                self._renewal_wanted = self._renewal_wanted or wakeup.is_set()
                 wakeup.clear()
                 self._room.clear()
                 try:
-                    if woken:
-                        # The change that woke us may be a cancel request for a task we hold.
+                    if self._renewal_wanted and self._renewal_wait() <= 0:
+                        self._renewal_wanted = False
                         await self._renew_leases()
                     await self._claim_while_room()
                 except Exception as error:
@@ -157,6 +165,8 @@ class Worker:
         # and for not-before times coming due. A round that skipped what another worker held
         # looks again soon: the notification of that work may have come while it was held.
         timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        if self._renewal_wanted:
+            timeout = min(timeout, self._renewal_wait())
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
@@ -295,10 +305,15 @@ class Worker:
             else:
                 delay = interval
 
+    def _renewal_wait(self) -> float:
+        """How long until a renewal a notification asked for may go."""
+        return self._renewed_at + WAKEUP_RENEWAL_SECONDS - time.monotonic()
+
     async def _renew_leases(self) -> None:
         """Extend the leases held, and start aborting the tasks a person asked to cancel."""
         if not self._attempts:
             return
+        self._renewed_at = time.monotonic()
         cancel_requested = await claims.renew_leases(self.id, list(self._attempts), self._lease)
         self._outage.succeeded()
         for task_id in cancel_requested:
