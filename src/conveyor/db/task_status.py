@@ -340,6 +340,7 @@ async def end_attempt(
             sorted(FINISHED_TASK_STATUSES),
             EventKind.TASK_LOG.value,
             json.dumps({"entries": list(log_lines)}) if log_lines else None,
+            [status.value for status in TaskStatus],
         ],
     )
     if not rows:

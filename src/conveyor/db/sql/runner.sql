@@ -36,23 +36,46 @@ WITH active AS (
       )
     ORDER BY s.position
     LIMIT 1
+), waiting AS (
+    SELECT t.* FROM active a
+    JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
+    WHERE t.status = ANY($3::text[])
+), free_databases AS (
+    SELECT DISTINCT w.database_id FROM waiting w
+    WHERE w.database_id IS NOT NULL
+      AND NOT EXISTS (
+          SELECT FROM task r WHERE r.database_id = w.database_id AND r.status = ANY($4::text[])
+      )
+), chosen AS (
+    -- The first ready task on each free database (a row per database, found without testing
+    -- every waiting task), and every ready instance-level task.
+    SELECT first.* FROM free_databases f
+    CROSS JOIN LATERAL (
+        SELECT w.* FROM waiting w
+        WHERE w.database_id = f.database_id
+          AND (w.not_before IS NULL OR w.not_before <= now())
+          AND NOT EXISTS (
+              SELECT FROM task_dependency d
+              LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
+              WHERE d.task_id = w.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
+          )
+        ORDER BY w.id
+        LIMIT 1
+    ) first
+    UNION ALL
+    SELECT w.* FROM waiting w
+    WHERE w.database_id IS NULL
+      AND (w.not_before IS NULL OR w.not_before <= now())
+      AND NOT EXISTS (
+          SELECT FROM task_dependency d
+          LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
+          WHERE d.task_id = w.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
+      )
 )
-SELECT DISTINCT ON (coalesce(t.database_id, -t.id))
-       a.id AS stage_id, a.name AS stage_name, t.id, t.status, t.instance_id, t.database_id,
-       t.not_before, '{}'::int[] AS blocked_by
-FROM active a
-JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
-WHERE t.status = ANY($3::text[])
-  AND (t.not_before IS NULL OR t.not_before <= now())
-  AND NOT EXISTS (
-      SELECT FROM task_dependency d
-      LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
-      WHERE d.task_id = t.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
-  )
-  AND (t.database_id IS NULL OR NOT EXISTS (
-      SELECT FROM task r WHERE r.database_id = t.database_id AND r.status = ANY($4::text[])
-  ))
-ORDER BY coalesce(t.database_id, -t.id), t.id;
+SELECT a.id AS stage_id, a.name AS stage_name, c.id, c.status, c.instance_id, c.database_id,
+       c.not_before, '{}'::int[] AS blocked_by
+FROM chosen c, active a
+ORDER BY c.id;
 
 -- name: occupancy
 -- The cluster's tasks in an occupying status on these instances, one row each, and every
@@ -146,7 +169,8 @@ FOR UPDATE;
 -- $5 status_reason, $6 database id to link (NULL keeps it), $7 run id, $8 run status,
 -- $9 error code, $10 error message, $11 result, $12 log, $13 transactional,
 -- $14 event-order lock key, $15 event kind, $16 actor, $17 event detail, $18 channel,
--- $19 the finished statuses, $20 the log event's kind, $21 its detail (NULL: no lines).
+-- $19 the finished statuses, $20 the log event's kind, $21 its detail (NULL: no lines),
+-- $22 every task status.
 WITH ended AS (
     UPDATE task t
     SET status = $4, version = t.version + 1, updated_at = now(),
@@ -184,8 +208,12 @@ SELECT e.id, e.stage_id,
        (SELECT count(*) FROM run) AS runs,
        (SELECT count(*) FROM notified) AS notified,
        ARRAY(
-           SELECT DISTINCT t.status::text FROM task t
-           WHERE t.pipeline_id = e.pipeline_id AND t.stage_id = e.stage_id AND t.id <> e.id
+           SELECT s.status FROM unnest($22::text[]) AS s (status)
+           WHERE EXISTS (
+               SELECT FROM task t
+               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status
+                 AND t.stage_id = e.stage_id AND t.id <> e.id
+           )
        ) AS stage_others,
        ARRAY(
            SELECT t.status::text FROM task t
