@@ -37,7 +37,8 @@ WITH active AS (
     ORDER BY s.position
     LIMIT 1
 ), waiting AS (
-    SELECT t.* FROM active a
+    SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before
+    FROM active a
     JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
     WHERE t.status = ANY($3::text[])
 ), free_databases AS (
@@ -47,19 +48,26 @@ WITH active AS (
           SELECT FROM task r WHERE r.database_id = w.database_id AND r.status = ANY($4::text[])
       )
 ), chosen AS (
-    -- The first ready task on each free database (a row per database, found without testing
-    -- every waiting task), and every ready instance-level task.
+    -- The first ready task on each free database, its waiting tasks tested in id order only
+    -- until one is ready (OFFSET 0 keeps the tests out of the sorted scan); and every ready
+    -- instance-level task.
     SELECT first.* FROM free_databases f
     CROSS JOIN LATERAL (
-        SELECT w.* FROM waiting w
-        WHERE w.database_id = f.database_id
-          AND (w.not_before IS NULL OR w.not_before <= now())
+        SELECT o.* FROM (
+            SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before
+            FROM active a
+            JOIN task t ON t.database_id = f.database_id AND t.pipeline_id = $1
+                       AND t.stage_id = a.id
+            WHERE t.status = ANY($3::text[])
+            ORDER BY t.id
+            OFFSET 0
+        ) o
+        WHERE (o.not_before IS NULL OR o.not_before <= now())
           AND NOT EXISTS (
               SELECT FROM task_dependency d
               LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
-              WHERE d.task_id = w.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
+              WHERE d.task_id = o.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
           )
-        ORDER BY w.id
         LIMIT 1
     ) first
     UNION ALL
