@@ -83,6 +83,7 @@ async def start_candidates(
             sorted(FINISHED_TASK_STATUSES),
             sorted(startable),
             sorted(OCCUPYING_STATUSES),
+            sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
         ],
     )
     if not rows:

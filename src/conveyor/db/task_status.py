@@ -337,7 +337,7 @@ async def end_attempt(
             actor,
             json.dumps({"reason": end.status_reason}) if end.status_reason else None,
             CHANNEL,
-            sorted(FINISHED_TASK_STATUSES),
+            sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
             EventKind.TASK_LOG.value,
             json.dumps({"entries": list(log_lines)}) if log_lines else None,
             [status.value for status in TaskStatus],

@@ -26,13 +26,13 @@ SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOC
 -- the first by id on each database (the one the decision would choose). The decision itself
 -- is still taken, on these rows, by domain.scheduling.decide.
 -- $1 pipeline id, $2 the finished statuses, $3 the statuses START is taken from,
--- $4 the occupying statuses.
+-- $4 the occupying statuses, $5 the statuses not finished (probed by index, one by one).
 WITH active AS (
     SELECT s.id, s.name FROM stage s
     WHERE s.pipeline_id = $1
       AND EXISTS (
           SELECT FROM task u
-          WHERE u.pipeline_id = $1 AND u.stage_id = s.id AND u.status <> ALL($2::text[])
+          WHERE u.pipeline_id = $1 AND u.status = ANY($5::text[]) AND u.stage_id = s.id
       )
     ORDER BY s.position
     LIMIT 1
@@ -177,7 +177,7 @@ FOR UPDATE;
 -- $5 status_reason, $6 database id to link (NULL keeps it), $7 run id, $8 run status,
 -- $9 error code, $10 error message, $11 result, $12 log, $13 transactional,
 -- $14 event-order lock key, $15 event kind, $16 actor, $17 event detail, $18 channel,
--- $19 the finished statuses, $20 the log event's kind, $21 its detail (NULL: no lines),
+-- $19 the statuses not finished, $20 the log event's kind, $21 its detail (NULL: no lines),
 -- $22 every task status.
 WITH ended AS (
     UPDATE task t
@@ -224,9 +224,11 @@ SELECT e.id, e.stage_id,
            )
        ) AS stage_others,
        ARRAY(
-           SELECT t.status::text FROM task t
-           WHERE t.pipeline_id = e.pipeline_id AND t.id <> e.id
-             AND t.status <> ALL($19::text[])
+           SELECT s.status FROM unnest($19::text[]) AS s (status)
+           WHERE EXISTS (
+               SELECT FROM task t
+               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status AND t.id <> e.id
+           )
            LIMIT 1
        ) AS unfinished
 FROM ended e;
