@@ -42,11 +42,12 @@ WITH active AS (
     JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
     WHERE t.status = ANY($3::text[])
 ), free_databases AS (
-    SELECT DISTINCT w.database_id FROM waiting w
-    WHERE w.database_id IS NOT NULL
-      AND NOT EXISTS (
-          SELECT FROM task r WHERE r.database_id = w.database_id AND r.status = ANY($4::text[])
-      )
+    -- Each database tested once, after DISTINCT: not once per waiting task.
+    SELECT d.database_id
+    FROM (SELECT DISTINCT w.database_id FROM waiting w WHERE w.database_id IS NOT NULL) d
+    WHERE NOT EXISTS (
+        SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
+    )
 ), chosen AS (
     -- The first ready task on each free database, its waiting tasks tested in id order only
     -- until one is ready (OFFSET 0 keeps the tests out of the sorted scan); and every ready
