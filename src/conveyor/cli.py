@@ -24,13 +24,21 @@ from conveyor.db import tokens
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
+from conveyor.domain.checks import (
+    Finding,
+    blocking_findings,
+    check_statement,
+    default_review_policy,
+)
 from conveyor.domain.permissions import SYSTEM, Role
+from conveyor.domain.statuses import TaskType
 from conveyor.errors import ConveyorError
 from conveyor.events.listener import running_listener
 from conveyor.graphql.types.node import parse_node_id
 from conveyor.operations.endpoints import OperationsEndpoints, Readiness
 from conveyor.operations.logs import AccessLogWithoutQueries, configure_logging
 from conveyor.operations.metrics import Metrics
+from conveyor.runner.squawk import SquawkUnavailable, lint_sync
 from conveyor.runner.worker import running_worker
 from conveyor.settings import LogFormat, Settings
 
@@ -258,6 +266,84 @@ def serve(settings: Settings, *, with_demo: bool | None) -> None:
     ).run()
 
 
+# Offline, the command cannot read an environment's approval policy: these names count as
+# protected, as the demo's prod (MANUAL approval) is, unless --protected/--not-protected says.
+_PROTECTED_NAMES = ("prod", "production", "prd", "live")
+
+
+def _protected_by_name(environment: str) -> bool:
+    name = environment.strip().lower()
+    return name in _PROTECTED_NAMES or name.startswith(("prod-", "prod_", "production-"))
+
+
+def _described(path: str, finding: Finding) -> str:
+    where = f"{path}:{finding.line or 1}:{finding.column or 1}"
+    return (
+        f"{where}: {finding.level.value} {finding.rule}: {finding.message}\n    {finding.doc_url}"
+    )
+
+
+def check(path: str, environment: str, task_type: TaskType, protected: bool | None) -> int:
+    """Print the findings a task of `task_type` would get in `environment`; the exit status."""
+    try:
+        sql = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"conveyor check: cannot read {path}: {error}", file=sys.stderr)
+        return 2
+    if protected is None:
+        protected = _protected_by_name(environment)
+    policy = default_review_policy(protected)
+    try:
+        linted = lint_sync(sql)
+    except SquawkUnavailable as error:
+        print(f"conveyor check: {error}", file=sys.stderr)
+        return 2
+    findings = check_statement(sql, task_type, policy, linted)
+    blocking = blocking_findings(findings, policy)
+    for finding in findings:
+        print(_described(path, finding))
+    kind = "protected" if protected else "not protected"
+    verdict = (
+        f"blocked: {len(blocking)} finding(s) at {policy.blocking.value} or worse"
+        if blocking
+        else "would run"
+    )
+    print(
+        f"{len(findings)} finding(s) for {task_type.described} in {environment} ({kind}): {verdict}"
+    )
+    return 1 if blocking else 0
+
+
+def _add_check_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = commands.add_parser(
+        "check",
+        help="check a SQL file as a task's statement, offline; exit 1 when the result blocks",
+    )
+    parser.add_argument("file", help="the SQL file; '-' for stdin")
+    parser.add_argument("--environment", required=True, help="the environment it would run in")
+    parser.add_argument(
+        "--type",
+        choices=[TaskType.SCHEMA_UPDATE.value, TaskType.DATA_UPDATE.value],
+        default=TaskType.SCHEMA_UPDATE.value,
+        help="the task's type (default SCHEMA_UPDATE)",
+    )
+    protection = parser.add_mutually_exclusive_group()
+    protection.add_argument(
+        "--protected",
+        dest="protected",
+        action="store_true",
+        default=None,
+        help="use the protected environments' defaults (data-loss rules are errors); default: "
+        "protected when the environment is named prod, production, prd or live",
+    )
+    protection.add_argument(
+        "--not-protected",
+        dest="protected",
+        action="store_false",
+        help="use the other environments' defaults (data-loss rules are warnings)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("demo", help="load the sample data into an empty database")
     _add_token_commands(commands)
+    _add_check_command(commands)
     export_parser = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
     export_parser.add_argument("output", nargs="?", default="schema.graphql", help="'-' for stdout")
     args = parser.parse_args(argv)
@@ -279,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "export-schema":
         export_schema(args.output)
         return
+    if args.command == "check":
+        sys.exit(check(args.file, args.environment, TaskType(args.type), args.protected))
     settings = Settings()
     configure_logging(settings)
     if args.command == "serve":

@@ -190,6 +190,7 @@ BY_SUBSCRIBER: dict[str, tuple[Outcome, ...]] = {
     "taskStatusChanged":     (OK,  OK, OK,       OK,    ANON),
     "pipelineStatusChanged": (OK,  OK, OK,       OK,    ANON),
     "pipelineActivity":      (OK,  OK, OK,       OK,    ANON),
+    "activity":              (OK,  OK, OK,       OK,    ANON),
 }
 # fmt: on
 
@@ -591,11 +592,13 @@ async def test_an_issue_or_task_mutation_is_allowed_as_the_table_says(
 
 # --- subscriptions ----------------------------------------------------------------------------
 
-#: Each subscription's scope argument, and the id of the world's issue it is given.
-SUBSCRIPTION_SCOPES: dict[str, tuple[str, Callable[[CreatedIssue], str]]] = {
+#: Each subscription's scope argument, and the id of the world's issue it is given (None: it
+#: has no scope).
+SUBSCRIPTION_SCOPES: dict[str, tuple[str, Callable[[CreatedIssue], str]] | None] = {
     "taskStatusChanged": ("taskId", lambda issue: issue.tasks["change"]),
     "pipelineStatusChanged": ("issueId", lambda issue: issue.id),
     "pipelineActivity": ("issueId", lambda issue: issue.id),
+    "activity": None,
 }
 
 
@@ -636,17 +639,20 @@ async def test_a_subscription_is_open_to_whom_the_table_says(
     issue = await world.open_issue()
     # Changes of the task's and the pipeline's status, for the subscription to replay first.
     await graphql.ok(CANCEL_ISSUE, {"id": issue.id})
-    argument, scope_of = SUBSCRIPTION_SCOPES[subscription]
-    document = (
-        f"subscription($id: ID!) {{ {subscription}({argument}: $id, after: 0) {{ __typename }} }}"
-    )
+    scope = SUBSCRIPTION_SCOPES[subscription]
+    if scope is None:
+        document = f"subscription {{ {subscription}(after: 0) {{ __typename }} }}"
+        variables = {}
+    else:
+        argument, scope_of = scope
+        document = (
+            f"subscription($id: ID!) {{ {subscription}({argument}: $id, after: 0)"
+            " { __typename } }"
+        )
+        variables = {"id": scope_of(issue)}
 
     result = await first_message(
-        graphql,
-        hub,
-        document,
-        {"id": scope_of(issue)},
-        None if who is None else PRINCIPALS[who],
+        graphql, hub, document, variables, None if who is None else PRINCIPALS[who]
     )
 
     if outcome is OK:

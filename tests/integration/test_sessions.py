@@ -4,6 +4,7 @@ when idle too long."""
 
 import asyncio
 import functools
+import uuid
 
 from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Target, execute
@@ -57,6 +58,46 @@ async def test_a_session_whose_attempt_was_canceled_is_not_reused(
         assert await backend_of(sessions, target, 2) != first
     finally:
         await sessions.close()
+
+
+async def test_a_reused_session_keeps_nothing_of_the_script_before(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    # A script may change its session's role, settings and temporary tables: committed, those
+    # outlive the transaction, and must not reach the next task that reuses the session.
+    database = await target_databases()
+    target = target_of(server_url, database)
+    role = f"owner_{uuid.uuid4().hex[:12]}"
+    await target_fetch(server_url, database, f"CREATE ROLE {role}")
+    await target_fetch(server_url, database, f"GRANT CREATE ON SCHEMA public TO {role}")
+    sessions = TargetSessions()
+    run = functools.partial(sessions.session, 1, 1, reusable=lambda: True)
+    try:
+        first = await execute(
+            target,
+            change_of(
+                f"SET ROLE {role}; SET search_path = pg_catalog; CREATE TEMP TABLE scratch ()"
+            ),
+            sessions=run,
+        )
+        second = await execute(
+            target,
+            change_of("CREATE TABLE public.made_next (); CREATE TEMP TABLE scratch ()", task_id=2),
+            sessions=run,
+        )
+        assert first.succeeded, first.error_message
+        assert second.succeeded, second.error_message
+        [owner] = await target_fetch(
+            server_url,
+            database,
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'made_next'",
+        )
+        assert owner["tableowner"] != role
+    finally:
+        await sessions.close()
+        await target_fetch(server_url, database, "DROP TABLE IF EXISTS public.made_next")
+        await target_fetch(server_url, database, f"REVOKE CREATE ON SCHEMA public FROM {role}")
+        await target_fetch(server_url, database, f"DROP ROLE {role}")
 
 
 async def test_changed_connection_settings_retire_the_instances_sessions(

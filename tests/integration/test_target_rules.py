@@ -21,6 +21,7 @@ from conveyor.runner.targets import (
     execute,
 )
 from tests.integration.conftest import NOT_CONVEYOR, address_of
+from tests.integration.test_targets import INSTALLATION
 
 LOOPBACK = InstanceNetworks.parse(["127.0.0.0/8"])
 ELSEWHERE = InstanceNetworks.parse(["10.0.0.0/8"])
@@ -30,6 +31,7 @@ REBINDING_HOST = "rebinding.conveyor.test"
 
 def change(type: TaskType = TaskType.INSTANCE_SYNC, statement: str | None = None) -> Change:
     return Change(
+        installation=INSTALLATION,
         task_id=1,
         attempt=1,
         type=type,

@@ -50,16 +50,22 @@ def target_of(url: str, database: str | None, **changes: Any) -> Target:
     return Target(**fields)
 
 
+#: The installation of Conveyor whose tasks these tests run.
+INSTALLATION = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
 def change_of(
     statement: str | None = None,
     *,
     task_id: int = 1,
+    installation: uuid.UUID = INSTALLATION,
     type: TaskType = TaskType.SCHEMA_UPDATE,
     database_name: str | None = None,
     lock_timeout_ms: int = 5_000,
     statement_timeout_ms: int = 30_000,
 ) -> Change:
     return Change(
+        installation=installation,
         task_id=task_id,
         attempt=1,
         type=type,
@@ -169,6 +175,65 @@ async def test_an_applied_change_is_not_applied_again(
     assert len(await fetch(server_url, database, "SELECT n FROM notes")) == 1
 
 
+async def test_another_installations_task_of_the_same_id_is_applied(
+    server_url: str, database: str, target: Target
+) -> None:
+    # A new Conveyor database numbers its tasks from 1 again: its task 1 is not the old one's.
+    await fetch(server_url, database, "CREATE TABLE notes (n int)")
+    first = await execute(target, change_of("INSERT INTO notes VALUES (1)"))
+    elsewhere = change_of("INSERT INTO notes VALUES (2)", installation=uuid.uuid4())
+
+    second = await execute(target, elsewhere)
+
+    assert first.succeeded, first
+    assert second.succeeded, second
+    assert "alreadyApplied" not in second.result
+    assert sorted(row["n"] for row in await fetch(server_url, database, "SELECT n FROM notes")) == [
+        1,
+        2,
+    ]
+    assert await change_was_applied(target, elsewhere)
+    assert (await execute(target, elsewhere)).result["alreadyApplied"] is True
+
+
+async def test_a_history_from_before_installations_is_upgraded_and_still_counts(
+    server_url: str, database: str, target: Target
+) -> None:
+    # The table as earlier versions made it: one row per task id, no installation.
+    for statement in (
+        "CREATE SCHEMA conveyor",
+        "CREATE TABLE conveyor.change_history (task_id bigint PRIMARY KEY, attempt int NOT NULL,"
+        " checksum text NOT NULL, transactional boolean NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())",
+        "INSERT INTO conveyor.change_history VALUES (1, 1, 'earlier', true)",
+        "CREATE TABLE notes (n int)",
+    ):
+        await fetch(server_url, database, statement)
+    applied_before = change_of("INSERT INTO notes VALUES (1)")
+    # Asking does not change the table.
+    assert await change_was_applied(target, applied_before)
+    assert not await change_was_applied(target, change_of("SELECT 1", task_id=2))
+
+    again = await execute(target, applied_before)
+    new = await execute(target, change_of("INSERT INTO notes VALUES (2)", task_id=2))
+
+    # The row without an installation was written by an earlier version of some installation:
+    # as before, its task counts as applied.
+    assert again.result["alreadyApplied"] is True
+    assert new.succeeded, new
+    assert "alreadyApplied" not in new.result
+    assert [row["n"] for row in await fetch(server_url, database, "SELECT n FROM notes")] == [2]
+    rows = await fetch(
+        server_url,
+        database,
+        "SELECT installation, task_id FROM conveyor.change_history ORDER BY task_id",
+    )
+    assert [(row["installation"], row["task_id"]) for row in rows] == [
+        (None, 1),
+        (INSTALLATION, 2),
+    ]
+
+
 async def test_concurrent_attempts_of_one_change_apply_it_once(
     server_url: str, database: str, target: Target
 ) -> None:
@@ -214,6 +279,32 @@ async def test_a_script_that_cannot_run_in_a_transaction_runs_statement_by_state
     assert again.succeeded, again
     assert again.result["alreadyApplied"] is True
     assert await change_was_applied(target, change)
+
+
+async def test_a_non_transactional_script_that_changes_its_role_is_still_recorded(
+    server_url: str, database: str, target: Target
+) -> None:
+    role = f"owner_{uuid.uuid4().hex[:12]}"
+    await fetch(server_url, database, f"CREATE ROLE {role}")
+    await fetch(server_url, database, f"GRANT CREATE ON SCHEMA public TO {role}")
+    try:
+        change = change_of(
+            f"SET ROLE {role}; CREATE TABLE public.owned (id int);"
+            " CREATE INDEX CONCURRENTLY owned_id ON public.owned (id)"
+        )
+        outcome = await execute(target, change)
+        assert outcome.succeeded, outcome.error_message
+        assert not outcome.transactional
+        [row] = await history(server_url, database)
+        assert row["task_id"] == change.task_id
+        [owner] = await fetch(
+            server_url, database, "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'"
+        )
+        assert owner["tableowner"] == role
+    finally:
+        await fetch(server_url, database, "DROP TABLE IF EXISTS public.owned")
+        await fetch(server_url, database, f"REVOKE CREATE ON SCHEMA public FROM {role}")
+        await fetch(server_url, database, f"DROP ROLE {role}")
 
 
 async def test_a_second_attempt_of_a_running_non_transactional_change_is_refused(

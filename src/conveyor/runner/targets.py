@@ -12,6 +12,7 @@ import hashlib
 import logging
 import socket
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,30 +75,52 @@ INVALID_NAME = "INVALID_NAME"
 _QUERY_CANCELED = "57014"
 
 _HISTORY_TABLE = "conveyor.change_history"
-_HISTORY_EXISTS = "SELECT to_regclass('conveyor.change_history') IS NOT NULL"
+# 0: no history table yet; 1: one from before installations were told apart; 2: current.
+_HISTORY_STATE = """SELECT CASE
+    WHEN to_regclass('conveyor.change_history') IS NULL THEN 0
+    WHEN EXISTS (SELECT FROM pg_attribute
+                 WHERE attrelid = to_regclass('conveyor.change_history')
+                 AND attname = 'installation' AND NOT attisdropped) THEN 2
+    ELSE 1 END"""
+# A task is known by its installation and its id: task ids restart in a new installation
+# (a new Conveyor database), and its tasks must not pass for changes applied already. Rows
+# written before installations were told apart have none, and count for every installation.
 _CREATE_HISTORY = """
 CREATE SCHEMA IF NOT EXISTS conveyor;
 CREATE TABLE IF NOT EXISTS conveyor.change_history (
-    task_id bigint PRIMARY KEY,
+    installation uuid,
+    task_id bigint NOT NULL,
     attempt int NOT NULL,
     checksum text NOT NULL,
     transactional boolean NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
-)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS change_history_installation_task
+    ON conveyor.change_history (installation, task_id)
+"""
+_UPGRADE_HISTORY = """
+ALTER TABLE conveyor.change_history ADD COLUMN IF NOT EXISTS installation uuid;
+ALTER TABLE conveyor.change_history DROP CONSTRAINT IF EXISTS change_history_pkey;
+CREATE UNIQUE INDEX IF NOT EXISTS change_history_installation_task
+    ON conveyor.change_history (installation, task_id)
 """
 _LOCK_HISTORY_CREATION = (
     "SELECT pg_advisory_xact_lock(hashtextextended('conveyor.change_history', 0))"
 )
-_TRY_LOCK_TASK = (
-    "SELECT pg_try_advisory_lock(hashtextextended('conveyor.change_history/' || $1, 0))"
-)
+_TRY_LOCK_TASK = """SELECT pg_try_advisory_lock(
+    hashtextextended('conveyor.change_history/' || $1 || '/' || $2, 0))"""
 _RECORD_CHANGE = """
-INSERT INTO conveyor.change_history (task_id, attempt, checksum, transactional)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (task_id) DO NOTHING
+INSERT INTO conveyor.change_history (installation, task_id, attempt, checksum, transactional)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (installation, task_id) DO NOTHING
 RETURNING true
 """
-_APPLIED_CHANGE = (
+_APPLIED_CHANGE = """SELECT attempt, checksum, applied_at FROM conveyor.change_history
+WHERE task_id = $2 AND (installation = $1 OR installation IS NULL)
+ORDER BY installation NULLS LAST
+LIMIT 1"""
+_AS_INSTANCE_USER = "SET SESSION AUTHORIZATION DEFAULT"
+_LEGACY_APPLIED_CHANGE = (
     "SELECT attempt, checksum, applied_at FROM conveyor.change_history WHERE task_id = $1"
 )
 _DATABASE_EXISTS = "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)"
@@ -150,6 +173,9 @@ class Target:
 
 @dataclass(frozen=True)
 class Change:
+    #: The installation of Conveyor whose task this is (`db.installation`): task ids are
+    #: unique within one installation only.
+    installation: uuid.UUID
     task_id: int
     attempt: int
     type: TaskType
@@ -466,18 +492,34 @@ async def execute(
 
 
 async def _ensure_history_table(connection: _Connection) -> None:
-    if await connection.fetchval(_HISTORY_EXISTS):
+    if await connection.fetchval(_HISTORY_STATE) == 2:
         return
     # Two changes creating the table at once would collide on the catalogs' unique indexes.
     async with connection.transaction():
         await connection.execute(_LOCK_HISTORY_CREATION)
-        await connection.execute(_CREATE_HISTORY)
+        state = await connection.fetchval(_HISTORY_STATE)
+        if state == 0:
+            await connection.execute(_CREATE_HISTORY)
+        elif state == 1:
+            await connection.execute(_UPGRADE_HISTORY)
 
 
-async def _applied_change(connection: _Connection, task_id: int) -> asyncpg.Record | None:
-    if not await connection.fetchval(_HISTORY_EXISTS):
+async def _applied_change(connection: _Connection, change: Change) -> asyncpg.Record | None:
+    """The history row saying `change` was applied, if any (the table is current)."""
+    return await connection.fetchrow(_APPLIED_CHANGE, change.installation, change.task_id)
+
+
+async def _applied_change_if_recorded(
+    connection: _Connection, change: Change
+) -> asyncpg.Record | None:
+    """The same, on a target whose history table may be missing or from before
+    installations were told apart: it is read as it is, never changed."""
+    state = await connection.fetchval(_HISTORY_STATE)
+    if state == 0:
         return None
-    return await connection.fetchrow(_APPLIED_CHANGE, task_id)
+    if state == 1:
+        return await connection.fetchrow(_LEGACY_APPLIED_CHANGE, change.task_id)
+    return await _applied_change(connection, change)
 
 
 def _already_applied(run: _Run, applied: asyncpg.Record, checksum: str) -> Outcome:
@@ -560,19 +602,22 @@ async def _apply_in_transaction(
     checksum: str,
 ) -> Outcome:
     async with connection.transaction():
-        # The history row goes in first. A second attempt of the same task waits on it until
-        # this transaction ends, then finds it committed (applied: skip) or gone (rolled back:
-        # apply), so the change never applies twice. The wait happens before lock_timeout is
-        # set: a live earlier attempt is bounded by its own statement_timeout.
+        # The history row goes in before the change. A second attempt of the same task waits
+        # on it until this transaction ends, then finds it committed (applied: skip) or gone
+        # (rolled back: apply), so the change never applies twice. The wait happens before
+        # lock_timeout is set: a live earlier attempt is bounded by its own statement_timeout.
         try:
-            recorded = await connection.fetchval(
-                _RECORD_CHANGE, change.task_id, change.attempt, checksum, True
-            )
+            applied = await _applied_change(connection, change)
+            if applied is None:
+                recorded = await connection.fetchval(
+                    _RECORD_CHANGE, *_history_row(change, checksum, transactional=True)
+                )
+                if not recorded:
+                    applied = await _applied_change(connection, change)
+                    assert applied is not None  # the insert conflicted with it
         except asyncpg.UndefinedTableError as error:
             raise _HistoryMissing(error) from error
-        if not recorded:
-            applied = await connection.fetchrow(_APPLIED_CHANGE, change.task_id)
-            assert applied is not None  # the insert conflicted with it
+        if applied is not None:
             return _already_applied(run, applied, checksum)
         await _set_timeouts(connection, run, change, "LOCAL ")
         result = await _run_statements(connection, run, statements)
@@ -588,11 +633,11 @@ async def _apply_outside_transaction(
 ) -> Outcome:
     # Without a transaction to hold the history row, a session advisory lock keeps a second
     # attempt out while this one runs; it goes with the session, even if the worker dies.
-    if not await connection.fetchval(_TRY_LOCK_TASK, str(change.task_id)):
+    if not await connection.fetchval(_TRY_LOCK_TASK, str(change.installation), str(change.task_id)):
         return run.failed(
             ALREADY_RUNNING, f"another attempt of task {change.task_id} is running on the target"
         )
-    applied = await _applied_change(connection, change.task_id)
+    applied = await _applied_change(connection, change)
     if applied is not None:
         return _already_applied(run, applied, checksum)
     run.note(
@@ -611,14 +656,25 @@ async def _apply_outside_transaction(
 
 
 async def _record_applied(connection: _Connection, change: Change, checksum: str) -> None:
+    row = _history_row(change, checksum, transactional=False)
     # The change is in: a cancel landing now must not leave it unrecorded, so try again.
     for _ in range(2):
         with contextlib.suppress(asyncpg.QueryCanceledError):
-            await connection.fetchval(
-                _RECORD_CHANGE, change.task_id, change.attempt, checksum, False
-            )
+            await _record_as_conveyor(connection, row)
             return
-    await connection.fetchval(_RECORD_CHANGE, change.task_id, change.attempt, checksum, False)
+    await _record_as_conveyor(connection, row)
+
+
+async def _record_as_conveyor(connection: _Connection, row: tuple[object, ...]) -> None:
+    # The script may have changed the session's role (SET ROLE app_owner, say): the history
+    # is written as the instance's own user, who made it.
+    await connection.execute(_AS_INSTANCE_USER)
+    await connection.fetchval(_RECORD_CHANGE, *row)
+
+
+def _history_row(change: Change, checksum: str, *, transactional: bool) -> tuple[object, ...]:
+    """The values of a change's history row, in `_RECORD_CHANGE`'s order."""
+    return (change.installation, change.task_id, change.attempt, checksum, transactional)
 
 
 async def _create_database(connection: _Connection, run: _Run, *, name: str) -> Outcome:
@@ -692,7 +748,7 @@ async def change_was_applied(target: Target, change: Change) -> bool:
                 _DATABASE_EXISTS, change.database_name, timeout=target.connect_timeout
             )
             return exists
-        return await _applied_change(connection, change.task_id) is not None
+        return await _applied_change_if_recorded(connection, change) is not None
     except (asyncpg.PostgresError, *_LOST_ERRORS) as error:
         raise TargetUnreachable(f"could not read the change history: {error}") from error
     finally:

@@ -25,6 +25,7 @@ from typing import Any
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.claims import ClaimedTask
+from conveyor.db.installation import installation_id
 from conveyor.db.outages import Outage, database_unavailable
 from conveyor.db.own_database import conveyor_database
 from conveyor.domain.attempts import AttemptEnd, Outcome, abandoned, ending
@@ -73,12 +74,14 @@ class Worker:
         cipher: PasswordCipher,
         listener: EventListener,
         conveyor_database: DatabaseIdentity,
+        installation: uuid.UUID,
         metrics: Metrics | None = None,
     ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
         self._cipher = cipher
         self._conveyor_database = conveyor_database
+        self._installation = installation
         # Parsed once: a mistyped network stops the worker at start, not at its first task.
         self._networks = InstanceNetworks.parse(settings.instance_networks)
         self._listener = listener
@@ -208,6 +211,7 @@ class Worker:
 
     def _change_of(self, claimed: ClaimedTask) -> Change:
         return Change(
+            installation=self._installation,
             task_id=claimed.task_id,
             attempt=claimed.attempt,
             type=claimed.type,
@@ -430,7 +434,9 @@ async def running_worker(
         if listener is None:
             listener = await stack.enter_async_context(running_listener(database_url))
         # Learned once: the runner refuses every connection that reaches this database.
-        worker = Worker(settings, cipher, listener, await conveyor_database(), metrics)
+        worker = Worker(
+            settings, cipher, listener, await conveyor_database(), await installation_id(), metrics
+        )
         work = asyncio.create_task(worker.run(), name=worker.id)
         try:
             yield worker

@@ -1,0 +1,2 @@
+CREATE TYPE app.order_status AS ENUM ('new', 'paid');
+CREATE DOMAIN app.email AS text CHECK (VALUE ~ '^[^@;]+@[^@;]+$');

@@ -1,0 +1,2 @@
+VACUUM (ANALYZE) app.orders;
+ANALYZE app.customers
