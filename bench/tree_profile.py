@@ -34,13 +34,14 @@ async def py_spy_record(pid: int, seconds: int, output: Path) -> None:
 
 #: Where a profiled sample's innermost frame lies, first match wins.
 AREAS = (
+    # First: conveyor/graphql/... is Conveyor's, not graphql-core's.
+    ("Conveyor's own code", "conveyor/"),
     ("graphql-core (execution, validation)", "graphql/"),
     ("strawberry (resolvers' wrappers, types, DataLoader)", "strawberry/"),
     ("tortoise (building queries, rows → models)", "tortoise/"),
     ("pypika (SQL text)", "pypika"),
     ("asyncpg (protocol, decoding)", "asyncpg/"),
     ("JSON encoding", "json/"),
-    ("Conveyor's own code", "conveyor/"),
     ("starlette / uvicorn (HTTP)", "starlette/"),
     ("starlette / uvicorn (HTTP)", "uvicorn/"),
     ("asyncio (event loop, tasks, futures)", "asyncio/"),

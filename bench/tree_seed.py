@@ -17,7 +17,7 @@ import asyncpg
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import BENCH, admin_fetch, server_url, with_database
+from common import BENCH, admin_fetch, none_is_ours, server_url, with_database
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog, issues
 from conveyor.db.config import tortoise_config
@@ -111,9 +111,12 @@ async def seed_catalog() -> Targets:
             cipher,
             # Made-up hosts, never connected to: nothing to resolve.
             networks=UNRESTRICTED,
+            own_database=none_is_ours,
         )
         for d in range(DATABASES_PER_INSTANCE):
-            database = await catalog.register_database(BENCH, instance.id, f"app_{d}")
+            database = await catalog.register_database(
+                BENCH, instance.id, f"app_{d}", own_database=none_is_ours
+            )
             databases_by_environment[environment_id].append((instance.id, database.id))
     return Targets(environment_ids, databases_by_environment)
 

@@ -68,6 +68,19 @@ async def _prepare_targets(database_url: str, names: list[str], password: str) -
                 await connection.execute(f"CREATE DATABASE {database} OWNER {owner}")
     finally:
         await connection.close()
+    for name in names:
+        # Owning a database gives CREATE on its public schema through pg_database_owner, which
+        # a NOINHERIT role does not use before PostgreSQL 16: granted outright, as the target
+        # checks (target-privilege) would otherwise rightly find.
+        target = await asyncpg.connect(_on_database(database_url, name))
+        try:
+            await target.execute(f"GRANT CREATE ON SCHEMA public TO {quote_identifier(DEMO_ROLE)}")
+        finally:
+            await target.close()
+
+
+def _on_database(database_url: str, name: str) -> str:
+    return urlparse(database_url)._replace(path=f"/{name}").geturl()
 
 
 async def load_demo(database_url: str, settings: Settings, cipher: PasswordCipher) -> bool:

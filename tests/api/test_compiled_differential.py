@@ -159,6 +159,13 @@ async def create_data(graphql: GraphQLClient, catalog: Catalog) -> DataSet:
             columns["cancel_requested_at"] = EARLIER
         if status in (TaskStatus.FAILED, TaskStatus.SKIPPED):
             columns["status_reason"] = "ñ reason"
+        # Checks of every kind of outcome: pending, failed (some overridden), passed.
+        if index % 3 == 1:
+            columns["checked_version"] = None
+        elif index % 3 == 2:
+            columns["blocking_rules"] = ["truncate", "syntax"]
+            if index % 6 == 5:
+                columns["checks_overridden_version"] = 1
         if index % 5 == 0:
             columns["approved_by"] = "dba"
             columns["approved_at"] = EARLIER + timedelta(microseconds=1234)
@@ -260,6 +267,13 @@ UNCOVERED_FIELDS = {
     ("Event", "task"),
     ("Event", "stage"),
     ("Event", "pipeline"),
+    # Added with the checks (issue 14): derived from the checks' rows, not compiled yet.
+    ("Task", "checks"),
+    ("Task", "checkStatus"),
+    ("Task", "checksOverride"),
+    ("Pipeline", "checkSummary"),
+    ("Stage", "checkSummary"),
+    ("Environment", "reviewPolicy"),
 }
 #: The objects a waiting reason names, and the derived fields, which the compiler does not
 #: fill in below those objects.

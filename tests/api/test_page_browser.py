@@ -550,6 +550,39 @@ def test_a_task_shows_its_statement_runs_and_events(server: ConveyorProcess, bro
     assert "task status changed by" in page
 
 
+def test_a_task_shows_its_failed_checks_and_an_admin_overrides_them(
+    server: ConveyorProcess, browser: Any
+) -> None:
+    # Prod is protected: a DELETE without WHERE is an error there, and errors block.
+    issue_id = create_prod_issue(server, "Clean up", stages=1, tasks=1, statement="DELETE FROM t")
+    task_id = issue_stages(server, issue_id)[0]["tasks"][0]
+    sign_in(browser, server, server.token)
+    browser.execute_script("location.hash = '#/tasks/' + encodeURIComponent(arguments[0])", task_id)
+    finding = wait_for(
+        browser,
+        "return document.querySelector('.checks[data-check-status=\"FAILED\"]')"
+        " && document.querySelector('.finding[data-rule=\"delete-without-where\"]');",
+        "the failed check on the task's page",
+        explain="return document.querySelector('.task-page')?.innerText",
+    )
+    assert finding.get_attribute("data-level") == "ERROR"
+    assert "line 1, column 1" in finding.text
+    assert (
+        finding.find_element("css selector", "a")
+        .get_attribute("href")
+        .endswith("#delete-without-where")
+    )
+    browser.find_element("css selector", ".override input").send_keys("the table is a scratch copy")
+    browser.find_element("css selector", "[data-action='OVERRIDE_CHECKS']").click()
+    override = wait_for(
+        browser,
+        "return document.querySelector('.check-override')?.textContent",
+        "the override on the task's page",
+    )
+    assert "Overridden by admin" in override
+    assert "the table is a scratch copy" in override
+
+
 def test_a_running_task_shows_its_log_as_it_runs(
     server: ConveyorProcess, browser: Any, dba_token: str
 ) -> None:

@@ -28,7 +28,10 @@ from conveyor.db.catalog import (
     save_environment,
     save_instance,
 )
+from conveyor.db.checks import CheckOutcome, record_checks
 from conveyor.db.models import Event
+from conveyor.domain.check_review import CheckSource
+from conveyor.domain.checks import CheckLevel, Finding
 from conveyor.domain.permissions import SYSTEM, ApprovalRules, Principal, Role
 from conveyor.domain.statuses import ApprovalPolicy, Engine, TaskStatus
 from conveyor.domain.targets import InstanceNetworks
@@ -130,6 +133,7 @@ BY_ROLE: dict[str, tuple[Outcome, ...]] = {
     "registerDatabase":  (OK,  OK, NO,       NO),
     "createApiToken":    (OK,  NO, NO,       NO),
     "revokeApiToken":    (OK,  NO, NO,       NO),
+    "setReviewPolicy":   (OK,  OK, NO,       NO),
 }
 # fmt: on
 
@@ -179,6 +183,13 @@ BY_ENVIRONMENT: dict[tuple[str, Env], tuple[Outcome, ...]] = {
     ("runTaskNow", AUTOMATIC):          (OK, OK, OK,     NO, NO,    OK,    OK),
     ("runTaskNow", MANUAL):             (OK, OK, OK,     NO, NO,    OK,    OK),
     ("runTaskNow", PROTECTED):          (OK, OK, OK,     NO, NO,    OK,    OK),
+    ("dryRun", AUTOMATIC):              (OK, OK, OK,     NO, NO,    OK,    OK),
+    ("dryRun", MANUAL):                 (OK, OK, OK,     NO, NO,    OK,    OK),
+    ("dryRun", PROTECTED):              (OK, OK, OK,     NO, NO,    OK,    OK),
+    # The checks stand for a DBA's review: only a DBA (or an ADMIN) may overrule them.
+    ("overrideTaskChecks", AUTOMATIC):  (OK, OK, NO,     NO, NO,    OK,    OK),
+    ("overrideTaskChecks", MANUAL):     (OK, OK, NO,     NO, NO,    OK,    OK),
+    ("overrideTaskChecks", PROTECTED):  (OK, OK, NO,     NO, NO,    OK,    OK),
 }
 # fmt: on
 
@@ -446,6 +457,28 @@ async def a_failed_task(world: World) -> dict[str, Any]:
     return {"input": {"taskId": issue.tasks["change"]}}
 
 
+async def a_review_policy(world: World) -> dict[str, Any]:
+    return {
+        "input": {
+            "environmentId": world.catalog.environments[Env.MANUAL],
+            "rules": [{"rule": "truncate", "level": "WARNING"}],
+        }
+    }
+
+
+async def a_task_its_checks_block(world: World) -> dict[str, Any]:
+    issue = await world.open_issue()
+    finding = Finding("truncate", CheckLevel.ERROR, "TRUNCATE", "TRUNCATE t", 1, 1, None)
+    await record_checks(
+        [
+            CheckOutcome(
+                issue.task_key("change"), 1, [(CheckSource.STATEMENT, finding)], ("truncate",)
+            )
+        ]
+    )
+    return {"input": {"taskId": issue.tasks["change"], "reason": "t is empty everywhere"}}
+
+
 PREPARE: dict[str, Prepare] = {
     "createEnvironment": a_new_environment,
     "updateEnvironment": a_renamed_environment,
@@ -464,6 +497,9 @@ PREPARE: dict[str, Prepare] = {
     "cancelTask": a_task_at_its_gate(),
     "skipTask": a_task_at_its_gate(reason="done by hand"),
     "runTaskNow": a_task_at_its_gate(),
+    "setReviewPolicy": a_review_policy,
+    "dryRun": a_task_at_its_gate(),
+    "overrideTaskChecks": a_task_its_checks_block,
 }
 
 

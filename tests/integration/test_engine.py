@@ -18,7 +18,7 @@ ISSUE = """
 query($id: ID!) { node(id: $id) { ... on Issue {
   status
   pipeline { stages { name status tasks {
-    id name status statusReason version
+    id name status statusReason version checkStatus waitingReason { kind rules }
     runs { attempt status errorCode errorMessage result log }
   } } }
 } } }
@@ -88,7 +88,13 @@ async def test_a_three_stage_pipeline_runs_to_done_through_the_api(
             {
                 "environmentId": catalog.environments["test"],
                 "tasks": [
-                    change(catalog, "test", "test-ddl", "CREAT TABLE orders (id int)"),
+                    change(
+                        catalog,
+                        "test",
+                        "test-ddl",
+                        "CREAT TABLE orders (id int)",
+                        type="SCHEMA_UPDATE",
+                    ),
                     change(catalog, "test", "test-optional", "SELECT no_such_column"),
                 ],
             },
@@ -102,9 +108,16 @@ async def test_a_three_stage_pipeline_runs_to_done_through_the_api(
 
     seeded = await wait_for_task(graphql, issue_id, "dev-seed", "DONE")
     assert seeded["runs"][0]["result"]["rowsAffected"] == 2
-    failed = await wait_for_task(graphql, issue_id, "test-ddl", "FAILED")
-    assert failed["runs"][0]["errorCode"] == "42601"
-    assert "syntax error" in failed["statusReason"]
+
+    # The syntax error is the checks' to find, before anything runs: the task waits for a fix.
+    async def blocked_by_its_checks() -> dict[str, Any] | None:
+        task = tasks_by_name(await issue_state(graphql, issue_id))["test-ddl"]
+        return task if task["checkStatus"] == "FAILED" else None
+
+    failed = await eventually(blocked_by_its_checks, what="test-ddl's checks to fail")
+    assert failed["waitingReason"] == {"kind": "CHECKS_FAILED", "rules": ["syntax"]}
+    assert failed["status"] == "PENDING"
+    assert failed["runs"] == []
     optional = await wait_for_task(graphql, issue_id, "test-optional", "FAILED")
     issue = await issue_state(graphql, issue_id)
     assert tasks_by_name(issue)["prod-ddl"]["status"] == "PENDING_APPROVAL"
@@ -118,7 +131,7 @@ async def test_a_three_stage_pipeline_runs_to_done_through_the_api(
         {"i": {"taskId": optional["id"], "reason": "not needed in test"}},
     )
     fixed = await wait_for_task(graphql, issue_id, "test-ddl", "DONE")
-    assert [run["status"] for run in fixed["runs"]] == ["FAILED", "DONE"]
+    assert [run["status"] for run in fixed["runs"]] == ["DONE"]
     prod_stage = (await issue_state(graphql, issue_id))["pipeline"]["stages"][2]
     assert prod_stage["status"] == "PENDING_APPROVAL"
 

@@ -178,9 +178,9 @@ async def test_a_page_fed_only_by_messages_matches_a_fresh_query_at_every_quiet_
 ) -> None:
     catalog = await build_engine_catalog(graphql, server_url, {"main": await target_databases()})
 
-    def task(name: str, statement: str) -> dict[str, Any]:
+    def task(name: str, statement: str, task_type: str = "DATA_UPDATE") -> dict[str, Any]:
         return {
-            "type": "DATA_UPDATE",
+            "type": task_type,
             "name": name,
             "instanceId": catalog.instance,
             "databaseId": catalog.databases["main"],
@@ -196,7 +196,7 @@ async def test_a_page_fed_only_by_messages_matches_a_fresh_query_at_every_quiet_
                     {
                         "environmentId": catalog.environments["test"],
                         "tasks": [
-                            task("create", "CREATE TABLE t (id int)"),
+                            task("create", "CREATE TABLE t (id int)", "SCHEMA_UPDATE"),
                             task("insert", "INSERT INTO missing VALUES (1)"),
                         ],
                     },

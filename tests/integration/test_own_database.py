@@ -3,16 +3,20 @@ and refused by the runner before any work, however its row got into the catalog.
 by the server's system identifier and the database's oid, not by name."""
 
 import asyncio
+import logging
 from datetime import timedelta
 from urllib.parse import urlparse
 
 from conveyor.crypto import PasswordCipher
 from conveyor.db import claims
 from conveyor.db.models import ApiToken, Database, Instance
+from conveyor.db.outages import Outage
 from conveyor.db.own_database import conveyor_database
 from conveyor.db.tokens import issue_token
 from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.statuses import TaskType
+from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.checking import Checker
 from conveyor.runner.targets import execute
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
@@ -154,10 +158,20 @@ async def test_an_interrupted_task_on_conveyors_database_is_settled_not_stuck(
     # recovery asks the target whether the change was applied, and must not wait forever for
     # an answer the runner refuses to ask of Conveyor's database.
     task_id = await open_escalation(graphql, server_url, database_url)
+    cipher = PasswordCipher(engine_settings.secret_key or "")
+    # The dead worker had checked the task first, as workers do before any claim.
+    checker = Checker(
+        engine_settings,
+        cipher,
+        await conveyor_database(),
+        UNRESTRICTED,
+        Outage(logging.getLogger(__name__), "checks"),
+    )
+    assert await checker.check_round() == 1
+    await checker.close()
     lease = timedelta(seconds=0.1)
     [claimed] = (await claims.claim_tasks("dead-worker", lease, 1)).tasks
     await asyncio.sleep(lease.total_seconds())
-    cipher = PasswordCipher(engine_settings.secret_key or "")
 
     async with running_worker(engine_settings, cipher, database_url):
         task = await wait_for_task(graphql, task_id, "DONE", "FAILED")

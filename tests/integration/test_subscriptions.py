@@ -85,11 +85,12 @@ async def create_issue(
     environment: str = "prod",
     statements: tuple[str, ...] = ("SELECT 1",),
     database: str = "main",
+    task_type: str = "DATA_UPDATE",
 ) -> dict[str, Any]:
     """An issue of one stage in `environment`; returns its id, pipeline, stage and task ids."""
     tasks = [
         {
-            "type": "DATA_UPDATE",
+            "type": task_type,
             "name": f"task-{index}",
             "instanceId": catalog.instance,
             "databaseId": catalog.databases[database],
@@ -158,7 +159,10 @@ async def test_a_subscriber_sees_every_status_change_of_a_pipeline_run_in_order(
 ) -> None:
     catalog = await build_engine_catalog(graphql, server_url, {"main": await target_databases()})
     issue = await create_issue(
-        graphql, catalog, statements=("CREATE TABLE orders (id int)", "SELECT 1")
+        graphql,
+        catalog,
+        statements=("CREATE TABLE orders (id int)", "SELECT 1"),
+        task_type="SCHEMA_UPDATE",
     )
     url = websocket_url(live_server)
 

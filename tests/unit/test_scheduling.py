@@ -269,6 +269,37 @@ def test_the_first_applicable_reason_wins(
     assert decide_now(state, cluster).waiting[1].kind is expected
 
 
+def test_failed_checks_come_before_approval_and_all_the_pipeline_clears_itself() -> None:
+    candidate = replace(
+        task(1, APPROVAL, not_before=LATER, blocked_by=frozenset({7})),
+        failed_checks=("truncate", "syntax"),
+    )
+    state = pipeline(("test", (task(8, PENDING),)), ("prod", (candidate, task(7, PENDING))))
+
+    reason = decide_now(state).waiting[1]
+
+    assert (reason.kind, reason.rules) == (WaitingKind.CHECKS_FAILED, ("truncate", "syntax"))
+    assert reason.message == "checks failed: truncate, syntax"
+
+
+def test_a_failed_task_says_it_failed_before_its_checks_do() -> None:
+    failed = replace(task(1, FAILED), failed_checks=("syntax",))
+
+    assert decide_now(pipeline(("dev", (failed,)))).waiting[1].kind is WaitingKind.TASK_FAILED
+
+
+def test_pending_checks_come_after_the_pipeline_s_own_reasons_and_before_capacity() -> None:
+    later = replace(task(1, PENDING, not_before=LATER), checks_pending=True)
+    now = replace(task(2, PENDING, database=10), checks_pending=True)
+    cluster = occupancy(running_task_by_database={10: 99}, running_count_by_instance={1: 1})
+
+    decision = decide_now(pipeline(("dev", (later, now))), cluster)
+
+    assert decision.waiting[1].kind is WaitingKind.NOT_BEFORE
+    assert decision.waiting[2].kind is WaitingKind.CHECKS_PENDING
+    assert decision.waiting[2].message == "waiting for its checks to finish"
+
+
 DATABASES_BY_INSTANCE = {1: (10, 11), 2: (20,)}
 MAX_TASKS = 16
 OUTSIDE_TASK_IDS = 1000
@@ -290,6 +321,8 @@ any_tasks = st.tuples(
     # Positions of the blocking tasks in the pipeline, taken modulo its number of tasks.
     st.just(frozenset[int]())
     | st.frozensets(st.integers(0, MAX_TASKS - 1), min_size=1, max_size=2),
+    # Checks: (pending, failed rules); mostly passed.
+    st.sampled_from([(False, ()), (False, ()), (False, ()), (True, ()), (False, ("truncate",))]),
 )
 any_pipelines = st.tuples(
     st.sampled_from([PipelineStatus.OPEN, PipelineStatus.OPEN, *PipelineStatus]),
@@ -298,7 +331,11 @@ any_pipelines = st.tuples(
 # One open stage of ready tasks: they compete for databases and instance slots, which the
 # pipelines above rarely make them do.
 contending_tasks = st.tuples(
-    st.sampled_from([PENDING, PENDING, RUNNING]), targets, st.none(), st.just(frozenset[int]())
+    st.sampled_from([PENDING, PENDING, RUNNING]),
+    targets,
+    st.none(),
+    st.just(frozenset[int]()),
+    st.just((False, ())),
 )
 contending_pipelines = st.tuples(
     st.just(PipelineStatus.OPEN),
@@ -324,12 +361,20 @@ def pipeline_states(draw: st.DrawFn) -> PipelineState:
     position = 0
     for index, stage in enumerate(shapes):
         tasks = []
-        for task_status, (instance, database), not_before, blocker_positions in stage:
+        for task_status, (instance, database), not_before, blocker_positions, checks in stage:
             task_id = ids[position]
             blockers = frozenset(ids[blocker % total] for blocker in blocker_positions)
+            pending, failed = checks
             tasks.append(
                 TaskState(
-                    task_id, task_status, instance, database, not_before, blockers - {task_id}
+                    task_id,
+                    task_status,
+                    instance,
+                    database,
+                    not_before,
+                    blockers - {task_id},
+                    checks_pending=pending,
+                    failed_checks=failed,
                 )
             )
             position += 1
@@ -387,6 +432,8 @@ def test_only_ready_pending_tasks_of_the_active_stage_start(
         assert active is not None
         assert started in state.stages[active].tasks
         assert started.status is PENDING
+        assert not started.checks_pending
+        assert started.failed_checks == ()
         assert started.blocked_by <= finished
         assert started.not_before is None or started.not_before <= NOW
 
@@ -457,6 +504,10 @@ def test_every_reason_given_is_true(scenario: tuple[PipelineState, Occupancy]) -
                     assert waiting.status is CANCELED
                 case WaitingKind.APPROVAL:
                     assert waiting.status is APPROVAL
+                case WaitingKind.CHECKS_FAILED:
+                    assert reason.rules == waiting.failed_checks != ()
+                case WaitingKind.CHECKS_PENDING:
+                    assert waiting.checks_pending
                 case WaitingKind.EARLIER_STAGE:
                     assert active is not None
                     assert active < stage_index

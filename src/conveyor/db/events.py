@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.fields.data import JSON_DUMPS
 from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Event, Task
@@ -56,21 +57,33 @@ async def record_events(
     # number would be missed for good. Serialising event writers until commit makes the
     # sequence order the commit order.
     await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [EVENT_ORDER_LOCK_KEY])
-    sequence_numbers = []
-    for event in events:
-        row = await Event.create(
-            using_db=connection,
-            kind=event.kind,
-            actor=actor,
-            issue_id=event.issue_id,
-            pipeline_id=event.pipeline_id,
-            stage_id=event.stage_id,
-            task_id=event.task_id,
-            old_status=event.old_status,
-            new_status=event.new_status,
-            detail=event.detail,
-        )
-        sequence_numbers.append(row.id)
+    # One statement for all of them: the lock above is held until commit, and every other
+    # writer of events waits for it meanwhile.
+    rows = await connection.execute_query_dict(
+        """
+        INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id, old_status,
+            new_status, detail, created_at)
+        SELECT e.kind, $1, e.issue_id, e.pipeline_id, e.stage_id, e.task_id, e.old_status,
+            e.new_status, e.detail, now()
+        FROM unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
+            $8::text[], $9::jsonb[]) WITH ORDINALITY
+            AS e(kind, issue_id, pipeline_id, stage_id, task_id, old_status, new_status, detail, n)
+        ORDER BY e.n
+        RETURNING id
+        """,
+        [
+            actor,
+            [event.kind.value for event in events],
+            [event.issue_id for event in events],
+            [event.pipeline_id for event in events],
+            [event.stage_id for event in events],
+            [event.task_id for event in events],
+            [event.old_status for event in events],
+            [event.new_status for event in events],
+            [None if event.detail is None else JSON_DUMPS(event.detail) for event in events],
+        ],
+    )
+    sequence_numbers = sorted(row["id"] for row in rows)
     noted = _noted_sequences.get()
     if noted is not None:
         noted.extend(sequence_numbers)

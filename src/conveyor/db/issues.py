@@ -67,14 +67,21 @@ async def _catalog_for(plan: IssuePlan) -> Catalog:
     )
 
 
-async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
-    """Create the issue, its pipeline, stages, tasks and their links, or nothing at all."""
+async def validated_plan(principal: Principal, plan: IssuePlan) -> Catalog:
+    """The catalog `plan` names, once `principal` may open it and it is valid; else the
+    refusal with every problem found."""
     require(principal, Operation.CREATE_ISSUE)
-    creator = principal.actor
     catalog = await _catalog_for(plan)
     problems = validate_issue_plan(plan, catalog)
     if problems:
         raise ConveyorError(problems)
+    return catalog
+
+
+async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
+    """Create the issue, its pipeline, stages, tasks and their links, or nothing at all."""
+    creator = principal.actor
+    catalog = await validated_plan(principal, plan)
     stage_names = stage_names_in_order(plan, catalog)
     task_names = task_names_in_order(plan)
     async with in_transaction() as connection:

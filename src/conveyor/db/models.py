@@ -7,6 +7,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.models import Model
 
+from conveyor.domain.check_review import CheckSource
 from conveyor.domain.permissions import Role
 from conveyor.domain.plan import DATABASE_NAME_MAX_LENGTH, NAME_MAX_LENGTH, TITLE_MAX_LENGTH
 from conveyor.domain.statuses import (
@@ -47,6 +48,11 @@ class Environment(Timestamped):
     #: Who may approve here besides ADMIN and DBA tokens: see domain.permissions.ApprovalRules.
     developers_may_approve = fields.BooleanField(db_default=False)
     creator_may_approve = fields.BooleanField(db_default=True)
+    #: The review policy's rule levels where they differ from the defaults (rule -> level, or
+    #: null to turn the rule off): see domain.check_review.environment_review_policy.
+    review_levels: dict[str, str | None] = fields.JSONField(db_default="{}")
+    #: From which level a finding blocks a task here; null keeps the default (ERROR).
+    review_blocking_level = fields.CharField(max_length=16, null=True)
 
     class Meta:
         table = "environment"
@@ -190,6 +196,23 @@ class Task(Timestamped):
     lease_expires_at = fields.DatetimeField(null=True)
     #: A person asked to stop the RUNNING task; its worker aborts the statement.
     cancel_requested_at = fields.DatetimeField(null=True)
+    #: Bumped on every edit of the statement; checks and overrides name the version they saw.
+    statement_version = fields.IntField(db_default=1)
+    #: The statement version whose checks finished; null or older: checks are pending.
+    checked_version = fields.IntField(null=True)
+    #: The rules of the blocking findings of the last finished checks.
+    blocking_rules: list[str] = fields.JSONField(db_default="[]")
+    #: A worker checking the task holds it until then; an expired hold is taken over.
+    checks_lease_expires_at = fields.DatetimeField(null=True)
+    #: A DBA let the task run despite its blocking findings, for this statement version only.
+    checks_overridden_version = fields.IntField(null=True)
+    checks_overridden_by = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
+    checks_overridden_at = fields.DatetimeField(null=True)
+    checks_override_reason = fields.TextField(null=True)
+    #: A person asked for a dry run; a worker runs it and clears this.
+    dry_run_requested_at = fields.DatetimeField(null=True)
+    dry_run_requested_by = fields.CharField(max_length=NAME_MAX_LENGTH, null=True)
+    dry_run_lease_expires_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "task"
@@ -199,6 +222,7 @@ class Task(Timestamped):
             Index(fields=("instance_id", "status")),
             Index(fields=("database_id", "status")),
             Index(fields=("status", "lease_expires_at")),
+            Index(fields=("dry_run_requested_at",)),
         )
         constraints = (
             CheckConstraint(check=not_blank("name"), name="task_name_not_blank"),
@@ -273,6 +297,40 @@ class TaskRun(Model):
         constraints = (
             CheckConstraint(check=one_of("status", TaskRunStatus), name="task_run_status_valid"),
             CheckConstraint(check="attempt >= 1", name="task_run_attempt_positive"),
+        )
+
+
+class TaskCheck(Model):
+    """One finding of a task's checks (statement, target or dry run) for one statement
+    version."""
+
+    id = fields.BigIntField(primary_key=True)
+    task: fields.ForeignKeyRelation[Task] = fields.ForeignKeyField(
+        "models.Task", related_name="checks", on_delete=fields.CASCADE
+    )
+    task_id: int
+    statement_version = fields.IntField()
+    #: What produced it: see domain.check_review.CheckSource.
+    source = fields.CharEnumField(CheckSource, max_length=16)
+    rule = fields.CharField(max_length=100)
+    level = fields.CharField(max_length=16)
+    message = fields.TextField()
+    statement = fields.TextField(null=True)
+    line = fields.IntField(null=True)
+    column = fields.IntField(null=True)
+    doc_url = fields.CharField(max_length=500, null=True)
+    #: A dry run's outcome: rows affected, duration, SQLSTATE.
+    detail: dict[str, Any] | None = fields.JSONField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "task_check"
+        indexes = (Index(fields=("task_id", "statement_version")),)
+        constraints = (
+            CheckConstraint(check=one_of("source", CheckSource), name="task_check_source_valid"),
+            CheckConstraint(
+                check="level IN ('ERROR', 'WARNING', 'NOTICE')", name="task_check_level_valid"
+            ),
         )
 
 

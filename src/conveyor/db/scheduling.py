@@ -2,6 +2,7 @@
 occupancy. The worker and the API read through the same functions, so what the API shows as a
 waiting reason is what the worker acts on."""
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -12,6 +13,7 @@ from tortoise.connection import get_connection
 
 from conveyor.db.models import Pipeline, Stage
 from conveyor.db.queries import RUNNER
+from conveyor.domain.check_review import CheckFacts, CheckGate
 from conveyor.domain.scheduling import (
     OCCUPYING_STATUSES,
     Occupancy,
@@ -43,6 +45,8 @@ async def pipeline_states(
     rows = await (connection or get_connection("default")).execute_query_dict(
         """
         SELECT t.id, t.status, t.stage_id, t.instance_id, t.database_id, t.not_before,
+               t.statement_version, t.checked_version, t.blocking_rules,
+               t.checks_overridden_version,
                array_remove(array_agg(d.blocked_by_id), NULL) AS blocked_by
         FROM task t LEFT JOIN task_dependency d ON d.task_id = t.id
         WHERE t.pipeline_id = ANY($1::int[])
@@ -97,6 +101,12 @@ async def start_candidates(
 
 
 def _task_state(row: Mapping[str, Any]) -> TaskState:
+    checks = CheckFacts(
+        statement_version=row["statement_version"],
+        checked_version=row["checked_version"],
+        blocking_rules=tuple(json.loads(row["blocking_rules"])),
+        overridden_version=row["checks_overridden_version"],
+    )
     return TaskState(
         id=row["id"],
         status=TaskStatus(row["status"]),
@@ -104,6 +114,8 @@ def _task_state(row: Mapping[str, Any]) -> TaskState:
         database_id=row["database_id"],
         not_before=row["not_before"],
         blocked_by=frozenset(row["blocked_by"]),
+        checks_pending=checks.gate is CheckGate.PENDING,
+        failed_checks=checks.holding_rules,
     )
 
 

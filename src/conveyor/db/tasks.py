@@ -6,6 +6,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from conveyor.db.checks import edited_statement_columns
 from conveyor.db.events import record_events
 from conveyor.db.models import Environment, Pipeline, Stage, Task
 from conveyor.db.task_status import (
@@ -83,7 +84,13 @@ async def edit_task_statement(
             [
                 locked.change(
                     TaskAction.EDIT,
-                    {"statement": statement, "approved_by": None, "approved_at": None},
+                    {
+                        "statement": statement,
+                        "approved_by": None,
+                        "approved_at": None,
+                        # The checks run again, and an override of the old ones is dismissed.
+                        **edited_statement_columns(task),
+                    },
                 )
             ],
             principal.actor,

@@ -22,6 +22,10 @@ class TaskState:
     not_before: datetime | None = None
     #: Ids of tasks of the same pipeline that must be DONE or SKIPPED first.
     blocked_by: frozenset[int] = frozenset()
+    #: Its checks have not finished for its current statement.
+    checks_pending: bool = False
+    #: The rules whose findings block it (empty when none do, or a DBA overrode them).
+    failed_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class WaitingKind(StrEnum):
     TASK_FAILED = "TASK_FAILED"
     #: The task was canceled; a person must retry it.
     TASK_CANCELED = "TASK_CANCELED"
+    #: Its checks found what blocks it here; a person must fix the statement, or a DBA
+    #: override them. Before APPROVAL: approving would not let it run.
+    CHECKS_FAILED = "CHECKS_FAILED"
     #: The task waits for a person's approval.
     APPROVAL = "APPROVAL"
     #: An earlier stage has a task not DONE or SKIPPED.
@@ -68,6 +75,8 @@ class WaitingKind(StrEnum):
     BLOCKED_BY = "BLOCKED_BY"
     #: Its not-before time has not come.
     NOT_BEFORE = "NOT_BEFORE"
+    #: Its checks have not finished yet (a worker runs them soon after each edit).
+    CHECKS_PENDING = "CHECKS_PENDING"
     #: Another task runs, or is starting, against its database.
     DATABASE_BUSY = "DATABASE_BUSY"
     #: Its instance already runs as many tasks as its limit allows.
@@ -85,6 +94,8 @@ class WaitingReason:
     not_before: datetime | None = None
     #: The instance's limit, for INSTANCE_AT_LIMIT.
     limit: int | None = None
+    #: The blocking rules, for CHECKS_FAILED.
+    rules: tuple[str, ...] = ()
 
     @property
     def message(self) -> str:
@@ -98,6 +109,8 @@ class WaitingReason:
                 return "failed: waiting for a person to retry, edit or skip it"
             case WaitingKind.TASK_CANCELED:
                 return "canceled: waiting for a person to retry it"
+            case WaitingKind.CHECKS_FAILED:
+                return f"checks failed: {', '.join(self.rules)}"
             case WaitingKind.APPROVAL:
                 return "waiting for approval"
             case WaitingKind.EARLIER_STAGE:
@@ -107,6 +120,8 @@ class WaitingReason:
             case WaitingKind.NOT_BEFORE:
                 assert self.not_before is not None
                 return f"not before {self.not_before.isoformat()}"
+            case WaitingKind.CHECKS_PENDING:
+                return "waiting for its checks to finish"
             case WaitingKind.DATABASE_BUSY:
                 return f"database busy with task {self.task_id}"
             case WaitingKind.INSTANCE_AT_LIMIT:
@@ -140,6 +155,8 @@ _WAITING_FOR_A_PERSON = {
     TaskStatus.CANCELED: WaitingKind.TASK_CANCELED,
     TaskStatus.PENDING_APPROVAL: WaitingKind.APPROVAL,
 }
+#: One reason object for each: a pipeline's waiting tasks share them (reasons are values).
+_PERSON_REASONS = {status: WaitingReason(kind) for status, kind in _WAITING_FOR_A_PERSON.items()}
 
 
 def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> SchedulingDecision:
@@ -170,9 +187,14 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     capacity = _Capacity(occupancy)
     startable: list[int] = []
     waiting: dict[int, WaitingReason] = {}
+    active_stage = pipeline.stages[active_index]
+    # Every task of a later stage waits for the same stage: one reason shared by all.
+    earlier_stage = WaitingReason(
+        WaitingKind.EARLIER_STAGE, stage_id=active_stage.id, stage_name=active_stage.name
+    )
     for stage_index, task in candidates:
         reason = _reason_in_pipeline(
-            task, stage_index, pipeline.stages[active_index], active_index, finished_task_ids, now
+            task, stage_index, earlier_stage, active_index, finished_task_ids, now
         ) or capacity.reason_to_wait(task)
         if reason is None:
             startable.append(task.id)
@@ -185,25 +207,30 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
 def _reason_in_pipeline(
     task: TaskState,
     stage_index: int,
-    active_stage: StageState,
+    earlier_stage: WaitingReason,
     active_index: int,
     finished_task_ids: frozenset[int],
     now: datetime,
 ) -> WaitingReason | None:
-    person_kind = _WAITING_FOR_A_PERSON.get(task.status)
-    if person_kind is not None:
-        return WaitingReason(person_kind)
+    person_reason = _PERSON_REASONS.get(task.status)
+    if person_reason is not None and person_reason.kind is not WaitingKind.APPROVAL:
+        return person_reason
+    if task.failed_checks:
+        return WaitingReason(WaitingKind.CHECKS_FAILED, rules=task.failed_checks)
+    if person_reason is not None:
+        return person_reason
     if stage_index > active_index:
-        return WaitingReason(
-            WaitingKind.EARLIER_STAGE, stage_id=active_stage.id, stage_name=active_stage.name
-        )
+        return earlier_stage
     # A blocker that is not a task of this pipeline counts as unfinished: never start on a link
     # that cannot be checked.
-    unfinished_blockers = sorted(task.blocked_by - finished_task_ids)
-    if unfinished_blockers:
-        return WaitingReason(WaitingKind.BLOCKED_BY, task_id=unfinished_blockers[0])
+    if task.blocked_by:
+        unfinished_blockers = sorted(task.blocked_by - finished_task_ids)
+        if unfinished_blockers:
+            return WaitingReason(WaitingKind.BLOCKED_BY, task_id=unfinished_blockers[0])
     if task.not_before is not None and task.not_before > now:
         return WaitingReason(WaitingKind.NOT_BEFORE, not_before=task.not_before)
+    if task.checks_pending:
+        return WaitingReason(WaitingKind.CHECKS_PENDING)
     return None
 
 

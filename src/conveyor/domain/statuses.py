@@ -101,3 +101,10 @@ class EventKind(StrEnum):
     #: A running task's log lines (statements started and finished, server notices), a batch
     #: at a time.
     TASK_LOG = "TASK_LOG"
+    #: A task's checks finished for a statement version (counts per level, blocking rules).
+    TASK_CHECKED = "TASK_CHECKED"
+    #: A DBA let a task run despite its failed checks, for a reason.
+    TASK_CHECKS_OVERRIDDEN = "TASK_CHECKS_OVERRIDDEN"
+    #: A dry run of a task was asked for (by a person) or finished (by a worker: its outcome).
+    TASK_DRY_RUN_REQUESTED = "TASK_DRY_RUN_REQUESTED"
+    TASK_DRY_RUN_FINISHED = "TASK_DRY_RUN_FINISHED"

@@ -20,7 +20,7 @@ the server busy for minutes; here the walk is as long as the document. A spread 
 cycle (which validation refuses anyway) counts nothing instead of looping.
 """
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
 from conveyor.errors import ErrorCode
+from conveyor.graphql.bounded_cache import BoundedCache
 from conveyor.graphql.context import Context
 from conveyor.graphql.errors import (
     QUERY_TOO_COSTLY,
@@ -218,12 +219,83 @@ def measure_operations(
         definition.variable.name.value: definition.default_value
         for definition in (executed.variable_definitions if executed is not None else None) or ()
     }
-    walk = _Walk(schema, document, variables or {}, defaults, settings)
+    walk = _Walk(schema, document, {} if variables is None else variables, defaults, settings)
     return {
         operation: walk.operation(operation)
         for operation in document.definitions
         if isinstance(operation, OperationDefinitionNode)
     }
+
+
+class _ReadVariables(Mapping[str, Any]):
+    """Variable values that remember which of them were looked at."""
+
+    def __init__(self, given: Mapping[str, Any]) -> None:
+        self.given = given
+        self.read: dict[str, None] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        self.read[name] = None
+        return self.given[name]
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.read[name] = None
+        return name in self.given
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(dict.fromkeys(self.given))
+        return iter(self.given)
+
+    def __len__(self) -> int:
+        return len(self.given)
+
+
+_ABSENT = object()
+
+
+class MeasuredDocuments:
+    """`measure_operations`' answers by document text and executed operation, and the values
+    of the variables its cost read (the names it reads follow from the document alone): a
+    request that sends a document again is measured again only if those values differ."""
+
+    def __init__(self, size: int) -> None:
+        self._names: BoundedCache[Hashable, tuple[str, ...]] = BoundedCache(size)
+        self._measures: BoundedCache[Hashable, tuple[Measure, ...]] = BoundedCache(size)
+
+    def measure(
+        self,
+        schema: GraphQLSchema,
+        text: str,
+        document: DocumentNode,
+        executed: OperationDefinitionNode | None,
+        variables: Mapping[str, Any] | None,
+        settings: Settings,
+    ) -> dict[OperationDefinitionNode, Measure]:
+        operations = [
+            definition
+            for definition in document.definitions
+            if isinstance(definition, OperationDefinitionNode)
+        ]
+        position = None if executed is None else operations.index(executed)
+        given = variables or {}
+        names = self._names.find((text, position))
+        if names is None:
+            read = _ReadVariables(given)
+            measures = measure_operations(schema, document, executed, read, settings)
+            names = tuple(read.read)
+            self._names.put((text, position), names)
+            values = tuple(repr(given.get(name, _ABSENT)) for name in names)
+            self._measures.put(
+                (text, position, values), tuple(measures[operation] for operation in operations)
+            )
+            return measures
+        values = tuple(repr(given.get(name, _ABSENT)) for name in names)
+        found = self._measures.get(
+            (text, position, values),
+            lambda: tuple(measure_operations(schema, document, executed, given, settings).values()),
+        )
+        return dict(zip(operations, found, strict=True))
 
 
 def _operation_called(operation: OperationDefinitionNode) -> str:
@@ -241,8 +313,9 @@ class DocumentLimits(SchemaExtension):
     graphql-core gives validation rules no variable values, which the cost needs: the rule
     is made for each request, around its execution context."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, measured: MeasuredDocuments) -> None:
         self.settings = settings
+        self.measured = measured
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.validation_rules = (
@@ -270,14 +343,27 @@ class DocumentLimits(SchemaExtension):
     def _rule(self) -> type[ValidationRule]:
         execution_context = self.execution_context
         settings = self.settings
+        measured = self.measured
 
         class DocumentLimitsRule(PerRequestRule):
             # On leaving the document: graphql-core has then checked that fragments do not
             # nest too deep for the walk's recursion.
             def leave_document(self, node: DocumentNode, *_args: object) -> None:
                 executed = get_operation_ast(node, execution_context.operation_name)
-                measures = measure_operations(
-                    self.context.schema, node, executed, execution_context.variables, settings
+                text = execution_context.query
+                measures = (
+                    measure_operations(
+                        self.context.schema, node, executed, execution_context.variables, settings
+                    )
+                    if text is None
+                    else measured.measure(
+                        self.context.schema,
+                        text,
+                        node,
+                        executed,
+                        execution_context.variables,
+                        settings,
+                    )
                 )
                 self.check_depth_and_aliases(measures)
                 if executed is not None:

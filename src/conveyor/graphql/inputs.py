@@ -6,6 +6,12 @@ import strawberry
 from strawberry import relay
 from strawberry.relay import GlobalIDValueError
 
+from conveyor.domain.check_review import (
+    OVERRIDE_REASON_MAX_LENGTH,
+    POLICY_RULES_MAX,
+    RULE_NAME_MAX_LENGTH,
+)
+from conveyor.domain.checks import CheckLevel
 from conveyor.domain.plan import (
     DATABASE_NAME_MAX_LENGTH,
     DESCRIPTION_MAX_LENGTH,
@@ -294,3 +300,48 @@ class CreateApiTokenInput:
 @strawberry.input(description="The API token to revoke.")
 class RevokeApiTokenInput:
     id: strawberry.ID
+
+
+@strawberry.input(description="A task whose failed checks a DBA lets pass, and why.")
+class OverrideTaskChecksInput:
+    task_id: strawberry.ID
+    reason: str = strawberry.field(
+        description="Why the findings may be ignored; kept on the task and in its event. At "
+        f"most {OVERRIDE_REASON_MAX_LENGTH:,} characters."
+    )
+
+
+@strawberry.input(
+    description="What to dry-run: one task, a stage's tasks or a pipeline's (give exactly one)."
+)
+class DryRunInput:
+    task_id: strawberry.ID | None = None
+    stage_id: strawberry.ID | None = None
+    pipeline_id: strawberry.ID | None = None
+
+
+@strawberry.input(description="The level a review policy gives a rule.")
+class RuleLevelInput:
+    rule: str = strawberry.field(
+        description=f"A rule's name, e.g. ban-drop-column; at most {RULE_NAME_MAX_LENGTH} "
+        "characters."
+    )
+    level: CheckLevel | None = strawberry.field(description="null turns the rule off.")
+
+
+@strawberry.input(description="An environment's own review policy, replacing the one it had.")
+class SetReviewPolicyInput:
+    environment_id: strawberry.ID
+    blocking: CheckLevel | None = strawberry.field(
+        default=None, description="From which level a finding blocks; null keeps ERROR."
+    )
+    rules: list[RuleLevelInput] = strawberry.field(
+        default_factory=list,
+        description="Levels that differ from the defaults, each rule once; at most "
+        f"{POLICY_RULES_MAX}.",
+    )
+
+    def levels(self) -> list[tuple[str, str | None]]:
+        return [
+            (rule.rule, None if rule.level is None else rule.level.value) for rule in self.rules
+        ]

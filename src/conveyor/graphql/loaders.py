@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 from tortoise.models import Model
 
-from conveyor.db import reads, scheduling
+from conveyor.db import checks, reads, scheduling
 from conveyor.db.models import (
     Database,
     Environment,
@@ -18,6 +18,7 @@ from conveyor.db.models import (
     Pipeline,
     Stage,
     Task,
+    TaskCheck,
     TaskRun,
 )
 from conveyor.domain.scheduling import SchedulingDecision
@@ -84,6 +85,10 @@ class Loaders:
     )
     runs_by_task: DataLoader[int, list[TaskRun]] = field(
         default_factory=lambda: _grouped(reads.runs_by_task)
+    )
+    #: Each task's check findings for its current statement.
+    checks_by_task: DataLoader[int, list[TaskCheck]] = field(
+        default_factory=lambda: _grouped(checks.findings_by_task)
     )
     events_by_issue: DataLoader[int, list[Event]] = field(
         default_factory=lambda: _grouped(reads.events_by_issue)

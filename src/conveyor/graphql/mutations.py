@@ -2,17 +2,21 @@
 
 import strawberry
 
-from conveyor.db import catalog, issues, tasks, tokens
+from conveyor.db import catalog, checks, issues, tasks, tokens
 from conveyor.domain.targets import InstanceNetworks
+from conveyor.errors import invalid_input
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import (
     CreateApiTokenInput,
     CreateEnvironmentInput,
     CreateInstanceInput,
     CreateIssueInput,
+    DryRunInput,
     IssueActionInput,
+    OverrideTaskChecksInput,
     RegisterDatabaseInput,
     RevokeApiTokenInput,
+    SetReviewPolicyInput,
     SkipTaskInput,
     StageActionInput,
     TaskActionInput,
@@ -217,6 +221,55 @@ class Mutation:
             info.context.acting, _task_key(input), input.expected_version
         )
         return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Let a task whose checks failed run anyway (DBA or ADMIN), for a reason "
+        "kept on the task. It holds for the current statement only: an edit dismisses it."
+    )
+    async def override_task_checks(self, info: Info, input: OverrideTaskChecksInput) -> Task:
+        row = await checks.override_checks(
+            info.context.acting, _required_key(input.task_id, "Task", "taskId"), input.reason
+        )
+        return Task.from_row(row)
+
+    @strawberry.mutation(
+        description="Ask a worker to dry-run a task, or every schema and data change of a "
+        "stage or a pipeline that has not run: its statements run on the target inside a "
+        "transaction that is always rolled back, and the outcome becomes a `dry-run` finding "
+        "in `Task.checks` (TASK_DRY_RUN_FINISHED tells when). Statements that cannot run in a "
+        "transaction are not executed; the finding says so. Answers the tasks asked for."
+    )
+    async def dry_run(self, info: Info, input: DryRunInput) -> list[Task]:
+        given = [
+            (name, value)
+            for name, value in (
+                ("taskId", input.task_id),
+                ("stageId", input.stage_id),
+                ("pipelineId", input.pipeline_id),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise invalid_input("give exactly one of taskId, stageId, pipelineId", ("input",))
+        name, value = given[0]
+        key = _required_key(value, name.removesuffix("Id").capitalize(), name)
+        keyword = {"taskId": "task_id", "stageId": "stage_id", "pipelineId": "pipeline_id"}
+        rows = await checks.request_dry_runs(info.context.acting, **{keyword[name]: key})
+        return [Task.from_row(row) for row in rows]
+
+    @strawberry.mutation(
+        description="Set an environment's own review policy (ADMIN or DBA): rule levels that "
+        "differ from the defaults, and the blocking level. Its tasks that can still run are "
+        "checked again."
+    )
+    async def set_review_policy(self, info: Info, input: SetReviewPolicyInput) -> Environment:
+        row = await checks.set_review_policy(
+            info.context.acting,
+            _required_key(input.environment_id, "Environment", "environmentId"),
+            input.levels(),
+            None if input.blocking is None else input.blocking.value,
+        )
+        return Environment.from_row(row)
 
     @strawberry.mutation(
         description="Create an API token (ADMIN only). Its secret is in the answer, and only there."

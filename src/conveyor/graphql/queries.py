@@ -1,6 +1,7 @@
 """The root Query: Relay node lookup and the paginated lists a frontend starts from."""
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
@@ -9,15 +10,17 @@ from tortoise.queryset import QuerySet
 
 from conveyor.db import reads, tokens
 from conveyor.graphql.context import Info
-from conveyor.graphql.inputs import node_key
+from conveyor.graphql.inputs import CreateIssueInput, node_key
 from conveyor.graphql.types.api_token import ApiToken, Viewer
+from conveyor.graphql.types.check import CheckFinding, PlanCheck, PlannedTaskCheck
 from conveyor.graphql.types.database import Database
-from conveyor.graphql.types.enums import PipelineStatus
+from conveyor.graphql.types.enums import CheckSource, PipelineStatus
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.issue import Issue
 from conveyor.graphql.types.pagination import Connection, NodeType, decode_cursor, page_size
 from conveyor.graphql.types.pipeline import Pipeline
+from conveyor.runner.checking import check_plan
 
 
 def _counter(queryset: QuerySet[Any]) -> Callable[[], Awaitable[int]]:
@@ -50,6 +53,32 @@ class Query:
     @strawberry.field(description="Who the request's token acts as, and with which role.")
     def viewer(self, info: Info) -> Viewer:
         return Viewer.from_principal(info.context.acting)
+
+    @strawberry.field(
+        description="Validate and check a whole plan as createIssue would take it, and create "
+        "nothing: what the statement checks (syntax, kinds, SQL review rules) would tell each "
+        "task under its environment's review policy. A plan createIssue would refuse is "
+        "refused with the same errors."
+    )
+    async def check_plan(self, info: Info, input: CreateIssueInput) -> PlanCheck:
+        checked = await check_plan(info.context.acting, input.to_plan())
+        now = datetime.now(UTC)
+        return PlanCheck(
+            tasks=[
+                PlannedTaskCheck(
+                    stage_position=task.stage_position,
+                    task_position=task.task_position,
+                    ref=task.ref,
+                    findings=[
+                        CheckFinding.from_finding(finding, CheckSource.STATEMENT, now)
+                        for finding in task.findings
+                    ],
+                    blocking_rules=list(task.blocking_rules),
+                )
+                for task in checked
+            ],
+            blocked=any(task.blocking_rules for task in checked),
+        )
 
     @strawberry.field(description="API tokens, oldest first (ADMIN only).")
     async def api_tokens(self, info: Info, include_revoked: bool = False) -> list[ApiToken]:

@@ -20,7 +20,7 @@ from strawberry.types import ExecutionContext
 from conveyor.graphql.authentication import RequireUsableToken
 from conveyor.graphql.commit_sequence import CommitSequence
 from conveyor.graphql.compiled.extension import CompiledReads, PlanCache
-from conveyor.graphql.cost import DocumentLimits
+from conveyor.graphql.cost import DocumentLimits, MeasuredDocuments
 from conveyor.graphql.errors import (
     TOO_MANY_DIRECTIVES,
     ConveyorErrors,
@@ -49,6 +49,8 @@ PLAN_CACHE_SIZE = 256
 VALIDATED_DOCUMENTS = 256
 #: Parsed document texts remembered, per schema.
 PARSED_DOCUMENTS = 256
+#: Measures (cost, depth, aliases) kept: by document, operation and the variables they read.
+MEASURED_DOCUMENTS = 256
 
 
 class ConveyorSchema(strawberry.Schema):
@@ -117,6 +119,8 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
         max_directives_rule(settings.max_directives),
         stop_validation_after(settings.max_errors),
     ]
+    # The measures of documents (cost, depth, aliases) for all the requests of this schema.
+    measured = MeasuredDocuments(MEASURED_DOCUMENTS)
     extensions: list[ExtensionFactory] = [
         lambda: ConveyorErrors(settings),
         RequireUsableToken,
@@ -125,7 +129,7 @@ def extensions_for(settings: Settings) -> list[ExtensionFactory]:
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         # After the token limit, which sets the parse options it is keyed by.
         SharedDocuments,
-        lambda: DocumentLimits(settings),
+        lambda: DocumentLimits(settings, measured),
         lambda: AddValidationRules(rules),
     ]
     if not settings.introspection_enabled:

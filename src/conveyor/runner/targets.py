@@ -218,7 +218,7 @@ def _checksum(statement: str) -> str:
     return hashlib.sha256(statement.encode()).hexdigest()
 
 
-def _rows_affected(status: str) -> int | None:
+def rows_affected(status: str) -> int | None:
     # "INSERT 0 5", "UPDATE 3", "SELECT 2" (CREATE TABLE AS too): the count comes last.
     verb, _, rest = status.partition(" ")
     count = rest.rpartition(" ")[2]
@@ -383,7 +383,7 @@ def _asyncpg_options(options: ConnectionOptions) -> dict[str, Any]:
     return keywords
 
 
-def _unreachable(target: Target, error: BaseException) -> tuple[str, str]:
+def unreachable_reason(target: Target, error: BaseException) -> tuple[str, str]:
     """The error code and message of a failed connection attempt."""
     if isinstance(error, asyncpg.PostgresError):
         code, reason = error.sqlstate, _describe(error)
@@ -477,7 +477,7 @@ async def execute(
         try:
             connection = await stack.enter_async_context(sessions(target))
         except _CONNECT_ERRORS as error:
-            return run.failed(*_unreachable(target, error))
+            return run.failed(*unreachable_reason(target, error))
         try:
             if on_backend_pid is not None:
                 await on_backend_pid(connection.get_server_pid())
@@ -549,7 +549,7 @@ async def _run_statements(
     status = ""
     for statement in statements:
         status = await _run_statement(connection, run, statement.text)
-    return {"statusTag": status, "rowsAffected": _rows_affected(status)}
+    return {"statusTag": status, "rowsAffected": rows_affected(status)}
 
 
 #: Sessions that found the history table. A transactional change skips the look-up there: its
@@ -733,15 +733,15 @@ async def change_was_applied(target: Target, change: Change) -> bool:
     except asyncpg.InvalidCatalogNameError as error:
         if change.type.needs_database:
             return False  # its database is gone, and the change with it
-        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+        raise TargetUnreachable(unreachable_reason(target, error)[1]) from error
     except _Refused as error:
         if error.code == CONVEYOR_DATABASE:
             # The runner sends no change there, so it applied none; asking again would only
             # keep the task RUNNING for good.
             return False
-        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+        raise TargetUnreachable(unreachable_reason(target, error)[1]) from error
     except _CONNECT_ERRORS as error:
-        raise TargetUnreachable(_unreachable(target, error)[1]) from error
+        raise TargetUnreachable(unreachable_reason(target, error)[1]) from error
     try:
         if change.type is TaskType.DATABASE_CREATE:
             exists: bool = await connection.fetchval(
@@ -764,7 +764,7 @@ async def cancel_backend(target: Target, backend_pid: int) -> bool:
         connection = await connect(target)
     except _CONNECT_ERRORS as error:
         logger.warning(
-            "could not cancel backend %s: %s", backend_pid, _unreachable(target, error)[1]
+            "could not cancel backend %s: %s", backend_pid, unreachable_reason(target, error)[1]
         )
         return False
     try:

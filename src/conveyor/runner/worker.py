@@ -33,6 +33,7 @@ from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.events.listener import EventListener, running_listener
 from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
+from conveyor.runner.checking import Checker
 from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Change, Target
 from conveyor.runner.task_log import TaskLogStream
@@ -100,13 +101,20 @@ class Worker:
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
+        self._checker = Checker(
+            settings, cipher, conveyor_database, self._networks, Outage(logger, f"{self.id} checks")
+        )
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
+        checks_wakeup = self._listener.subscribe()
         self._running = True
         background = [
+            asyncio.create_task(
+                self._checker.run(checks_wakeup, self._stopping), name=f"{self.id}-checks"
+            ),
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
             asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
@@ -132,12 +140,14 @@ class Worker:
         finally:
             self._running = False
             self._listener.unsubscribe(wakeup)
+            self._listener.unsubscribe(checks_wakeup)
             await self._sessions.close()
             for task in [*background, *self._background]:
                 task.cancel()
             for task in [*background, *self._background]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self._checker.close()
         logger.info("%s stopped", self.id)
 
     def stop(self) -> None:

@@ -19,12 +19,12 @@ SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOC
 
 -- name: start_candidates
 -- Of a pipeline the caller holds, the tasks the scheduling decision could start, narrowed by
--- its own rules so that a claim reads a handful of rows however large the pipeline: only the
+-- its own rules so that a claim reads neither finished tasks nor later stages: only the
 -- active stage (the first with a task not finished), only tasks in a status START is taken
 -- from, whose not-before time has come, with no unfinished blocker (a blocker that is not a
--- task of this pipeline counts as unfinished), whose database no task occupies; and of those
--- the first by id on each database (the one the decision would choose). The decision itself
--- is still taken, on these rows, by domain.scheduling.decide.
+-- task of this pipeline counts as unfinished), whose database no task occupies. The decision
+-- itself (the checks' gate, the instance's limit, one task per database) is still taken, on
+-- these rows, by domain.scheduling.decide.
 -- $1 pipeline id, $2 the finished statuses, $3 the statuses START is taken from,
 -- $4 the occupying statuses, $5 the statuses not finished (probed by index, one by one).
 WITH active AS (
@@ -37,7 +37,8 @@ WITH active AS (
     ORDER BY s.position
     LIMIT 1
 ), waiting AS (
-    SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before
+    SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before, t.statement_version,
+           t.checked_version, t.blocking_rules, t.checks_overridden_version
     FROM active a
     JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
     WHERE t.status = ANY($3::text[])
@@ -49,31 +50,10 @@ WITH active AS (
         SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
     )
 ), chosen AS (
-    -- The first ready task on each free database, its waiting tasks tested in id order only
-    -- until one is ready (OFFSET 0 keeps the tests out of the sorted scan); and every ready
-    -- instance-level task.
-    SELECT first.* FROM free_databases f
-    CROSS JOIN LATERAL (
-        SELECT o.* FROM (
-            SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before
-            FROM active a
-            JOIN task t ON t.database_id = f.database_id AND t.pipeline_id = $1
-                       AND t.stage_id = a.id
-            WHERE t.status = ANY($3::text[])
-            ORDER BY t.id
-            OFFSET 0
-        ) o
-        WHERE (o.not_before IS NULL OR o.not_before <= now())
-          AND NOT EXISTS (
-              SELECT FROM task_dependency d
-              LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
-              WHERE d.task_id = o.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
-          )
-        LIMIT 1
-    ) first
-    UNION ALL
+    -- Every ready task on a free database, and every ready instance-level task. Not only the
+    -- first on each database: whether its checks let it run is the decision's to say.
     SELECT w.* FROM waiting w
-    WHERE w.database_id IS NULL
+    WHERE (w.database_id IS NULL OR w.database_id IN (SELECT database_id FROM free_databases))
       AND (w.not_before IS NULL OR w.not_before <= now())
       AND NOT EXISTS (
           SELECT FROM task_dependency d
@@ -82,7 +62,8 @@ WITH active AS (
       )
 )
 SELECT a.id AS stage_id, a.name AS stage_name, c.id, c.status, c.instance_id, c.database_id,
-       c.not_before, '{}'::int[] AS blocked_by
+       c.not_before, c.statement_version, c.checked_version, c.blocking_rules::text,
+       c.checks_overridden_version, '{}'::int[] AS blocked_by
 FROM chosen c, active a
 ORDER BY c.id;
 

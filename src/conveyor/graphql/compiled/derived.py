@@ -75,6 +75,7 @@ def _waiting_reason(
         "message": reason.message,
         "notBefore": None if reason.not_before is None else reason.not_before.isoformat(),
         "limit": reason.limit,
+        "rules": list(reason.rules),
         "__typename": "WaitingReason",
     }
     return {
@@ -129,7 +130,7 @@ class DerivedFields:
     #: When the request arrived: scheduling is decided as of this moment, as Loaders.now.
     now: datetime
     decisions: dict[int, SchedulingDecision] = field(default_factory=dict)
-    actions: dict[str, list[str]] = field(default_factory=dict)
+    actions: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
 
     def fill(self, data: Json) -> None:
         """Fill in `data` (the JSON of the plan's reads), in place."""
@@ -227,9 +228,10 @@ class DerivedFields:
 
     def available_actions(self, facts: list[Any]) -> list[str]:
         # Few tasks differ in what decides their actions: decided once for each kind.
-        memo_key = repr(facts)
-        if memo_key not in self.actions:
-            self.actions[memo_key] = [
+        memo_key = tuple(facts)
+        actions = self.actions.get(memo_key)
+        if actions is None:
+            actions = self.actions[memo_key] = [
                 action.value for action in available_actions(facts, self.principal)
             ]
-        return list(self.actions[memo_key])
+        return list(actions)

@@ -8,9 +8,11 @@ execution (strawberry 0.341.2, `Schema._execute_operation`). Anything not covere
 doubt, leaves the result unset: the resolvers answer the whole operation.
 """
 
+import gc
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +173,24 @@ class CompiledReads(SchemaExtension):
         if not plan.walked:
             data = EncodedData(data_json.encode()) if over_http else orjson.loads(data_json)
         else:
-            data = orjson.loads(data_json)
-            DerivedFields(plan, context.principal, context.loaders.now).fill(data)
-            data = EncodedData(orjson.dumps(data)) if over_http else data
+            with _no_garbage_collection():
+                data = orjson.loads(data_json)
+                DerivedFields(plan, context.principal, context.loaders.now).fill(data)
+                data = EncodedData(orjson.dumps(data)) if over_http else data
         return ExecutionResult(data=data)
+
+
+@contextmanager
+def _no_garbage_collection() -> Iterator[None]:
+    """The collector off while a response's tree is built and filled in: a large tree makes
+    hundreds of thousands of objects, none of them in a cycle, and each full collection
+    they trigger walks the whole heap (measured: parsing the 5,000-task page took 11 ms
+    without collections, up to 54 ms with them). Nothing awaits inside, so no other request
+    runs meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

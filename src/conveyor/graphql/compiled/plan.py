@@ -64,7 +64,7 @@ _COLUMNS = {
     "Pipeline": "id status createdAt updatedAt",
     "Stage": "id name position",
     "Task": "id name type status statement databaseName notBefore version statusReason "
-    "approvedBy approvedAt cancelRequested createdAt updatedAt",
+    "approvedBy approvedAt cancelRequested createdAt updatedAt statementVersion dryRunRequested",
     "TaskRun": "id attempt status startedAt endedAt errorCode errorMessage result log",
     "Event": "sequence kind actor createdAt taskId stageId oldStatus newStatus detail",
 }
@@ -86,7 +86,7 @@ _SAME_PIPELINE = frozenset(
 _TASK_COUNTS = frozenset(
     {"pendingApproval", "pending", "running", "done", "failed", "canceled", "skipped", "total"}
 )
-_WAITING_REASON = frozenset({"kind", "message", "notBefore", "limit"})
+_WAITING_REASON = frozenset({"kind", "message", "notBefore", "limit", "rules"})
 #: The objects a waiting reason names, by field: the candidates' kind and type.
 _WAITING_OBJECTS = {"stage": ("stage", "Stage"), "blockingTask": ("task", "Task")}
 _PAGE_INFO = frozenset({"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"})

@@ -3,6 +3,8 @@
 import strawberry
 from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 
+from conveyor.domain.check_review import CheckGate, CheckSource
+from conveyor.domain.checks import CheckLevel
 from conveyor.domain.permissions import Role
 from conveyor.domain.scheduling import WaitingKind
 from conveyor.domain.statuses import (
@@ -19,6 +21,9 @@ from conveyor.domain.transitions import TaskAction
 
 __all__ = [
     "ApprovalPolicy",
+    "CheckGate",
+    "CheckLevel",
+    "CheckSource",
     "Engine",
     "EventKind",
     "PipelineStatus",
@@ -42,6 +47,9 @@ strawberry.enum(EventKind, description="What an event records.")
 strawberry.enum(WaitingKind, description="What kind of thing a waiting task waits for.")
 strawberry.enum(TaskAction, description="Something a person may do to a task.")
 strawberry.enum(Role, description="What an API token may do.")
+strawberry.enum(CheckLevel, description="How serious a check's finding is.")
+strawberry.enum(CheckSource, description="What produced a check's finding.")
+strawberry.enum(CheckGate, description="Where a task's checks leave it.")
 
 
 def _definition(enum: object) -> StrawberryEnumDefinition:

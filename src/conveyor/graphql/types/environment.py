@@ -5,6 +5,8 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models
+from conveyor.domain.check_review import review_policy_of
+from conveyor.graphql.types.check import ReviewPolicyView
 from conveyor.graphql.types.enums import ApprovalPolicy
 from conveyor.graphql.types.node import LoadedNode
 
@@ -27,6 +29,15 @@ class Environment(LoadedNode):
     )
     created_at: datetime
     updated_at: datetime
+    row: strawberry.Private[models.Environment]
+
+    @strawberry.field(
+        description="How findings of checks weigh here: the defaults for its kind (errors "
+        "block everywhere; data-loss rules are errors where tasks wait for approval) with "
+        "what `setReviewPolicy` changed."
+    )
+    def review_policy(self) -> ReviewPolicyView:
+        return ReviewPolicyView.from_domain(review_policy_of(self.row))
 
     @classmethod
     def from_row(cls, row: models.Environment) -> Self:
@@ -39,4 +50,5 @@ class Environment(LoadedNode):
             creator_may_approve=row.creator_may_approve,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            row=row,
         )

@@ -44,13 +44,18 @@ class Event(LoadedNode):
     )
     new_status: str | None = strawberry.field(description="The status entered, likewise.")
     reason: str | None = strawberry.field(
-        description="Why, for a task that was skipped (a person's words) or failed."
+        description="Why, for a task that was skipped (a person's words), failed, or whose "
+        "failed checks a DBA overrode."
     )
     detail: JSON | None = strawberry.field(
         description="What else the event records, by kind: TASK_EDITED the changed fields; "
         'TASK_LOG `{"entries": [...]}`, each entry `{at, kind, text}` where kind is '
         '"statement" (with `phase` STARTED or FINISHED, and once finished `statusTag` and '
-        '`durationMs`), "notice" (with `severity`), "info" or "error".'
+        '`durationMs`), "notice" (with `severity`), "info" or "error"; TASK_CHECKED '
+        "`{statementVersion, counts, blockingRules}` (counts by level); TASK_CHECKS_OVERRIDDEN "
+        "`{reason, statementVersion, rules}`; TASK_DRY_RUN_FINISHED the dry run's outcome "
+        "(`executed`, `rowsAffected`, `durationMs`, `statements`, or `sqlstate`, `error`, "
+        "`failedStatement`)."
     )
     stage_key: strawberry.Private[int | None]
     task_key: strawberry.Private[int | None]

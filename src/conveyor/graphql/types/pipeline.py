@@ -4,9 +4,10 @@ from typing import Self
 import strawberry
 from strawberry import relay
 
-from conveyor.db import models
+from conveyor.db import checks, models
 from conveyor.domain.rollup import active_stage_index
 from conveyor.graphql.context import Info
+from conveyor.graphql.types.check import CheckSummary
 from conveyor.graphql.types.enums import PipelineStatus
 from conveyor.graphql.types.issue import Issue
 from conveyor.graphql.types.node import LoadedNode
@@ -26,6 +27,13 @@ class Pipeline(LoadedNode):
     @strawberry.field
     async def issue(self, info: Info) -> Issue:
         return await Issue.load(info, self.issue_id)
+
+    @strawberry.field(
+        description="The checks of the tasks that can still run: findings counted per level, "
+        "the tasks they block and those still being checked."
+    )
+    async def check_summary(self, info: Info) -> CheckSummary:
+        return CheckSummary.from_domain(await checks.check_summary(pipeline_id=self.id))
 
     @strawberry.field(description="The stages, in the order they run.")
     async def stages(self, info: Info) -> list[Stage]:

@@ -3,12 +3,13 @@ from typing import TYPE_CHECKING, Annotated, Self
 import strawberry
 from strawberry import relay
 
-from conveyor.db import models
+from conveyor.db import checks, models
 from conveyor.domain.rollup import count_task_statuses, derive_stage_status
 from conveyor.domain.statuses import TaskStatus as DomainTaskStatus
 from conveyor.errors import invalid_input
 from conveyor.graphql.context import Info
 from conveyor.graphql.inputs import node_key
+from conveyor.graphql.types.check import CheckSummary
 from conveyor.graphql.types.enums import StageStatus
 from conveyor.graphql.types.environment import Environment
 from conveyor.graphql.types.node import LoadedNode
@@ -40,6 +41,13 @@ class Stage(LoadedNode):
     position: int = strawberry.field(description="0 for the first stage of its pipeline.")
     pipeline_id: strawberry.Private[int]
     environment_id: strawberry.Private[int]
+
+    @strawberry.field(
+        description="The checks of the stage's tasks that can still run, as "
+        "`Pipeline.checkSummary` counts them."
+    )
+    async def check_summary(self, info: Info) -> CheckSummary:
+        return CheckSummary.from_domain(await checks.check_summary(stage_id=self.id))
 
     @strawberry.field
     async def environment(self, info: Info) -> Environment:

@@ -5,11 +5,13 @@ import strawberry
 from strawberry import relay
 
 from conveyor.db import models, reads
+from conveyor.domain.check_review import CheckFacts
 from conveyor.domain.permissions import ApprovalRules
 from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.graphql.context import Info
+from conveyor.graphql.types.check import CheckFinding, ChecksOverride
 from conveyor.graphql.types.database import Database
-from conveyor.graphql.types.enums import TaskAction, TaskStatus, TaskType
+from conveyor.graphql.types.enums import CheckGate, TaskAction, TaskStatus, TaskType
 from conveyor.graphql.types.event import Event
 from conveyor.graphql.types.instance import Instance
 from conveyor.graphql.types.node import LoadedNode
@@ -52,6 +54,19 @@ class Task(LoadedNode):
     cancel_requested: bool = strawberry.field(
         description="A person asked to stop the RUNNING task; it stays RUNNING until its "
         "worker has aborted it."
+    )
+    statement_version: int = strawberry.field(
+        description="Grows with every edit of the statement; checks and overrides are for one."
+    )
+    check_status: CheckGate = strawberry.field(
+        description="Where the task's checks leave it: PENDING until a worker has checked its "
+        "current statement, then PASSED, FAILED (it waits with CHECKS_FAILED) or OVERRIDDEN."
+    )
+    checks_override: ChecksOverride | None = strawberry.field(
+        description="The DBA's override of the current statement's failed checks, if any."
+    )
+    dry_run_requested: bool = strawberry.field(
+        description="A dry run was asked for and has not finished yet."
     )
     created_at: datetime
     updated_at: datetime
@@ -119,6 +134,17 @@ class Task(LoadedNode):
         ]
 
     @strawberry.field(
+        description="What the checks found on the current statement: the statement's own "
+        "rules, the target's, and the last dry run's outcome; statement findings first, each "
+        "source in the statement's order."
+    )
+    async def checks(self, info: Info) -> list[CheckFinding]:
+        return [
+            CheckFinding.from_row(row)
+            for row in await info.context.loaders.checks_by_task.load(self.id)
+        ]
+
+    @strawberry.field(
         description="Why the task does not start yet; null when it is running, finished, or "
         "free to start now."
     )
@@ -159,6 +185,20 @@ class Task(LoadedNode):
             approved_by=row.approved_by,
             approved_at=row.approved_at,
             cancel_requested=row.cancel_requested_at is not None,
+            statement_version=row.statement_version,
+            check_status=CheckFacts.of(row).gate,
+            checks_override=ChecksOverride(
+                by=row.checks_overridden_by,
+                at=row.checks_overridden_at,
+                reason=row.checks_override_reason,
+                statement_version=row.checks_overridden_version,
+            )
+            if row.checks_overridden_version == row.statement_version
+            and row.checks_overridden_by is not None
+            and row.checks_overridden_at is not None
+            and row.checks_override_reason is not None
+            else None,
+            dry_run_requested=row.dry_run_requested_at is not None,
             created_at=row.created_at,
             updated_at=row.updated_at,
             stage_id=row.stage_id,

@@ -22,6 +22,9 @@ class WaitingReason:
     limit: int | None = strawberry.field(
         description="The instance's limit of running tasks, for INSTANCE_AT_LIMIT."
     )
+    rules: list[str] = strawberry.field(
+        description="The rules whose findings block the task, for CHECKS_FAILED."
+    )
     stage_id: strawberry.Private[int | None]
     task_id: strawberry.Private[int | None]
 
@@ -51,6 +54,7 @@ class WaitingReason:
             message=reason.message,
             not_before=reason.not_before,
             limit=reason.limit,
+            rules=list(reason.rules),
             stage_id=reason.stage_id,
             task_id=reason.task_id,
         )

@@ -4,6 +4,7 @@ import { refusal, request } from "./api.js";
 import { coalesced, follow } from "./live.js";
 import { Status, formatTime } from "./status.js";
 import { TaskActions } from "./actions.js";
+import { CHECK_FIELDS, TaskChecks } from "./checks.js";
 
 /** How many of the task's events a read asks for at a time. */
 const EVENTS_PAGE = 50;
@@ -22,6 +23,7 @@ const TASK_QUERY = `query Task($id: ID!) {
       blockedBy { id name status }
       waitingReason { kind message }
       runs { id attempt status startedAt endedAt errorCode errorMessage result log }
+      ${CHECK_FIELDS}
     }
   }
 }`;
@@ -143,6 +145,7 @@ export function TaskView({ taskId }) {
     </dl>
     <${TaskActions} task=${task} onDone=${refetch} />
     ${task.statement !== null && html`<h3>Statement</h3><pre class="statement">${task.statement}</pre>`}
+    ${task.statement !== null && html`<${TaskChecks} task=${task} onDone=${refetch} />`}
     <h3>Runs</h3>
     ${task.runs.length ? html`<ol class="runs">${task.runs.map((run) => html`<${Run} key=${run.id} run=${run} liveLog=${liveLog} />`)}</ol>` : html`<p>Not run yet.</p>`}
     <h3>Events</h3>
