@@ -10,9 +10,8 @@ from conveyor.domain.check_review import (
     override_refusal,
     policy_problems,
     summarize,
-    weigh,
 )
-from conveyor.domain.checks import CheckLevel, Finding
+from conveyor.domain.checks import CheckLevel, Finding, weigh
 from conveyor.domain.permissions import Principal, Role
 from conveyor.domain.statuses import ApprovalPolicy, TaskStatus
 from conveyor.errors import ErrorCode

@@ -5,7 +5,7 @@ The findings themselves come from `domain.checks` (statement rules, squawk's rep
 worker (the target, dry runs); this module weighs and counts them.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -141,26 +141,6 @@ def review_policy_of(environment: _EnvironmentRow) -> ReviewPolicy:
     return environment_review_policy(
         environment.approval_policy, environment.review_levels, environment.review_blocking_level
     )
-
-
-def weigh(findings: Iterable[Finding], policy: ReviewPolicy) -> tuple[Finding, ...]:
-    """`findings` (the target's, which `check_statement` does not see) at `policy`'s levels."""
-    weighed = []
-    for finding in findings:
-        level = policy.levels.get(finding.rule, finding.level)
-        if level is not None:
-            weighed.append(
-                Finding(
-                    finding.rule,
-                    level,
-                    finding.message,
-                    finding.statement,
-                    finding.line,
-                    finding.column,
-                    finding.doc_url,
-                )
-            )
-    return tuple(weighed)
 
 
 def blocking_rules(findings: Sequence[Finding], policy: ReviewPolicy) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ a level, or turns it off, and says from which level a finding blocks the task.
 import dataclasses
 import enum
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,9 +194,16 @@ def check_statement(
     order of the script; `linter_findings` (squawk's) are weighed by the same policy."""
     script = parse_script(sql)
     found = [*_own_findings(script, task_type), *linter_findings]
-    weighed = (_weighed(finding, policy) for finding in found)
-    kept = [finding for finding in weighed if finding is not None]
+    kept = weigh(found, policy)
     return tuple(sorted(kept, key=lambda finding: (finding.line or 0, finding.column or 0)))
+
+
+def weigh(findings: Iterable[Finding], policy: ReviewPolicy) -> tuple[Finding, ...]:
+    """`findings` at the levels `policy` gives their rules, without those it turns off; a
+    rule it does not name keeps its level. For findings `check_statement` does not make
+    (the target's) as for its own."""
+    weighed = (_weighed(finding, policy) for finding in findings)
+    return tuple(finding for finding in weighed if finding is not None)
 
 
 def _weighed(finding: Finding, policy: ReviewPolicy) -> Finding | None:

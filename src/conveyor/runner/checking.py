@@ -20,8 +20,8 @@ from conveyor.db import checks
 from conveyor.db.checks import CheckOutcome, TaskToCheck
 from conveyor.db.issues import validated_plan
 from conveyor.db.outages import Outage
-from conveyor.domain.check_review import CheckSource, blocking_rules, weigh
-from conveyor.domain.checks import CheckLevel, Finding, check_statement
+from conveyor.domain.check_review import CheckSource, blocking_rules
+from conveyor.domain.checks import CheckLevel, Finding, check_statement, weigh
 from conveyor.domain.permissions import Principal
 from conveyor.domain.plan import IssuePlan
 from conveyor.domain.statuses import TaskType
