@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import psutil
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
@@ -96,6 +97,17 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1)
+            worker_cpu = _cpu_seconds([worker.pid for worker in workers])
+            # The server's processes serving this run: the workers' sessions to Conveyor's
+            # database and to the targets (pooled, so they last through the run).
+            backends = [
+                row["pid"]
+                for row in await admin_fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+                    [conveyor_db, *targets],
+                )
+            ]
+            server_cpu = _cpu_seconds(backends)
             started = time.perf_counter()
             created = [
                 await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
@@ -108,6 +120,8 @@ async def main() -> None:
             ):
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - started
+            worker_cpu = _cpu_seconds([worker.pid for worker in workers]) - worker_cpu
+            server_cpu = _cpu_seconds(backends) - server_cpu
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -126,8 +140,25 @@ async def main() -> None:
     )
     rate = args.tasks / elapsed
     print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
+    print(f"| worker CPU per task | {1000 * worker_cpu / args.tasks:.2f} ms |")
+    print(
+        f"| PostgreSQL CPU per task (backends open at the start) | "
+        f"{1000 * server_cpu / args.tasks:.2f} ms |"
+    )
     print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
     print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (those gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 if __name__ == "__main__":

@@ -55,16 +55,24 @@ async def seed(count: int) -> None:
         networks=UNRESTRICTED,
         own_database=none_is_ours,
     )
-    database = await catalog.register_database(
-        BENCH, instance.id, "postgres", own_database=none_is_ours
+    database, other = [
+        await catalog.register_database(BENCH, instance.id, name, own_database=none_is_ours)
+        for name in ("postgres", "template1")
+    ]
+
+    def task(database_id: int) -> TaskPlan:
+        return TaskPlan(
+            type=TaskType.DATA_UPDATE,
+            instance_id=instance.id,
+            database_id=database_id,
+            statement="SELECT 1",
+        )
+
+    # The first task, on another database, runs throughout the counts: as in a busy worker,
+    # the stage stays RUNNING while the counted tasks start and finish one after another.
+    stage = StagePlan(
+        environment_id=environment.id, tasks=(task(other.id), *[task(database.id)] * count)
     )
-    task = TaskPlan(
-        type=TaskType.DATA_UPDATE,
-        instance_id=instance.id,
-        database_id=database.id,
-        statement="SELECT 1",
-    )
-    stage = StagePlan(environment_id=environment.id, tasks=(task,) * count)
     await issues.create_issue(BENCH, IssuePlan(title="wire", stages=(stage,)))
 
 
@@ -86,7 +94,7 @@ async def main() -> None:
             proxied = urlunparse(address._replace(netloc=f"{user_info}@127.0.0.1:{port}"))
             async with TortoiseContext() as context:
                 await context.init(config=tortoise_config(proxied))
-                await seed(WARM_UP + 2)
+                await seed(2 * (WARM_UP + 2))
                 lease = timedelta(seconds=30)
                 done = Outcome(
                     succeeded=True, error_code=None, error_message=None, transactional=True
@@ -97,8 +105,27 @@ async def main() -> None:
                     canceled_by_person=False,
                     interrupted_by_shutdown=False,
                 )
+                # The worker's steady state: a finish that claims the next task in its own
+                # transaction (the database the finished task held is free for it).
+                [throughout] = (await claims.claim_tasks("wire-worker", lease, 1)).tasks
+                [claimed] = (await claims.claim_tasks("wire-worker", lease, 1)).tasks
+                finish_and_claim: list[WireCounts] = []
+                for _ in range(WARM_UP + 1):
+                    await asyncio.sleep(0.3)
+                    proxy.reset()
+                    following = await claims.finish_and_claim(
+                        "wire-worker", claimed, end, done, (), lease, 1
+                    )
+                    await asyncio.sleep(0.3)
+                    finish_and_claim.append(proxy.reset())
+                    assert following is not None
+                    [claimed] = following
+                assert await claims.finish_task("wire-worker", claimed, end, done)
                 counted: list[tuple[WireCounts, WireCounts]] = []
-                for _ in range(WARM_UP + 2):
+                for round_ in range(WARM_UP + 2):
+                    if round_ == WARM_UP + 1:
+                        # The issue's last task is the one counted last.
+                        assert await claims.finish_task("wire-worker", throughout, end, done)
                     await asyncio.sleep(0.3)
                     proxy.reset()
                     [claimed] = (await claims.claim_tasks("wire-worker", lease, 1)).tasks
@@ -111,11 +138,13 @@ async def main() -> None:
         await admin_fetch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     claim, finish = counted[-2]
     last = counted[-1][1]
+    steady = finish_and_claim[-1]
     print("| operation | SQL statements | of which pool resets | round trips | prepared (Parse) |")
     print("|---|---|---|---|---|")
     for label, counts in (
         ("claim one task", claim),
         ("finish one task", finish),
+        ("finish one task and claim the next (one transaction, the worker's way)", steady),
         ("finish the issue's last task (+ the pipeline's roll-up)", last),
     ):
         print(
@@ -123,7 +152,12 @@ async def main() -> None:
             f"| {counts.parses} |"
         )
     if args.statements:
-        for label, counts in (("claim", claim), ("finish", finish), ("last finish", last)):
+        for label, counts in (
+            ("claim", claim),
+            ("finish", finish),
+            ("finish and claim", steady),
+            ("last finish", last),
+        ):
             print(f"\n{label}:")
             for text in counts.texts:
                 print(f"- `{' '.join(text.split())[:200]}`")

@@ -145,3 +145,22 @@ async def test_a_session_idle_too_long_is_closed(
         assert await backend_of(sessions, target, 2) != first
     finally:
         await sessions.close()
+
+
+async def test_a_session_whose_history_table_was_dropped_creates_it_again(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    database = await target_databases()
+    target = target_of(server_url, database)
+    sessions = TargetSessions()
+    try:
+        first = await backend_of(sessions, target, 1)
+        # The session found the table and no longer looks it up; a person drops it.
+        await target_fetch(server_url, database, "DROP TABLE conveyor.change_history")
+        assert await backend_of(sessions, target, 2) == first
+        rows = await target_fetch(
+            server_url, database, "SELECT task_id FROM conveyor.change_history"
+        )
+        assert [row["task_id"] for row in rows] == [2]
+    finally:
+        await sessions.close()

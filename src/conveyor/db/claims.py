@@ -8,7 +8,7 @@ transaction-scoped advisory lock taken with *try*, so two workers never wait on 
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Task, TaskRun
 from conveyor.db.queries import RUNNER
-from conveyor.db.scheduling import instances_of, occupancy, pipeline_states
+from conveyor.db.scheduling import instances_of, occupancy, start_candidates
 from conveyor.db.task_status import (
     HeldTask,
     StatusChange,
@@ -121,23 +121,33 @@ async def _claim_in_pipeline(
         )
         if not held:
             return [], True
-        state = (await pipeline_states([pipeline_id], connection))[pipeline_id]
-        tasks = {task.id: task for stage in state.stages for task in stage.tasks}
-        wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
-        locked = await connection.execute_query_dict(
-            RUNNER["try_lock_instances"], [_INSTANCE_CLAIM_LOCK, wanted]
-        )
-        instances = set(locked[0]["locked"] or ())
-        if not instances:
-            return [], bool(wanted)
-        cluster = await occupancy(instances_of([state]), connection)
-        decision = decide(state, cluster, now_utc())
-        chosen = [
-            (task_id, tasks[task_id].status)
-            for task_id in decision.startable
-            if tasks[task_id].instance_id in instances
-        ][:limit]
-        rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
+        return await _start_in_held_pipeline(connection, pipeline_id, worker, lease, limit)
+
+
+async def _start_in_held_pipeline(
+    connection: BaseDBAsyncClient, pipeline_id: int, worker: str, lease: timedelta, limit: int
+) -> tuple[list[ClaimedTask], bool]:
+    """START up to `limit` tasks that scheduling allows in an OPEN pipeline this transaction
+    holds locked; and whether another worker's claim lock on an instance made this skip some."""
+    state = await start_candidates(connection, pipeline_id, PipelineStatus.OPEN, _STARTABLE)
+    tasks = {task.id: task for stage in state.stages for task in stage.tasks}
+    wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
+    if not wanted:
+        return [], False
+    locked = await connection.execute_query_dict(
+        RUNNER["try_lock_instances"], [_INSTANCE_CLAIM_LOCK, wanted]
+    )
+    instances = set(locked[0]["locked"] or ())
+    if not instances:
+        return [], True
+    cluster = await occupancy(instances_of([state]), connection)
+    decision = decide(state, cluster, now_utc())
+    chosen = [
+        (task_id, tasks[task_id].status)
+        for task_id in decision.startable
+        if tasks[task_id].instance_id in instances
+    ][:limit]
+    rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
     running = next_running_status()
     return [_claimed(row, running) for row in rows], len(instances) < len(wanted)
 
@@ -185,10 +195,52 @@ class _NotHeld(Exception):
 
 
 async def finish_task(
-    worker: str, claimed: ClaimedTask, end: AttemptEnd, outcome: Outcome | None = None
+    worker: str,
+    claimed: ClaimedTask,
+    end: AttemptEnd,
+    outcome: Outcome | None = None,
+    log_lines: Sequence[dict[str, Any]] = (),
 ) -> bool:
-    """Record the attempt and take its ending transition; False if this worker no longer
-    held the task. `outcome` is None when the target never answered."""
+    """Record the attempt and take its ending transition, after the attempt's `log_lines` not
+    streamed yet; False if this worker no longer held the task. `outcome` is None when the
+    target never answered."""
+    return await finish_and_claim(worker, claimed, end, outcome, log_lines) is not None
+
+
+async def finish_and_claim(
+    worker: str,
+    claimed: ClaimedTask,
+    end: AttemptEnd,
+    outcome: Outcome | None = None,
+    log_lines: Sequence[dict[str, Any]] = (),
+    lease: timedelta | None = None,
+    limit: int = 0,
+) -> list[ClaimedTask] | None:
+    """`finish_task`, then, in the same transaction and under the pipeline's lock it already
+    holds, a claim of up to `limit` tasks of the same pipeline (held for `lease`): the slot the
+    attempt frees goes to the next task without a transaction of its own, nor a claim that
+    finds the pipeline held by a finish. The tasks claimed; None if this worker no longer
+    held the task."""
+    try:
+        return await _finish(worker, claimed, end, outcome, log_lines, lease, limit)
+    except IntegrityError:
+        if limit == 0:
+            raise
+        # The claim's part lost a race the checks did not see (the one-running-task-per-
+        # database index), and took the finish's rollback with it: finish alone.
+        logger.info("a claim in task %s's finish lost a race; finishing alone", claimed.task_id)
+        return await _finish(worker, claimed, end, outcome, log_lines, lease, 0)
+
+
+async def _finish(
+    worker: str,
+    claimed: ClaimedTask,
+    end: AttemptEnd,
+    outcome: Outcome | None,
+    log_lines: Sequence[dict[str, Any]],
+    lease: timedelta | None,
+    limit: int,
+) -> list[ClaimedTask] | None:
     try:
         async with in_transaction() as connection:
             database_id = None
@@ -199,7 +251,7 @@ async def finish_task(
                 database_id = created.id
             for name in (outcome.discovered_databases if outcome is not None else None) or ():
                 await _register_database(connection, claimed.instance_id, name)
-            if not await end_attempt(
+            ended = await end_attempt(
                 connection,
                 worker,
                 claimed.held,
@@ -207,12 +259,19 @@ async def finish_task(
                 outcome,
                 RUNNER_ACTOR,
                 database_id=database_id,
-            ):
+                log_lines=log_lines,
+            )
+            if ended is None:
                 raise _NotHeld
+            if limit <= 0 or lease is None or ended.pipeline_status is not PipelineStatus.OPEN:
+                return []
+            started, _ = await _start_in_held_pipeline(
+                connection, ended.pipeline_id, worker, lease, limit
+            )
+            return started
     except _NotHeld:
         logger.warning("task %s was taken from this worker; its result is dropped", claimed.task_id)
-        return False
-    return True
+        return None
 
 
 async def _register_database(

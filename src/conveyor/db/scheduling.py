@@ -4,13 +4,15 @@ waiting reason is what the worker acts on."""
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 
-from conveyor.db.models import Instance, Pipeline, Stage, Task
+from conveyor.db.models import Pipeline, Stage
+from conveyor.db.queries import RUNNER
 from conveyor.domain.check_review import CheckFacts, CheckGate
 from conveyor.domain.scheduling import (
     OCCUPYING_STATUSES,
@@ -21,7 +23,7 @@ from conveyor.domain.scheduling import (
     TaskState,
     decide,
 )
-from conveyor.domain.statuses import TaskStatus
+from conveyor.domain.statuses import FINISHED_TASK_STATUSES, PipelineStatus, TaskStatus
 
 
 async def pipeline_states(
@@ -54,24 +56,7 @@ async def pipeline_states(
     )
     tasks_by_stage: dict[int, list[TaskState]] = defaultdict(list)
     for row in rows:
-        checks = CheckFacts(
-            statement_version=row["statement_version"],
-            checked_version=row["checked_version"],
-            blocking_rules=tuple(json.loads(row["blocking_rules"])),
-            overridden_version=row["checks_overridden_version"],
-        )
-        tasks_by_stage[row["stage_id"]].append(
-            TaskState(
-                id=row["id"],
-                status=TaskStatus(row["status"]),
-                instance_id=row["instance_id"],
-                database_id=row["database_id"],
-                not_before=row["not_before"],
-                blocked_by=frozenset(row["blocked_by"]),
-                checks_pending=checks.gate is CheckGate.PENDING,
-                failed_checks=checks.holding_rules,
-            )
-        )
+        tasks_by_stage[row["stage_id"]].append(_task_state(row))
     stages_by_pipeline: dict[int, list[StageState]] = defaultdict(list)
     for stage in stages:
         stages_by_pipeline[stage.pipeline_id].append(
@@ -85,29 +70,75 @@ async def pipeline_states(
     }
 
 
+async def start_candidates(
+    connection: BaseDBAsyncClient,
+    pipeline_id: int,
+    status: PipelineStatus,
+    startable: Iterable[TaskStatus],
+) -> PipelineState:
+    """What a claim decides on, in one statement: the pipeline (in `status`, held locked by
+    the caller) narrowed to its active stage's tasks that the decision could start (see
+    `start_candidates` in sql/runner.sql). `decide` on it starts what it would start on the
+    whole pipeline: every task left out is one it would not start and that takes no slot."""
+    rows = await connection.execute_query_dict(
+        RUNNER["start_candidates"],
+        [
+            pipeline_id,
+            sorted(FINISHED_TASK_STATUSES),
+            sorted(startable),
+            sorted(OCCUPYING_STATUSES),
+            sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
+        ],
+    )
+    if not rows:
+        return PipelineState(status=status, stages=())
+    stage = StageState(
+        id=rows[0]["stage_id"],
+        name=rows[0]["stage_name"],
+        tasks=tuple(sorted((_task_state(row) for row in rows), key=lambda task: task.id)),
+    )
+    return PipelineState(status=status, stages=(stage,))
+
+
+def _task_state(row: Mapping[str, Any]) -> TaskState:
+    checks = CheckFacts(
+        statement_version=row["statement_version"],
+        checked_version=row["checked_version"],
+        blocking_rules=tuple(json.loads(row["blocking_rules"])),
+        overridden_version=row["checks_overridden_version"],
+    )
+    return TaskState(
+        id=row["id"],
+        status=TaskStatus(row["status"]),
+        instance_id=row["instance_id"],
+        database_id=row["database_id"],
+        not_before=row["not_before"],
+        blocked_by=frozenset(row["blocked_by"]),
+        checks_pending=checks.gate is CheckGate.PENDING,
+        failed_checks=checks.holding_rules,
+    )
+
+
 async def occupancy(
     instance_ids: Iterable[int], connection: BaseDBAsyncClient | None = None
 ) -> Occupancy:
-    """What runs anywhere on these instances (and so on their databases), and their limits."""
-    wanted = set(instance_ids)
-    running = (
-        await Task.filter(instance_id__in=wanted, status__in=OCCUPYING_STATUSES)
-        .using_db(connection)
-        .only("id", "instance_id", "database_id")
+    """What runs anywhere on these instances (and so on their databases), and their limits,
+    in one statement."""
+    wanted = sorted(set(instance_ids))
+    rows = (
+        await (connection or get_connection("default")).execute_query_dict(
+            RUNNER["occupancy"], [wanted, sorted(OCCUPYING_STATUSES)]
+        )
         if wanted
         else []
     )
-    limits = (
-        await Instance.filter(id__in=wanted).using_db(connection).only("id", "max_running_tasks")
-        if wanted
-        else []
-    )
+    running = [row for row in rows if row["task_id"] is not None]
     return Occupancy(
         running_task_by_database={
-            task.database_id: task.id for task in running if task.database_id is not None
+            row["database_id"]: row["task_id"] for row in running if row["database_id"] is not None
         },
-        running_count_by_instance=Counter(task.instance_id for task in running),
-        limit_by_instance={instance.id: instance.max_running_tasks for instance in limits},
+        running_count_by_instance=Counter(row["instance_id"] for row in running),
+        limit_by_instance={row["instance_id"]: row["max_running_tasks"] for row in rows},
     )
 
 

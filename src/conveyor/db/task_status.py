@@ -170,6 +170,33 @@ async def _stage_events(
     return events
 
 
+def stage_events_of_changes(
+    pipeline_id: int,
+    issue_id: int,
+    stage_id: int,
+    others: Sequence[TaskStatus],
+    before: Sequence[TaskStatus],
+    after: Sequence[TaskStatus],
+) -> list[NewEvent]:
+    """A STAGE_STATUS_CHANGED event if the stage's derived status moved when its changed tasks
+    went from `before` to `after` statuses (`others`: the statuses of its other tasks, as read
+    under the pipeline's lock); none otherwise."""
+    old = derive_stage_status([*others, *before])
+    new = derive_stage_status([*others, *after])
+    if old is new:
+        return []
+    return [
+        NewEvent(
+            EventKind.STAGE_STATUS_CHANGED,
+            issue_id=issue_id,
+            pipeline_id=pipeline_id,
+            stage_id=stage_id,
+            old_status=old,
+            new_status=new,
+        )
+    ]
+
+
 async def lock_task(
     connection: BaseDBAsyncClient, task_id: int, expected_version: int | None = None
 ) -> tuple[Pipeline, Task]:
@@ -233,15 +260,23 @@ async def start_tasks(
             CHANNEL,
         ],
     )
-    if rows:
-        pipeline = Pipeline(id=rows[0]["pipeline_id"], issue_id=rows[0]["issue_id"])
-        stage_events = await _stage_events(
-            connection,
-            pipeline,
-            {row["stage_id"] for row in rows},
-            {row["task_id"]: TaskStatus(row["old_status"]) for row in rows},
+    stages: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        stages[row["stage_id"]].append(row)
+    stage_events = [
+        event
+        for stage_id, started in sorted(stages.items())
+        for event in stage_events_of_changes(
+            started[0]["pipeline_id"],
+            started[0]["issue_id"],
+            stage_id,
+            [TaskStatus(status) for status in started[0]["stage_others"]],
+            [TaskStatus(row["old_status"]) for row in started],
+            [running] * len(started),
         )
-        await record_events(connection, actor, stage_events)
+    ]
+    # Rare (a stage's first task starting): its event is written after the tasks' own.
+    await record_events(connection, actor, stage_events)
     return rows
 
 
@@ -254,6 +289,14 @@ class HeldTask:
     status: TaskStatus
 
 
+@dataclass(frozen=True)
+class EndedAttempt:
+    """What the end of an attempt left: its pipeline, locked by the caller's transaction."""
+
+    pipeline_id: int
+    pipeline_status: PipelineStatus
+
+
 async def end_attempt(
     connection: BaseDBAsyncClient,
     worker: str,
@@ -263,13 +306,16 @@ async def end_attempt(
     actor: str,
     *,
     database_id: int | None = None,
-) -> bool:
+    log_lines: Sequence[dict[str, Any]] = (),
+) -> EndedAttempt | None:
     """Take the attempt's ending transition and record its run, in two statements (the
-    pipeline's lock, then the rest); False if `worker` no longer held the task."""
+    pipeline's lock, then the rest, `log_lines` as a TASK_LOG event before the status change);
+    None if `worker` no longer held the task. A stage or pipeline that rolls up adds its
+    event after them. The pipeline stays locked until the caller's transaction ends."""
     new_status = next_status(held.status, end.action)
     pipelines = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [held.task_id])
     if not pipelines:
-        return False
+        return None
     rows = await connection.execute_query_dict(
         RUNNER["end_attempt"],
         [
@@ -291,22 +337,30 @@ async def end_attempt(
             actor,
             json.dumps({"reason": end.status_reason}) if end.status_reason else None,
             CHANNEL,
-            sorted(FINISHED_TASK_STATUSES),
+            sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
+            EventKind.TASK_LOG.value,
+            json.dumps({"entries": list(log_lines)}) if log_lines else None,
+            [status.value for status in TaskStatus],
         ],
     )
     if not rows:
-        return False
-    held_pipeline = Pipeline(id=pipelines[0]["id"], issue_id=pipelines[0]["issue_id"])
-    stage_events = await _stage_events(
-        connection, held_pipeline, {rows[0]["stage_id"]}, {held.task_id: held.status}
+        return None
+    [row] = rows
+    pipeline_id, issue_id = pipelines[0]["id"], pipelines[0]["issue_id"]
+    roll_up = stage_events_of_changes(
+        pipeline_id,
+        issue_id,
+        row["stage_id"],
+        [TaskStatus(status) for status in row["stage_others"]],
+        [held.status],
+        [new_status],
     )
-    await record_events(connection, actor, stage_events)
     pipeline_status = PipelineStatus(pipelines[0]["status"])
-    others = [TaskStatus(status) for status in rows[0]["unfinished"]]
+    others = [TaskStatus(status) for status in row["unfinished"]]
     rolled_up = derive_pipeline_status(pipeline_status, [new_status, *others])
     if rolled_up is not pipeline_status:
         # The issue becomes DONE in the same transaction as its last task.
-        pipeline = await Pipeline.filter(id=pipelines[0]["id"]).using_db(connection).get()
-        event = await set_pipeline_status(connection, pipeline, rolled_up)
-        await record_events(connection, actor, [event])
-    return True
+        pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
+        roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
+    await record_events(connection, actor, roll_up)
+    return EndedAttempt(pipeline_id, rolled_up)

@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -551,6 +552,20 @@ async def _run_statements(
     return {"statusTag": status, "rowsAffected": rows_affected(status)}
 
 
+#: Sessions that found the history table. A transactional change skips the look-up there: its
+#: first statement inserts into the table, and should a person have dropped it meanwhile,
+#: that statement fails with nothing applied and the change starts over with the look-up.
+_SEEN_HISTORY: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+class _HistoryMissing(Exception):
+    """The history table a session had found is gone; the transaction rolled back."""
+
+    def __init__(self, error: asyncpg.UndefinedTableError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 async def _apply_change(
     connection: _Connection,
     run: _Run,
@@ -559,12 +574,23 @@ async def _apply_change(
     statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
-    try:
-        await _ensure_history_table(connection)
-    except asyncpg.PostgresError as error:
-        return run.failed_on_target(error, prefix=f"could not prepare {_HISTORY_TABLE}: ")
+    looked_up = not (run.transactional and connection in _SEEN_HISTORY)
+    if looked_up:
+        try:
+            await _ensure_history_table(connection)
+        except asyncpg.PostgresError as error:
+            return run.failed_on_target(error, prefix=f"could not prepare {_HISTORY_TABLE}: ")
+        _SEEN_HISTORY.add(connection)
     if run.transactional:
-        return await _apply_in_transaction(connection, run, change, statements, checksum)
+        try:
+            return await _apply_in_transaction(connection, run, change, statements, checksum)
+        except _HistoryMissing as missing:
+            _SEEN_HISTORY.discard(connection)
+            if looked_up:
+                return run.failed_on_target(missing.error)
+            return await _apply_change(
+                connection, run, change=change, statements=statements, checksum=checksum
+            )
     return await _apply_outside_transaction(connection, run, change, statements, checksum)
 
 
@@ -580,14 +606,17 @@ async def _apply_in_transaction(
         # on it until this transaction ends, then finds it committed (applied: skip) or gone
         # (rolled back: apply), so the change never applies twice. The wait happens before
         # lock_timeout is set: a live earlier attempt is bounded by its own statement_timeout.
-        applied = await _applied_change(connection, change)
-        if applied is None:
-            recorded = await connection.fetchval(
-                _RECORD_CHANGE, *_history_row(change, checksum, transactional=True)
-            )
-            if not recorded:
-                applied = await _applied_change(connection, change)
-                assert applied is not None  # the insert conflicted with it
+        try:
+            applied = await _applied_change(connection, change)
+            if applied is None:
+                recorded = await connection.fetchval(
+                    _RECORD_CHANGE, *_history_row(change, checksum, transactional=True)
+                )
+                if not recorded:
+                    applied = await _applied_change(connection, change)
+                    assert applied is not None  # the insert conflicted with it
+        except asyncpg.UndefinedTableError as error:
+            raise _HistoryMissing(error) from error
         if applied is not None:
             return _already_applied(run, applied, checksum)
         await _set_timeouts(connection, run, change, "LOCAL ")

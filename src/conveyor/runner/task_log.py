@@ -1,8 +1,9 @@
 """A worker's running tasks' log lines, streamed live as TASK_LOG events.
 
-Lines are batched: every `interval_seconds` (and before a task's outcome is saved) the lines
-of all the worker's running tasks are written in one transaction, with one NOTIFY. NOTIFY
-serializes commits cluster-wide, so a line each would cap the whole cluster's throughput.
+Lines are batched: every `interval_seconds` the lines of all the worker's running tasks are
+written in one transaction, with one NOTIFY; a task's last lines go with its outcome's report.
+NOTIFY serializes commits cluster-wide, so a line each would cap the whole cluster's
+throughput.
 The stream is best effort: the TaskRun's own log keeps every line whatever happens here.
 """
 
@@ -55,6 +56,13 @@ class TaskLogStream:
                 self._outage.failed(error)
             else:
                 self._outage.succeeded()
+
+    async def take(self, task_id: int) -> list[dict[str, Any]]:
+        """The entries of `task_id` not written yet, for its report to write: it writes them
+        in its own transaction, before the status change, with the same NOTIFY. Waits for a
+        batch being written, which may hold the task's earlier entries."""
+        async with self._writing:
+            return self._pending.pop(task_id, [])
 
     async def run(self) -> None:
         """Flush whenever entries are waiting, at most once per interval, until cancelled."""

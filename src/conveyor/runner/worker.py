@@ -46,6 +46,10 @@ CANCEL_WAIT_SECONDS = 10.0
 CANCEL_RETRY_SECONDS = 0.25
 #: How soon a worker claims again after a round that skipped another worker's locks.
 CONTENDED_RETRY_SECONDS = 0.02
+#: The least time between two lease renewals a notification asks for (to see a cancel
+#: request): every status change notifies, the worker's own included, and at hundreds a
+#: second a renewal each would be a round trip per task.
+WAKEUP_RENEWAL_SECONDS = 0.05
 
 
 @dataclass
@@ -59,6 +63,8 @@ class _Attempt:
     cancel_sent: bool = False
     #: Set once the target finished: from then on only the report is left to do.
     outcome: Outcome | None = None
+    #: The attempt's log entries its report writes (those not streamed while it ran).
+    log_lines: list[dict[str, Any]] = field(default_factory=list)
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -89,6 +95,9 @@ class Worker:
         self._sessions = TargetSessions()
         self._contended = False
         self._running = False
+        #: A notification came since the last renewal: a cancel may have been asked for.
+        self._renewal_wanted = False
+        self._renewed_at = 0.0
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
@@ -112,12 +121,13 @@ class Worker:
         ]
         try:
             while not self._stopping.is_set():
-                woken = wakeup.is_set()
+                # The change that woke us may be a cancel request for a task we hold.
+                self._renewal_wanted = self._renewal_wanted or wakeup.is_set()
                 wakeup.clear()
                 self._room.clear()
                 try:
-                    if woken:
-                        # The change that woke us may be a cancel request for a task we hold.
+                    if self._renewal_wanted and self._renewal_wait() <= 0:
+                        self._renewal_wanted = False
                         await self._renew_leases()
                     await self._claim_while_room()
                 except Exception as error:
@@ -168,6 +178,8 @@ class Worker:
         # and for not-before times coming due. A round that skipped what another worker held
         # looks again soon: the notification of that work may have come while it was held.
         timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        if self._renewal_wanted:
+            timeout = min(timeout, self._renewal_wait())
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
@@ -181,15 +193,18 @@ class Worker:
             self._outage.succeeded()
             self._contended = round_.contended
             claimed = round_.tasks
-            self.metrics.claims.inc(len(claimed))
-            for task in claimed:
-                attempt = _Attempt(claimed=task, target=self._target_of(task))
-                self._attempts[task.task_id] = attempt
-                attempt.runner = asyncio.create_task(
-                    self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
-                )
+            self._start_attempts(claimed)
             if len(claimed) < room:
                 return
+
+    def _start_attempts(self, claimed: list[ClaimedTask]) -> None:
+        self.metrics.claims.inc(len(claimed))
+        for task in claimed:
+            attempt = _Attempt(claimed=task, target=self._target_of(task))
+            self._attempts[task.task_id] = attempt
+            attempt.runner = asyncio.create_task(
+                self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
+            )
 
     def _target_of(self, claimed: ClaimedTask) -> Target:
         return Target(
@@ -237,8 +252,9 @@ class Worker:
                 on_log=self._task_logs.listener(claimed.task_id),
             )
             took = time.monotonic() - started
-            # The live lines reach subscribers before the status change that ends them.
-            await self._task_logs.flush()
+            # The live lines not streamed yet go with the report, before the status change
+            # that ends them, in its transaction.
+            attempt.log_lines = await self._task_logs.take(claimed.task_id)
             await self._report_until_recorded(attempt, attempt.outcome)
             labels = (claimed.type.value, _ending_of(attempt, attempt.outcome).run_status.value)
             self.metrics.task_runs.labels(*labels).inc()
@@ -271,7 +287,19 @@ class Worker:
                 return
 
     async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        await claims.finish_task(self.id, attempt.claimed, _ending_of(attempt, outcome), outcome)
+        # The slot the attempt frees goes, in the same transaction, to the next task of its
+        # pipeline that may start: no claim of its own, nor one that finds the pipeline held.
+        claimed = await claims.finish_and_claim(
+            self.id,
+            attempt.claimed,
+            _ending_of(attempt, outcome),
+            outcome,
+            attempt.log_lines,
+            self._lease,
+            limit=0 if self._stopping.is_set() else 1,
+        )
+        # Registered while the finished attempt still holds its slot: never above concurrency.
+        self._start_attempts(claimed or [])
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -291,10 +319,15 @@ class Worker:
             else:
                 delay = interval
 
+    def _renewal_wait(self) -> float:
+        """How long until a renewal a notification asked for may go."""
+        return self._renewed_at + WAKEUP_RENEWAL_SECONDS - time.monotonic()
+
     async def _renew_leases(self) -> None:
         """Extend the leases held, and start aborting the tasks a person asked to cancel."""
         if not self._attempts:
             return
+        self._renewed_at = time.monotonic()
         cancel_requested = await claims.renew_leases(self.id, list(self._attempts), self._lease)
         self._outage.succeeded()
         for task_id in cancel_requested:
@@ -345,18 +378,32 @@ class Worker:
                 self.metrics.lease_recoveries.labels(settled.value).inc()
                 logger.info("task %s recovered as %s", task_id, settled.value)
 
+    def _unfinished_runners(self) -> set[asyncio.Task[None]]:
+        return {
+            attempt.runner
+            for attempt in self._attempts.values()
+            if attempt.runner is not None and not attempt.runner.done()
+        }
+
     async def _drain(self) -> None:
-        running = [attempt.runner for attempt in self._attempts.values() if attempt.runner]
+        running = self._unfinished_runners()
         if not running:
             return
         logger.info("%s: waiting for %d running task(s) to finish", self.id, len(running))
-        _, pending = await asyncio.wait(running, timeout=self._settings.shutdown_grace_seconds)
+        deadline = time.monotonic() + self._settings.shutdown_grace_seconds
+        # A report under way when the worker was told to stop may still claim the next task
+        # (see _report): wait for those too, within the same grace.
+        while running and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(running, timeout=left)
+            running = self._unfinished_runners()
+        pending = running
         if not pending:
             return
         for attempt in list(self._attempts.values()):
             attempt.interrupted_by_shutdown = True
             self._in_background(self._cancel_on_target(attempt))
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        pending = self._unfinished_runners()
         # A target that does not answer even a cancel: stop waiting, and hand the task back
         # (or to a person) rather than leave it RUNNING until its lease runs out.
         for attempt in list(self._attempts.values()):

@@ -17,6 +17,65 @@ LIMIT $1;
 -- second claimer. $1 pipeline id, $2 the open pipeline status.
 SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOCKED;
 
+-- name: start_candidates
+-- Of a pipeline the caller holds, the tasks the scheduling decision could start, narrowed by
+-- its own rules so that a claim reads neither finished tasks nor later stages: only the
+-- active stage (the first with a task not finished), only tasks in a status START is taken
+-- from, whose not-before time has come, with no unfinished blocker (a blocker that is not a
+-- task of this pipeline counts as unfinished), whose database no task occupies. The decision
+-- itself (the checks' gate, the instance's limit, one task per database) is still taken, on
+-- these rows, by domain.scheduling.decide.
+-- $1 pipeline id, $2 the finished statuses, $3 the statuses START is taken from,
+-- $4 the occupying statuses, $5 the statuses not finished (probed by index, one by one).
+WITH active AS (
+    SELECT s.id, s.name FROM stage s
+    WHERE s.pipeline_id = $1
+      AND EXISTS (
+          SELECT FROM task u
+          WHERE u.pipeline_id = $1 AND u.status = ANY($5::text[]) AND u.stage_id = s.id
+      )
+    ORDER BY s.position
+    LIMIT 1
+), waiting AS (
+    SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before, t.statement_version,
+           t.checked_version, t.blocking_rules, t.checks_overridden_version
+    FROM active a
+    JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
+    WHERE t.status = ANY($3::text[])
+), free_databases AS (
+    -- Each database tested once, after DISTINCT: not once per waiting task.
+    SELECT d.database_id
+    FROM (SELECT DISTINCT w.database_id FROM waiting w WHERE w.database_id IS NOT NULL) d
+    WHERE NOT EXISTS (
+        SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
+    )
+), chosen AS (
+    -- Every ready task on a free database, and every ready instance-level task. Not only the
+    -- first on each database: whether its checks let it run is the decision's to say.
+    SELECT w.* FROM waiting w
+    WHERE (w.database_id IS NULL OR w.database_id IN (SELECT database_id FROM free_databases))
+      AND (w.not_before IS NULL OR w.not_before <= now())
+      AND NOT EXISTS (
+          SELECT FROM task_dependency d
+          LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
+          WHERE d.task_id = w.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
+      )
+)
+SELECT a.id AS stage_id, a.name AS stage_name, c.id, c.status, c.instance_id, c.database_id,
+       c.not_before, c.statement_version, c.checked_version, c.blocking_rules::text,
+       c.checks_overridden_version, '{}'::int[] AS blocked_by
+FROM chosen c, active a
+ORDER BY c.id;
+
+-- name: occupancy
+-- The cluster's tasks in an occupying status on these instances, one row each, and every
+-- instance's limit (an instance running nothing comes as one row without a task).
+-- $1 instance ids, $2 the occupying statuses.
+SELECT i.id AS instance_id, i.max_running_tasks, t.id AS task_id, t.database_id
+FROM instance i
+LEFT JOIN task t ON t.instance_id = i.id AND t.status = ANY($2::text[])
+WHERE i.id = ANY($1::int[]);
+
 -- name: try_lock_instances
 -- Of these instances, those whose claim lock this transaction now holds; the others are
 -- being claimed on by another worker. $1 the lock namespace, $2 instance ids.
@@ -26,7 +85,8 @@ WHERE pg_try_advisory_xact_lock($1, instance_id);
 
 -- name: start_tasks
 -- START on tasks of one pipeline the caller holds: each task's row, a run row, a
--- TASK_STATUS_CHANGED event, and one NOTIFY for the whole batch. A task whose status is not
+-- TASK_STATUS_CHANGED event, and one NOTIFY for the whole batch; with each, the statuses of
+-- its stage's other tasks. A task whose status is not
 -- the one given (read under the pipeline's lock) is left alone.
 -- $1 task ids, $2 their statuses now, $3 the status START leads to, $4 worker,
 -- $5 lease seconds, $6 the run's status, $7 event-order lock key, $8 event kind, $9 actor,
@@ -67,7 +127,14 @@ SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.databa
        i.password_encrypted,
        i.connection_options::text AS connection_options, d.name AS target_database,
        s.stage_id, s.old_status, (SELECT issue_id FROM pipeline WHERE id = s.pipeline_id) AS issue_id,
-       (SELECT count(*) FROM notified) AS notified
+       (SELECT count(*) FROM notified) AS notified,
+       -- Read before the update (a statement sees the rows as they were when it started):
+       -- the statuses of the stage's tasks this claim leaves alone, for the stage's roll-up.
+       ARRAY(
+           SELECT DISTINCT o.status::text FROM task o
+           WHERE o.pipeline_id = s.pipeline_id AND o.stage_id = s.stage_id
+             AND o.id NOT IN (SELECT id FROM started)
+       ) AS stage_others
 FROM started s
 JOIN runs r ON r.task_id = s.id
 JOIN instance i ON i.id = s.instance_id
@@ -83,13 +150,17 @@ FOR UPDATE;
 
 -- name: end_attempt
 -- The transition that ends an attempt, on a task this worker holds in the given status: the
--- task's row, its run row, a TASK_STATUS_CHANGED event and its NOTIFY; and one task of the
--- pipeline, besides this one, that is not finished (none: the pipeline may roll up).
+-- task's row, its run row, the task's last log lines (a TASK_LOG event, when it has any) and
+-- a TASK_STATUS_CHANGED event after them, and their one NOTIFY. Runs under the pipeline's
+-- lock (lock_pipeline_of_task), so what it reads of the other tasks is current: the statuses
+-- of the stage's other tasks (the stage's roll-up) and one task of the pipeline, besides this
+-- one, that is not finished (none: the pipeline may roll up).
 -- $1 task id, $2 worker, $3 the status now, $4 the status the action leads to,
 -- $5 status_reason, $6 database id to link (NULL keeps it), $7 run id, $8 run status,
 -- $9 error code, $10 error message, $11 result, $12 log, $13 transactional,
 -- $14 event-order lock key, $15 event kind, $16 actor, $17 event detail, $18 channel,
--- $19 the finished statuses.
+-- $19 the statuses not finished, $20 the log event's kind, $21 its detail (NULL: no lines),
+-- $22 every task status.
 WITH ended AS (
     UPDATE task t
     SET status = $4, version = t.version + 1, updated_at = now(),
@@ -105,12 +176,20 @@ WITH ended AS (
     WHERE id = $7 AND EXISTS (SELECT FROM ended)
     RETURNING id
 ), ordered AS (
-    SELECT pg_advisory_xact_lock($14) AS held
+    SELECT pg_advisory_xact_lock($14) AS held FROM ended
 ), events AS (
+    -- Sequence numbers are drawn in row order: the log lines come before the status change
+    -- that ends them.
     INSERT INTO event (created_at, kind, actor, issue_id, pipeline_id, stage_id, task_id,
                        old_status, new_status, detail)
-    SELECT now(), $15, $16, p.issue_id, e.pipeline_id, e.stage_id, e.id, $3, $4, $17::jsonb
-    FROM ordered, ended e JOIN pipeline p ON p.id = e.pipeline_id
+    SELECT now(), n.kind, $16, p.issue_id, e.pipeline_id, e.stage_id, e.id,
+           n.old_status, n.new_status, n.detail
+    FROM ordered, ended e JOIN pipeline p ON p.id = e.pipeline_id,
+         (VALUES (1, $20::text, NULL::text, NULL::text, $21::jsonb),
+                 (2, $15::text, $3::text, $4::text, $17::jsonb))
+             AS n (place, kind, old_status, new_status, detail)
+    WHERE n.place = 2 OR $21::jsonb IS NOT NULL
+    ORDER BY n.place
     RETURNING id
 ), notified AS (
     SELECT pg_notify($18, max(id)::text) AS sent FROM events HAVING count(*) > 0
@@ -119,9 +198,19 @@ SELECT e.id, e.stage_id,
        (SELECT count(*) FROM run) AS runs,
        (SELECT count(*) FROM notified) AS notified,
        ARRAY(
-           SELECT t.status::text FROM task t
-           WHERE t.pipeline_id = e.pipeline_id AND t.id <> e.id
-             AND t.status <> ALL($19::text[])
+           SELECT s.status FROM unnest($22::text[]) AS s (status)
+           WHERE EXISTS (
+               SELECT FROM task t
+               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status
+                 AND t.stage_id = e.stage_id AND t.id <> e.id
+           )
+       ) AS stage_others,
+       ARRAY(
+           SELECT s.status FROM unnest($19::text[]) AS s (status)
+           WHERE EXISTS (
+               SELECT FROM task t
+               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status AND t.id <> e.id
+           )
            LIMIT 1
        ) AS unfinished
 FROM ended e;
