@@ -1,6 +1,6 @@
 """Checks benchmark: the time to check a 1,000-task plan, and what checks do to createIssue.
 
-    flock /work/wt/bench.lock python bench/check_latency.py [--tasks 1000] [--samples 30]
+    python bench/check_latency.py [--tasks 1000] [--samples 30]
         [--issue-tasks 20]
 
 Uses the PostgreSQL server of CONVEYOR_BENCH_DATABASE_URL (default: this machine's) both as

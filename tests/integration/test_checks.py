@@ -28,7 +28,7 @@ from tests.integration.conftest import (
 
 CREATE_ISSUE = """
 mutation($input: CreateIssueInput!) {
-  createIssue(input: $input) { id pipeline { id stages { id tasks { id name } } } }
+  createIssue(input: $input) { id pipeline { id stages { id tasks(first: 100) { id name } } } }
 }
 """
 TASK = """
@@ -581,3 +581,117 @@ async def test_checks_wait_while_nothing_checks_them(
     state = await task_state(graphql, tasks["a"])
 
     assert (state["checkStatus"], state["waitingReason"]["kind"]) == ("PENDING", "CHECKS_PENDING")
+
+
+#: Each rule of the default policy in a protected environment: a statement it reports, of a
+#: task type, and a near miss it lets pass (which other rules may still report).
+RULE_CASES: list[tuple[str, str, str, str]] = [
+    (
+        "syntax",
+        "DATA_UPDATE",
+        "UPDATE orders SET id = WHERE id = 1",
+        "UPDATE orders SET id = 1 WHERE id = 1",
+    ),
+    (
+        "ddl-in-data-update",
+        "DATA_UPDATE",
+        "CREATE TABLE made (id int)",
+        "INSERT INTO orders VALUES (3, 'c')",
+    ),
+    (
+        "dml-in-schema-update",
+        "SCHEMA_UPDATE",
+        "UPDATE orders SET id = id WHERE id = 1",
+        "CREATE TABLE made (id int)",
+    ),
+    (
+        "update-without-where",
+        "DATA_UPDATE",
+        "UPDATE orders SET note = 'x'",
+        "UPDATE orders SET note = 'x' WHERE id = 1",
+    ),
+    (
+        "delete-without-where",
+        "DATA_UPDATE",
+        "DELETE FROM orders",
+        "DELETE FROM orders WHERE id = 3",
+    ),
+    ("truncate", "DATA_UPDATE", "TRUNCATE orders", "DELETE FROM orders WHERE id = 3"),
+    ("drop-database", "SCHEMA_UPDATE", "DROP DATABASE not_here", "CREATE TABLE made (id int)"),
+    (
+        "grant-to-public",
+        "SCHEMA_UPDATE",
+        "GRANT SELECT ON orders TO PUBLIC",
+        "GRANT SELECT ON orders TO CURRENT_USER",
+    ),
+    (
+        "ban-drop-column",
+        "SCHEMA_UPDATE",
+        "ALTER TABLE orders DROP COLUMN note",
+        "ALTER TABLE orders ADD COLUMN extra text",
+    ),
+    (
+        "require-concurrent-index-creation",
+        "SCHEMA_UPDATE",
+        "CREATE INDEX orders_id ON orders (id)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_id ON orders (id)",
+    ),
+    (
+        "adding-not-nullable-field",
+        "SCHEMA_UPDATE",
+        "ALTER TABLE orders ALTER COLUMN id SET NOT NULL",
+        "ALTER TABLE orders ALTER COLUMN id DROP NOT NULL",
+    ),
+    (
+        "adding-required-field",
+        "SCHEMA_UPDATE",
+        "ALTER TABLE orders ADD COLUMN n int NOT NULL",
+        "ALTER TABLE orders ADD COLUMN n int NOT NULL DEFAULT 0",
+    ),
+    (
+        "changing-column-type",
+        "SCHEMA_UPDATE",
+        "ALTER TABLE orders ALTER COLUMN note TYPE varchar(10)",
+        "ALTER TABLE orders ALTER COLUMN note SET DEFAULT 'x'",
+    ),
+    (
+        "constraint-missing-not-valid",
+        "SCHEMA_UPDATE",
+        "ALTER TABLE orders ADD CONSTRAINT positive CHECK (id > 0)",
+        "ALTER TABLE orders ADD CONSTRAINT positive CHECK (id > 0) NOT VALID",
+    ),
+    (
+        "prefer-robust-stmts",
+        "SCHEMA_UPDATE",
+        "CREATE INDEX CONCURRENTLY orders_note ON orders (note)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_note ON orders (note)",
+    ),
+]
+
+
+async def test_each_rule_reports_on_a_real_target_and_lets_its_near_miss_pass(
+    graphql: GraphQLClient,
+    worker: Worker,
+    server_url: str,
+    target_databases: Callable[[], Awaitable[str]],
+) -> None:
+    database = await target_databases()
+    catalog = await build_engine_catalog(graphql, server_url, {"prod": database})
+    await target_fetch(server_url, database, "CREATE TABLE orders (id int, note text)")
+    plans = []
+    for rule, task_type, reported, near_miss in RULE_CASES:
+        plans.append(task_plan(catalog, "prod", f"{rule}: reported", reported, task_type))
+        plans.append(task_plan(catalog, "prod", f"{rule}: passes", near_miss, task_type))
+    _, _, tasks, _ = await create(graphql, catalog, {"prod": plans})
+
+    found = {}
+    for name, task_id in tasks.items():
+        state = await until(
+            graphql, task_id, lambda t: t["checkStatus"] != "PENDING", f"{name} checked"
+        )
+        found[name] = rules_of(state)
+    for rule, *_ in RULE_CASES:
+        assert rule in found[f"{rule}: reported"], (rule, found[f"{rule}: reported"])
+        assert rule not in found[f"{rule}: passes"], (rule, found[f"{rule}: passes"])
+    # Nothing ran: every task waits in prod, for its approval or its checks.
+    assert await values(server_url, database, "SELECT count(*) FROM orders") == [0]
