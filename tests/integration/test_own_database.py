@@ -17,6 +17,7 @@ from conveyor.domain.permissions import SYSTEM, Role
 from conveyor.domain.statuses import TaskType
 from conveyor.domain.targets import UNRESTRICTED
 from conveyor.runner.checking import Checker
+from conveyor.runner.reach import Reach
 from conveyor.runner.targets import execute
 from conveyor.runner.worker import Worker, running_worker
 from conveyor.settings import Settings
@@ -160,13 +161,10 @@ async def test_an_interrupted_task_on_conveyors_database_is_settled_not_stuck(
     task_id = await open_escalation(graphql, server_url, database_url)
     cipher = PasswordCipher(engine_settings.secret_key or "")
     # The dead worker had checked the task first, as workers do before any claim.
-    checker = Checker(
-        engine_settings,
-        cipher,
-        await conveyor_database(),
-        UNRESTRICTED,
-        Outage(logging.getLogger(__name__), "checks"),
+    reach = Reach(
+        cipher, await conveyor_database(), UNRESTRICTED, engine_settings.connect_timeout_seconds
     )
+    checker = Checker(engine_settings, reach, Outage(logging.getLogger(__name__), "checks"))
     assert await checker.check_round() == 1
     await checker.close()
     lease = timedelta(seconds=0.1)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from conveyor.crypto import PasswordCipher
 from conveyor.db import checks
 from conveyor.db.checks import CheckOutcome, TaskToCheck
 from conveyor.db.issues import validated_plan
@@ -25,11 +24,10 @@ from conveyor.domain.checks import CheckLevel, Finding, check_statement, weigh
 from conveyor.domain.permissions import Principal
 from conveyor.domain.plan import IssuePlan
 from conveyor.domain.statuses import TaskType
-from conveyor.domain.targets import DatabaseIdentity, InstanceNetworks
 from conveyor.runner import probes, squawk
 from conveyor.runner.probes import Probe
+from conveyor.runner.reach import Reach
 from conveyor.runner.sessions import TargetSessions
-from conveyor.runner.targets import Target
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,15 +47,11 @@ class Checker:
     def __init__(
         self,
         settings: Settings,
-        cipher: PasswordCipher,
-        conveyor_database: DatabaseIdentity,
-        networks: InstanceNetworks,
+        reach: Reach,
         outage: Outage,
     ) -> None:
         self._settings = settings
-        self._cipher = cipher
-        self._conveyor_database = conveyor_database
-        self._networks = networks
+        self._reach = reach
         self._outage = outage
         self._lease = timedelta(seconds=settings.lease_seconds)
         # Sessions of their own, kept between rounds (opening one costs more than the checks
@@ -157,7 +151,7 @@ class Checker:
             async with room:
                 first = held[indexes[0]]
                 answers = await probes.target_findings(
-                    self.target_of(first),
+                    self._reach.target(first),
                     [Probe(held[i].type, held[i].statement) for i in indexes],
                     functools.partial(
                         self._sessions.session,
@@ -182,25 +176,12 @@ class Checker:
         assert task.statement is not None
         assert task.type in (TaskType.SCHEMA_UPDATE, TaskType.DATA_UPDATE)
         finding, detail = await probes.dry_run(
-            self.target_of(task),
+            self._reach.target(task),
             task.statement,
             statement_timeout_ms=self._settings.statement_timeout_ms,
             lock_timeout_ms=self._settings.lock_timeout_ms,
         )
         await checks.record_dry_run(task, [finding], detail)
-
-    def target_of(self, task: TaskToCheck) -> Target:
-        return Target(
-            host=task.host,
-            port=task.port,
-            user=task.username,
-            password=self._cipher.decrypt(task.password_encrypted),
-            database=task.target_database,
-            conveyor_database=self._conveyor_database,
-            connect_timeout=self._settings.connect_timeout_seconds,
-            networks=self._networks,
-            options=task.connection_options,
-        )
 
 
 @dataclass(frozen=True)

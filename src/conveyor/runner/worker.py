@@ -34,6 +34,7 @@ from conveyor.events.listener import EventListener, running_listener
 from conveyor.operations.metrics import Metrics
 from conveyor.runner import targets
 from conveyor.runner.checking import Checker
+from conveyor.runner.reach import Reach
 from conveyor.runner.sessions import TargetSessions
 from conveyor.runner.targets import Change, Target
 from conveyor.runner.task_log import TaskLogStream
@@ -80,11 +81,14 @@ class Worker:
     ) -> None:
         self.id = f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._settings = settings
-        self._cipher = cipher
-        self._conveyor_database = conveyor_database
         self._installation = installation
         # Parsed once: a mistyped network stops the worker at start, not at its first task.
-        self._networks = InstanceNetworks.parse(settings.instance_networks)
+        self._reach = Reach(
+            cipher,
+            conveyor_database,
+            InstanceNetworks.parse(settings.instance_networks),
+            settings.connect_timeout_seconds,
+        )
         self._listener = listener
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._attempts: dict[int, _Attempt] = {}
@@ -101,9 +105,7 @@ class Worker:
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
-        self._checker = Checker(
-            settings, cipher, conveyor_database, self._networks, Outage(logger, f"{self.id} checks")
-        )
+        self._checker = Checker(settings, self._reach, Outage(logger, f"{self.id} checks"))
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -200,24 +202,11 @@ class Worker:
     def _start_attempts(self, claimed: list[ClaimedTask]) -> None:
         self.metrics.claims.inc(len(claimed))
         for task in claimed:
-            attempt = _Attempt(claimed=task, target=self._target_of(task))
+            attempt = _Attempt(claimed=task, target=self._reach.target(task))
             self._attempts[task.task_id] = attempt
             attempt.runner = asyncio.create_task(
                 self._run_attempt(attempt), name=f"{self.id}-task-{task.task_id}"
             )
-
-    def _target_of(self, claimed: ClaimedTask) -> Target:
-        return Target(
-            host=claimed.host,
-            port=claimed.port,
-            user=claimed.username,
-            password=self._cipher.decrypt(claimed.password_encrypted),
-            database=claimed.target_database,
-            conveyor_database=self._conveyor_database,
-            connect_timeout=self._settings.connect_timeout_seconds,
-            networks=self._networks,
-            options=claimed.connection_options,
-        )
 
     def _change_of(self, claimed: ClaimedTask) -> Change:
         return Change(
@@ -367,7 +356,7 @@ class Worker:
             claimed = await claims.interrupted_attempt(task_id)
             if claimed is None:
                 continue
-            target = self._target_of(claimed)
+            target = self._reach.target(claimed)
             try:
                 applied = await targets.change_was_applied(target, self._change_of(claimed))
             except targets.TargetUnreachable:
