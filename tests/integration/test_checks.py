@@ -114,6 +114,20 @@ def rules_of(state: dict[str, Any]) -> set[str]:
     return {check["rule"] for check in state["checks"]}
 
 
+async def checked_wipe(
+    graphql: GraphQLClient, server_url: str, target_databases: Callable[[], Awaitable[str]]
+) -> tuple[EngineCatalog, str]:
+    """A catalog, and the id of a prod task (`TRUNCATE orders`) whose checks have failed."""
+    catalog = await build_engine_catalog(graphql, server_url, {"prod": await target_databases()})
+    _, _, tasks, _ = await create(
+        graphql,
+        catalog,
+        {"prod": [task_plan(catalog, "prod", "wipe", "TRUNCATE orders", "DATA_UPDATE")]},
+    )
+    await until(graphql, tasks["wipe"], lambda t: t["checkStatus"] == "FAILED", "wipe checked")
+    return catalog, tasks["wipe"]
+
+
 async def test_a_failed_check_in_prod_holds_the_task_until_fixed_or_overridden(
     graphql: GraphQLClient,
     worker: Worker,
@@ -235,22 +249,13 @@ async def test_an_edit_dismisses_the_override(
     server_url: str,
     target_databases: Callable[[], Awaitable[str]],
 ) -> None:
-    names = {"prod": await target_databases()}
-    catalog = await build_engine_catalog(graphql, server_url, names)
-    _, _, tasks, _ = await create(
-        graphql,
-        catalog,
-        {"prod": [task_plan(catalog, "prod", "wipe", "TRUNCATE orders", "DATA_UPDATE")]},
-    )
-    await until(graphql, tasks["wipe"], lambda t: t["checkStatus"] == "FAILED", "wipe checked")
-    await graphql.ok(OVERRIDE, {"i": {"taskId": tasks["wipe"], "reason": "staging copy"}})
+    _, wipe = await checked_wipe(graphql, server_url, target_databases)
+    await graphql.ok(OVERRIDE, {"i": {"taskId": wipe, "reason": "staging copy"}})
 
-    edited = await graphql.ok(EDIT, {"i": {"taskId": tasks["wipe"], "statement": "TRUNCATE t2"}})
+    edited = await graphql.ok(EDIT, {"i": {"taskId": wipe, "statement": "TRUNCATE t2"}})
 
     assert edited["updateTaskStatement"] == {"statementVersion": 2, "checksOverride": None}
-    state = await until(
-        graphql, tasks["wipe"], lambda t: t["checkStatus"] == "FAILED", "wipe checked again"
-    )
+    state = await until(graphql, wipe, lambda t: t["checkStatus"] == "FAILED", "wipe checked again")
     assert state["waitingReason"]["rules"] == ["truncate"]
     assert [check["statement"] for check in state["checks"] if check["rule"] == "truncate"] == [
         "TRUNCATE t2"
@@ -524,14 +529,7 @@ async def test_an_environment_s_review_policy_changes_what_blocks_and_rechecks(
     server_url: str,
     target_databases: Callable[[], Awaitable[str]],
 ) -> None:
-    names = {"prod": await target_databases()}
-    catalog = await build_engine_catalog(graphql, server_url, names)
-    _, _, tasks, _ = await create(
-        graphql,
-        catalog,
-        {"prod": [task_plan(catalog, "prod", "wipe", "TRUNCATE orders", "DATA_UPDATE")]},
-    )
-    await until(graphql, tasks["wipe"], lambda t: t["checkStatus"] == "FAILED", "wipe checked")
+    catalog, wipe = await checked_wipe(graphql, server_url, target_databases)
 
     changed = await graphql.ok(
         """mutation($i: SetReviewPolicyInput!) { setReviewPolicy(input: $i) {
@@ -548,9 +546,7 @@ async def test_an_environment_s_review_policy_changes_what_blocks_and_rechecks(
     policy = changed["setReviewPolicy"]["reviewPolicy"]
     assert policy["blocking"] == "ERROR"
     assert {"rule": "truncate", "level": "WARNING"} in policy["rules"]
-    state = await until(
-        graphql, tasks["wipe"], lambda t: t["checkStatus"] == "PASSED", "wipe checked again"
-    )
+    state = await until(graphql, wipe, lambda t: t["checkStatus"] == "PASSED", "wipe checked again")
     assert [(c["rule"], c["level"]) for c in state["checks"] if c["rule"] == "truncate"] == [
         ("truncate", "WARNING")
     ]
