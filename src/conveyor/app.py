@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                     await demo.load_demo(url, settings, graphql.cipher)
                 # One LISTEN connection per process, shared by live updates and the worker.
                 async with (
-                    running_listener(url) as listener,
+                    running_listener(url, graphql.verified_tokens.forget_all) as listener,
                     running_hub(
                         listener,
                         subscriber_buffer=settings.subscriber_buffer,

@@ -225,6 +225,14 @@ class Settings(BaseSettings):
         "WebSockets) before it closes its WebSockets (1012) and stops accepting connections: "
         "long enough for the load balancer to notice.",
     )
+    token_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a process trusts a token it verified without looking it up "
+        "again: a token revoked by hand in the database (not through the API or the command) "
+        "or whose revocation's notification a process missed, is refused within this time; "
+        "0 looks every token up on every request.",
+    )
     token_check_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -1,4 +1,5 @@
-"""The one LISTEN connection of a process: it hears the newest event sequence number.
+"""The one LISTEN connection of a process: it hears the newest event sequence number, and
+token revocations.
 
 A notification only wakes its listeners up; they still read the event table (or poll), since
 a connection that drops misses notifications for good.
@@ -7,12 +8,13 @@ a connection that drops misses notifications for good.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
 from conveyor.db.events import CHANNEL
 from conveyor.db.outages import Outage
+from conveyor.db.tokens import REVOKED_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,12 @@ HEALTH_CHECK_SECONDS = 15.0
 class EventListener:
     """Holds a LISTEN connection open, reconnecting whenever it drops."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(
+        self, database_url: str, on_token_revoked: Callable[[], None] | None = None
+    ) -> None:
         self._database_url = database_url
+        #: Called on each revocation, and on each (re)connection: some may have been missed.
+        self._on_token_revoked = on_token_revoked
         self._wakeups: set[asyncio.Event] = set()
         self._task: asyncio.Task[None] | None = None
         self.latest_sequence = 0
@@ -63,6 +69,10 @@ class EventListener:
             logger.warning("ignored a malformed notification on %s", channel)
         self._wake_all()
 
+    def _on_revocation(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        if self._on_token_revoked is not None:
+            self._on_token_revoked()
+
     async def _run(self) -> None:
         outage = Outage(logger, "event listener")
         while True:
@@ -80,10 +90,13 @@ class EventListener:
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(CHANNEL, self._on_notification)
+            await connection.add_listener(REVOKED_CHANNEL, self._on_revocation)
             self.connected = True
             outage.succeeded()
             # Anything committed while we were not listening was missed: wake everyone.
             self._wake_all()
+            if self._on_token_revoked is not None:
+                self._on_token_revoked()
             while not lost.is_set():
                 # A half-open connection (a vanished server) never says it is lost.
                 with contextlib.suppress(TimeoutError):
@@ -98,9 +111,12 @@ class EventListener:
 
 
 @contextlib.asynccontextmanager
-async def running_listener(database_url: str) -> AsyncIterator[EventListener]:
-    """The process's LISTEN connection, for the life of the context."""
-    listener = EventListener(database_url)
+async def running_listener(
+    database_url: str, on_token_revoked: Callable[[], None] | None = None
+) -> AsyncIterator[EventListener]:
+    """The process's LISTEN connection, for the life of the context; `on_token_revoked` is
+    called when a token is revoked, or may have been while the connection was down."""
+    listener = EventListener(database_url, on_token_revoked)
     await listener.start()
     try:
         yield listener

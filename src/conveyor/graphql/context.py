@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from conveyor.crypto import PasswordCipher
+from conveyor.db.tokens import VerifiedTokens
 from conveyor.domain.permissions import Principal
 from conveyor.errors import unauthenticated
 from conveyor.events.hub import EventHub
@@ -33,6 +34,8 @@ class Context:
     query_cost: int = 0
     #: The process's per-token limits; None where nothing limits (in-process tests).
     rate_limits: TokenRateLimits | None = None
+    #: The tokens the process verified lately; None where requests bring no token.
+    verified_tokens: VerifiedTokens | None = None
 
     @property
     def loaders(self) -> Loaders:

@@ -292,4 +292,7 @@ class Mutation:
         row = await tokens.revoke_token(
             info.context.acting, _required_key(input.id, "ApiToken", "id")
         )
+        if info.context.verified_tokens is not None:
+            # At once here; the other processes when the revocation's notification arrives.
+            info.context.verified_tokens.forget_all()
         return ApiToken.from_row(row)

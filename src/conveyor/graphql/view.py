@@ -189,6 +189,8 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             cost_per_minute=settings.rate_limit_cost,
             storage=settings.rate_limit_storage,
         )
+        #: Tokens verified lately, told of revocations by the process's listener (app.py).
+        self.verified_tokens = tokens.VerifiedTokens(settings.token_cache_seconds)
         #: Set for the life of the application; None outside it (no live updates).
         self.hub: EventHub | None = None
         self.metrics = metrics if metrics is not None else Metrics()
@@ -364,6 +366,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
             cipher=self.cipher,
             hub=self.hub,
             rate_limits=self.rate_limits,
+            verified_tokens=self.verified_tokens,
         )
 
     async def execute_operation(
@@ -411,7 +414,7 @@ class GraphQLView(OfflineGraphiQLMixin, GraphQL[Context, None]):
                 "this API needs a token: send the header Authorization: Bearer <token>"
             )
         try:
-            principal = await tokens.authenticate(token)
+            principal = await self.verified_tokens.authenticate(token)
         except Exception as error:
             if not database_unavailable(error):
                 raise
