@@ -15,6 +15,7 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     SchemaExtension,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
 from conveyor.graphql.authentication import RequireUsableToken
@@ -27,6 +28,7 @@ from conveyor.graphql.errors import (
     limit_exceeded,
     stop_validation_after,
 )
+from conveyor.graphql.extension_hooks import CachedHooksRunner
 from conveyor.graphql.mutations import Mutation
 from conveyor.graphql.queries import Query
 from conveyor.graphql.request_rules import RequestRules
@@ -60,6 +62,11 @@ class ConveyorSchema(strawberry.Schema):
         # ConveyorErrors already logged each internal failure under its correlation id;
         # the default would log every client mistake with a stack trace.
         return None
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return CachedHooksRunner(execution_context=execution_context, extensions=extensions)
 
 
 def max_directives_rule(max_directives: int) -> type[ASTValidationRule]:
