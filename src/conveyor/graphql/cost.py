@@ -21,6 +21,7 @@ cycle (which validation refuses anyway) counts nothing instead of looping.
 """
 
 from collections.abc import AsyncIterator, Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from graphql import (
     NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
+    ValidationContext,
     ValueNode,
     VariableNode,
     get_named_type,
@@ -311,7 +312,7 @@ class DocumentLimits(SchemaExtension):
 
     The limits are checked by a validation rule, so a refusal is one more validation error.
     graphql-core gives validation rules no variable values, which the cost needs: the rule
-    is made for each request, around its execution context."""
+    finds the request's execution context through this extension, while it validates."""
 
     def __init__(self, settings: Settings, measured: MeasuredDocuments) -> None:
         self.settings = settings
@@ -320,9 +321,18 @@ class DocumentLimits(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         self.execution_context.validation_rules = (
             *self.execution_context.validation_rules,
-            self._rule(),
+            _DocumentLimitsRule,
         )
         yield
+
+    def on_validate(self) -> Iterator[None]:
+        # graphql-core makes a rule from the validation context alone: the rule finds the
+        # request's extension here (a class made for each request cost more than the rule).
+        reset = _validating.set(self)
+        try:
+            yield
+        finally:
+            _validating.reset(reset)
 
     async def on_execute(self) -> AsyncIterator[None]:
         # Only an operation that passed validation spends the token's allowance: here,
@@ -340,78 +350,83 @@ class DocumentLimits(SchemaExtension):
                 )
         yield
 
-    def _rule(self) -> type[ValidationRule]:
-        execution_context = self.execution_context
-        settings = self.settings
-        measured = self.measured
 
-        class DocumentLimitsRule(PerRequestRule):
-            # On leaving the document: graphql-core has then checked that fragments do not
-            # nest too deep for the walk's recursion.
-            def leave_document(self, node: DocumentNode, *_args: object) -> None:
-                executed = get_operation_ast(node, execution_context.operation_name)
-                text = execution_context.query
-                measures = (
-                    measure_operations(
-                        self.context.schema, node, executed, execution_context.variables, settings
-                    )
-                    if text is None
-                    else measured.measure(
-                        self.context.schema,
-                        text,
-                        node,
-                        executed,
-                        execution_context.variables,
-                        settings,
+_validating: ContextVar[DocumentLimits] = ContextVar("document_limits_validating")
+
+
+class _DocumentLimitsRule(PerRequestRule):
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        limits = _validating.get()
+        self.execution_context = limits.execution_context
+        self.settings = limits.settings
+        self.measured = limits.measured
+
+    # On leaving the document: graphql-core has then checked that fragments do not nest too
+    # deep for the walk's recursion.
+    def leave_document(self, node: DocumentNode, *_args: object) -> None:
+        execution_context = self.execution_context
+        executed = get_operation_ast(node, execution_context.operation_name)
+        text = execution_context.query
+        measures = (
+            measure_operations(
+                self.context.schema, node, executed, execution_context.variables, self.settings
+            )
+            if text is None
+            else self.measured.measure(
+                self.context.schema,
+                text,
+                node,
+                executed,
+                execution_context.variables,
+                self.settings,
+            )
+        )
+        self.check_depth_and_aliases(measures)
+        if executed is not None:
+            self.check_cost(executed, measures[executed].cost)
+
+    def check_depth_and_aliases(self, measures: dict[OperationDefinitionNode, Measure]) -> None:
+        settings = self.settings
+        aliases = 0
+        for operation, measure in measures.items():
+            aliases += measure.aliases
+            limit = settings.max_query_depth
+            if measure.depth > limit:
+                self.report_error(
+                    limit_exceeded(
+                        QUERY_TOO_DEEP,
+                        f"{_operation_called(operation)} nests fields more than "
+                        f"{limit} level{'s' if limit != 1 else ''} deep, the most this "
+                        "server allows; ask for less at once",
+                        limit,
                     )
                 )
-                self.check_depth_and_aliases(measures)
-                if executed is not None:
-                    self.check_cost(executed, measures[executed].cost)
+        if aliases > settings.max_aliases:
+            self.report_error(
+                limit_exceeded(
+                    TOO_MANY_ALIASES,
+                    f"the document uses {aliases} aliases; this server allows at most "
+                    f"{settings.max_aliases}",
+                    settings.max_aliases,
+                    count=aliases,
+                )
+            )
 
-            def check_depth_and_aliases(
-                self, measures: dict[OperationDefinitionNode, Measure]
-            ) -> None:
-                aliases = 0
-                for operation, measure in measures.items():
-                    aliases += measure.aliases
-                    limit = settings.max_query_depth
-                    if measure.depth > limit:
-                        self.report_error(
-                            limit_exceeded(
-                                QUERY_TOO_DEEP,
-                                f"{_operation_called(operation)} nests fields more than "
-                                f"{limit} level{'s' if limit != 1 else ''} deep, the most this "
-                                "server allows; ask for less at once",
-                                limit,
-                            )
-                        )
-                if aliases > settings.max_aliases:
-                    self.report_error(
-                        limit_exceeded(
-                            TOO_MANY_ALIASES,
-                            f"the document uses {aliases} aliases; this server allows at most "
-                            f"{settings.max_aliases}",
-                            settings.max_aliases,
-                            count=aliases,
-                        )
-                    )
-
-            def check_cost(self, executed: OperationDefinitionNode, cost: int) -> None:
-                context = execution_context.context
-                if isinstance(context, Context):
-                    context.query_cost = cost
-                if cost > settings.max_query_cost:
-                    self.report_error(
-                        limit_exceeded(
-                            QUERY_TOO_COSTLY,
-                            f"{_operation_called(executed)} costs {cost}; this server allows at "
-                            f"most {settings.max_query_cost} (each field counts 1, and "
-                            "everything inside a connection counts once per item of the page "
-                            "it asks for): ask for smaller pages or fewer fields",
-                            settings.max_query_cost,
-                            cost=cost,
-                        )
-                    )
-
-        return DocumentLimitsRule
+    def check_cost(self, executed: OperationDefinitionNode, cost: int) -> None:
+        settings = self.settings
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.query_cost = cost
+        if cost > settings.max_query_cost:
+            self.report_error(
+                limit_exceeded(
+                    QUERY_TOO_COSTLY,
+                    f"{_operation_called(executed)} costs {cost}; this server allows at "
+                    f"most {settings.max_query_cost} (each field counts 1, and "
+                    "everything inside a connection counts once per item of the page "
+                    "it asks for): ask for smaller pages or fewer fields",
+                    settings.max_query_cost,
+                    cost=cost,
+                )
+            )

@@ -3,6 +3,7 @@ a subscription over HTTP, and text PostgreSQL cannot store (NUL characters, unpa
 surrogates) in a literal or a variable."""
 
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from graphql import (
@@ -10,6 +11,7 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     StringValueNode,
+    ValidationContext,
 )
 from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
@@ -50,34 +52,48 @@ def unstorable_paths(value: Any, path: FieldPath) -> Iterator[FieldPath]:
 class RequestRules(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         execution_context = self.execution_context
-        over_http = isinstance(execution_context.context, Context) and isinstance(
+        self.over_http = isinstance(execution_context.context, Context) and isinstance(
             execution_context.context.request, Request
         )
-        variables = execution_context.variables or {}
-
-        class Rule(PerRequestRule):
-            def enter_operation_definition(
-                self, node: OperationDefinitionNode, *_args: object
-            ) -> None:
-                if over_http and node.operation is OperationType.SUBSCRIPTION:
-                    self.report_error(
-                        document_refused(
-                            SUBSCRIPTION_NEEDS_WEBSOCKET,
-                            "subscriptions run over a WebSocket at /graphql "
-                            "(graphql-transport-ws or graphql-ws), not over HTTP",
-                        )
-                    )
-
-            def enter_string_value(self, node: StringValueNode, *_args: object) -> None:
-                if not is_storable(node.value):
-                    self.report_error(document_refused(ErrorCode.INVALID_INPUT, UNSTORABLE_TEXT))
-
-            def leave_document(self, node: DocumentNode, *_args: object) -> None:
-                for name, value in variables.items():
-                    for path in unstorable_paths(value, (name,)):
-                        self.report_error(
-                            document_refused(ErrorCode.INVALID_INPUT, UNSTORABLE_TEXT, path)
-                        )
-
-        execution_context.validation_rules = (*execution_context.validation_rules, Rule)
+        self.variables: dict[str, Any] = execution_context.variables or {}
+        execution_context.validation_rules = (*execution_context.validation_rules, _Rule)
         yield
+
+    def on_validate(self) -> Iterator[None]:
+        # graphql-core makes a rule from the validation context alone: the rule finds the
+        # request's extension here (a class made for each request cost more than the rule).
+        reset = _validating.set(self)
+        try:
+            yield
+        finally:
+            _validating.reset(reset)
+
+
+_validating: ContextVar[RequestRules] = ContextVar("request_rules_validating")
+
+
+class _Rule(PerRequestRule):
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        rules = _validating.get()
+        self.over_http = rules.over_http
+        self.variables = rules.variables
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_args: object) -> None:
+        if self.over_http and node.operation is OperationType.SUBSCRIPTION:
+            self.report_error(
+                document_refused(
+                    SUBSCRIPTION_NEEDS_WEBSOCKET,
+                    "subscriptions run over a WebSocket at /graphql "
+                    "(graphql-transport-ws or graphql-ws), not over HTTP",
+                )
+            )
+
+    def enter_string_value(self, node: StringValueNode, *_args: object) -> None:
+        if not is_storable(node.value):
+            self.report_error(document_refused(ErrorCode.INVALID_INPUT, UNSTORABLE_TEXT))
+
+    def leave_document(self, node: DocumentNode, *_args: object) -> None:
+        for name, value in self.variables.items():
+            for path in unstorable_paths(value, (name,)):
+                self.report_error(document_refused(ErrorCode.INVALID_INPUT, UNSTORABLE_TEXT, path))
