@@ -272,7 +272,9 @@ class MeasuredDocuments:
         executed: OperationDefinitionNode | None,
         variables: Mapping[str, Any] | None,
         settings: Settings,
-    ) -> dict[OperationDefinitionNode, Measure]:
+    ) -> list[tuple[OperationDefinitionNode, Measure]]:
+        """Each operation of the document with its measure, in the document's order (pairs,
+        not a dict: a syntax node hashes its whole subtree, each time)."""
         operations = [
             definition
             for definition in document.definitions
@@ -290,13 +292,13 @@ class MeasuredDocuments:
             self._measures.put(
                 (text, position, values), tuple(measures[operation] for operation in operations)
             )
-            return measures
+            return list(measures.items())
         values = tuple(repr(given.get(name, _ABSENT)) for name in names)
         found = self._measures.get(
             (text, position, values),
             lambda: tuple(measure_operations(schema, document, executed, given, settings).values()),
         )
-        return dict(zip(operations, found, strict=True))
+        return list(zip(operations, found, strict=True))
 
 
 def _operation_called(operation: OperationDefinitionNode) -> str:
@@ -369,8 +371,10 @@ class _DocumentLimitsRule(PerRequestRule):
         executed = get_operation_ast(node, execution_context.operation_name)
         text = execution_context.query
         measures = (
-            measure_operations(
-                self.context.schema, node, executed, execution_context.variables, self.settings
+            list(
+                measure_operations(
+                    self.context.schema, node, executed, execution_context.variables, self.settings
+                ).items()
             )
             if text is None
             else self.measured.measure(
@@ -383,13 +387,16 @@ class _DocumentLimitsRule(PerRequestRule):
             )
         )
         self.check_depth_and_aliases(measures)
-        if executed is not None:
-            self.check_cost(executed, measures[executed].cost)
+        for operation, measure in measures:
+            if operation is executed:
+                self.check_cost(executed, measure.cost)
 
-    def check_depth_and_aliases(self, measures: dict[OperationDefinitionNode, Measure]) -> None:
+    def check_depth_and_aliases(
+        self, measures: list[tuple[OperationDefinitionNode, Measure]]
+    ) -> None:
         settings = self.settings
         aliases = 0
-        for operation, measure in measures.items():
+        for operation, measure in measures:
             aliases += measure.aliases
             limit = settings.max_query_depth
             if measure.depth > limit:

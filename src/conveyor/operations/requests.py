@@ -18,8 +18,6 @@ COMPILED = "compiled"
 
 @dataclass
 class RequestRecord:
-    #: Logged with every line of the request, and with an internal error's report.
-    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     #: The operation's name (None for an anonymous one, or before the document is parsed).
     operation: str | None = None
@@ -32,6 +30,17 @@ class RequestRecord:
     read_path: str = RESOLVERS
     #: The codes of the response's errors, in order.
     error_codes: list[str] = field(default_factory=list)
+
+    _correlation_id: str | None = field(default=None, repr=False)
+
+    @property
+    def correlation_id(self) -> str:
+        """Logged with every line of the request, and with an internal error's report: made
+        when first asked for (most requests log nothing, and uuid4 reads the OS's random
+        source: a hundredth of a small read's CPU)."""
+        if self._correlation_id is None:
+            self._correlation_id = uuid.uuid4().hex
+        return self._correlation_id
 
     @property
     def seconds(self) -> float:
