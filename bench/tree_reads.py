@@ -1,7 +1,7 @@
 """Nested-tree reads over HTTP: Conveyor beside the limit and PostGraphile, in one run.
 
     python bench/tree_reads.py [--database conveyor_bench_tree] [--reseed] [--seconds 10]
-        [--clients 1 4 16] [--min-answers 20] [--no-postgraphile] [--no-page]
+        [--clients 1 4 16] [--min-answers 20] [--no-postgraphile] [--no-page] [--small-only]
         [--profile-seconds 0] [--profile-output FILE]
 
 Seeds (once, see tree_seed.py) a data set on the server of CONVEYOR_BENCH_DATABASE_URL
@@ -339,6 +339,11 @@ async def main() -> None:
     )
     parser.add_argument("--no-postgraphile", action="store_true")
     parser.add_argument("--no-page", action="store_true", help="skip the pipeline page")
+    parser.add_argument(
+        "--small-only",
+        action="store_true",
+        help="only the reads of the 100-task pipeline (plain, and its page unless --no-page)",
+    )
     parser.add_argument("--profile-seconds", type=int, default=0)
     parser.add_argument("--profile-output", type=Path, default=None)
     args = parser.parse_args()
@@ -359,6 +364,8 @@ async def main() -> None:
     else:
         print(skipped, file=sys.stderr)
     cases = [case for case in await find_cases(database_url) if not (args.no_page and case.page)]
+    if args.small_only:
+        cases = [case for case in cases if case.pipeline_id == cases[0].pipeline_id]
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-tree-") as temporary:
         work_dir = Path(temporary)
         print("counting statements through the proxy ...", file=sys.stderr)
