@@ -351,11 +351,13 @@ def _access_facts_sql(alias: str, joined: str) -> str:
     """What actions_for reads about a task beyond its row: its pipeline's status, its
     issue's creator and its environment's approval rules (for available_actions), from the
     joins `_task_about_joins` or `_stage_about_joins` aliased from `joined`."""
-    # Flat and scalar: the caller decides once for each distinct array (few differ).
+    # Flat and scalar: the caller decides once for each distinct array (few differ). The
+    # creator, the one text a client wrote, in hex: no "]" in it, so that the spliced form
+    # finds where the array ends without decoding it.
     return (
         f"json_build_array({alias}.type, {alias}.status, "
         f"{alias}.not_before IS NOT NULL, {alias}.cancel_requested_at IS NOT NULL, "
-        f"{joined}p.status, {joined}i.creator, "
+        f"{joined}p.status, encode(convert_to({joined}i.creator, 'UTF8'), 'hex'), "
         f"{joined}e.developers_may_approve, {joined}e.creator_may_approve)"
     )
 
@@ -392,6 +394,13 @@ def _statuses_sql(alias: str) -> str:
 # --- the statement ----------------------------------------------------------------------------
 
 
+def _measured(facts: str) -> str:
+    """[the length of the JSON text of `facts`, that JSON]: the spliced form's nested facts,
+    which the caller then cuts out and decodes without scanning them (a json value's text
+    is kept as it is, inside an array too)."""
+    return f"(SELECT json_build_array(length(m.f::text), m.f) FROM (SELECT {facts} AS f) m)"
+
+
 @dataclass
 class _Builder:
     arguments: Arguments
@@ -401,6 +410,8 @@ class _Builder:
     #: The stages (by alias) whose tasks' access facts are joined beside the stage: the
     #: alias of those joins.
     stage_about: dict[str, str] = field(default_factory=dict)
+    #: The spliced form's markers, in the order of their numbers; None: the hidden-keys form.
+    markers: list[tuple[str, Any]] | None = None
 
     def parameter(self, value: Any, sql_type: str) -> str:
         self.parameters.append(value)
@@ -416,33 +427,72 @@ class _Builder:
         task is read under (Stage.tasks)."""
         joins: list[str] = []
         entries = []
+        access = None
+        if ACCESS_KEY in read.facts:
+            if stage is not None:
+                if stage not in self.stage_about:
+                    self.stage_about[stage] = self.alias()
+                access = _access_facts_sql(alias, self.stage_about[stage])
+            else:
+                joined = self.alias()
+                access = _access_facts_sql(alias, joined)
+                joins.append(_task_about_joins(alias, joined))
         for key, value in read.fields:
             if isinstance(value, Relation) and not _RELATIONS[(read.model, value.name)].many:
                 entries.append((key, self.joined(read.model, value, alias, joins)))
+            elif self.markers is not None and isinstance(value, Derived | ActiveStage):
+                entries.append((key, self.marker(value, alias, access)))
             else:
                 entries.append((key, self.value(read.model, value, alias)))
-        entries += [
-            (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
-            for key, value in read.fields
-            if isinstance(value, ActiveStage)
-        ]
-        for fact in sorted(read.facts):
-            if fact == ACCESS_KEY and stage is not None:
-                if stage not in self.stage_about:
-                    self.stage_about[stage] = self.alias()
-                entries.append((fact, _access_facts_sql(alias, self.stage_about[stage])))
-            elif fact == ACCESS_KEY:
-                joined = self.alias()
-                entries.append((fact, _access_facts_sql(alias, joined)))
-                joins.append(_task_about_joins(alias, joined))
-            else:
-                entries.append((fact, self.fact(read, fact, alias)))
+        if self.markers is not None:
+            if SCHEDULING_KEY in read.facts:
+                facts = _measured(self.fact(read, SCHEDULING_KEY, alias))
+                entries.append((self.marked("f", read), facts))
+        else:
+            entries += [
+                (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
+                for key, value in read.fields
+                if isinstance(value, ActiveStage)
+            ]
+            for fact in sorted(read.facts):
+                if fact == ACCESS_KEY:
+                    assert access is not None
+                    entries.append((fact, access))
+                else:
+                    entries.append((fact, self.fact(read, fact, alias)))
         if alias in self.stage_about:
             joins.append(_stage_about_joins(alias, self.stage_about[alias]))
         if len(entries) > MAX_KEYS_PER_OBJECT:
             raise Uncovered("too many keys in one object")
         pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
         return f"json_build_object({pairs})", " ".join(joins)
+
+    def marked(self, kind: str, what: Any) -> str:
+        """The key of a new marker (#<kind><number>), `what` it stands for recorded."""
+        assert self.markers is not None
+        self.markers.append((kind, what))
+        return f"#{kind}{len(self.markers) - 1}"
+
+    def marker(self, read: "Derived | ActiveStage", alias: str, access: str | None) -> str:
+        """A derived value's place in the spliced form: an object of one marker key whose
+        value is what its rule needs (see `Statement`)."""
+        if isinstance(read, ActiveStage):
+            facts = _measured(self.active_stage_facts(read, alias))
+            return f"json_build_object('{self.marked('v', read)}', {facts})"
+        match read.name:
+            case "waiting_reason":
+                key = self.marked("w", read.selection)
+                facts = f"json_build_array({alias}.pipeline_id, {alias}.id)"
+            case "available_actions":
+                assert access is not None, "the plan reads the access facts of such a task"
+                key, facts = self.marked("a", None), access
+            case "status":
+                key, facts = self.marked("s", None), _statuses_sql(alias)
+            case "task_counts":
+                key, facts = self.marked("c", read.selection), _statuses_sql(alias)
+            case _:
+                raise AssertionError(read.name)
+        return f"json_build_object('{key}', {facts})"
 
     def joined(self, model: str, read: Relation, parent: str, joins: list[str]) -> str:
         join = _RELATIONS[(model, read.name)]
@@ -680,11 +730,41 @@ class _Builder:
         return conditions
 
 
-def statement(key_reads: Sequence[tuple[str, Read]], arguments: Arguments) -> tuple[str, list[Any]]:
-    """The SQL (and its parameters) whose one value is the JSON text of the data object."""
-    builder = _Builder(arguments)
+@dataclass(frozen=True)
+class Statement:
+    """The SQL of a read, its parameters, and how its derived fields come out.
+
+    In the hidden-keys form (`markers` None) a derived field is null in its place and the
+    facts its rule needs ride along under hidden keys of the objects: the caller parses the
+    JSON, fills it in and writes it again. In the spliced form each derived field's place
+    holds an object of one marker key, `{"#<kind><n>" : facts}`, replaced whole by the
+    field's JSON, and a pipeline's scheduling facts ride under a last key `"#f<n>"`, cut out:
+    the caller splices the values' JSON into PostgreSQL's text, never parsing the rest.
+    Nested facts (scheduling, active stage) come as [length of their JSON text, the JSON].
+    markers[n] is what marker n stands for: ("w", a waiting reason's selection) with facts
+    [pipeline id, task id]; ("a", None), the access facts of `available_actions`; ("s",
+    None) a stage's status and ("c", the selection) its task counts, with its tasks'
+    statuses; ("v", the ActiveStage), with its facts of the hidden-keys form; ("f", the
+    ObjectRead) the scheduling facts.
+
+    The spliced form is sound only where no key of the data is a client's: no JSON column
+    is read (their keys could be anything); every other key is one of the plan's names, and
+    a string's quotes are escaped, so `"#` followed by `<kind><n>" : ` is always a marker."""
+
+    sql: str
+    parameters: list[Any]
+    markers: tuple[tuple[str, Any], ...] | None = None
+
+
+def statement(
+    key_reads: Sequence[tuple[str, Read]], arguments: Arguments, *, spliced: bool = False
+) -> Statement:
+    """The statement whose one value is the JSON text of the data object."""
+    builder = _Builder(arguments, markers=[] if spliced else None)
     sql = builder.root(key_reads)
-    return sql, builder.parameters
+    return Statement(
+        sql, builder.parameters, None if builder.markers is None else tuple(builder.markers)
+    )
 
 
 async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:
@@ -705,7 +785,9 @@ _NO_BLOCKERS: frozenset[int] = frozenset()
 
 
 def _stage_tasks(
-    columns: Sequence[Any], blocked_by: Mapping[int, list[int]]
+    columns: Sequence[Any],
+    blocked_by: Mapping[int, list[int]],
+    gates: dict[tuple[int, int | None, int | None], tuple[bool, tuple[str, ...]]],
 ) -> tuple[TaskState, ...]:
     """A stage's tasks from its facts, read column by column (nulls: a stage without tasks,
     whose array_agg are null)."""
@@ -745,23 +827,31 @@ def _stage_tasks(
         overridden_versions,
         strict=True,
     ):
-        check_facts = CheckFacts(
-            statement_version=statement_version,
-            checked_version=checked_version,
-            blocking_rules=tuple(rules),
-            overridden_version=overridden_version,
-        )
+        # Most tasks share their versions and have no blocking rule: judged once for each.
+        gate_key = (statement_version, checked_version, overridden_version) if not rules else None
+        gate = gates.get(gate_key) if gate_key is not None else None
+        if gate is None:
+            check_facts = CheckFacts(
+                statement_version=statement_version,
+                checked_version=checked_version,
+                blocking_rules=tuple(rules),
+                overridden_version=overridden_version,
+            )
+            gate = (check_facts.gate is CheckGate.PENDING, check_facts.holding_rules)
+            if gate_key is not None:
+                gates[gate_key] = gate
         blockers = blocked_by.get(task_id)
+        # By position: half the time of keywords, for 5,000 tasks a page.
         tasks.append(
             TaskState(
-                id=task_id,
-                status=_TASK_STATUSES[task_status],
-                instance_id=instance_id,
-                database_id=database_id,
-                not_before=None if not_before is None else datetime.fromisoformat(not_before),
-                blocked_by=frozenset(blockers) if blockers else _NO_BLOCKERS,
-                checks_pending=check_facts.gate is CheckGate.PENDING,
-                failed_checks=check_facts.holding_rules,
+                task_id,
+                _TASK_STATUSES[task_status],
+                instance_id,
+                database_id,
+                None if not_before is None else datetime.fromisoformat(not_before),
+                frozenset(blockers) if blockers else _NO_BLOCKERS,
+                gate[0],
+                gate[1],
             )
         )
     return tuple(tasks)
@@ -772,12 +862,13 @@ def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecisi
     (whose first item is the pipeline's id; the waiting objects after them are not read)."""
     _pipeline_id, status, stages, dependencies, running, limits = facts[:6]
     blocked_by: dict[int, list[int]] = {}
+    gates: dict[tuple[int, int | None, int | None], tuple[bool, tuple[str, ...]]] = {}
     for task_id, blocker_id in dependencies:
         blocked_by.setdefault(task_id, []).append(blocker_id)
     state = PipelineState(
         status=PipelineStatus(status),
         stages=tuple(
-            StageState(id=stage_id, name=name, tasks=_stage_tasks(columns, blocked_by))
+            StageState(id=stage_id, name=name, tasks=_stage_tasks(columns, blocked_by, gates))
             for stage_id, name, columns in stages
         ),
     )
@@ -814,4 +905,4 @@ def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAc
     rules = ApprovalRules(
         developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
     )
-    return actions_for(task, TaskAccess(principal, creator, rules))
+    return actions_for(task, TaskAccess(principal, bytes.fromhex(creator).decode(), rules))
