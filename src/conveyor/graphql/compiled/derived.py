@@ -262,7 +262,8 @@ class SplicedFields:
     #: The JSON text of each value, by its marker's kind and number and its facts' text
     #: (many tasks share their actions, many stages their statuses).
     texts: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    reasons: dict[tuple[int, str, str], str] = field(default_factory=dict)
+    #: The waiting reasons' JSON by task id, by pipeline id and marker number.
+    waiting: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def answer(self, text: str) -> bytes:
         pieces: list[str] = []
@@ -315,6 +316,26 @@ class SplicedFields:
             raise Uncovered("a marker left in the spliced text")
         return answer.encode()
 
+    def waiting_texts(self, pipeline: str, number: str) -> dict[str, str]:
+        """The JSON of each waiting reason of `pipeline`'s decision for marker `number`'s
+        selection, by task id as the facts write it: worded once for each reason (many
+        tasks share theirs, e.g. a later stage's wait for the active one)."""
+        decision = self.derived.decisions.get(int(pipeline))
+        if decision is None:
+            raise Uncovered("a waiting reason without its pipeline's facts")
+        selection = self.markers[int(number)][1]
+        objects = self.objects[int(pipeline)]
+        worded: dict[int, str] = {}
+        texts = {}
+        for task_id, reason in decision.waiting.items():
+            text = worded.get(id(reason))
+            if text is None:
+                text = worded[id(reason)] = orjson.dumps(
+                    _waiting_reason(reason, selection, objects)
+                ).decode()
+            texts[str(task_id)] = text
+        return texts
+
     def scheduling_facts(self, read: ObjectRead, facts: list[Any]) -> None:
         self.derived.decision(facts)
         objects = self.objects.setdefault(facts[0], {})
@@ -328,21 +349,10 @@ class SplicedFields:
         """The JSON text of marker `number`'s value (of `kind`) from its facts' text."""
         if kind == "w":
             pipeline, task = facts[1:-1].split(", ")
-            decision = self.derived.decisions.get(int(pipeline))
-            if decision is None:
-                raise Uncovered("a waiting reason without its pipeline's facts")
-            reason = decision.waiting.get(int(task))
-            if reason is None:
-                return "null"
-            # Many tasks share their reason (a later stage's wait for the active one).
-            memo_key = (id(reason), pipeline, number)
-            found = self.reasons.get(memo_key)
-            if found is None:
-                selection = self.markers[int(number)][1]
-                found = self.reasons[memo_key] = orjson.dumps(
-                    _waiting_reason(reason, selection, self.objects[int(pipeline)])
-                ).decode()
-            return found
+            texts = self.waiting.get((pipeline, number))
+            if texts is None:
+                texts = self.waiting[(pipeline, number)] = self.waiting_texts(pipeline, number)
+            return texts.get(task, "null")
         text_key = (kind, number, facts)
         found = self.texts.get(text_key)
         if found is None:
