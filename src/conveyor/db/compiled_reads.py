@@ -11,7 +11,7 @@ the caller fills them in with the same `domain` functions as the resolvers, thro
 """
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -398,7 +398,10 @@ def _measured(facts: str) -> str:
     """[the length of the JSON text of `facts`, that JSON]: the spliced form's nested facts,
     which the caller then cuts out and decodes without scanning them (a json value's text
     is kept as it is, inside an array too)."""
-    return f"(SELECT json_build_array(length(m.f::text), m.f) FROM (SELECT {facts} AS f) m)"
+    # OFFSET 0: unflattened, the facts would be read twice, once for each use of m.f.
+    return (
+        f"(SELECT json_build_array(length(m.f::text), m.f) FROM (SELECT {facts} AS f OFFSET 0) m)"
+    )
 
 
 @dataclass
@@ -412,10 +415,27 @@ class _Builder:
     stage_about: dict[str, str] = field(default_factory=dict)
     #: The spliced form's markers, in the order of their numbers; None: the hidden-keys form.
     markers: list[tuple[str, Any]] | None = None
+    #: The argument sources asked, in order, and the shapes of their answers.
+    sources: list[Any] = field(default_factory=list)
+    shapes: list[Hashable] = field(default_factory=list)
+    #: Where each parameter's value comes from (see parameter).
+    origins: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def parameter(self, value: Any, sql_type: str) -> str:
+    def parameter(self, value: Any, sql_type: str, origin: tuple[Any, ...]) -> str:
+        """A parameter of `value`, which is the argument at `origin` (call, key[, index...])."""
         self.parameters.append(value)
+        self.origins.append(origin)
         return f"${len(self.parameters)}::{sql_type}"
+
+    def argument(self, arguments: "_Resolved", key: str, sql_type: str) -> str:
+        return self.parameter(arguments[key], sql_type, (arguments.call, key))
+
+    def resolved(self, source: Any) -> "_Resolved":
+        """The arguments of `source` for this request, numbered in the order asked."""
+        resolved = _Resolved(self.arguments(source), len(self.sources))
+        self.sources.append(source)
+        self.shapes.append(_shape(resolved))
+        return resolved
 
     def alias(self) -> str:
         self.aliases += 1
@@ -445,6 +465,12 @@ class _Builder:
             else:
                 entries.append((key, self.value(read.model, value, alias)))
         if self.markers is not None:
+            if STATUSES_KEY in read.facts:
+                # Read once for the stage's status and its counts.
+                joins.append(
+                    f"LEFT JOIN LATERAL (SELECT {_statuses_sql(alias)} AS statuses) "
+                    f"{alias}_st ON true"
+                )
             if SCHEDULING_KEY in read.facts:
                 facts = _measured(self.fact(read, SCHEDULING_KEY, alias))
                 entries.append((self.marked("f", read), facts))
@@ -487,9 +513,9 @@ class _Builder:
                 assert access is not None, "the plan reads the access facts of such a task"
                 key, facts = self.marked("a", None), access
             case "status":
-                key, facts = self.marked("s", None), _statuses_sql(alias)
+                key, facts = self.marked("s", None), f"{alias}_st.statuses"
             case "task_counts":
-                key, facts = self.marked("c", read.selection), _statuses_sql(alias)
+                key, facts = self.marked("c", read.selection), f"{alias}_st.statuses"
             case _:
                 raise AssertionError(read.name)
         return f"json_build_object('{key}', {facts})"
@@ -572,10 +598,11 @@ class _Builder:
                 f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
                 f"FROM {source} {joins} WHERE {where})"
             )
-        arguments = self.arguments(read.arguments)
+        arguments = self.resolved(read.arguments)
         if arguments.get("after_sequence") is not None:
-            where += f" AND {alias}.id > {self.parameter(arguments['after_sequence'], 'bigint')}"
-        limit = self.parameter(arguments["first"], "int")
+            after = self.argument(arguments, "after_sequence", "bigint")
+            where += f" AND {alias}.id > {after}"
+        limit = self.argument(arguments, "first", "int")
         return (
             f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
             f"FROM (SELECT {alias}.* FROM {source} WHERE {where} ORDER BY {order} LIMIT {limit}) "
@@ -600,13 +627,16 @@ class _Builder:
         return f"SELECT json_build_object({pairs})::text"
 
     def nodes(self, read: NodeRead) -> str:
-        arguments = self.arguments(read.arguments)
-        found = [self.node(read, type_name, key) for type_name, key in arguments["ids"]]
+        arguments = self.resolved(read.arguments)
+        found = [
+            self.node(read, type_name, key, (arguments.call, "ids", index, 1))
+            for index, (type_name, key) in enumerate(arguments["ids"])
+        ]
         if not read.many:
             return found[0]
         return f"json_build_array({', '.join(found)})" if found else "'[]'::json"
 
-    def node(self, read: NodeRead, type_name: str, key: int) -> str:
+    def node(self, read: NodeRead, type_name: str, key: int, origin: tuple[Any, ...]) -> str:
         target = read.by_type.get(type_name)
         if target is None:
             raise Uncovered(f"node of type {type_name}")
@@ -614,23 +644,24 @@ class _Builder:
         built, joins = self.object(target, alias)
         return (
             f"(SELECT {built} FROM {TABLES[type_name]} {alias} {joins} "
-            f"WHERE {alias}.id = {self.parameter(key, 'int')})"
+            f"WHERE {alias}.id = {self.parameter(key, 'int', origin)})"
         )
 
     def connection(self, read: ConnectionRead) -> str:
-        arguments = self.arguments(read.arguments)
+        arguments = self.resolved(read.arguments)
         model = read.typename.removesuffix("Connection")
         table = TABLES[model]
         key_column = '"order"' if model == "Environment" else "id"
         descending = model in ("Issue", "Pipeline")
-        first = self.parameter(arguments["first"], "int")
+        first = self.argument(arguments, "first", "int")
         filters = self.filters(model, arguments)
         page = self.alias()
         conditions = [condition.format(x=page) for condition in filters]
         after = arguments.get("after")
         if after is not None:
             comparison = "<" if descending else ">"
-            conditions.append(f"{page}.{key_column} {comparison} {self.parameter(after, 'int')}")
+            after_key = self.argument(arguments, "after", "int")
+            conditions.append(f"{page}.{key_column} {comparison} {after_key}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         direction = "DESC" if descending else "ASC"
         rows = (
@@ -698,14 +729,14 @@ class _Builder:
         # GROUP BY (): one row, even for an empty page whose selection aggregates nothing.
         return f"(SELECT json_build_object({pairs}) FROM {rows} {' '.join(page_joins)} GROUP BY ())"
 
-    def filters(self, model: str, arguments: Mapping[str, Any]) -> list[str]:
+    def filters(self, model: str, arguments: "_Resolved") -> list[str]:
         """Conditions on the row aliased {x}, as reads.*_matching filters."""
         conditions = []
         status = arguments.get("status")
         environment = arguments.get("environment_id")
         instance = arguments.get("instance_id")
         if status is not None:
-            value = self.parameter(status, "text")
+            value = self.argument(arguments, "status", "text")
             conditions.append(
                 f"{{x}}.status = {value}"
                 if model == "Pipeline"
@@ -713,9 +744,11 @@ class _Builder:
                 f"AND p.status = {value})"
             )
         if instance is not None:
-            conditions.append(f"{{x}}.instance_id = {self.parameter(instance, 'int')}")
+            conditions.append(
+                f"{{x}}.instance_id = {self.argument(arguments, 'instance_id', 'int')}"
+            )
         if environment is not None:
-            value = self.parameter(environment, "int")
+            value = self.argument(arguments, "environment_id", "int")
             conditions.append(
                 {
                     "Issue": "{x}.id IN (SELECT p.issue_id FROM pipeline p JOIN stage s ON "
@@ -756,15 +789,84 @@ class Statement:
     markers: tuple[tuple[str, Any], ...] | None = None
 
 
+class _Resolved(dict[str, Any]):
+    """A read's arguments for one request, with the number of the call that asked them."""
+
+    def __init__(self, arguments: Mapping[str, Any], call: int) -> None:
+        super().__init__(arguments)
+        self.call = call
+
+
+def _shape(arguments: Mapping[str, Any]) -> Hashable:
+    """What of a read's arguments shapes the statement's text: which are given, and the
+    types of the ids asked for (the values are parameters)."""
+    return tuple(
+        (key, tuple(type_name for type_name, _ in value) if key == "ids" else value is None)
+        for key, value in arguments.items()
+    )
+
+
+def _at(resolved: Sequence[Mapping[str, Any]], origin: tuple[Any, ...]) -> Any:
+    value: Any = resolved[origin[0]]
+    for step in origin[1:]:
+        value = value[step]
+    return value
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A statement's text as built once, for the arguments of the same shapes."""
+
+    sources: tuple[Any, ...]
+    shapes: tuple[Hashable, ...]
+    sql: str
+    origins: tuple[tuple[Any, ...], ...]
+    markers: tuple[tuple[str, Any], ...] | None
+
+
+#: Texts kept per plan and form: one for each shape of arguments seen (few: a page's reads
+#: keep theirs; `nodes(ids:)` with other types or counts, a filter given or not, differ).
+MAX_TEXTS_PER_PLAN = 8
+
+
 def statement(
-    key_reads: Sequence[tuple[str, Read]], arguments: Arguments, *, spliced: bool = False
+    key_reads: Sequence[tuple[str, Read]],
+    arguments: Arguments,
+    *,
+    spliced: bool = False,
+    texts: dict[bool, list[Any]] | None = None,
 ) -> Statement:
-    """The statement whose one value is the JSON text of the data object."""
+    """The statement whose one value is the JSON text of the data object. With `texts` (a
+    plan's own dict), its text is built once for each shape of the arguments and kept
+    there: a request whose arguments have the shapes of one kept only picks its
+    parameters. The builder's text depends on the arguments' shapes alone (_shape), so
+    asking the kept text's sources in its order gives the calls the builder would make."""
+    kept = texts.setdefault(spliced, []) if texts is not None else []
+    for built in kept:
+        resolved: list[Mapping[str, Any]] = []
+        for source, shape in zip(built.sources, built.shapes, strict=True):
+            answer = arguments(source)
+            if _shape(answer) != shape:
+                break
+            resolved.append(answer)
+        else:
+            return Statement(
+                built.sql, [_at(resolved, origin) for origin in built.origins], built.markers
+            )
     builder = _Builder(arguments, markers=[] if spliced else None)
     sql = builder.root(key_reads)
-    return Statement(
-        sql, builder.parameters, None if builder.markers is None else tuple(builder.markers)
-    )
+    markers = None if builder.markers is None else tuple(builder.markers)
+    if texts is not None and len(kept) < MAX_TEXTS_PER_PLAN:
+        kept.append(
+            _Built(
+                tuple(builder.sources),
+                tuple(builder.shapes),
+                sql,
+                tuple(builder.origins),
+                markers,
+            )
+        )
+    return Statement(sql, builder.parameters, markers)
 
 
 async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:

@@ -166,6 +166,7 @@ class CompiledReads(SchemaExtension):
             plan.reads,
             lambda source: arguments_of(source, variables, context.settings),
             spliced=plan.spliced and bool(plan.walked),
+            texts=plan.texts,
         )
         data_json = await fetch_data_json(built.sql, built.parameters)
         # Over HTTP the view sends encoded data as it is (a WebSocket message and an

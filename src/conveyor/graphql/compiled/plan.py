@@ -122,6 +122,9 @@ class Plan:
     spliced: bool = False
     #: How to fill in each walked object, worked out on first use (graphql.compiled.derived).
     steps: dict[int, Any] = field(default_factory=dict, compare=False)
+    #: Its statements' texts, built once per form and shape of arguments
+    #: (db.compiled_reads.statement).
+    texts: dict[bool, list[Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
