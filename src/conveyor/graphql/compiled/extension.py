@@ -176,9 +176,10 @@ class CompiledReads(SchemaExtension):
         if not plan.walked:
             data = EncodedData(data_json.encode()) if over_http else orjson.loads(data_json)
         elif built.markers is not None:
-            derived = DerivedFields(plan, context.principal, context.loaders.now)
-            spliced = SplicedFields(built.markers, derived).answer(data_json)
-            data = EncodedData(spliced) if over_http else orjson.loads(spliced)
+            with _no_garbage_collection():
+                derived = DerivedFields(plan, context.principal, context.loaders.now)
+                spliced = SplicedFields(built.markers, derived).answer(data_json)
+                data = EncodedData(spliced) if over_http else orjson.loads(spliced)
         else:
             with _no_garbage_collection():
                 data = orjson.loads(data_json)
