@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import GraphQLObjectType, GraphQLSchema, get_named_type
+from graphql import GraphQLObjectType, GraphQLSchema, get_named_type, parse
+from graphql.execution.values import get_variable_values
+from graphql.utilities import get_operation_ast
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from conveyor.db.models import Issue, Pipeline, Stage, Task, TaskRun
 from conveyor.domain.permissions import Principal, Role
 from conveyor.domain.statuses import TaskRunStatus, TaskStatus
 from conveyor.graphql.compiled import extension
+from conveyor.graphql.compiled.plan import Plan, compile_plan
 from conveyor.graphql.context import Context
 from conveyor.graphql.schema import ConveyorSchema, build_schema
 from conveyor.graphql.types.pagination import encode_cursor
@@ -663,6 +666,84 @@ async def test_the_benchmark_reads_and_the_pipeline_page_are_compiled(
     assert [stage["taskCounts"]["total"] for stage in page["stages"]] == [120, 120, 120]
     # prod is MANUAL: its tasks wait for approval before they wait for the earlier stage.
     assert {task["waitingReason"]["kind"] for task in page["stages"][2]["tasks"]} == {"APPROVAL"}
+
+
+#: Texts a client may write that look like the spliced form's markers, or end its facts.
+MARKER_LIKE = [
+    '{"#w0" : [1, 2]}',
+    '", "#f0" : [3, [1]], "x" : "',
+    ']}{"#a1" : ["SCHEMA_UPDATE"]}',
+    '{"#s0" : ["PENDING"]} \\" ]} \\',
+    '{"#v0" : [2, []]}ü\u2028',
+]
+
+
+def plan_of(schema: ConveyorSchema, document: str, variables: dict[str, Any]) -> Plan:
+    graphql_schema = schema._schema
+    parsed = parse(document)
+    operation = get_operation_ast(parsed)
+    assert operation is not None
+    coerced = get_variable_values(graphql_schema, operation.variable_definitions or (), variables)
+    assert not isinstance(coerced, list)
+    return compile_plan(graphql_schema, tuple(parsed.definitions), operation, coerced)
+
+
+async def test_the_spliced_form_takes_no_client_text_for_a_marker(
+    graphql: GraphQLClient, settings: Settings
+) -> None:
+    catalog = await create_catalog(graphql)
+    created = await create_issue(
+        graphql,
+        catalog,
+        {
+            environment: [
+                database_task(catalog, "SCHEMA_UPDATE", statement=f"SELECT {n}") for n in range(3)
+            ]
+            for environment in ("dev", "test", "prod")
+        },
+        actor=MARKER_LIKE[1],
+    )
+    pipeline_key = row_key(created.pipeline_id)
+    tasks = await Task.filter(pipeline_id=pipeline_key).order_by("id")
+    for index, task in enumerate(tasks):
+        await Task.filter(id=task.id).update(name=MARKER_LIKE[index % len(MARKER_LIKE)])
+    for index, stage in enumerate(await Stage.filter(pipeline_id=pipeline_key).order_by("id")):
+        await Stage.filter(id=stage.id).update(name=MARKER_LIKE[-1 - index])
+    await put_task_in(tasks[0].id, TaskStatus.FAILED)
+    await TaskRun.create(
+        task_id=tasks[0].id,
+        attempt=1,
+        status=TaskRunStatus.FAILED,
+        started_at=EARLIER,
+        error_message=MARKER_LIKE[0],
+        result={"#w0": [1, 2], '{"#a0" : [': MARKER_LIKE[2]},
+    )
+    queries = bench_queries()
+    generous = settings.model_copy(
+        update={"max_page_size": queries.TASKS_PER_STAGE, "max_query_cost": 1_000_000}
+    )
+    paths = BothPaths(
+        compiled=build_schema(generous),
+        resolvers=build_schema(generous.model_copy(update={"compiled_reads": False})),
+        settings=generous,
+    )
+    page = queries.CONVEYOR_PIPELINE_PAGE
+    with_json = page.replace("runs { attempt", "runs { result attempt")
+    variables = {"id": created.pipeline_id}
+    assert plan_of(paths.compiled, page, variables).spliced
+    # A JSON column's keys are a client's: such a read fills its derived fields in the
+    # parsed tree instead.
+    assert not plan_of(paths.compiled, with_json, variables).spliced
+    for document in (page, with_json):
+        for role in Role:
+            data, path = await paths.compare(
+                document, variables, Principal(actor=MARKER_LIKE[1], role=role)
+            )
+
+            assert path == extension.COMPILED
+            node = json.loads(data)["node"]
+            assert node["stages"][0]["tasks"][0]["waitingReason"]["kind"] == "TASK_FAILED"
+            assert node["stages"][2]["name"] == MARKER_LIKE[-3]
 
 
 async def test_a_document_with_a_field_not_covered_falls_back_whole(

@@ -270,9 +270,8 @@ def test_the_first_applicable_reason_wins(
 
 
 def test_failed_checks_come_before_approval_and_all_the_pipeline_clears_itself() -> None:
-    candidate = replace(
-        task(1, APPROVAL, not_before=LATER, blocked_by=frozenset({7})),
-        failed_checks=("truncate", "syntax"),
+    candidate = task(1, APPROVAL, not_before=LATER, blocked_by=frozenset({7}))._replace(
+        failed_checks=("truncate", "syntax")
     )
     state = pipeline(("test", (task(8, PENDING),)), ("prod", (candidate, task(7, PENDING))))
 
@@ -283,14 +282,14 @@ def test_failed_checks_come_before_approval_and_all_the_pipeline_clears_itself()
 
 
 def test_a_failed_task_says_it_failed_before_its_checks_do() -> None:
-    failed = replace(task(1, FAILED), failed_checks=("syntax",))
+    failed = task(1, FAILED)._replace(failed_checks=("syntax",))
 
     assert decide_now(pipeline(("dev", (failed,)))).waiting[1].kind is WaitingKind.TASK_FAILED
 
 
 def test_pending_checks_come_after_the_pipeline_s_own_reasons_and_before_capacity() -> None:
-    later = replace(task(1, PENDING, not_before=LATER), checks_pending=True)
-    now = replace(task(2, PENDING, database=10), checks_pending=True)
+    later = task(1, PENDING, not_before=LATER)._replace(checks_pending=True)
+    now = task(2, PENDING, database=10)._replace(checks_pending=True)
     cluster = occupancy(running_task_by_database={10: 99}, running_count_by_instance={1: 1})
 
     decision = decide_now(pipeline(("dev", (later, now))), cluster)

@@ -11,7 +11,7 @@ the caller fills them in with the same `domain` functions as the resolvers, thro
 """
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,12 @@ from conveyor.domain.scheduling import (
     TaskState,
     decide,
 )
-from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.statuses import (
+    FINISHED_TASK_STATUSES,
+    PipelineStatus,
+    TaskStatus,
+    TaskType,
+)
 from conveyor.domain.task_actions import TaskAccess, TaskFacts, actions_for
 from conveyor.domain.transitions import TaskAction
 
@@ -276,6 +281,7 @@ def _pipeline_id_sql(model: str, alias: str) -> str:
 # The statuses that occupy a database and an instance slot, as the domain defines them (and
 # db.scheduling.occupancy reads them): literals of the enum's values, never a client's text.
 _OCCUPYING = ", ".join(f"'{status.value}'" for status in sorted(OCCUPYING_STATUSES))
+_FINISHED = ", ".join(f"'{status.value}'" for status in sorted(FINISHED_TASK_STATUSES))
 
 
 def _instances_sql(pipeline: str) -> str:
@@ -284,20 +290,23 @@ def _instances_sql(pipeline: str) -> str:
 
 def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
     """What db.scheduling.decisions reads for one pipeline, as JSON: its status, its stages
-    with their tasks, and what runs on its instances (for scheduling_decision); then
-    `waiting_objects`, the JSON of the objects its waiting reasons may name."""
+    with their tasks' facts column by column (one array per fact: PostgreSQL builds an array
+    of scalars far faster than an array for each task), its task dependencies (one read for
+    the pipeline, not one for each task) and what runs on its instances (for
+    scheduling_decision); then `waiting_objects`, the JSON of the objects its waiting reasons
+    may name."""
     instances = _instances_sql(pipeline)
     return f"""json_build_array({pipeline},
       (SELECT status FROM pipeline WHERE id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(s.id, s.name, (
-          SELECT coalesce(json_agg(json_build_array(
-              t.id, t.status, t.instance_id, t.database_id, {iso_timestamp_sql("t.not_before")},
-              (SELECT coalesce(json_agg(d.blocked_by_id), '[]'::json)
-               FROM task_dependency d WHERE d.task_id = t.id),
-              json_build_array(t.statement_version, t.checked_version, t.blocking_rules,
-                t.checks_overridden_version))), '[]'::json)
+          SELECT json_build_array(array_agg(t.id), array_agg(t.status), array_agg(t.instance_id),
+              array_agg(t.database_id), array_agg({iso_timestamp_sql("t.not_before")}),
+              array_agg(t.statement_version), array_agg(t.checked_version),
+              array_agg(t.blocking_rules), array_agg(t.checks_overridden_version))
           FROM task t WHERE t.stage_id = s.id)) ORDER BY s.position), '[]'::json)
        FROM stage s WHERE s.pipeline_id = {pipeline}),
+      (SELECT coalesce(json_agg(json_build_array(d.task_id, d.blocked_by_id)), '[]'::json)
+       FROM task_dependency d JOIN task b ON b.id = d.task_id WHERE b.pipeline_id = {pipeline}),
       (SELECT coalesce(json_agg(json_build_array(r.id, r.instance_id, r.database_id)), '[]'::json)
        FROM task r WHERE r.status IN ({_OCCUPYING}) AND r.instance_id IN {instances}),
       (SELECT coalesce(json_agg(json_build_array(i.id, i.max_running_tasks)), '[]'::json)
@@ -307,9 +316,10 @@ def _scheduling_facts_sql(pipeline: str, waiting_objects: Sequence[str]) -> str:
 
 def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
     """The rows a waiting reason of the pipeline's tasks may name: its stages (an earlier
-    stage), or the tasks that block one of its tasks, those running on its instances, and its
-    pending tasks against a database (the decision may start one, which then holds the
-    database). A row named that is not among them sends the read to the resolvers."""
+    stage), or the tasks that block one of its tasks, those running on its instances, and the
+    pending tasks against a database of its active stage (the decision may start one, which
+    then holds the database). A row named that is not among them sends the read to the
+    resolvers."""
     if what == "stage":
         return f"{alias}.pipeline_id = {pipeline}"
     # One set of ids from three indexed reads: an OR of the three conditions scans the table.
@@ -319,7 +329,21 @@ def _waiting_candidates_sql(what: str, pipeline: str, alias: str) -> str:
         f"UNION ALL SELECT r.id FROM task r WHERE r.status IN ({_OCCUPYING}) "
         f"AND r.instance_id IN {_instances_sql(pipeline)} "
         f"UNION ALL SELECT p.id FROM task p WHERE p.pipeline_id = {pipeline} "
-        f"AND p.status = '{TaskStatus.PENDING.value}' AND p.database_id IS NOT NULL)"
+        f"AND p.status = '{TaskStatus.PENDING.value}' AND p.database_id IS NOT NULL "
+        f"AND p.stage_id = {_first_unfinished_stage_sql(pipeline)})"
+    )
+
+
+def _first_unfinished_stage_sql(pipeline: str) -> str:
+    """The stage whose tasks a decision may start: only those of the active stage start, and
+    it is the first stage with a task not finished (domain.rollup.active_stage_index). Only a
+    narrowing of the candidates (4,000 of the 5,000-task pipeline's tasks are pending; 500 are
+    in its active stage): should it ever disagree with the rule, the reason names a row not
+    read, and the resolvers answer."""
+    return (
+        f"(SELECT a.id FROM stage a WHERE a.pipeline_id = {pipeline} AND EXISTS (SELECT 1 "
+        f"FROM task f WHERE f.stage_id = a.id AND f.status NOT IN ({_FINISHED})) "
+        "ORDER BY a.position LIMIT 1)"
     )
 
 
@@ -327,11 +351,13 @@ def _access_facts_sql(alias: str, joined: str) -> str:
     """What actions_for reads about a task beyond its row: its pipeline's status, its
     issue's creator and its environment's approval rules (for available_actions), from the
     joins `_task_about_joins` or `_stage_about_joins` aliased from `joined`."""
-    # Flat and scalar: the caller decides once for each distinct array (few differ).
+    # Flat and scalar: the caller decides once for each distinct array (few differ). The
+    # creator, the one text a client wrote, in hex: no "]" in it, so that the spliced form
+    # finds where the array ends without decoding it.
     return (
         f"json_build_array({alias}.type, {alias}.status, "
         f"{alias}.not_before IS NOT NULL, {alias}.cancel_requested_at IS NOT NULL, "
-        f"{joined}p.status, {joined}i.creator, "
+        f"{joined}p.status, encode(convert_to({joined}i.creator, 'UTF8'), 'hex'), "
         f"{joined}e.developers_may_approve, {joined}e.creator_may_approve)"
     )
 
@@ -368,6 +394,16 @@ def _statuses_sql(alias: str) -> str:
 # --- the statement ----------------------------------------------------------------------------
 
 
+def _measured(facts: str) -> str:
+    """[the length of the JSON text of `facts`, that JSON]: the spliced form's nested facts,
+    which the caller then cuts out and decodes without scanning them (a json value's text
+    is kept as it is, inside an array too)."""
+    # OFFSET 0: unflattened, the facts would be read twice, once for each use of m.f.
+    return (
+        f"(SELECT json_build_array(length(m.f::text), m.f) FROM (SELECT {facts} AS f OFFSET 0) m)"
+    )
+
+
 @dataclass
 class _Builder:
     arguments: Arguments
@@ -377,10 +413,29 @@ class _Builder:
     #: The stages (by alias) whose tasks' access facts are joined beside the stage: the
     #: alias of those joins.
     stage_about: dict[str, str] = field(default_factory=dict)
+    #: The spliced form's markers, in the order of their numbers; None: the hidden-keys form.
+    markers: list[tuple[str, Any]] | None = None
+    #: The argument sources asked, in order, and the shapes of their answers.
+    sources: list[Any] = field(default_factory=list)
+    shapes: list[Hashable] = field(default_factory=list)
+    #: Where each parameter's value comes from (see parameter).
+    origins: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def parameter(self, value: Any, sql_type: str) -> str:
+    def parameter(self, value: Any, sql_type: str, origin: tuple[Any, ...]) -> str:
+        """A parameter of `value`, which is the argument at `origin` (call, key[, index...])."""
         self.parameters.append(value)
+        self.origins.append(origin)
         return f"${len(self.parameters)}::{sql_type}"
+
+    def argument(self, arguments: "_Resolved", key: str, sql_type: str) -> str:
+        return self.parameter(arguments[key], sql_type, (arguments.call, key))
+
+    def resolved(self, source: Any) -> "_Resolved":
+        """The arguments of `source` for this request, numbered in the order asked."""
+        resolved = _Resolved(self.arguments(source), len(self.sources))
+        self.sources.append(source)
+        self.shapes.append(_shape(resolved))
+        return resolved
 
     def alias(self) -> str:
         self.aliases += 1
@@ -392,33 +447,78 @@ class _Builder:
         task is read under (Stage.tasks)."""
         joins: list[str] = []
         entries = []
+        access = None
+        if ACCESS_KEY in read.facts:
+            if stage is not None:
+                if stage not in self.stage_about:
+                    self.stage_about[stage] = self.alias()
+                access = _access_facts_sql(alias, self.stage_about[stage])
+            else:
+                joined = self.alias()
+                access = _access_facts_sql(alias, joined)
+                joins.append(_task_about_joins(alias, joined))
         for key, value in read.fields:
             if isinstance(value, Relation) and not _RELATIONS[(read.model, value.name)].many:
                 entries.append((key, self.joined(read.model, value, alias, joins)))
+            elif self.markers is not None and isinstance(value, Derived | ActiveStage):
+                entries.append((key, self.marker(value, alias, access)))
             else:
                 entries.append((key, self.value(read.model, value, alias)))
-        entries += [
-            (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
-            for key, value in read.fields
-            if isinstance(value, ActiveStage)
-        ]
-        for fact in sorted(read.facts):
-            if fact == ACCESS_KEY and stage is not None:
-                if stage not in self.stage_about:
-                    self.stage_about[stage] = self.alias()
-                entries.append((fact, _access_facts_sql(alias, self.stage_about[stage])))
-            elif fact == ACCESS_KEY:
-                joined = self.alias()
-                entries.append((fact, _access_facts_sql(alias, joined)))
-                joins.append(_task_about_joins(alias, joined))
-            else:
-                entries.append((fact, self.fact(read, fact, alias)))
+        if self.markers is not None:
+            if STATUSES_KEY in read.facts:
+                # Read once for the stage's status and its counts.
+                joins.append(
+                    f"LEFT JOIN LATERAL (SELECT {_statuses_sql(alias)} AS statuses) "
+                    f"{alias}_st ON true"
+                )
+            if SCHEDULING_KEY in read.facts:
+                facts = _measured(self.fact(read, SCHEDULING_KEY, alias))
+                entries.append((self.marked("f", read), facts))
+        else:
+            entries += [
+                (f"{ACTIVE_STAGE_KEY}:{key}", self.active_stage_facts(value, alias))
+                for key, value in read.fields
+                if isinstance(value, ActiveStage)
+            ]
+            for fact in sorted(read.facts):
+                if fact == ACCESS_KEY:
+                    assert access is not None
+                    entries.append((fact, access))
+                else:
+                    entries.append((fact, self.fact(read, fact, alias)))
         if alias in self.stage_about:
             joins.append(_stage_about_joins(alias, self.stage_about[alias]))
         if len(entries) > MAX_KEYS_PER_OBJECT:
             raise Uncovered("too many keys in one object")
         pairs = ", ".join(f"'{key}', {value}" for key, value in entries)
         return f"json_build_object({pairs})", " ".join(joins)
+
+    def marked(self, kind: str, what: Any) -> str:
+        """The key of a new marker (#<kind><number>), `what` it stands for recorded."""
+        assert self.markers is not None
+        self.markers.append((kind, what))
+        return f"#{kind}{len(self.markers) - 1}"
+
+    def marker(self, read: "Derived | ActiveStage", alias: str, access: str | None) -> str:
+        """A derived value's place in the spliced form: an object of one marker key whose
+        value is what its rule needs (see `Statement`)."""
+        if isinstance(read, ActiveStage):
+            facts = _measured(self.active_stage_facts(read, alias))
+            return f"json_build_object('{self.marked('v', read)}', {facts})"
+        match read.name:
+            case "waiting_reason":
+                key = self.marked("w", read.selection)
+                facts = f"json_build_array({alias}.pipeline_id, {alias}.id)"
+            case "available_actions":
+                assert access is not None, "the plan reads the access facts of such a task"
+                key, facts = self.marked("a", None), access
+            case "status":
+                key, facts = self.marked("s", None), f"{alias}_st.statuses"
+            case "task_counts":
+                key, facts = self.marked("c", read.selection), f"{alias}_st.statuses"
+            case _:
+                raise AssertionError(read.name)
+        return f"json_build_object('{key}', {facts})"
 
     def joined(self, model: str, read: Relation, parent: str, joins: list[str]) -> str:
         join = _RELATIONS[(model, read.name)]
@@ -498,10 +598,11 @@ class _Builder:
                 f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
                 f"FROM {source} {joins} WHERE {where})"
             )
-        arguments = self.arguments(read.arguments)
+        arguments = self.resolved(read.arguments)
         if arguments.get("after_sequence") is not None:
-            where += f" AND {alias}.id > {self.parameter(arguments['after_sequence'], 'bigint')}"
-        limit = self.parameter(arguments["first"], "int")
+            after = self.argument(arguments, "after_sequence", "bigint")
+            where += f" AND {alias}.id > {after}"
+        limit = self.argument(arguments, "first", "int")
         return (
             f"(SELECT coalesce(json_agg({target} ORDER BY {order}), '[]'::json) "
             f"FROM (SELECT {alias}.* FROM {source} WHERE {where} ORDER BY {order} LIMIT {limit}) "
@@ -526,13 +627,16 @@ class _Builder:
         return f"SELECT json_build_object({pairs})::text"
 
     def nodes(self, read: NodeRead) -> str:
-        arguments = self.arguments(read.arguments)
-        found = [self.node(read, type_name, key) for type_name, key in arguments["ids"]]
+        arguments = self.resolved(read.arguments)
+        found = [
+            self.node(read, type_name, key, (arguments.call, "ids", index, 1))
+            for index, (type_name, key) in enumerate(arguments["ids"])
+        ]
         if not read.many:
             return found[0]
         return f"json_build_array({', '.join(found)})" if found else "'[]'::json"
 
-    def node(self, read: NodeRead, type_name: str, key: int) -> str:
+    def node(self, read: NodeRead, type_name: str, key: int, origin: tuple[Any, ...]) -> str:
         target = read.by_type.get(type_name)
         if target is None:
             raise Uncovered(f"node of type {type_name}")
@@ -540,23 +644,24 @@ class _Builder:
         built, joins = self.object(target, alias)
         return (
             f"(SELECT {built} FROM {TABLES[type_name]} {alias} {joins} "
-            f"WHERE {alias}.id = {self.parameter(key, 'int')})"
+            f"WHERE {alias}.id = {self.parameter(key, 'int', origin)})"
         )
 
     def connection(self, read: ConnectionRead) -> str:
-        arguments = self.arguments(read.arguments)
+        arguments = self.resolved(read.arguments)
         model = read.typename.removesuffix("Connection")
         table = TABLES[model]
         key_column = '"order"' if model == "Environment" else "id"
         descending = model in ("Issue", "Pipeline")
-        first = self.parameter(arguments["first"], "int")
+        first = self.argument(arguments, "first", "int")
         filters = self.filters(model, arguments)
         page = self.alias()
         conditions = [condition.format(x=page) for condition in filters]
         after = arguments.get("after")
         if after is not None:
             comparison = "<" if descending else ">"
-            conditions.append(f"{page}.{key_column} {comparison} {self.parameter(after, 'int')}")
+            after_key = self.argument(arguments, "after", "int")
+            conditions.append(f"{page}.{key_column} {comparison} {after_key}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         direction = "DESC" if descending else "ASC"
         rows = (
@@ -624,14 +729,14 @@ class _Builder:
         # GROUP BY (): one row, even for an empty page whose selection aggregates nothing.
         return f"(SELECT json_build_object({pairs}) FROM {rows} {' '.join(page_joins)} GROUP BY ())"
 
-    def filters(self, model: str, arguments: Mapping[str, Any]) -> list[str]:
+    def filters(self, model: str, arguments: "_Resolved") -> list[str]:
         """Conditions on the row aliased {x}, as reads.*_matching filters."""
         conditions = []
         status = arguments.get("status")
         environment = arguments.get("environment_id")
         instance = arguments.get("instance_id")
         if status is not None:
-            value = self.parameter(status, "text")
+            value = self.argument(arguments, "status", "text")
             conditions.append(
                 f"{{x}}.status = {value}"
                 if model == "Pipeline"
@@ -639,9 +744,11 @@ class _Builder:
                 f"AND p.status = {value})"
             )
         if instance is not None:
-            conditions.append(f"{{x}}.instance_id = {self.parameter(instance, 'int')}")
+            conditions.append(
+                f"{{x}}.instance_id = {self.argument(arguments, 'instance_id', 'int')}"
+            )
         if environment is not None:
-            value = self.parameter(environment, "int")
+            value = self.argument(arguments, "environment_id", "int")
             conditions.append(
                 {
                     "Issue": "{x}.id IN (SELECT p.issue_id FROM pipeline p JOIN stage s ON "
@@ -656,11 +763,110 @@ class _Builder:
         return conditions
 
 
-def statement(key_reads: Sequence[tuple[str, Read]], arguments: Arguments) -> tuple[str, list[Any]]:
-    """The SQL (and its parameters) whose one value is the JSON text of the data object."""
-    builder = _Builder(arguments)
+@dataclass(frozen=True)
+class Statement:
+    """The SQL of a read, its parameters, and how its derived fields come out.
+
+    In the hidden-keys form (`markers` None) a derived field is null in its place and the
+    facts its rule needs ride along under hidden keys of the objects: the caller parses the
+    JSON, fills it in and writes it again. In the spliced form each derived field's place
+    holds an object of one marker key, `{"#<kind><n>" : facts}`, replaced whole by the
+    field's JSON, and a pipeline's scheduling facts ride under a last key `"#f<n>"`, cut out:
+    the caller splices the values' JSON into PostgreSQL's text, never parsing the rest.
+    Nested facts (scheduling, active stage) come as [length of their JSON text, the JSON].
+    markers[n] is what marker n stands for: ("w", a waiting reason's selection) with facts
+    [pipeline id, task id]; ("a", None), the access facts of `available_actions`; ("s",
+    None) a stage's status and ("c", the selection) its task counts, with its tasks'
+    statuses; ("v", the ActiveStage), with its facts of the hidden-keys form; ("f", the
+    ObjectRead) the scheduling facts.
+
+    The spliced form is sound only where no key of the data is a client's: no JSON column
+    is read (their keys could be anything); every other key is one of the plan's names, and
+    a string's quotes are escaped, so `"#` followed by `<kind><n>" : ` is always a marker."""
+
+    sql: str
+    parameters: list[Any]
+    markers: tuple[tuple[str, Any], ...] | None = None
+
+
+class _Resolved(dict[str, Any]):
+    """A read's arguments for one request, with the number of the call that asked them."""
+
+    def __init__(self, arguments: Mapping[str, Any], call: int) -> None:
+        super().__init__(arguments)
+        self.call = call
+
+
+def _shape(arguments: Mapping[str, Any]) -> Hashable:
+    """What of a read's arguments shapes the statement's text: which are given, and the
+    types of the ids asked for (the values are parameters)."""
+    return tuple(
+        (key, tuple(type_name for type_name, _ in value) if key == "ids" else value is None)
+        for key, value in arguments.items()
+    )
+
+
+def _at(resolved: Sequence[Mapping[str, Any]], origin: tuple[Any, ...]) -> Any:
+    value: Any = resolved[origin[0]]
+    for step in origin[1:]:
+        value = value[step]
+    return value
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A statement's text as built once, for the arguments of the same shapes."""
+
+    sources: tuple[Any, ...]
+    shapes: tuple[Hashable, ...]
+    sql: str
+    origins: tuple[tuple[Any, ...], ...]
+    markers: tuple[tuple[str, Any], ...] | None
+
+
+#: Texts kept per plan and form: one for each shape of arguments seen (few: a page's reads
+#: keep theirs; `nodes(ids:)` with other types or counts, a filter given or not, differ).
+MAX_TEXTS_PER_PLAN = 8
+
+
+def statement(
+    key_reads: Sequence[tuple[str, Read]],
+    arguments: Arguments,
+    *,
+    spliced: bool = False,
+    texts: dict[bool, list[Any]] | None = None,
+) -> Statement:
+    """The statement whose one value is the JSON text of the data object. With `texts` (a
+    plan's own dict), its text is built once for each shape of the arguments and kept
+    there: a request whose arguments have the shapes of one kept only picks its
+    parameters. The builder's text depends on the arguments' shapes alone (_shape), so
+    asking the kept text's sources in its order gives the calls the builder would make."""
+    kept = texts.setdefault(spliced, []) if texts is not None else []
+    for built in kept:
+        resolved: list[Mapping[str, Any]] = []
+        for source, shape in zip(built.sources, built.shapes, strict=True):
+            answer = arguments(source)
+            if _shape(answer) != shape:
+                break
+            resolved.append(answer)
+        else:
+            return Statement(
+                built.sql, [_at(resolved, origin) for origin in built.origins], built.markers
+            )
+    builder = _Builder(arguments, markers=[] if spliced else None)
     sql = builder.root(key_reads)
-    return sql, builder.parameters
+    markers = None if builder.markers is None else tuple(builder.markers)
+    if texts is not None and len(kept) < MAX_TEXTS_PER_PLAN:
+        kept.append(
+            _Built(
+                tuple(builder.sources),
+                tuple(builder.shapes),
+                sql,
+                tuple(builder.origins),
+                markers,
+            )
+        )
+    return Statement(sql, builder.parameters, markers)
 
 
 async def fetch_data_json(sql: str, parameters: Sequence[Any]) -> str:
@@ -680,51 +886,92 @@ _TASK_STATUSES = {status.value: status for status in TaskStatus}
 _NO_BLOCKERS: frozenset[int] = frozenset()
 
 
-def _timestamp(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _task_state(
-    task_id: int,
-    task_status: str,
-    instance_id: int,
-    database_id: int | None,
-    not_before: str | None,
-    blocked_by: list[int],
-    checks: list[Any],
-) -> TaskState:
-    statement_version, checked_version, blocking_rules, overridden_version = checks
-    check_facts = CheckFacts(
-        statement_version=statement_version,
-        checked_version=checked_version,
-        blocking_rules=tuple(blocking_rules),
-        overridden_version=overridden_version,
-    )
-    return TaskState(
-        id=task_id,
-        status=_TASK_STATUSES[task_status],
-        instance_id=instance_id,
-        database_id=database_id,
-        not_before=None if not_before is None else _timestamp(not_before),
-        blocked_by=frozenset(blocked_by) if blocked_by else _NO_BLOCKERS,
-        checks_pending=check_facts.gate is CheckGate.PENDING,
-        failed_checks=check_facts.holding_rules,
-    )
+def _stage_tasks(
+    columns: Sequence[Any],
+    blocked_by: Mapping[int, list[int]],
+    gates: dict[tuple[int, int | None, int | None], tuple[bool, tuple[str, ...]]],
+) -> tuple[TaskState, ...]:
+    """A stage's tasks from its facts, read column by column (nulls: a stage without tasks,
+    whose array_agg are null)."""
+    if columns[0] is None:
+        return ()
+    (
+        ids,
+        statuses,
+        instance_ids,
+        database_ids,
+        not_befores,
+        statement_versions,
+        checked_versions,
+        blocking_rules,
+        overridden_versions,
+    ) = columns
+    tasks = []
+    for (
+        task_id,
+        task_status,
+        instance_id,
+        database_id,
+        not_before,
+        statement_version,
+        checked_version,
+        rules,
+        overridden_version,
+    ) in zip(
+        ids,
+        statuses,
+        instance_ids,
+        database_ids,
+        not_befores,
+        statement_versions,
+        checked_versions,
+        blocking_rules,
+        overridden_versions,
+        strict=True,
+    ):
+        # Most tasks share their versions and have no blocking rule: judged once for each.
+        gate_key = (statement_version, checked_version, overridden_version) if not rules else None
+        gate = gates.get(gate_key) if gate_key is not None else None
+        if gate is None:
+            check_facts = CheckFacts(
+                statement_version=statement_version,
+                checked_version=checked_version,
+                blocking_rules=tuple(rules),
+                overridden_version=overridden_version,
+            )
+            gate = (check_facts.gate is CheckGate.PENDING, check_facts.holding_rules)
+            if gate_key is not None:
+                gates[gate_key] = gate
+        blockers = blocked_by.get(task_id)
+        # By position: half the time of keywords, for 5,000 tasks a page.
+        tasks.append(
+            TaskState(
+                task_id,
+                _TASK_STATUSES[task_status],
+                instance_id,
+                database_id,
+                None if not_before is None else datetime.fromisoformat(not_before),
+                frozenset(blockers) if blockers else _NO_BLOCKERS,
+                gate[0],
+                gate[1],
+            )
+        )
+    return tuple(tasks)
 
 
 def scheduling_decision(facts: Sequence[Any], now: datetime) -> SchedulingDecision:
     """The decision db.scheduling.decisions makes, from the facts _scheduling_facts_sql read
     (whose first item is the pipeline's id; the waiting objects after them are not read)."""
-    _pipeline_id, status, stages, running, limits = facts[:5]
+    _pipeline_id, status, stages, dependencies, running, limits = facts[:6]
+    blocked_by: dict[int, list[int]] = {}
+    gates: dict[tuple[int, int | None, int | None], tuple[bool, tuple[str, ...]]] = {}
+    for task_id, blocker_id in dependencies:
+        blocked_by.setdefault(task_id, []).append(blocker_id)
     state = PipelineState(
         status=PipelineStatus(status),
         stages=tuple(
-            StageState(
-                id=stage_id,
-                name=name,
-                tasks=tuple(_task_state(*task) for task in tasks),
-            )
-            for stage_id, name, tasks in stages
+            StageState(id=stage_id, name=name, tasks=_stage_tasks(columns, blocked_by, gates))
+            for stage_id, name, columns in stages
         ),
     )
     occupancy = Occupancy(
@@ -760,4 +1007,4 @@ def available_actions(facts: Sequence[Any], principal: Principal) -> list[TaskAc
     rules = ApprovalRules(
         developers_may_approve=developers_may_approve, creator_may_approve=creator_may_approve
     )
-    return actions_for(task, TaskAccess(principal, creator, rules))
+    return actions_for(task, TaskAccess(principal, bytes.fromhex(creator).decode(), rules))

@@ -1,10 +1,13 @@
 """The derived fields of a compiled read, filled in from the hidden facts PostgreSQL read,
 by the same `domain` functions the resolvers call; the hidden keys are removed."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from conveyor.db.compiled_reads import (
     ACCESS_KEY,
@@ -42,6 +45,16 @@ _HIDDEN = (ROW_ID_KEY, ACCESS_KEY, TYPE_KEY)
 _TASK_STATUSES = {status.value: status for status in TaskStatus}
 
 Json = dict[str, Any]
+
+#: The spliced form's markers (db.compiled_reads.Statement), found by their literal start
+#: (a pattern that does not start with one scans the text several times slower). The few
+#: with nested facts: a pipeline's scheduling facts (a last key, cut out with the comma
+#: before it) and an active stage's candidates; their facts are decoded where they start.
+_NESTED_MARKERS = re.compile(r'"#([fv])([0-9]+)" : ')
+#: The many with flat facts, an array of numbers, booleans, null and strings without "]"
+#: (statuses, kinds, the creator in hex): a task's waiting reason and actions, a stage's
+#: status and counts. `split` keeps (kind, number, facts) between the text's pieces.
+_FLAT_MARKERS = re.compile(r'\{"#([wasc])([0-9]+)" : (\[[^\]]*\])\}')
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,3 +248,123 @@ class DerivedFields:
                 action.value for action in available_actions(facts, self.principal)
             ]
         return list(actions)
+
+
+@dataclass
+class SplicedFields:
+    """The derived fields of a statement of the spliced form (db.compiled_reads.Statement),
+    spliced into PostgreSQL's text as JSON: the rest of the text is never parsed."""
+
+    markers: Sequence[tuple[str, Any]]
+    derived: DerivedFields
+    #: Per pipeline id: the objects its waiting reasons may name, by their number in the plan.
+    objects: dict[int, dict[int, dict[str, Json]]] = field(default_factory=dict)
+    #: The JSON text of each value, by its marker's kind and number and its facts' text
+    #: (many tasks share their actions, many stages their statuses).
+    texts: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    #: The waiting reasons' JSON by task id, by pipeline id and marker number.
+    waiting: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    def answer(self, text: str) -> bytes:
+        pieces: list[str] = []
+        active_stages: list[tuple[int, ActiveStage, list[Any]]] = []
+        position = 0
+        for match in _NESTED_MARKERS.finditer(text):
+            start = match.start()
+            if start < position:
+                continue  # inside facts already decoded
+            # [length, facts]: the facts' text cut out by its length, decoded alone.
+            length_end = text.index(", ", match.end())
+            facts_start = length_end + 2
+            end = facts_start + int(text[match.end() + 1 : length_end])
+            facts = orjson.loads(text[facts_start:end])
+            if text[end] != "]":
+                raise Uncovered("nested facts not of their length")
+            end += 1
+            read = self.markers[int(match.group(2))][1]
+            if match.group(1) == "f":
+                if text[start - 2 : start] != ", ":
+                    raise Uncovered("a scheduling marker not after a key")
+                pieces.append(text[position : start - 2])
+                self.scheduling_facts(read, facts)
+                position = end
+            else:
+                if text[start - 1] != "{" or text[end] != "}":
+                    raise Uncovered("an active stage's marker not alone in its object")
+                pieces.append(text[position : start - 1])
+                active_stages.append((len(pieces), read, facts))
+                pieces.append("")
+                position = end + 1
+        pieces.append(text[position:])
+        for index, _read, (stage_statuses, stages) in active_stages:
+            chosen = active_stage_index(
+                [[_TASK_STATUSES[status] for status in each] for each in stage_statuses]
+            )
+            pieces[index] = "null" if chosen is None else orjson.dumps(stages[chosen]).decode()
+        out: list[str] = []
+        value = self.value
+        for piece in pieces:
+            # [text, kind, number, facts, text, ...]: the values go where the kinds were.
+            parts = _FLAT_MARKERS.split(piece)
+            found = len(parts) // 4
+            parts[1::4] = map(value, parts[1::4], parts[2::4], parts[3::4])
+            parts[2::4] = parts[3::4] = [""] * found
+            out += parts
+        answer = "".join(out)
+        if '{"#' in answer:
+            # A marker the patterns did not take: never send it.
+            raise Uncovered("a marker left in the spliced text")
+        return answer.encode()
+
+    def waiting_texts(self, pipeline: str, number: str) -> dict[str, str]:
+        """The JSON of each waiting reason of `pipeline`'s decision for marker `number`'s
+        selection, by task id as the facts write it: worded once for each reason (many
+        tasks share theirs, e.g. a later stage's wait for the active one)."""
+        decision = self.derived.decisions.get(int(pipeline))
+        if decision is None:
+            raise Uncovered("a waiting reason without its pipeline's facts")
+        selection = self.markers[int(number)][1]
+        objects = self.objects[int(pipeline)]
+        worded: dict[int, str] = {}
+        texts = {}
+        for task_id, reason in decision.waiting.items():
+            text = worded.get(id(reason))
+            if text is None:
+                text = worded[id(reason)] = orjson.dumps(
+                    _waiting_reason(reason, selection, objects)
+                ).decode()
+            texts[str(task_id)] = text
+        return texts
+
+    def scheduling_facts(self, read: ObjectRead, facts: list[Any]) -> None:
+        self.derived.decision(facts)
+        objects = self.objects.setdefault(facts[0], {})
+        if read.waiting_objects:
+            for (number, _, _), named in zip(
+                read.waiting_objects, facts[-len(read.waiting_objects) :], strict=True
+            ):
+                objects[number] = named
+
+    def value(self, kind: str, number: str, facts: str) -> str:
+        """The JSON text of marker `number`'s value (of `kind`) from its facts' text."""
+        if kind == "w":
+            pipeline, task = facts[1:-1].split(", ")
+            texts = self.waiting.get((pipeline, number))
+            if texts is None:
+                texts = self.waiting[(pipeline, number)] = self.waiting_texts(pipeline, number)
+            return texts.get(task, "null")
+        text_key = (kind, number, facts)
+        found = self.texts.get(text_key)
+        if found is None:
+            value: Any
+            if kind == "a":
+                value = self.derived.available_actions(orjson.loads(facts))
+            else:
+                statuses = [_TASK_STATUSES[status] for status in orjson.loads(facts)]
+                value = (
+                    derive_stage_status(statuses).value
+                    if kind == "s"
+                    else _task_counts(statuses, self.markers[int(number)][1])
+                )
+            found = self.texts[text_key] = orjson.dumps(value).decode()
+        return found

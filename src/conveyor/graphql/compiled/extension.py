@@ -33,7 +33,7 @@ from strawberry.extensions import SchemaExtension
 
 from conveyor.db.compiled_reads import Uncovered, fetch_data_json, statement
 from conveyor.graphql.bounded_cache import BoundedCache
-from conveyor.graphql.compiled.derived import DerivedFields
+from conveyor.graphql.compiled.derived import DerivedFields, SplicedFields
 from conveyor.graphql.compiled.plan import Plan, arguments_of, compile_plan
 from conveyor.graphql.context import Context
 
@@ -162,16 +162,24 @@ class CompiledReads(SchemaExtension):
         plan = self.cache.plan(text, document, operation, variables, compile_for)
         if plan is None:
             return None
-        sql, parameters = statement(
-            plan.reads, lambda source: arguments_of(source, variables, context.settings)
+        built = statement(
+            plan.reads,
+            lambda source: arguments_of(source, variables, context.settings),
+            spliced=plan.spliced and bool(plan.walked),
+            texts=plan.texts,
         )
-        data_json = await fetch_data_json(sql, parameters)
+        data_json = await fetch_data_json(built.sql, built.parameters)
         # Over HTTP the view sends encoded data as it is (a WebSocket message and an
         # in-process caller get the dict they always get).
         over_http = context.response is not None
         data: Any
         if not plan.walked:
             data = EncodedData(data_json.encode()) if over_http else orjson.loads(data_json)
+        elif built.markers is not None:
+            with _no_garbage_collection():
+                derived = DerivedFields(plan, context.principal, context.loaders.now)
+                spliced = SplicedFields(built.markers, derived).answer(data_json)
+                data = EncodedData(spliced) if over_http else orjson.loads(spliced)
         else:
             with _no_garbage_collection():
                 data = orjson.loads(data_json)

@@ -69,6 +69,9 @@ _COLUMNS = {
     "Event": "sequence kind actor createdAt taskId stageId oldStatus newStatus detail",
 }
 COLUMNS = {type_name: frozenset(names.split()) for type_name, names in _COLUMNS.items()}
+#: The columns whose values are JSON a client wrote: their keys could be anything, so a read
+#: of one is never spliced (db.compiled_reads.Statement).
+_JSON_COLUMNS = frozenset({("TaskRun", "result"), ("TaskRun", "log"), ("Event", "detail")})
 
 #: The relations that stay inside one pipeline: a task below one of them takes its waiting
 #: reason from the scheduling facts read once for the object above.
@@ -113,8 +116,15 @@ class Plan:
     #: The objects (by id) whose JSON holds derived fields or hidden facts below them: only
     #: their parts are walked in Python; a plan with none passes PostgreSQL's JSON through.
     walked: frozenset[int]
+    #: Whether its derived fields are spliced into PostgreSQL's text (db.compiled_reads.
+    #: Statement): not when it reads a JSON column, nor when an active stage holds derived
+    #: fields (the spliced form reads the active stage's candidates as they are).
+    spliced: bool = False
     #: How to fill in each walked object, worked out on first use (graphql.compiled.derived).
     steps: dict[int, Any] = field(default_factory=dict, compare=False)
+    #: Its statements' texts, built once per form and shape of arguments
+    #: (db.compiled_reads.statement).
+    texts: dict[bool, list[Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -128,6 +138,8 @@ class _Compiler:
     #: their scheduling facts: (number, what, read), numbered in the whole plan.
     waiting_objects: list[tuple[int, str, ObjectRead]] = field(default_factory=list)
     waiting_objects_met: int = 0
+    #: Something the spliced form does not take (see Plan.spliced).
+    not_spliced: bool = False
 
     def plan(self) -> Plan:
         query = self.schema.query_type
@@ -141,7 +153,7 @@ class _Compiler:
             (key, self.root_field(query, details))
             for key, details in collected.grouped_field_set.items()
         )
-        return Plan(reads, frozenset(self.walked))
+        return Plan(reads, frozenset(self.walked), spliced=not self.not_spliced)
 
     def subfields(self, parent: GraphQLObjectType, details: FieldDetailsList) -> GroupedFieldSet:
         for detail in details:
@@ -257,6 +269,8 @@ class _Compiler:
                 raise Uncovered(f"arguments of {model}.{name}")
             elif name in columns:
                 fields.append((key, Column(snake_case(name))))
+                if (model, name) in _JSON_COLUMNS:
+                    self.not_spliced = True
             elif (model, name) in (("Stage", "status"), ("Stage", "taskCounts")):
                 selection = self.leaves(definition, field_details, _TASK_COUNTS)
                 fields.append((key, Derived(snake_case(name), selection)))
@@ -274,6 +288,8 @@ class _Compiler:
                     self.object_type("Stage"), field_details, inherit=True
                 )
                 fields.append((key, ActiveStage(stage)))
+                if id(stage) in self.walked:
+                    self.not_spliced = True
                 wants_scheduling = wants_scheduling or stage_wants
             else:
                 target = relation_target(model, snake_case(name))
