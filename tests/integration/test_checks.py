@@ -727,9 +727,9 @@ async def test_squawk_s_findings_are_advisory_where_they_cannot_block_and_awaite
         "prod": "PASSED",
     }
     ids = {name: int(relay.GlobalID.from_id(tasks[name]).node_id) for name in ("dev", "prod")}
-    events = {
+    events: dict[str, list[dict[str, Any]]] = {
         name: [
-            event.detail
+            event.detail or {}
             for event in await Event.filter(kind=EventKind.TASK_CHECKED, task_id=task_id).order_by(
                 "id"
             )

@@ -76,13 +76,6 @@ FROM instance i
 LEFT JOIN task t ON t.instance_id = i.id AND t.status = ANY($2::text[])
 WHERE i.id = ANY($1::int[]);
 
--- name: try_lock_instances
--- Of these instances, those whose claim lock this transaction now holds; the others are
--- being claimed on by another worker. $1 the lock namespace, $2 instance ids.
-SELECT array_agg(instance_id) AS locked
-FROM unnest($2::int[]) AS instance_id
-WHERE pg_try_advisory_xact_lock($1, instance_id);
-
 -- name: start_tasks
 -- START on tasks of one pipeline the caller holds: each task's row, a run row, a
 -- TASK_STATUS_CHANGED event, and one NOTIFY for the whole batch; with each, the statuses of
