@@ -210,7 +210,14 @@ FROM ended e;
 
 -- name: renew_leases
 -- Extend the leases this worker holds on tasks still in an occupying status; which of them a
--- person asked to cancel. $1 task ids, $2 worker, $3 lease seconds, $4 occupying statuses.
+-- person asked to cancel. The rows are locked in id order: two renewals of one worker (its
+-- heartbeat and one a notification asked for) once deadlocked, each locking the rows in the
+-- order its plan met them. $1 task ids, $2 worker, $3 lease seconds, $4 occupying statuses.
 UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
-WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
+WHERE id IN (
+    SELECT id FROM task
+    WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
+    ORDER BY id
+    FOR NO KEY UPDATE
+)
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;
