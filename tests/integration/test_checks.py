@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from strawberry import relay
 
 from conveyor.db.models import Event, Issue
 from conveyor.domain.permissions import Role
@@ -691,3 +692,59 @@ async def test_each_rule_reports_on_a_real_target_and_lets_its_near_miss_pass(
         assert rule not in found[f"{rule}: passes"], (rule, found[f"{rule}: passes"])
     # Nothing ran: every task waits in prod, for its approval or its checks.
     assert await values(server_url, database, "SELECT count(*) FROM orders") == [0]
+
+
+async def test_squawk_s_findings_are_advisory_where_they_cannot_block_and_awaited_where_they_can(
+    graphql: GraphQLClient,
+    worker: Worker,
+    server_url: str,
+    target_databases: Callable[[], Awaitable[str]],
+) -> None:
+    # dev's default policy: squawk reports warnings at most, and only errors block; prod's
+    # makes squawk's data-loss rules errors. The same statement in each draws a squawk warning.
+    names = {"dev": await target_databases(), "prod": await target_databases()}
+    catalog = await build_engine_catalog(graphql, server_url, names)
+    for database in names.values():
+        await target_fetch(server_url, database, "CREATE TABLE orders (id int, note text)")
+    statement = "CREATE INDEX orders_id ON orders (id)"
+    _, _, tasks, _ = await create(
+        graphql,
+        catalog,
+        {
+            "dev": [task_plan(catalog, "dev", "dev", statement, "SCHEMA_UPDATE")],
+            "prod": [task_plan(catalog, "prod", "prod", statement, "SCHEMA_UPDATE")],
+        },
+    )
+    rule = "require-concurrent-index-creation"
+
+    found = {
+        name: await until(graphql, tasks[name], lambda t: rule in rules_of(t), f"{name} linted")
+        for name in ("dev", "prod")
+    }
+
+    assert {name: state["checkStatus"] for name, state in found.items()} == {
+        "dev": "PASSED",
+        "prod": "PASSED",
+    }
+    ids = {name: int(relay.GlobalID.from_id(tasks[name]).node_id) for name in ("dev", "prod")}
+    events: dict[str, list[dict[str, Any]]] = {
+        name: [
+            event.detail or {}
+            for event in await Event.filter(kind=EventKind.TASK_CHECKED, task_id=task_id).order_by(
+                "id"
+            )
+        ]
+        for name, task_id in ids.items()
+    }
+    # dev: its gate was recorded on Conveyor's rules and the target's alone (no warning yet),
+    # then squawk's warning as advisory, the blocking rules untouched.
+    first, advisory = events["dev"]
+    assert first["counts"].get("WARNING", 0) == 0
+    assert "advisory" not in first
+    assert advisory["advisory"] is True
+    assert advisory["counts"]["WARNING"] >= 1
+    assert advisory["blockingRules"] == first["blockingRules"] == []
+    # prod: one record, squawk's warning in it: its gate waited for squawk.
+    [recorded] = events["prod"]
+    assert recorded["counts"]["WARNING"] >= 1
+    assert "advisory" not in recorded

@@ -148,3 +148,37 @@ async def test_a_binary_that_gives_no_report_is_a_clear_error(
         lint_sync("SELECT 1")
     with pytest.raises(SquawkUnavailable, match="squawk gave no report: something broke"):
         await lint("SELECT 1")
+
+
+def test_squawk_reports_every_rule_but_its_syntax_error_as_a_warning() -> None:
+    # What domain.check_review.linter_could_block relies on (SQUAWK_OWN_LEVELS): were squawk to
+    # report another rule as an error, a task it could block would start without waiting for it.
+    history = sorted((Path(__file__).parent / "migration_history").glob("*.sql"))
+    risky = [
+        "ALTER TABLE t DROP COLUMN c",
+        "DROP TABLE x",
+        "DROP SCHEMA s",
+        "DROP DATABASE d",
+        "TRUNCATE t CASCADE",
+        "CREATE INDEX i ON t (a)",
+        "DROP INDEX i",
+        "ALTER TABLE t ADD COLUMN c int NOT NULL",
+        "ALTER TABLE t ALTER COLUMN a TYPE bigint",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES u (id)",
+        "ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)",
+        "ALTER TABLE t RENAME COLUMN a TO b",
+        "ALTER TABLE t RENAME TO u",
+        "CREATE TABLE q (id serial PRIMARY KEY, c char(3), t timestamp, n int, s smallint)",
+        "CREATE DOMAIN d AS int CHECK (VALUE > 0)",
+        "BEGIN",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+    ]
+    scripts = [path.read_text() for path in history] + risky
+    findings = [finding for found in lint_many_sync(scripts) for finding in found]
+
+    assert len({finding.rule for finding in findings}) >= 15
+    assert {finding.rule for finding in findings if finding.level is not CheckLevel.WARNING} <= {
+        "syntax-error"
+    }

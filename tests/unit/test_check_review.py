@@ -7,11 +7,12 @@ from conveyor.domain.check_review import (
     CheckGate,
     blocking_rules,
     environment_review_policy,
+    linter_could_block,
     override_refusal,
     policy_problems,
     summarize,
 )
-from conveyor.domain.checks import CheckLevel, Finding, weigh
+from conveyor.domain.checks import CheckLevel, Finding, ReviewPolicy, weigh
 from conveyor.domain.permissions import Principal, Role
 from conveyor.domain.statuses import ApprovalPolicy, TaskStatus
 from conveyor.errors import ErrorCode
@@ -140,3 +141,53 @@ def test_a_summary_counts_levels_and_names_blocked_and_pending_tasks() -> None:
 
     assert (summary.errors, summary.warnings, summary.notices) == (1, 1, 1)
     assert (summary.blocked_task_ids, summary.pending_task_ids) == ((1,), (3,))
+
+
+def _open(levels: dict[str, str | None], blocking: str | None) -> ReviewPolicy:
+    """The policy of an environment without approvals, with `levels` and `blocking`."""
+    return environment_review_policy(ApprovalPolicy.AUTOMATIC, levels, blocking)
+
+
+@pytest.mark.parametrize(
+    ("policy", "could_block"),
+    [
+        # Default policies: squawk's own levels are at most WARNING outside its syntax-error
+        # (off); only a protected environment's data-loss rules of squawk's are errors.
+        (_open({}, None), False),
+        (environment_review_policy(ApprovalPolicy.MANUAL, {}, None), True),
+        # Blocking from WARNING: any rule squawk reports at its own level would block.
+        (_open({}, "WARNING"), True),
+        # One squawk rule raised to ERROR.
+        (_open({"renaming-column": "ERROR"}, None), True),
+        # squawk's syntax-error turned back on: squawk reports it as an error.
+        (_open({"syntax-error": "ERROR"}, None), True),
+        # A name that is not one of Conveyor's own rules may be squawk's (or its absence).
+        (_open({"linter-unavailable": "ERROR"}, None), True),
+        (_open({"some-new-rule": "ERROR"}, None), True),
+        # Conveyor's own rules and the target's block without squawk: they do not make it block.
+        (
+            environment_review_policy(
+                ApprovalPolicy.AUTOMATIC,
+                {"truncate": "ERROR", "target-connection": "ERROR", "dry-run": "ERROR"},
+                None,
+            ),
+            False,
+        ),
+        # A protected environment whose squawk data-loss rules are lowered.
+        (
+            environment_review_policy(
+                ApprovalPolicy.MANUAL,
+                dict.fromkeys(("ban-drop-column", "ban-drop-table", "ban-drop-schema"), "WARNING"),
+                None,
+            ),
+            False,
+        ),
+        # syntax-error unnamed (a policy built without the defaults): squawk's own ERROR.
+        (ReviewPolicy({}, blocking=CheckLevel.ERROR), True),
+        (ReviewPolicy({"syntax-error": None}, blocking=CheckLevel.ERROR), False),
+    ],
+)
+def test_whether_squawk_s_findings_could_block_a_task_under_a_policy(
+    policy: ReviewPolicy, could_block: bool
+) -> None:
+    assert linter_could_block(policy) is could_block

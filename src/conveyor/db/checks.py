@@ -275,6 +275,68 @@ async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
         )
 
 
+async def record_advisory_findings(
+    added: Sequence[tuple[CheckOutcome, Sequence[tuple[CheckSource, Finding]]]],
+) -> None:
+    """Add findings that cannot block to checks `record_checks` kept (each outcome as it was
+    recorded, with what to add to it), and tell subscribers, in one transaction; a task edited
+    or rechecked meanwhile is left alone. Its blocking rules stay: the gate was decided."""
+    if not added:
+        return
+    async with in_transaction() as connection:
+        # KEY SHARE on the tasks: a recheck (FOR UPDATE) waits for this, the runner's status
+        # changes do not; no pipeline lock, which claims would have to skip.
+        rows = await connection.execute_query_dict(
+            """
+            SELECT t.id, t.stage_id, t.pipeline_id, p.issue_id
+            FROM task t JOIN pipeline p ON p.id = t.pipeline_id
+            JOIN unnest($1::int[], $2::int[]) AS c (id, version) ON c.id = t.id
+            WHERE t.statement_version = c.version AND t.checked_version = c.version
+            ORDER BY t.id
+            FOR KEY SHARE OF t
+            """,
+            [
+                [outcome.task_id for outcome, _ in added],
+                [outcome.statement_version for outcome, _ in added],
+            ],
+        )
+        current = {row["id"]: row for row in rows}
+        kept = [(outcome, found) for outcome, found in added if outcome.task_id in current]
+        await _insert_findings(
+            connection,
+            [
+                (outcome.task_id, outcome.statement_version, source, finding, None)
+                for outcome, found in kept
+                for source, finding in found
+            ],
+        )
+        await record_events(
+            connection,
+            CHECKER_ACTOR,
+            [
+                NewEvent(
+                    EventKind.TASK_CHECKED,
+                    issue_id=current[outcome.task_id]["issue_id"],
+                    pipeline_id=current[outcome.task_id]["pipeline_id"],
+                    stage_id=current[outcome.task_id]["stage_id"],
+                    task_id=outcome.task_id,
+                    detail={
+                        **_checked_detail(
+                            CheckOutcome(
+                                outcome.task_id,
+                                outcome.statement_version,
+                                [*outcome.findings, *found],
+                                outcome.blocking_rules,
+                            )
+                        ),
+                        "advisory": True,
+                    },
+                )
+                for outcome, found in kept
+            ],
+        )
+
+
 def _checked_detail(outcome: CheckOutcome) -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
     for _, finding in outcome.findings:

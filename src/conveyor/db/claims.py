@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.models import Database, Instance, Task, TaskRun
 from conveyor.db.queries import RUNNER
-from conveyor.db.scheduling import instances_of, occupancy, start_candidates
+from conveyor.db.scheduling import instances_of, occupancy, start_candidates_locking
 from conveyor.db.task_status import (
     HeldTask,
     StatusChange,
@@ -129,15 +129,15 @@ async def _start_in_held_pipeline(
 ) -> tuple[list[ClaimedTask], bool]:
     """START up to `limit` tasks that scheduling allows in an OPEN pipeline this transaction
     holds locked; and whether another worker's claim lock on an instance made this skip some."""
-    state = await start_candidates(connection, pipeline_id, PipelineStatus.OPEN, _STARTABLE)
+    # The candidates and their instances' claim locks in one statement, the occupancy read
+    # after it (a statement started once the locks are held sees every claim committed).
+    state, instances = await start_candidates_locking(
+        connection, pipeline_id, PipelineStatus.OPEN, _STARTABLE, _INSTANCE_CLAIM_LOCK
+    )
     tasks = {task.id: task for stage in state.stages for task in stage.tasks}
     wanted = sorted({task.instance_id for task in tasks.values() if task.status in _STARTABLE})
     if not wanted:
         return [], False
-    locked = await connection.execute_query_dict(
-        RUNNER["try_lock_instances"], [_INSTANCE_CLAIM_LOCK, wanted]
-    )
-    instances = set(locked[0]["locked"] or ())
     if not instances:
         return [], True
     cluster = await occupancy(instances_of([state]), connection)

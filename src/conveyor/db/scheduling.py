@@ -81,15 +81,55 @@ async def start_candidates(
     `start_candidates` in sql/runner.sql). `decide` on it starts what it would start on the
     whole pipeline: every task left out is one it would not start and that takes no slot."""
     rows = await connection.execute_query_dict(
-        RUNNER["start_candidates"],
-        [
-            pipeline_id,
-            sorted(FINISHED_TASK_STATUSES),
-            sorted(startable),
-            sorted(OCCUPYING_STATUSES),
-            sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
-        ],
+        RUNNER["start_candidates"], _candidates_parameters(pipeline_id, startable)
     )
+    return _candidates_state(rows, status)
+
+
+#: `start_candidates`, and the claim locks (`pg_try_advisory_xact_lock($6, instance)`) of the
+#: instances they run on that this transaction now holds, in the same statement: the
+#: candidates are read under the pipeline's lock, which the caller holds already, so that
+#: only the instances' occupancy has to be read after the locks (a statement of its own).
+_CANDIDATES_AND_CLAIM_LOCKS = f"""
+WITH candidates AS ({RUNNER["start_candidates"]})
+SELECT c.*, (
+    SELECT array_agg(i.instance_id)
+    FROM (SELECT DISTINCT instance_id FROM candidates) AS i
+    WHERE pg_try_advisory_xact_lock($6, i.instance_id)
+) AS locked_instances
+FROM candidates c
+ORDER BY c.id
+"""
+
+
+async def start_candidates_locking(
+    connection: BaseDBAsyncClient,
+    pipeline_id: int,
+    status: PipelineStatus,
+    startable: Iterable[TaskStatus],
+    lock_namespace: int,
+) -> tuple[PipelineState, set[int]]:
+    """`start_candidates`, and which of their instances' claim locks (advisory, transaction
+    scoped, in `lock_namespace`) this transaction took: the others are another claimer's."""
+    rows = await connection.execute_query_dict(
+        _CANDIDATES_AND_CLAIM_LOCKS,
+        [*_candidates_parameters(pipeline_id, startable), lock_namespace],
+    )
+    locked = set(rows[0]["locked_instances"] or ()) if rows else set()
+    return _candidates_state(rows, status), locked
+
+
+def _candidates_parameters(pipeline_id: int, startable: Iterable[TaskStatus]) -> list[Any]:
+    return [
+        pipeline_id,
+        sorted(FINISHED_TASK_STATUSES),
+        sorted(startable),
+        sorted(OCCUPYING_STATUSES),
+        sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
+    ]
+
+
+def _candidates_state(rows: list[dict[str, Any]], status: PipelineStatus) -> PipelineState:
     if not rows:
         return PipelineState(status=status, stages=())
     stage = StageState(

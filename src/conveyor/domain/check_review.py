@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from conveyor.domain.checks import (
+    OWN_RULES,
     CheckLevel,
     Finding,
     ReviewPolicy,
@@ -29,6 +30,15 @@ TARGET_PRIVILEGE = "target-privilege"
 #: A dry run's outcome.
 DRY_RUN = "dry-run"
 TARGET_RULES = (TARGET_CONNECTION, TARGET_DATABASE_MISSING, TARGET_PRIVILEGE)
+
+#: The level squawk gives each rule of its own that it reports: "Error" for its `syntax-error`,
+#: "Warning" for every other (squawk 2.70; tests/integration/test_squawk.py holds the installed
+#: binary to it). A policy that does not name a squawk rule leaves it at this level.
+SQUAWK_SYNTAX_ERROR = "syntax-error"
+SQUAWK_OWN_LEVEL = CheckLevel.WARNING
+SQUAWK_OWN_LEVELS: Mapping[str, CheckLevel] = {SQUAWK_SYNTAX_ERROR: CheckLevel.ERROR}
+#: Rules that are never squawk's: every other name a policy sets may be one of squawk's.
+_NOT_SQUAWK = frozenset((*OWN_RULES, *TARGET_RULES, DRY_RUN))
 
 #: The most characters an override's reason may have.
 OVERRIDE_REASON_MAX_LENGTH = 1_000
@@ -141,6 +151,24 @@ def review_policy_of(environment: _EnvironmentRow) -> ReviewPolicy:
     return environment_review_policy(
         environment.approval_policy, environment.review_levels, environment.review_blocking_level
     )
+
+
+def linter_could_block(policy: ReviewPolicy) -> bool:
+    """Whether any finding squawk could report (or its absence: `linter-unavailable`) would
+    block a task under `policy`: a rule the policy names at its blocking level or worse (any
+    name that is not one of Conveyor's own rules counts as squawk's), or a rule it does not
+    name at squawk's own level.
+
+    When none could, squawk's findings cannot change whether the task may run: its checks'
+    gate is decided by Conveyor's own rules and the target's, and squawk's findings, recorded
+    after them, are advisory. When one could, the gate waits for squawk too."""
+    named = (
+        level
+        for rule, level in policy.levels.items()
+        if rule not in _NOT_SQUAWK and level is not None
+    )
+    unnamed = (level for rule, level in SQUAWK_OWN_LEVELS.items() if rule not in policy.levels)
+    return any(level.at_least(policy.blocking) for level in (*named, *unnamed, SQUAWK_OWN_LEVEL))
 
 
 def blocking_rules(findings: Sequence[Finding], policy: ReviewPolicy) -> tuple[str, ...]:

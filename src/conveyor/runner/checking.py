@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +19,7 @@ from conveyor.db import checks
 from conveyor.db.checks import CheckOutcome, TaskToCheck
 from conveyor.db.issues import validated_plan
 from conveyor.db.outages import Outage
-from conveyor.domain.check_review import CheckSource, blocking_rules
+from conveyor.domain.check_review import CheckSource, blocking_rules, linter_could_block
 from conveyor.domain.checks import CheckLevel, Finding, check_statement, weigh
 from conveyor.domain.permissions import Principal
 from conveyor.domain.plan import IssuePlan
@@ -39,8 +39,14 @@ DRY_RUN_BATCH = 4
 #: Targets asked at once during a round.
 TARGETS_AT_ONCE = 8
 LINTER_UNAVAILABLE = "linter-unavailable"
+#: Statements of a round under this many characters in all are checked on the event loop.
+INLINE_CHECK_CHARACTERS = 2_000
 #: Sessions the checks keep open on one instance.
 SESSIONS_PER_INSTANCE = TARGETS_AT_ONCE
+
+
+#: squawk's findings on each task of a round (in order), and the notice that it could not run.
+_Linted = tuple[list[tuple[Finding, ...]], Finding | None]
 
 
 class Checker:
@@ -83,11 +89,42 @@ class Checker:
                 wait.cancel()
 
     async def check_round(self) -> int:
-        """Check one batch of due tasks; how many were checked."""
+        """Check one batch of due tasks; how many were checked.
+
+        Tasks whose policy lets no finding of squawk's block them (domain.check_review.
+        linter_could_block) are recorded first, on Conveyor's own rules and the target's, so
+        that they may start without waiting for squawk's process; squawk's findings on them
+        follow as advisory. The others are recorded once squawk has run too."""
         held = await checks.claim_tasks_to_check(self._lease, CHECK_BATCH)
         if not held:
             return 0
-        statement_findings = await self._statement_findings(held)
+        gated = [task for task in held if linter_could_block(task.policy)]
+        advisory = [task for task in held if not linter_could_block(task.policy)]
+        if not advisory:
+            await self._check(gated, *await self._linted(gated))
+            return len(held)
+        # squawk runs meanwhile, one process over the whole batch.
+        linting = asyncio.create_task(self._linted(held))
+        try:
+            recorded = await self._check(advisory, [() for _ in advisory], None)
+            lint_findings, unavailable = await linting
+        finally:
+            linting.cancel()
+        by_task = dict(zip((task.task_id for task in held), lint_findings, strict=True))
+        if gated:
+            await self._check(gated, [by_task[task.task_id] for task in gated], unavailable)
+        await self._record_advisory(advisory, recorded, by_task, unavailable)
+        return len(held)
+
+    async def _check(
+        self,
+        held: Sequence[TaskToCheck],
+        lint_findings: Sequence[tuple[Finding, ...]],
+        unavailable: Finding | None,
+    ) -> list[CheckOutcome]:
+        """Record `held`'s checks, with squawk's findings on each (`unavailable`: the notice
+        that squawk could not run)."""
+        statement_findings = await self._statement_findings(held, lint_findings, unavailable)
         target_findings = await self._target_findings(held)
         outcomes = []
         for task, from_statement, from_target in zip(
@@ -107,11 +144,33 @@ class Checker:
                 )
             )
         await checks.record_checks(outcomes)
-        return len(held)
+        return outcomes
 
-    async def _statement_findings(self, held: Sequence[TaskToCheck]) -> list[tuple[Finding, ...]]:
+    async def _record_advisory(
+        self,
+        held: Sequence[TaskToCheck],
+        recorded: Sequence[CheckOutcome],
+        lint_by_task: Mapping[int, tuple[Finding, ...]],
+        unavailable: Finding | None,
+    ) -> None:
+        """Add squawk's findings (weighed by each task's policy) to checks recorded without
+        them; the blocking rules stay those recorded."""
+        added = []
+        for task, outcome in zip(held, recorded, strict=True):
+            found = weigh(lint_by_task[task.task_id], task.policy)
+            if unavailable is not None:
+                found = (*found, unavailable)
+            if blocking_rules(found, task.policy):
+                # linter_could_block said none could: a squawk that reports a level it did not.
+                logger.warning("task %s: squawk's findings would block it", task.task_id)
+            if found:
+                added.append((outcome, [(CheckSource.STATEMENT, finding) for finding in found]))
+        await checks.record_advisory_findings(added)
+
+    async def _linted(self, held: Sequence[TaskToCheck]) -> "_Linted":
+        """squawk's findings on each task's statement, and the notice that squawk could not be
+        run (None when it ran)."""
         scripts = [task.statement for task in held if task.statement is not None]
-        unavailable: Finding | None = None
         try:
             linted = iter(await squawk.lint_many(scripts)) if scripts else iter(())
         except squawk.SquawkUnavailable as error:
@@ -125,18 +184,32 @@ class Checker:
                 None,
                 f"README.md#{LINTER_UNAVAILABLE}",
             )
-            linted = iter(() for _ in scripts)
+            return [() for _ in held], unavailable
+        return [() if task.statement is None else next(linted) for task in held], None
+
+    async def _statement_findings(
+        self,
+        held: Sequence[TaskToCheck],
+        lint_findings: Iterable[tuple[Finding, ...]],
+        unavailable: Finding | None,
+    ) -> list[tuple[Finding, ...]]:
+        linted = iter(lint_findings)
 
         def weigh_all() -> list[tuple[Finding, ...]]:
             found: list[tuple[Finding, ...]] = []
             for task in held:
+                from_linter = next(linted)
                 if task.statement is None:
                     found.append(())
                     continue
-                own = check_statement(task.statement, task.type, task.policy, next(linted))
+                own = check_statement(task.statement, task.type, task.policy, from_linter)
                 found.append(own if unavailable is None else (*own, unavailable))
             return found
 
+        if sum(len(task.statement or "") for task in held) < INLINE_CHECK_CHARACTERS:
+            # A few small statements parse in well under a millisecond: a thread's hand-off
+            # would cost more than it spares the event loop.
+            return weigh_all()
         # Parsing a large batch takes a while: off the event loop, which serves the API too.
         return await asyncio.to_thread(weigh_all)
 

@@ -601,27 +601,80 @@ async def _apply_in_transaction(
     statements: Sequence[Statement],
     checksum: str,
 ) -> Outcome:
-    async with connection.transaction():
-        # The history row goes in before the change. A second attempt of the same task waits
-        # on it until this transaction ends, then finds it committed (applied: skip) or gone
-        # (rolled back: apply), so the change never applies twice. The wait happens before
-        # lock_timeout is set: a live earlier attempt is bounded by its own statement_timeout.
-        try:
+    # The history row goes in before the change. A second attempt of the same task waits on
+    # it until this transaction ends, then finds it committed (applied: skip) or gone (rolled
+    # back: apply), so the change never applies twice. The wait happens before lock_timeout
+    # is set: a live earlier attempt is bounded by its own statement_timeout.
+    #
+    # BEGIN, the history row and the two timeouts go in one round trip (one simple query):
+    # the timeouts are set by the insert's RETURNING, so only once its row is in (after any
+    # wait on an earlier attempt's), and, being transaction-local, only for this transaction.
+    # The values are ours (a UUID, integers, a hex digest), written as literals.
+    try:
+        tag = await connection.execute(_begin_and_record(change, checksum))
+    except asyncpg.UndefinedTableError as error:
+        await _roll_back(connection)
+        raise _HistoryMissing(error) from error
+    except BaseException:
+        await _roll_back(connection)
+        raise
+    try:
+        if tag != "INSERT 0 1":
+            # Not recorded: the change (or a row of it from before installations were told
+            # apart) is there already.
             applied = await _applied_change(connection, change)
-            if applied is None:
-                recorded = await connection.fetchval(
-                    _RECORD_CHANGE, *_history_row(change, checksum, transactional=True)
-                )
-                if not recorded:
-                    applied = await _applied_change(connection, change)
-                    assert applied is not None  # the insert conflicted with it
-        except asyncpg.UndefinedTableError as error:
-            raise _HistoryMissing(error) from error
-        if applied is not None:
+            assert applied is not None  # the insert conflicted with it, or was kept out by it
+            await connection.execute("ROLLBACK")  # nothing was written
             return _already_applied(run, applied, checksum)
-        await _set_timeouts(connection, run, change, "LOCAL ")
+        for setting, milliseconds in _timeouts(change):
+            # Logged as the statement it amounts to (set_config(..., true) is SET LOCAL).
+            entry = run.note("statement", f"SET LOCAL {setting} = '{milliseconds}ms'")
+            entry["statusTag"] = "SET"
+            entry["durationMs"] = 0.0
+            run.tell(entry)
         result = await _run_statements(connection, run, statements)
+        await connection.execute("COMMIT")
+    except BaseException:
+        await _roll_back(connection)
+        raise
     return run.succeeded(result)
+
+
+def _timeouts(change: Change) -> tuple[tuple[str, int], ...]:
+    return (
+        ("lock_timeout", int(change.lock_timeout_ms)),
+        ("statement_timeout", int(change.statement_timeout_ms)),
+    )
+
+
+def _begin_and_record(change: Change, checksum: str) -> str:
+    """BEGIN and the change's history row (with its timeouts), as one simple query: its tag is
+    `INSERT 0 1` when the row went in, `INSERT 0 0` when the change was applied already."""
+    installation = str(uuid.UUID(str(change.installation)))
+    if not all(c in "0123456789abcdef" for c in checksum):
+        raise ValueError("a checksum is a hex digest")
+    task_id, attempt = int(change.task_id), int(change.attempt)
+    settings = ", ".join(
+        f"set_config('{setting}', '{milliseconds}ms', true)"
+        for setting, milliseconds in _timeouts(change)
+    )
+    return (
+        "BEGIN; "
+        "INSERT INTO conveyor.change_history "
+        "(installation, task_id, attempt, checksum, transactional) "
+        f"SELECT '{installation}'::uuid, {task_id}, {attempt}, '{checksum}', true "
+        "WHERE NOT EXISTS (SELECT FROM conveyor.change_history "
+        f"WHERE task_id = {task_id} AND installation IS NULL) "
+        f"ON CONFLICT (installation, task_id) DO NOTHING RETURNING {settings}"
+    )
+
+
+async def _roll_back(connection: _Connection) -> None:
+    """End the transaction this module began, if the session is still in one. A session that
+    cannot roll back is left in its transaction, and so is not reused (runner.sessions)."""
+    if not connection.is_closed() and connection.is_in_transaction():
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await connection.execute("ROLLBACK")
 
 
 async def _apply_outside_transaction(

@@ -76,13 +76,6 @@ FROM instance i
 LEFT JOIN task t ON t.instance_id = i.id AND t.status = ANY($2::text[])
 WHERE i.id = ANY($1::int[]);
 
--- name: try_lock_instances
--- Of these instances, those whose claim lock this transaction now holds; the others are
--- being claimed on by another worker. $1 the lock namespace, $2 instance ids.
-SELECT array_agg(instance_id) AS locked
-FROM unnest($2::int[]) AS instance_id
-WHERE pg_try_advisory_xact_lock($1, instance_id);
-
 -- name: start_tasks
 -- START on tasks of one pipeline the caller holds: each task's row, a run row, a
 -- TASK_STATUS_CHANGED event, and one NOTIFY for the whole batch; with each, the statuses of
@@ -217,7 +210,14 @@ FROM ended e;
 
 -- name: renew_leases
 -- Extend the leases this worker holds on tasks still in an occupying status; which of them a
--- person asked to cancel. $1 task ids, $2 worker, $3 lease seconds, $4 occupying statuses.
+-- person asked to cancel. The rows are locked in id order: two renewals of one worker (its
+-- heartbeat and one a notification asked for) once deadlocked, each locking the rows in the
+-- order its plan met them. $1 task ids, $2 worker, $3 lease seconds, $4 occupying statuses.
 UPDATE task SET lease_expires_at = now() + $3 * interval '1 second'
-WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
+WHERE id IN (
+    SELECT id FROM task
+    WHERE id = ANY($1::int[]) AND lease_owner = $2 AND status = ANY($4::text[])
+    ORDER BY id
+    FOR NO KEY UPDATE
+)
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested;
