@@ -85,6 +85,8 @@ CONNECT_WAIT_SECONDS = 900.0
 #: Subscribers of the burst's pipeline: a few open pages.
 BURST_SUBSCRIBERS = 10
 _SEQUENCE = re.compile(rb'"sequence":(\d+)')
+#: The environment variable that gives client processes their scheduling policy.
+CLIENT_SCHEDULING = "CONVEYOR_BENCH_CLIENT_SCHEDULING"
 
 
 def subscription(selection: str) -> str:
@@ -412,6 +414,8 @@ class Result:
     rss: int
     client_cpu: float
     server_cpu: float
+    #: The server's involuntary context switches per sample (preempted by another process).
+    preempted: float
     burst_latencies: list[float] = field(default_factory=list)
     burst_seconds: float = 0.0
 
@@ -440,23 +444,29 @@ async def measure(
         # Every subscriber has caught up and is live once this reaches them all (the server
         # may still be starting the last subscriptions when the clients have sent them).
         await clients.delivered((await change(main_task.id))[0], CONNECT_WAIT_SECONDS)
+        profiler = _profile(server, args.profile, f"{count}-{selection}")
         started = time.monotonic()
         server_cpu_before = sum(server.cpu_times()[:2])
+        switches_before = server.num_ctx_switches().involuntary
         client_cpu_before = clients.cpu_seconds()
         latencies = await latencies_of(clients, main_task.id, args.samples)
         wall = time.monotonic() - started
+        _stop_profile(profiler)
         server_cpu = (sum(server.cpu_times()[:2]) - server_cpu_before) / wall
+        preempted = (server.num_ctx_switches().involuntary - switches_before) / args.samples
         # The busiest client process's share of one core while the samples were taken.
         client_cpu = max(
             (after - before) / wall
             for before, after in zip(client_cpu_before, clients.cpu_seconds(), strict=True)
         )
         rss = server.memory_info().rss
-        result = Result(count, selection, latencies, rss, client_cpu, server_cpu)
+        result = Result(count, selection, latencies, rss, client_cpu, server_cpu, preempted)
         if burst_clients is not None:
             burst_started = time.monotonic()
+            profiler = _profile(server, args.profile, f"{count}-{selection}-burst")
             last = await burst(burst_task, args.burst)
             result.burst_latencies = await latencies_of(clients, main_task.id, args.samples)
+            _stop_profile(profiler)
             await burst_clients.delivered(last)
             result.burst_seconds = time.monotonic() - burst_started
     finally:
@@ -464,6 +474,38 @@ async def measure(
         if burst_clients is not None:
             await burst_clients.close()
     return result
+
+
+def _profile(
+    server: psutil.Process, directory: str | None, name: str
+) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the server (raw, 200 Hz) into `directory`, if asked for."""
+    if directory is None:
+        return None
+    os.makedirs(directory, exist_ok=True)
+    profiler = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(server.pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            os.path.join(directory, f"{name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return profiler
+
+
+def _stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 async def seed(key: str) -> dict[str, Task]:
@@ -528,7 +570,18 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="client processes")
     parser.add_argument("--selections", nargs="+", default=["status", "rich"], choices=SELECTIONS)
     parser.add_argument("--burst", type=int, default=0, help="events of the burst; 0: none")
+    parser.add_argument(
+        "--client-scheduling",
+        choices=("batch", "normal"),
+        default="batch",
+        help="the client processes' scheduling policy (batch: a client woken by a message "
+        "does not preempt the server; see bench/README)",
+    )
+    parser.add_argument(
+        "--profile", help="a directory: py-spy records the server while each case is sampled"
+    )
     args = parser.parse_args()
+    os.environ[CLIENT_SCHEDULING] = args.client_scheduling
     conveyor_db = f"conveyor_bench_live_{uuid.uuid4().hex[:8]}"
     await admin_fetch(f'CREATE DATABASE "{conveyor_db}"')
     database_url = with_database(server_url(), conveyor_db)
@@ -590,15 +643,15 @@ async def main() -> None:
 
     print(
         "| subscribers | selection | commit → delivery p50 | p99 | server RSS | server CPU "
-        "| busiest client CPU |"
+        "| busiest client CPU | server preempted per event |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for result in results:
         print(
             f"| {result.subscribers:,} | {result.selection} "
             f"| {statistics.median(result.latencies):.1f} ms "
             f"| {percentile(result.latencies, 0.99):.1f} ms | {result.rss / 2**20:.0f} MiB "
-            f"| {result.server_cpu:.0%} | {result.client_cpu:.0%} |"
+            f"| {result.server_cpu:.0%} | {result.client_cpu:.0%} | {result.preempted:,.0f} |"
         )
     if args.burst:
         print(f"\nDuring a burst of {args.burst:,} events on another pipeline:\n")
@@ -615,6 +668,10 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--client"]:
+        if os.environ.get(CLIENT_SCHEDULING) == "batch":
+            # Stand-ins for browsers on other machines: a client woken by a message waits for
+            # the server's time slice to end instead of preempting it, message by message.
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         url, token, selection, pipeline, after, count = sys.argv[2:8]
         uvloop.run(run_client(url, token, selection, pipeline, int(after), int(count)))
     else:
