@@ -5,6 +5,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,10 @@ async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothi
         await asyncio.sleep(4)
         received: list[int] = []
         closing: dict[str, Any] = {}
+        # Pings alone would keep the loop below going forever: the closing has its deadline.
+        deadline = time.monotonic() + 60
         while not closing:
+            assert time.monotonic() < deadline, f"not closed as too slow; received {received}"
             message = json.loads(await asyncio.wait_for(slow.recv(), MESSAGE_WAIT_SECONDS))
             if message["type"] == "ping":
                 continue
