@@ -98,8 +98,10 @@ class Checker:
         held = await checks.claim_tasks_to_check(self._lease, CHECK_BATCH)
         if not held:
             return 0
-        gated = [task for task in held if linter_could_block(task.policy)]
-        advisory = [task for task in held if not linter_could_block(task.policy)]
+        gated: list[TaskToCheck] = []
+        advisory: list[TaskToCheck] = []
+        for task in held:
+            (gated if linter_could_block(task.policy) else advisory).append(task)
         if not advisory:
             await self._check(gated, *await self._linted(gated))
             return len(held)
