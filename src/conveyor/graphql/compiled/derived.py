@@ -51,10 +51,11 @@ Json = dict[str, Any]
 #: with nested facts: a pipeline's scheduling facts (a last key, cut out with the comma
 #: before it) and an active stage's candidates; their facts are decoded where they start.
 _NESTED_MARKERS = re.compile(r'"#([fv])([0-9]+)" : ')
-#: The many with flat facts, an array of numbers, booleans, null and strings without "]"
-#: (statuses, kinds, the creator in hex): a task's waiting reason and actions, a stage's
-#: status and counts. `split` keeps (kind, number, facts) between the text's pieces.
-_FLAT_MARKERS = re.compile(r'\{"#([wasc])([0-9]+)" : (\[[^\]]*\])\}')
+#: The many with flat facts, a number or an array of numbers, booleans, null and strings
+#: without "]" (statuses, kinds), and what the key carries after its number: a task's
+#: waiting reason and actions, a stage's status and counts. `split` keeps (kind, number,
+#: the key's rest, facts) between the text's pieces.
+_FLAT_MARKERS = re.compile(r'\{"#([wasc])([0-9]+)([^"]*)" : (\[[^\]]*\]|[0-9]+)\}')
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,6 +251,19 @@ class DerivedFields:
         return list(actions)
 
 
+def _stage_access_facts(key_rest: str) -> list[Any]:
+    """The stage's part of a task's access facts from the text its marker's key carries
+    (db.compiled_reads._stage_access_facts_sql), as the hidden-keys form reads them."""
+    _, pipeline_status, creator, developers_may_approve, creator_may_approve = key_rest.split(":")
+    booleans = {"true": True, "false": False, "": None}
+    return [
+        pipeline_status or None,
+        creator,
+        booleans[developers_may_approve],
+        booleans[creator_may_approve],
+    ]
+
+
 @dataclass
 class SplicedFields:
     """The derived fields of a statement of the spliced form (db.compiled_reads.Statement),
@@ -306,9 +320,9 @@ class SplicedFields:
         for piece in pieces:
             # [text, kind, number, facts, text, ...]: the values go where the kinds were.
             parts = _FLAT_MARKERS.split(piece)
-            found = len(parts) // 4
-            parts[1::4] = map(value, parts[1::4], parts[2::4], parts[3::4])
-            parts[2::4] = parts[3::4] = [""] * found
+            found = len(parts) // 5
+            parts[1::5] = map(value, parts[1::5], parts[2::5], parts[3::5], parts[4::5])
+            parts[2::5] = parts[3::5] = parts[4::5] = [""] * found
             out += parts
         answer = "".join(out)
         if '{"#' in answer:
@@ -345,20 +359,23 @@ class SplicedFields:
             ):
                 objects[number] = named
 
-    def value(self, kind: str, number: str, facts: str) -> str:
-        """The JSON text of marker `number`'s value (of `kind`) from its facts' text."""
+    def value(self, kind: str, number: str, key_rest: str, facts: str) -> str:
+        """The JSON text of marker `number`'s value (of `kind`) from its facts' text and
+        what its key carries after the number (db.compiled_reads.Statement)."""
         if kind == "w":
-            pipeline, task = facts[1:-1].split(", ")
+            pipeline = key_rest[1:]
             texts = self.waiting.get((pipeline, number))
             if texts is None:
                 texts = self.waiting[(pipeline, number)] = self.waiting_texts(pipeline, number)
-            return texts.get(task, "null")
-        text_key = (kind, number, facts)
+            return texts.get(facts, "null")
+        text_key = (kind, number, key_rest + facts)
         found = self.texts.get(text_key)
         if found is None:
             value: Any
             if kind == "a":
-                value = self.derived.available_actions(orjson.loads(facts))
+                value = self.derived.available_actions(
+                    [*orjson.loads(facts), *_stage_access_facts(key_rest)]
+                )
             else:
                 statuses = [_TASK_STATUSES[status] for status in orjson.loads(facts)]
                 value = (
