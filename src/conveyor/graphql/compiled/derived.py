@@ -53,9 +53,11 @@ Json = dict[str, Any]
 _NESTED_MARKERS = re.compile(r'"#([fv])([0-9]+)" : ')
 #: The many with flat facts, a number or an array of numbers, booleans, null and strings
 #: without "]" (statuses, kinds), and what the key carries after its number: a task's
-#: waiting reason and actions, a stage's status and counts. `split` keeps (kind, number,
-#: the key's rest, facts) between the text's pieces.
-_FLAT_MARKERS = re.compile(r'\{"#([wasc])([0-9]+)([^"]*)" : (\[[^\]]*\]|[0-9]+)\}')
+#: waiting reason and actions, a stage's status and counts. `split` keeps each marker's text
+#: (from "#" to the facts' end) between the text's pieces: most repeat one already met, and
+#: are looked up whole; _FLAT_MARKER_PARTS takes a new one apart.
+_FLAT_MARKERS = re.compile(r'\{"(#[wasc][0-9]+[^"]*" : (?:\[[^\]]*\]|[0-9]+))\}')
+_FLAT_MARKER_PARTS = re.compile(r'#([wasc])([0-9]+)([^"]*)" : (.*)', re.DOTALL)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,11 +275,11 @@ class SplicedFields:
     derived: DerivedFields
     #: Per pipeline id: the objects its waiting reasons may name, by their number in the plan.
     objects: dict[int, dict[int, dict[str, Json]]] = field(default_factory=dict)
-    #: The JSON text of each value, by its marker's kind and number and its facts' text
-    #: (many tasks share their actions, many stages their statuses).
-    texts: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    #: The waiting reasons' JSON by task id, by pipeline id and marker number.
-    waiting: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    #: The JSON text of each value by its marker's text (many tasks share their actions,
+    #: many stages their statuses; a pipeline's waiting reasons are worded at once).
+    texts: dict[str, str] = field(default_factory=dict)
+    #: The (pipeline id, marker number) whose waiting reasons are in `texts`.
+    worded: set[tuple[str, str]] = field(default_factory=set)
 
     def answer(self, text: str) -> bytes:
         pieces: list[str] = []
@@ -316,13 +318,11 @@ class SplicedFields:
             )
             pieces[index] = "null" if chosen is None else orjson.dumps(stages[chosen]).decode()
         out: list[str] = []
-        value = self.value
+        texts, value = self.texts, self.value
         for piece in pieces:
-            # [text, kind, number, facts, text, ...]: the values go where the kinds were.
+            # [text, marker, text, marker, ..., text]: the values go where the markers were.
             parts = _FLAT_MARKERS.split(piece)
-            found = len(parts) // 5
-            parts[1::5] = map(value, parts[1::5], parts[2::5], parts[3::5], parts[4::5])
-            parts[2::5] = parts[3::5] = parts[4::5] = [""] * found
+            parts[1::2] = [texts[m] if m in texts else value(m) for m in parts[1::2]]
             out += parts
         answer = "".join(out)
         if '{"#' in answer:
@@ -359,18 +359,24 @@ class SplicedFields:
             ):
                 objects[number] = named
 
-    def value(self, kind: str, number: str, key_rest: str, facts: str) -> str:
-        """The JSON text of marker `number`'s value (of `kind`) from its facts' text and
-        what its key carries after the number (db.compiled_reads.Statement)."""
+    def value(self, marker: str) -> str:
+        """The JSON text of a marker's value, from its text (its kind and number, what its
+        key carries after the number, its facts: db.compiled_reads.Statement), kept in
+        `texts`."""
+        parts = _FLAT_MARKER_PARTS.fullmatch(marker)
+        if parts is None:
+            raise Uncovered("a marker not of its form")
+        kind, number, key_rest, facts = parts.groups()
         if kind == "w":
             pipeline = key_rest[1:]
-            texts = self.waiting.get((pipeline, number))
-            if texts is None:
-                texts = self.waiting[(pipeline, number)] = self.waiting_texts(pipeline, number)
-            return texts.get(facts, "null")
-        text_key = (kind, number, key_rest + facts)
-        found = self.texts.get(text_key)
-        if found is None:
+            if (pipeline, number) not in self.worded:
+                # Every waiting task of the pipeline at once, by the marker it will meet.
+                self.worded.add((pipeline, number))
+                prefix = marker[: -len(facts)]
+                for task, text in self.waiting_texts(pipeline, number).items():
+                    self.texts[prefix + task] = text
+            found = self.texts.setdefault(marker, "null")
+        else:
             value: Any
             if kind == "a":
                 value = self.derived.available_actions(
@@ -383,5 +389,5 @@ class SplicedFields:
                     if kind == "s"
                     else _task_counts(statuses, self.markers[int(number)][1])
                 )
-            found = self.texts[text_key] = orjson.dumps(value).decode()
+            found = self.texts[marker] = orjson.dumps(value).decode()
         return found
