@@ -2,7 +2,7 @@
 
     python bench/tree_reads.py [--database conveyor_bench_tree] [--reseed] [--seconds 10]
         [--clients 1 4 16] [--min-answers 20] [--no-postgraphile] [--no-page] [--small-only]
-        [--profile-seconds 0] [--profile-output FILE]
+        [--profile-seconds 0] [--profile-output FILE] [--profile-case TEXT]
 
 Seeds (once, see tree_seed.py) a data set on the server of CONVEYOR_BENCH_DATABASE_URL
 (default postgresql://postgres@127.0.0.1:5432/postgres), then answers three reads of the same
@@ -140,6 +140,7 @@ async def measure(
     database_url: str,
     work_dir: Path,
     profile: Callable[[Server, Path], Any] | None,
+    profile_case: Case | None = None,
 ) -> dict[tuple[str, str, int], Load]:
     results: dict[tuple[str, str, int], Load] = {}
     async with (
@@ -168,7 +169,8 @@ async def measure(
                         file=sys.stderr,
                     )
         if profile is not None:
-            await profile(servers["conveyor"], work_dir / f"conveyor-{profiled(cases).name}.json")
+            assert profile_case is not None
+            await profile(servers["conveyor"], work_dir / f"conveyor-{profile_case.name}.json")
     return results
 
 
@@ -195,8 +197,11 @@ def machine() -> str:
     )
 
 
-def profiled(cases: list[Case]) -> Case:
-    """The read the profile records: the largest plain read (the 5,000-task tree)."""
+def profiled(cases: list[Case], name: str | None = None) -> Case:
+    """The read the profile records: the case whose name holds `name`, else the largest
+    plain read (the 5,000-task tree)."""
+    if name is not None:
+        return next(case for case in cases if name in case.name)
     return [case for case in cases if not case.page][-1]
 
 
@@ -346,6 +351,11 @@ async def main() -> None:
     )
     parser.add_argument("--profile-seconds", type=int, default=0)
     parser.add_argument("--profile-output", type=Path, default=None)
+    parser.add_argument(
+        "--profile-case",
+        default=None,
+        help="profile the case whose name holds this text (default: the largest plain read)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
@@ -385,6 +395,7 @@ async def main() -> None:
             database_url,
             work_dir,
             profile if args.profile_seconds > 0 else None,
+            profiled(cases, args.profile_case),
         )
         versions = "" if skipped is not None else f" PostGraphile {postgraphile_version()}."
         print(f"\nMachine: {machine()}. Data set: {tree_seed.SHAPE}.{versions}\n")
@@ -393,7 +404,8 @@ async def main() -> None:
             print(f"\n{skipped}.")
         if args.profile_seconds > 0:
             print(
-                f"\nProfile of Conveyor, {profiled(cases).name}, one client ({profile_output}):\n"
+                f"\nProfile of Conveyor, {profiled(cases, args.profile_case).name}, one client "
+                f"({profile_output}):\n"
             )
             print(summarize_profile(profile_output, args.profile_seconds))
 
