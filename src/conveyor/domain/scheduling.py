@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import NamedTuple, assert_never
 
 from conveyor.domain.rollup import active_stage_index
@@ -162,6 +163,9 @@ _WAITING_FOR_A_PERSON = {
 _PERSON_REASONS = {status: WaitingReason(kind) for status, kind in _WAITING_FOR_A_PERSON.items()}
 
 
+_by_id = attrgetter("id")
+
+
 def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> SchedulingDecision:
     """Which tasks of `pipeline` may start now, and why each other unfinished one waits."""
     # Tasks are considered in stage order, then by id, so that among tasks competing for one
@@ -169,7 +173,7 @@ def decide(pipeline: PipelineState, occupancy: Occupancy, now: datetime) -> Sche
     candidates = [
         (stage_index, task)
         for stage_index, stage in enumerate(pipeline.stages)
-        for task in sorted(stage.tasks, key=lambda task: task.id)
+        for task in sorted(stage.tasks, key=_by_id)
         if task.status not in _NOT_WAITING
     ]
     closed_kind = _CLOSED_PIPELINE_KINDS.get(pipeline.status)
