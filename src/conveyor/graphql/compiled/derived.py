@@ -330,10 +330,11 @@ class SplicedFields:
             raise Uncovered("a marker left in the spliced text")
         return answer.encode()
 
-    def waiting_texts(self, pipeline: str, number: str) -> dict[str, str]:
+    def waiting_texts(self, pipeline: str, number: str, prefix: str) -> dict[str, str]:
         """The JSON of each waiting reason of `pipeline`'s decision for marker `number`'s
-        selection, by task id as the facts write it: worded once for each reason (many
-        tasks share theirs, e.g. a later stage's wait for the active one)."""
+        selection, by `prefix` and the task id as the facts write it (the marker's text):
+        worded once for each reason (many tasks share theirs, e.g. a later stage's wait for
+        the active one)."""
         decision = self.derived.decisions.get(int(pipeline))
         if decision is None:
             raise Uncovered("a waiting reason without its pipeline's facts")
@@ -347,7 +348,7 @@ class SplicedFields:
                 text = worded[id(reason)] = orjson.dumps(
                     _waiting_reason(reason, selection, objects)
                 ).decode()
-            texts[str(task_id)] = text
+            texts[f"{prefix}{task_id}"] = text
         return texts
 
     def scheduling_facts(self, read: ObjectRead, facts: list[Any]) -> None:
@@ -372,9 +373,7 @@ class SplicedFields:
             if (pipeline, number) not in self.worded:
                 # Every waiting task of the pipeline at once, by the marker it will meet.
                 self.worded.add((pipeline, number))
-                prefix = marker[: -len(facts)]
-                for task, text in self.waiting_texts(pipeline, number).items():
-                    self.texts[prefix + task] = text
+                self.texts.update(self.waiting_texts(pipeline, number, marker[: -len(facts)]))
             found = self.texts.setdefault(marker, "null")
         else:
             value: Any
