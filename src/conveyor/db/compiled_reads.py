@@ -512,7 +512,7 @@ class _Builder:
                 assert isinstance(value, Relation)
                 entries.append((key, self.grouped(relation, value, alias, stage, joins)))
             elif self.markers is not None and isinstance(value, Derived | ActiveStage):
-                entries.append((key, self.marker(value, alias, about, stage is not None)))
+                entries.append((key, self.marker(value, alias, about, stage is not None, read)))
             else:
                 entries.append((key, self.value(read.model, value, alias)))
         if self.markers is not None:
@@ -551,11 +551,20 @@ class _Builder:
         return f"#{kind}{len(self.markers) - 1}"
 
     def marker(
-        self, read: "Derived | ActiveStage", alias: str, about: str | None, in_stage: bool
+        self,
+        read: "Derived | ActiveStage",
+        alias: str,
+        about: str | None,
+        in_stage: bool,
+        parent: ObjectRead,
     ) -> str:
         """A derived value's place in the spliced form: an object of one marker key whose
         value is what its rule needs (see `Statement`)."""
         if isinstance(read, ActiveStage):
+            if SCHEDULING_KEY in parent.facts:
+                # The pipeline's scheduling facts hold its stages' statuses already.
+                facts = _measured(self.active_stage_candidates(read, alias))
+                return f"json_build_object('{self.marked('u', read)}', {facts})"
             facts = _measured(self.active_stage_facts(read, alias))
             return f"json_build_object('{self.marked('v', read)}', {facts})"
         match read.name:
@@ -655,6 +664,17 @@ class _Builder:
             f"{stage}.position), '[]'::json), coalesce(json_agg({target} "
             f"ORDER BY {stage}.position), '[]'::json)) FROM stage {stage} {joins} "
             f"WHERE {stage}.pipeline_id = {alias}.id)"
+        )
+
+    def active_stage_candidates(self, read: ActiveStage, alias: str) -> str:
+        """[the pipeline's id, its stages as `read` selects them, in order]: the active
+        stage's candidates without their statuses (see `marker`)."""
+        stage = self.alias()
+        target, joins = self.object(read.target, stage)
+        return (
+            f"json_build_array({alias}.id, (SELECT coalesce(json_agg({target} ORDER BY "
+            f"{stage}.position), '[]'::json) FROM stage {stage} {joins} "
+            f"WHERE {stage}.pipeline_id = {alias}.id))"
         )
 
     def relation(self, model: str, read: Relation, parent: str) -> str:
@@ -852,7 +872,9 @@ class Statement:
     `available_actions`: the task's in the value, its stage's in the key after the number
     (`_stage_access_facts_sql`); ("s", None) a stage's status and ("c", the selection) its
     task counts, with its tasks' statuses; ("v", the ActiveStage), with its facts of the
-    hidden-keys form; ("f", the ObjectRead) the scheduling facts.
+    hidden-keys form, or ("u", the ActiveStage) on a pipeline that also reads its scheduling
+    facts, with [its id, its stages' objects] (their statuses are the scheduling facts'); ("f",
+    the ObjectRead) the scheduling facts.
 
     The spliced form is sound only where no key of the data is a client's: no JSON column
     is read (their keys could be anything); every other key is one of the plan's names, and

@@ -50,7 +50,7 @@ Json = dict[str, Any]
 #: (a pattern that does not start with one scans the text several times slower). The few
 #: with nested facts: a pipeline's scheduling facts (a last key, cut out with the comma
 #: before it) and an active stage's candidates; their facts are decoded where they start.
-_NESTED_MARKERS = re.compile(r'"#([fv])([0-9]+)" : ')
+_NESTED_MARKERS = re.compile(r'"#([fuv])([0-9]+)" : ')
 #: The many with flat facts, a number or an array of numbers, booleans, null and strings
 #: without "]" (statuses, kinds), and what the key carries after its number: a task's
 #: waiting reason and actions, a stage's status and counts. `split` keeps each marker's text
@@ -275,6 +275,8 @@ class SplicedFields:
     derived: DerivedFields
     #: Per pipeline id: the objects its waiting reasons may name, by their number in the plan.
     objects: dict[int, dict[int, dict[str, Json]]] = field(default_factory=dict)
+    #: Per pipeline id: its stages' task statuses, in order, from its scheduling facts.
+    stage_statuses: dict[int, list[list[str]]] = field(default_factory=dict)
     #: The JSON text of each value by its marker's text (many tasks share their actions,
     #: many stages their statuses; a pipeline's waiting reasons are worded at once).
     texts: dict[str, str] = field(default_factory=dict)
@@ -283,7 +285,7 @@ class SplicedFields:
 
     def answer(self, text: str) -> bytes:
         pieces: list[str] = []
-        active_stages: list[tuple[int, ActiveStage, list[Any]]] = []
+        active_stages: list[tuple[int, str, list[Any]]] = []
         position = 0
         for match in _NESTED_MARKERS.finditer(text):
             start = match.start()
@@ -308,11 +310,14 @@ class SplicedFields:
                 if text[start - 1] != "{" or text[end] != "}":
                     raise Uncovered("an active stage's marker not alone in its object")
                 pieces.append(text[position : start - 1])
-                active_stages.append((len(pieces), read, facts))
+                active_stages.append((len(pieces), match.group(1), facts))
                 pieces.append("")
                 position = end + 1
         pieces.append(text[position:])
-        for index, _read, (stage_statuses, stages) in active_stages:
+        for index, kind, (first, stages) in active_stages:
+            stage_statuses = first if kind == "v" else self.stage_statuses.get(first)
+            if stage_statuses is None or len(stage_statuses) != len(stages):
+                raise Uncovered("an active stage's candidates without their statuses")
             chosen = active_stage_index(
                 [[_TASK_STATUSES[status] for status in each] for each in stage_statuses]
             )
@@ -353,6 +358,7 @@ class SplicedFields:
 
     def scheduling_facts(self, read: ObjectRead, facts: list[Any]) -> None:
         self.derived.decision(facts)
+        self.stage_statuses[facts[0]] = [columns[1] or [] for _, _, columns in facts[2]]
         objects = self.objects.setdefault(facts[0], {})
         if read.waiting_objects:
             for (number, _, _), named in zip(
