@@ -563,7 +563,7 @@ class _Builder:
         if isinstance(read, ActiveStage):
             if SCHEDULING_KEY in parent.facts:
                 # The pipeline's scheduling facts hold its stages' statuses already.
-                facts = _measured(self.active_stage_candidates(read, alias))
+                facts = _measured(self.active_stage_facts(read, alias, statuses=False))
                 return f"json_build_object('{self.marked('u', read)}', {facts})"
             facts = _measured(self.active_stage_facts(read, alias))
             return f"json_build_object('{self.marked('v', read)}', {facts})"
@@ -656,25 +656,21 @@ class _Builder:
                 return self.relation(model, read, alias)
         raise Uncovered(f"{type(read).__name__} inside {model}")
 
-    def active_stage_facts(self, read: ActiveStage, alias: str) -> str:
+    def active_stage_facts(self, read: ActiveStage, alias: str, *, statuses: bool = True) -> str:
+        """[each stage's task statuses, its stages as `read` selects them], in order; without
+        `statuses`, [the pipeline's id, its stages]: marker #u, whose statuses are the
+        pipeline's scheduling facts' (see `marker`)."""
         stage = self.alias()
         target, joins = self.object(read.target, stage)
+        first = (
+            f"coalesce(json_agg({_statuses_sql(stage)} ORDER BY {stage}.position), '[]'::json)"
+            if statuses
+            else f"{alias}.id"
+        )
         return (
-            f"(SELECT json_build_array(coalesce(json_agg({_statuses_sql(stage)} ORDER BY "
-            f"{stage}.position), '[]'::json), coalesce(json_agg({target} "
+            f"(SELECT json_build_array({first}, coalesce(json_agg({target} "
             f"ORDER BY {stage}.position), '[]'::json)) FROM stage {stage} {joins} "
             f"WHERE {stage}.pipeline_id = {alias}.id)"
-        )
-
-    def active_stage_candidates(self, read: ActiveStage, alias: str) -> str:
-        """[the pipeline's id, its stages as `read` selects them, in order]: the active
-        stage's candidates without their statuses (see `marker`)."""
-        stage = self.alias()
-        target, joins = self.object(read.target, stage)
-        return (
-            f"json_build_array({alias}.id, (SELECT coalesce(json_agg({target} ORDER BY "
-            f"{stage}.position), '[]'::json) FROM stage {stage} {joins} "
-            f"WHERE {stage}.pipeline_id = {alias}.id))"
         )
 
     def relation(self, model: str, read: Relation, parent: str) -> str:
