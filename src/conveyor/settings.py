@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         "as too slow; more than one change writes for one subscription, since the events of "
         "a change arrive at once.",
     )
+    subscriber_buffer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="Bytes of messages that may wait in the server for a live subscriber's "
+        "socket (beyond what the kernel's socket buffers took) before its subscriptions are "
+        "closed as too slow.",
+    )
     event_poll_seconds: float = Field(
         default=1.0,
         gt=0,

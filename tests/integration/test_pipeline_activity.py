@@ -258,15 +258,47 @@ async def test_an_event_is_a_node(graphql: GraphQLClient, server_url: str) -> No
     assert again["node"] == event
 
 
-async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothing(
-    graphql: GraphQLClient, settings: Settings, tmp_path: Path, server_url: str
-) -> None:
-    # Pinged every second: before, the ping it could not answer closed it with 1011.
-    server = start_server(
-        conveyor_env(
-            settings, CONVEYOR_RUN_WORKER="false", CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS="1"
+async def slow_subscribers_closed(server: ConveyorProcess) -> int:
+    # An operator sees it too (the metrics answer loopback without a token).
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"{server.url}/metrics")).text
+    found = re.search(r"^conveyor_slow_subscribers_closed_total (\d+)\.0$", metrics, re.M)
+    assert found is not None, metrics
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        # Pinged every second: before, the ping it could not answer closed it with 1011.
+        pytest.param(
+            {
+                "CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS": "1",
+                "CONVEYOR_SUBSCRIBER_BUFFER_BYTES": str(2**30),
+            },
+            "closed a subscriber that read nothing for",
+            id="its-socket-stalls",
         ),
-        tmp_path / "server.log",
+        pytest.param(
+            {
+                "CONVEYOR_WEBSOCKET_KEEP_ALIVE_SECONDS": "600",
+                "CONVEYOR_SUBSCRIBER_BUFFER_BYTES": str(256 * 1024),
+            },
+            "bytes waiting for its socket",
+            id="bytes-wait-for-it",
+        ),
+    ],
+)
+async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothing(
+    graphql: GraphQLClient,
+    settings: Settings,
+    tmp_path: Path,
+    server_url: str,
+    limits: dict[str, str],
+    reason: str,
+) -> None:
+    server = start_server(
+        conveyor_env(settings, CONVEYOR_RUN_WORKER="false", **limits), tmp_path / "server.log"
     )
     try:
         catalog = await build_engine_catalog(
@@ -288,15 +320,19 @@ async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothi
             compression=None,
             max_queue=1,
         )
-        written = [sequence for _ in range(30) for sequence in await change_status(issue, count=10)]
-        # The client reads nothing through several keep-alive intervals.
-        await asyncio.sleep(4)
+        # The client reads nothing while events are written until the server gives up on it,
+        # however much the kernel's socket buffers take first. The writing has its deadline.
+        written: list[int] = []
+        deadline = time.monotonic() + 60
+        while not await slow_subscribers_closed(server):
+            assert time.monotonic() < deadline, f"not closed as too slow after {len(written)}"
+            written += await change_status(issue, count=10)
+            await asyncio.sleep(0.05)
+        written += await change_status(issue, count=10)
+
         received: list[int] = []
         closing: dict[str, Any] = {}
-        # Pings alone would keep the loop below going forever: the closing has its deadline.
-        deadline = time.monotonic() + 60
         while not closing:
-            assert time.monotonic() < deadline, f"not closed as too slow; received {received}"
             message = json.loads(await asyncio.wait_for(slow.recv(), MESSAGE_WAIT_SECONDS))
             if message["type"] == "ping":
                 continue
@@ -321,11 +357,8 @@ async def test_a_never_reading_subscriber_learns_where_to_resume_and_loses_nothi
             missed = len([sequence for sequence in written if sequence > last])
             rest = [message["sequence"] for message in await resumed.take(missed)]
         assert received + rest == written
-        assert "closed a subscriber that read nothing for" in server.log()
-        # An operator sees it (the metrics answer loopback without a token).
-        async with httpx.AsyncClient(timeout=10) as client:
-            metrics = (await client.get(f"{server.url}/metrics")).text
-        assert re.search(r"^conveyor_slow_subscribers_closed_total 1\.0$", metrics, re.M), metrics
+        assert reason in server.log()
+        assert await slow_subscribers_closed(server) == 1
     finally:
         server.stop()
 

@@ -435,7 +435,7 @@ async def test_a_slow_subscriber_is_closed_while_the_others_keep_up_and_memory_s
     # The dropped subscriber's buffer is freed: the server does not hold thousands of
     # undelivered 20 kB messages for it.
     assert peak_rss - rss_before < 60 * 2**20, (rss_before, peak_rss)
-    assert "closed a subscriber that fell 20 events behind" in server.log()
+    assert "closed a subscriber that fell 20 messages behind" in server.log()
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from conveyor.db import events as event_log
 from conveyor.db import tokens
-from conveyor.db.events import EventFilter
+from conveyor.db.events import EventFilter, EventHeader
 from conveyor.db.models import Event
 from conveyor.db.outages import Outage
 from conveyor.domain.permissions import Principal
@@ -75,7 +75,7 @@ class HubSubscription:
         self.ended: ConveyorError | None = None
         self._hub = hub
         self._capacity = capacity
-        self._buffer: deque[Event] = deque()
+        self._buffer: deque[EventHeader] = deque()
         self._arrived = asyncio.Event()
         self.overflowed = False
         #: The sequence of the last event handed to the subscriber; older ones are dropped.
@@ -85,7 +85,7 @@ class HubSubscription:
         #: How the subscriber shares renderings once live (None: it is given events).
         self.sharing: Sharing | None = None
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, event: EventHeader) -> bool:
         """Buffer `event`; False (and the buffer freed) when the subscriber is too far behind."""
         if len(self._buffer) >= self._capacity:
             self.overflowed = True
@@ -155,7 +155,7 @@ class HubSubscription:
                 # what the subscriber already has.
                 if event.id > self.last_delivered:
                     self.last_delivered = event.id
-                    return event
+                    return event.row()
             if self.sharing is not None and self.stream is None:
                 # Caught up with everything the hub has read: from here the shared stream
                 # delivers, from the next event on.
@@ -297,7 +297,7 @@ class EventHub:
 
     async def _read_new_events(self) -> None:
         while True:
-            rows = await event_log.events_after(self.last_read, HUB_READ_BATCH_SIZE)
+            rows = await event_log.event_headers_after(self.last_read, HUB_READ_BATCH_SIZE)
             for row in rows:
                 self._fan_out(row)
                 self.last_read = row.id
@@ -331,7 +331,7 @@ class EventHub:
                 self._forget(subscription)
                 subscription.end(_token_unusable())
 
-    def _fan_out(self, event: Event) -> None:
+    def _fan_out(self, event: EventHeader) -> None:
         for stream in self._streams.values():
             if stream.event_filter.matches(event):
                 stream.enqueue(event)

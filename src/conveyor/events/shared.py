@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from conveyor.db.events import EventFilter
+from conveyor.db.events import EventFilter, EventHeader
 from conveyor.db.models import Event
 from conveyor.db.outages import Outage
 
@@ -97,13 +97,13 @@ class SharedStream:
         self._priority = priority
         #: Whether the stream counts as live in `priority` (it has an event and no backlog).
         self._holding = False
-        self._pending: deque[Event] = deque()
+        self._pending: deque[EventHeader] = deque()
         self._arrived = asyncio.Event()
         self._last_enqueued = 0
         self._outage = Outage(logger, "live updates' rendering")
         self._task = asyncio.create_task(self._run(), name="conveyor-shared-stream")
 
-    def enqueue(self, event: Event) -> None:
+    def enqueue(self, event: EventHeader) -> None:
         if event.id <= self._last_enqueued:
             return
         self._last_enqueued = event.id
@@ -137,7 +137,7 @@ class SharedStream:
                 count = min(len(self._pending), RENDER_BATCH_SIZE)
                 batch = [self._pending.popleft() for _ in range(count)]
                 try:
-                    payloads = await self._render(batch)
+                    payloads = await self._render([event.row() for event in batch])
                 except Exception as error:
                     # Nothing is skipped: the batch is rendered again once the database answers.
                     self._pending.extendleft(reversed(batch))

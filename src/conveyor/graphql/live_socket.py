@@ -3,10 +3,14 @@
 strawberry awaits each send, so a client that stops reading blocks its subscriptions inside
 the socket, where nothing can tell it why; and a keep-alive ping it cannot answer closes it
 with 1011 first. Here every message is queued and one writer task per connection writes them
-in order. A connection whose outbox overflows, or whose writer has been stuck on one message
-for a keep-alive interval, is too slow: its queued messages are dropped (its memory is
-freed) and each of its subscriptions ends with SUBSCRIBER_TOO_SLOW and the `lastSequence`
-actually written, the next thing the client reads once it reads again.
+in order. A connection is too slow when more than `CONVEYOR_SUBSCRIBER_BUFFER` messages, or
+more than `CONVEYOR_SUBSCRIBER_BUFFER_BYTES` bytes, wait in the server for its socket (the
+outbox, and what the transport holds that the kernel has not taken), or when its writer has
+been stuck on one message for a keep-alive interval. Then its queued messages are dropped
+(its memory is freed) and each of its subscriptions ends with SUBSCRIBER_TOO_SLOW and the
+`lastSequence` actually written, the next thing the client reads once it reads again. The
+kernel's buffers may take megabytes before the socket pushes back (loopback took ~3 MB for a
+client with a 4 KB receive buffer): the server only counts what it holds itself.
 
 Live subscriptions write payloads rendered once for all who share them (`deliver`): a
 subscriber's cost is its socket write. Under uvicorn's sans-I/O WebSocket connection (see
@@ -42,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 #: Messages one connection writes before it lets the others have the event loop.
 WRITES_PER_TURN = 8
+#: What the writer of a socket that takes data again hands the transport at once, at most:
+#: the rest waits in the outbox, where it is counted and dropped with it.
+WRITE_BATCH_BYTES = 64 * 1024
+WRITE_BATCH_MESSAGES = 64
 #: Where `ExposeWebSocketConnection` leaves the server's connection in the ASGI scope.
 _CONNECTION_KEY = "conveyor.websocket_connection"
 
@@ -90,6 +98,10 @@ class _DirectConnection:
 
     async def until_it_takes_data(self) -> None:
         await self._server.writable.wait()
+
+    def buffered(self) -> int:
+        """Bytes the transport holds that the kernel has not taken yet."""
+        return self._server.transport.get_write_buffer_size()
 
     def write(self, messages: Iterable[bytes]) -> None:
         """Frame the text messages and write them in one transport write."""
@@ -213,8 +225,10 @@ class LiveSocketHandler(TransportWSHandler):
         super().__init__(*args, **kwargs)
         settings = self.context.settings
         self._outbox_limit = settings.subscriber_buffer
+        self._outbox_byte_limit = settings.subscriber_buffer_bytes
         self._keep_alive_seconds = settings.websocket_keep_alive_seconds
         self._outbox: deque[_Frame] = deque()
+        self._outbox_bytes = 0
         self._queued = asyncio.Event()
         self._live: dict[str, LiveOperation] = {}
         self._loop = asyncio.get_running_loop()
@@ -272,12 +286,26 @@ class LiveSocketHandler(TransportWSHandler):
             # A closed connection drops it; the handler ends with its read loop.
             return True
         if len(self._outbox) >= self._outbox_limit:
-            logger.info("closed a subscriber that fell %d events behind", self._outbox_limit)
+            logger.info("closed a subscriber that fell %d messages behind", self._outbox_limit)
             self._too_slow()
             return False
-        self._outbox.append(frame)
-        self._queued.set()
+        held = self._outbox_bytes + (0 if direct is None else direct.buffered())
+        if held >= self._outbox_byte_limit:
+            logger.info("closed a subscriber with %d bytes waiting for its socket", held)
+            self._too_slow()
+            return False
+        self._append(frame)
         return True
+
+    def _append(self, frame: _Frame) -> None:
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame.data)
+        self._queued.set()
+
+    def _take(self) -> _Frame:
+        frame = self._outbox.popleft()
+        self._outbox_bytes -= len(frame.data)
+        return frame
 
     def _start_writer(self) -> "asyncio.Task[None]":
         write = self._write if self._direct is None else self._write_directly
@@ -307,7 +335,11 @@ class LiveSocketHandler(TransportWSHandler):
                 return
             # A buffer's worth at most, so that a socket far behind holds little memory in
             # the transport and the next batch waits for the socket again.
-            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 64))]
+            batch = [self._take()]
+            size = len(batch[0].data)
+            while self._outbox and size < WRITE_BATCH_BYTES and len(batch) < WRITE_BATCH_MESSAGES:
+                batch.append(self._take())
+                size += len(batch[-1].data)
             direct.write(frame.data for frame in batch)
             for frame in batch:
                 self._written(frame)
@@ -332,7 +364,7 @@ class LiveSocketHandler(TransportWSHandler):
                 return
             finally:
                 self._writing_since = None
-            self._outbox.popleft()
+            self._take()
             if not self._outbox:
                 self._closing_too_slow = False
             self._written(frame)
@@ -361,6 +393,7 @@ class LiveSocketHandler(TransportWSHandler):
         """End every subscription of the connection: drop what is queued, then queue each
         one's SUBSCRIBER_TOO_SLOW with the last sequence written, and its completion."""
         self._outbox.clear()
+        self._outbox_bytes = 0
         self._closing_too_slow = True
         if self.context.hub is not None:
             self.context.hub.slow_subscribers_closed += len(self._live)
@@ -383,9 +416,8 @@ class LiveSocketHandler(TransportWSHandler):
                 {"id": operation_id, "type": "next", "payload": {"data": None, "errors": [error]}},
                 {"id": operation_id, "type": "complete"},
             ):
-                self._outbox.append(_Frame(None, None, json.dumps(message).encode()))
+                self._append(_Frame(None, None, json.dumps(message).encode()))
         self._live.clear()
-        self._queued.set()
 
     def cleanup_operation_now(self, operation_id: str) -> None:
         operation = self.operations.pop(operation_id, None)
