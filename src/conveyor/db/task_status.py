@@ -15,7 +15,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from conveyor.db.events import CHANNEL, EVENT_ORDER_LOCK_KEY, NewEvent, record_events
+from conveyor.db.events import EVENT_ORDER_LOCK_KEY, RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.db.queries import RUNNER
 from conveyor.domain.attempts import AttemptEnd, Outcome
@@ -257,7 +257,7 @@ async def start_tasks(
             EVENT_ORDER_LOCK_KEY,
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
-            CHANNEL,
+            RUNNER_CHANNEL,
         ],
     )
     stages: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -361,7 +361,7 @@ async def end_attempt(
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
             json.dumps({"reason": end.status_reason}) if end.status_reason else None,
-            CHANNEL,
+            RUNNER_CHANNEL,
             sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
             EventKind.TASK_LOG.value,
             json.dumps({"entries": list(log_lines)}) if log_lines else None,

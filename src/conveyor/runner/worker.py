@@ -118,7 +118,10 @@ class Worker:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
-        checks_wakeup = self._listener.subscribe()
+        # Checks come due by people's changes only (a new issue, an edited statement, a dry
+        # run asked for): the runner's transitions, two a task, would each cost a round of
+        # the checker's two claims for nothing.
+        checks_wakeup = self._listener.subscribe(runner_transitions=False)
         self._running = True
         background = [
             asyncio.create_task(
