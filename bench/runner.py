@@ -158,6 +158,12 @@ async def main() -> None:
     )
     print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
     print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
+    slowest = sorted(range(len(latencies)), key=lambda n: latencies[n])[-3:]
+    print(
+        "| slowest samples (their order in the run) | "
+        + ", ".join(f"#{n + 1}: {latencies[n]:.1f} ms" for n in reversed(slowest))
+        + " |"
+    )
     if to_checked:
         # Both from the checks' transaction start (the event's created_at is its now()).
         print(
