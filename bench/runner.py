@@ -30,9 +30,9 @@ from common import BENCH, admin_fetch, percentile, server_url, with_database
 from conveyor.db import issues
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
-from conveyor.db.models import Task, TaskRun
+from conveyor.db.models import Event, Task, TaskRun
 from conveyor.domain.plan import IssuePlan
-from conveyor.domain.statuses import TaskStatus
+from conveyor.domain.statuses import EventKind, TaskStatus
 from runner_catalog import runner_catalog, worker_env
 
 
@@ -74,6 +74,8 @@ async def main() -> None:
             await asyncio.sleep(2)
 
             latencies = []
+            to_checked: list[float] = []
+            to_start: list[float] = []
             for sample in range(args.samples):
                 created = await issues.create_issue(BENCH, plan(f"latency {sample}", 1))
                 committed = datetime.now(UTC)
@@ -83,6 +85,15 @@ async def main() -> None:
                         break
                     await asyncio.sleep(0.001)
                 latencies.append((run.started_at - committed).total_seconds() * 1000)
+                # Where the wait went: a task starts once its checks are recorded.
+                checked = (
+                    await Event.filter(task_id=run.task_id, kind=EventKind.TASK_CHECKED)
+                    .order_by("id")
+                    .first()
+                )
+                if checked is not None:
+                    to_checked.append((checked.created_at - committed).total_seconds() * 1000)
+                    to_start.append((run.started_at - checked.created_at).total_seconds() * 1000)
                 while await Task.filter(
                     pipeline__issue_id=created.id, status=TaskStatus.RUNNING
                 ).exists():
@@ -147,6 +158,22 @@ async def main() -> None:
     )
     print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
     print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
+    slowest = sorted(range(len(latencies)), key=lambda n: latencies[n])[-3:]
+    print(
+        "| slowest samples (their order in the run) | "
+        + ", ".join(f"#{n + 1}: {latencies[n]:.1f} ms" for n in reversed(slowest))
+        + " |"
+    )
+    if to_checked:
+        # Both from the checks' transaction start (the event's created_at is its now()).
+        print(
+            f"| of which commit → checks recorded p50 / p99 | {statistics.median(to_checked):.1f}"
+            f" / {percentile(to_checked, 0.99):.1f} ms |"
+        )
+        print(
+            f"| of which checks recorded → start p50 / p99 | {statistics.median(to_start):.1f}"
+            f" / {percentile(to_start, 0.99):.1f} ms |"
+        )
 
 
 def _cpu_seconds(pids: list[int]) -> float:

@@ -23,6 +23,7 @@ from conveyor.db.queries import RUNNER
 from conveyor.db.scheduling import instances_of, occupancy, start_candidates_locking
 from conveyor.db.task_status import (
     HeldTask,
+    LockedPipeline,
     StatusChange,
     apply_changes,
     end_attempt,
@@ -49,6 +50,8 @@ class ClaimedTask:
     """Everything a worker needs to run a task it holds."""
 
     task_id: int
+    #: Its pipeline: the finishes of one pipeline's tasks are recorded together.
+    pipeline_id: int
     run_id: int
     attempt: int
     #: The status the task is held in (the one START led to).
@@ -162,6 +165,7 @@ def _claimed(row: Mapping[str, Any], status: TaskStatus) -> ClaimedTask:
     options = row["connection_options"]
     return ClaimedTask(
         task_id=row["task_id"],
+        pipeline_id=row["pipeline_id"],
         run_id=row["run_id"],
         attempt=row["attempt"],
         status=status,
@@ -193,6 +197,30 @@ async def renew_leases(worker: str, task_ids: Iterable[int], lease: timedelta) -
 class _NotHeld(Exception):
     """The worker no longer holds the task: what its report would have written is undone."""
 
+    def __init__(self, task_id: int) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An attempt to record: how it ended, what the target answered (None: it never did),
+    and its log lines not streamed yet."""
+
+    claimed: ClaimedTask
+    end: AttemptEnd
+    outcome: Outcome | None = None
+    log_lines: Sequence[dict[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class FinishedRound:
+    """What recording finished attempts left: the tasks claimed in their freed slots, and the
+    ids of the attempts whose report was dropped (the worker no longer held them)."""
+
+    claimed: list[ClaimedTask]
+    dropped: list[int]
+
 
 async def finish_task(
     worker: str,
@@ -221,28 +249,66 @@ async def finish_and_claim(
     attempt frees goes to the next task without a transaction of its own, nor a claim that
     finds the pipeline held by a finish. The tasks claimed; None if this worker no longer
     held the task."""
-    try:
-        return await _finish(worker, claimed, end, outcome, log_lines, lease, limit)
-    except IntegrityError:
-        if limit == 0:
-            raise
-        # The claim's part lost a race the checks did not see (the one-running-task-per-
-        # database index), and took the finish's rollback with it: finish alone.
-        logger.info("a claim in task %s's finish lost a race; finishing alone", claimed.task_id)
-        return await _finish(worker, claimed, end, outcome, log_lines, lease, 0)
+    round_ = await finish_and_claim_together(
+        worker, [Finished(claimed, end, outcome, log_lines)], lease, claim=limit > 0, limit=limit
+    )
+    return None if round_.dropped else round_.claimed
+
+
+async def finish_and_claim_together(
+    worker: str,
+    finished: Sequence[Finished],
+    lease: timedelta | None,
+    *,
+    claim: bool,
+    limit: int | None = None,
+) -> FinishedRound:
+    """Record attempts of one pipeline in one transaction, under one lock of it, and, if
+    `claim`, claim in the same transaction up to `limit` (default: one per attempt recorded)
+    tasks of that pipeline: a worker whose attempts finish while another finish holds their
+    pipeline records them together, rather than each waiting in turn for the lock.
+
+    An attempt this worker no longer holds is dropped and the others are recorded without it;
+    a claim that loses a race the checks did not see (the one-running-task-per-database index)
+    takes the finish's rollback with it, and the attempts are recorded without a claim."""
+    pending = sorted(finished, key=lambda item: item.claimed.task_id)
+    if len({item.claimed.pipeline_id for item in pending}) > 1:
+        raise ValueError("finished attempts are recorded together only within one pipeline")
+    dropped: list[int] = []
+    while pending:
+        wanted = (len(pending) if limit is None else limit) if claim else 0
+        try:
+            claimed = await _finish(worker, pending, lease, wanted)
+        except _NotHeld as not_held:
+            logger.warning(
+                "task %s was taken from this worker; its result is dropped", not_held.task_id
+            )
+            dropped.append(not_held.task_id)
+            pending = [item for item in pending if item.claimed.task_id != not_held.task_id]
+            continue
+        except IntegrityError:
+            if not claim:
+                raise
+            logger.info(
+                "a claim in pipeline %s's finish lost a race; finishing alone",
+                pending[0].claimed.pipeline_id,
+            )
+            claim = False
+            continue
+        return FinishedRound(claimed, dropped)
+    return FinishedRound([], dropped)
 
 
 async def _finish(
     worker: str,
-    claimed: ClaimedTask,
-    end: AttemptEnd,
-    outcome: Outcome | None,
-    log_lines: Sequence[dict[str, Any]],
+    finished: Sequence[Finished],
     lease: timedelta | None,
     limit: int,
-) -> list[ClaimedTask] | None:
-    try:
-        async with in_transaction() as connection:
+) -> list[ClaimedTask]:
+    async with in_transaction() as connection:
+        locked: LockedPipeline | None = None
+        for item in finished:
+            claimed, outcome = item.claimed, item.outcome
             database_id = None
             if outcome is not None and outcome.created_database is not None:
                 created = await _register_database(
@@ -255,23 +321,24 @@ async def _finish(
                 connection,
                 worker,
                 claimed.held,
-                end,
+                item.end,
                 outcome,
                 RUNNER_ACTOR,
                 database_id=database_id,
-                log_lines=log_lines,
+                log_lines=item.log_lines,
+                locked=locked,
             )
             if ended is None:
-                raise _NotHeld
-            if limit <= 0 or lease is None or ended.pipeline_status is not PipelineStatus.OPEN:
-                return []
-            started, _ = await _start_in_held_pipeline(
-                connection, ended.pipeline_id, worker, lease, limit
-            )
-            return started
-    except _NotHeld:
-        logger.warning("task %s was taken from this worker; its result is dropped", claimed.task_id)
-        return None
+                raise _NotHeld(claimed.task_id)
+            locked = ended.locked
+        if limit <= 0 or lease is None or locked is None:
+            return []
+        if locked.status is not PipelineStatus.OPEN:
+            return []
+        started, _ = await _start_in_held_pipeline(
+            connection, locked.pipeline_id, worker, lease, limit
+        )
+        return started
 
 
 async def _register_database(
@@ -306,6 +373,7 @@ async def interrupted_attempt(task_id: int) -> ClaimedTask | None:
     database = None if task.database_id is None else await Database.get(id=task.database_id)
     return ClaimedTask(
         task_id=task.id,
+        pipeline_id=task.pipeline_id,
         run_id=run.id,
         attempt=run.attempt,
         status=task.status,

@@ -16,6 +16,10 @@ from conveyor.domain.statuses import EventKind
 
 #: The channel that carries the newest sequence number to every listening process.
 CHANNEL = "conveyor_events"
+#: The same, for the runner's own transitions (a claim, the end of an attempt): hundreds a
+#: second under load, and nothing a listener waiting only for people's changes (the checks:
+#: a new issue, an edited statement, a dry run asked for) needs to wake up for.
+RUNNER_CHANNEL = "conveyor_events_runner"
 #: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
 EVENT_ORDER_LOCK_KEY = 7_437_812_001
 

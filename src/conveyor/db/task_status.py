@@ -15,7 +15,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from conveyor.db.events import CHANNEL, EVENT_ORDER_LOCK_KEY, NewEvent, record_events
+from conveyor.db.events import EVENT_ORDER_LOCK_KEY, RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Issue, Pipeline, Task
 from conveyor.db.queries import RUNNER
 from conveyor.domain.attempts import AttemptEnd, Outcome
@@ -257,7 +257,7 @@ async def start_tasks(
             EVENT_ORDER_LOCK_KEY,
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
-            CHANNEL,
+            RUNNER_CHANNEL,
         ],
     )
     stages: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -290,11 +290,31 @@ class HeldTask:
 
 
 @dataclass(frozen=True)
+class LockedPipeline:
+    """A pipeline the caller's transaction holds locked, as it is now."""
+
+    pipeline_id: int
+    issue_id: int
+    status: PipelineStatus
+
+
+async def lock_pipeline_of(connection: BaseDBAsyncClient, task_id: int) -> LockedPipeline | None:
+    """Lock the pipeline of the task, as every writer locks it first; None: no such task."""
+    rows = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [task_id])
+    if not rows:
+        return None
+    [row] = rows
+    return LockedPipeline(row["id"], row["issue_id"], PipelineStatus(row["status"]))
+
+
+@dataclass(frozen=True)
 class EndedAttempt:
     """What the end of an attempt left: its pipeline, locked by the caller's transaction."""
 
     pipeline_id: int
     pipeline_status: PipelineStatus
+    #: The pipeline as the attempt's end left it, for the next end in the same transaction.
+    locked: LockedPipeline
 
 
 async def end_attempt(
@@ -307,15 +327,20 @@ async def end_attempt(
     *,
     database_id: int | None = None,
     log_lines: Sequence[dict[str, Any]] = (),
+    locked: LockedPipeline | None = None,
 ) -> EndedAttempt | None:
     """Take the attempt's ending transition and record its run, in two statements (the
     pipeline's lock, then the rest, `log_lines` as a TASK_LOG event before the status change);
     None if `worker` no longer held the task. A stage or pipeline that rolls up adds its
-    event after them. The pipeline stays locked until the caller's transaction ends."""
+    event after them. The pipeline stays locked until the caller's transaction ends.
+
+    `locked`: the task's pipeline as this transaction already locked it (by `lock_pipeline_of`
+    or an earlier end in it), which saves the first statement."""
     new_status = next_status(held.status, end.action)
-    pipelines = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [held.task_id])
-    if not pipelines:
-        return None
+    if locked is None:
+        locked = await lock_pipeline_of(connection, held.task_id)
+        if locked is None:
+            return None
     rows = await connection.execute_query_dict(
         RUNNER["end_attempt"],
         [
@@ -336,7 +361,7 @@ async def end_attempt(
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
             json.dumps({"reason": end.status_reason}) if end.status_reason else None,
-            CHANNEL,
+            RUNNER_CHANNEL,
             sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
             EventKind.TASK_LOG.value,
             json.dumps({"entries": list(log_lines)}) if log_lines else None,
@@ -346,7 +371,7 @@ async def end_attempt(
     if not rows:
         return None
     [row] = rows
-    pipeline_id, issue_id = pipelines[0]["id"], pipelines[0]["issue_id"]
+    pipeline_id, issue_id = locked.pipeline_id, locked.issue_id
     roll_up = stage_events_of_changes(
         pipeline_id,
         issue_id,
@@ -355,7 +380,7 @@ async def end_attempt(
         [held.status],
         [new_status],
     )
-    pipeline_status = PipelineStatus(pipelines[0]["status"])
+    pipeline_status = locked.status
     others = [TaskStatus(status) for status in row["unfinished"]]
     rolled_up = derive_pipeline_status(pipeline_status, [new_status, *others])
     if rolled_up is not pipeline_status:
@@ -363,4 +388,4 @@ async def end_attempt(
         pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
         roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, roll_up)
-    return EndedAttempt(pipeline_id, rolled_up)
+    return EndedAttempt(pipeline_id, rolled_up, LockedPipeline(pipeline_id, issue_id, rolled_up))

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
-from conveyor.db.events import CHANNEL
+from conveyor.db.events import CHANNEL, RUNNER_CHANNEL
 from conveyor.db.outages import Outage
 from conveyor.db.tokens import REVOKED_CHANNEL
 
@@ -33,6 +33,8 @@ class EventListener:
         #: Called on each revocation, and on each (re)connection: some may have been missed.
         self._on_token_revoked = on_token_revoked
         self._wakeups: set[asyncio.Event] = set()
+        #: The subscribers not woken by the runner's own transitions (RUNNER_CHANNEL).
+        self._wakeups_without_runner: set[asyncio.Event] = set()
         self._task: asyncio.Task[None] | None = None
         self.latest_sequence = 0
         #: Whether the LISTEN connection is up (readiness).
@@ -48,26 +50,40 @@ class EventListener:
                 await self._task
             self._task = None
 
-    def subscribe(self) -> asyncio.Event:
+    def subscribe(self, *, runner_transitions: bool = True) -> asyncio.Event:
         """An event set on every notification (and on every reconnect, since some may have
-        been missed); the subscriber clears it."""
+        been missed); the subscriber clears it. Without `runner_transitions`, not on those
+        of the runner's own claims and ends of attempts."""
         wakeup = asyncio.Event()
-        self._wakeups.add(wakeup)
+        (self._wakeups if runner_transitions else self._wakeups_without_runner).add(wakeup)
         return wakeup
 
     def unsubscribe(self, wakeup: asyncio.Event) -> None:
         self._wakeups.discard(wakeup)
+        self._wakeups_without_runner.discard(wakeup)
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, *, runner_transitions_only: bool = False) -> None:
         for wakeup in self._wakeups:
             wakeup.set()
+        if not runner_transitions_only:
+            for wakeup in self._wakeups_without_runner:
+                wakeup.set()
 
-    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+    def _note_sequence(self, channel: str, payload: object) -> None:
         try:
             self.latest_sequence = max(self.latest_sequence, int(str(payload)))
         except ValueError:
             logger.warning("ignored a malformed notification on %s", channel)
+
+    def _on_notification(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        self._note_sequence(channel, payload)
         self._wake_all()
+
+    def _on_runner_notification(
+        self, connection: object, pid: int, channel: str, payload: object
+    ) -> None:
+        self._note_sequence(channel, payload)
+        self._wake_all(runner_transitions_only=True)
 
     def _on_revocation(self, connection: object, pid: int, channel: str, payload: object) -> None:
         if self._on_token_revoked is not None:
@@ -90,6 +106,7 @@ class EventListener:
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(CHANNEL, self._on_notification)
+            await connection.add_listener(RUNNER_CHANNEL, self._on_runner_notification)
             await connection.add_listener(REVOKED_CHANNEL, self._on_revocation)
             self.connected = True
             outage.succeeded()

@@ -69,6 +69,10 @@ class _Attempt:
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+#: An attempt's report, and the future set once it is recorded.
+_Report = tuple[claims.Finished, asyncio.Future[None]]
+
+
 class Worker:
     def __init__(
         self,
@@ -95,6 +99,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        #: Reports waiting to be recorded, by pipeline, and the task recording each's.
+        self._reports: dict[int, list[_Report]] = {}
+        self._reporters: dict[int, asyncio.Task[None]] = {}
         self._outage = Outage(logger, self.id)
         self._sessions = TargetSessions()
         self._contended = False
@@ -111,7 +118,10 @@ class Worker:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
-        checks_wakeup = self._listener.subscribe()
+        # Checks come due by people's changes only (a new issue, an edited statement, a dry
+        # run asked for): the runner's transitions, two a task, would each cost a round of
+        # the checker's two claims for nothing.
+        checks_wakeup = self._listener.subscribe(runner_transitions=False)
         self._running = True
         background = [
             asyncio.create_task(
@@ -144,9 +154,10 @@ class Worker:
             self._listener.unsubscribe(wakeup)
             self._listener.unsubscribe(checks_wakeup)
             await self._sessions.close()
-            for task in [*background, *self._background]:
+            stopped = [*background, *self._background, *self._reporters.values()]
+            for task in stopped:
                 task.cancel()
-            for task in [*background, *self._background]:
+            for task in stopped:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._checker.close()
@@ -262,33 +273,67 @@ class Worker:
             self._room.set()
 
     async def _report_until_recorded(self, attempt: _Attempt, outcome: Outcome) -> None:
+        """Queue the attempt's report with the others of its pipeline, and wait until it is
+        recorded (or dropped: the worker no longer held the task)."""
+        pipeline_id = attempt.claimed.pipeline_id
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        finished = claims.Finished(
+            attempt.claimed, _ending_of(attempt, outcome), outcome, attempt.log_lines
+        )
+        self._reports.setdefault(pipeline_id, []).append((finished, recorded))
+        if pipeline_id not in self._reporters:
+            self._reporters[pipeline_id] = asyncio.create_task(
+                self._report_pipeline(pipeline_id), name=f"{self.id}-reports-{pipeline_id}"
+            )
+        await recorded
+
+    async def _report_pipeline(self, pipeline_id: int) -> None:
+        # Finishes of one pipeline wait for each other's lock anyway: those that come while
+        # one is recorded go together in the next transaction, under one lock of it.
+        waiting: list[_Report] = []
+        try:
+            while waiting := self._reports.pop(pipeline_id, []):
+                await self._record(waiting)
+        finally:
+            del self._reporters[pipeline_id]
+            for _, recorded in [*waiting, *self._reports.pop(pipeline_id, [])]:
+                recorded.cancel()
+
+    async def _record(self, reports: list[_Report]) -> None:
         # Retrying is safe: a report whose commit was lost on the wire finds the task no
         # longer held, and is dropped.
         while True:
             try:
-                await self._report(attempt, outcome)
+                # The slots the attempts free go, in the same transaction, to the next tasks
+                # of their pipeline that may start: no claim of their own, nor one that finds
+                # the pipeline held.
+                round_ = await claims.finish_and_claim_together(
+                    self.id,
+                    [finished for finished, _ in reports],
+                    self._lease,
+                    claim=not self._stopping.is_set(),
+                )
             except Exception as error:
-                if not database_unavailable(error):
-                    raise
-                await asyncio.sleep(self._outage.failed(error))
-            else:
-                self._outage.succeeded()
+                if database_unavailable(error):
+                    await asyncio.sleep(self._outage.failed(error))
+                    continue
+                if len(reports) > 1:
+                    # What failed may be one attempt's alone: the others are not held back.
+                    for report in reports:
+                        await self._record([report])
+                    return
+                for _, recorded in reports:
+                    if not recorded.done():
+                        recorded.set_exception(error)
                 return
-
-    async def _report(self, attempt: _Attempt, outcome: Outcome) -> None:
-        # The slot the attempt frees goes, in the same transaction, to the next task of its
-        # pipeline that may start: no claim of its own, nor one that finds the pipeline held.
-        claimed = await claims.finish_and_claim(
-            self.id,
-            attempt.claimed,
-            _ending_of(attempt, outcome),
-            outcome,
-            attempt.log_lines,
-            self._lease,
-            limit=0 if self._stopping.is_set() else 1,
-        )
-        # Registered while the finished attempt still holds its slot: never above concurrency.
-        self._start_attempts(claimed or [])
+            self._outage.succeeded()
+            break
+        # Registered while the finished attempts still hold their slots: never above
+        # concurrency.
+        self._start_attempts(round_.claimed)
+        for _, recorded in reports:
+            if not recorded.done():
+                recorded.set_result(None)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
