@@ -84,13 +84,28 @@ class BothPaths:
         return compiled[0], path
 
 
-@pytest.fixture
-def both_paths(settings: Settings) -> BothPaths:
+def paths_of(settings: Settings) -> BothPaths:
+    """The schemas of `settings` with and without the compiled reads."""
     return BothPaths(
         compiled=build_schema(settings),
         resolvers=build_schema(settings.model_copy(update={"compiled_reads": False})),
         settings=settings,
     )
+
+
+def generous_paths(settings: Settings, queries: ModuleType) -> BothPaths:
+    """Both paths as the benchmark's servers run: a stage's tasks asked for whole, its cost
+    allowed."""
+    return paths_of(
+        settings.model_copy(
+            update={"max_page_size": queries.TASKS_PER_STAGE, "max_query_cost": 1_000_000}
+        )
+    )
+
+
+@pytest.fixture
+def both_paths(settings: Settings) -> BothPaths:
+    return paths_of(settings)
 
 
 # --- the data ---------------------------------------------------------------------------------
@@ -613,15 +628,7 @@ async def test_the_benchmark_reads_and_the_pipeline_page_are_compiled(
     )
     for index, task in enumerate(await Task.filter(stage__position=0).order_by("id")):
         await put_task_in(task.id, TaskStatus.DONE if index % 3 else TaskStatus.SKIPPED)
-    # As the benchmark's servers run: a stage's tasks asked for whole, its cost allowed.
-    generous = settings.model_copy(
-        update={"max_page_size": queries.TASKS_PER_STAGE, "max_query_cost": 1_000_000}
-    )
-    paths = BothPaths(
-        compiled=build_schema(generous),
-        resolvers=build_schema(generous.model_copy(update={"compiled_reads": False})),
-        settings=generous,
-    )
+    paths = generous_paths(settings, queries)
     admin = Principal(actor="ada", role=Role.ADMIN)
     cases = [
         (queries.CONVEYOR_ONE, {"id": small[0].pipeline_id}),
@@ -719,14 +726,7 @@ async def test_the_spliced_form_takes_no_client_text_for_a_marker(
         result={"#w0": [1, 2], '{"#a0" : [': MARKER_LIKE[2]},
     )
     queries = bench_queries()
-    generous = settings.model_copy(
-        update={"max_page_size": queries.TASKS_PER_STAGE, "max_query_cost": 1_000_000}
-    )
-    paths = BothPaths(
-        compiled=build_schema(generous),
-        resolvers=build_schema(generous.model_copy(update={"compiled_reads": False})),
-        settings=generous,
-    )
+    paths = generous_paths(settings, queries)
     page = queries.CONVEYOR_PIPELINE_PAGE
     with_json = page.replace("runs { attempt", "runs { result attempt")
     variables = {"id": created.pipeline_id}
