@@ -1,7 +1,8 @@
-"""Two builds of Conveyor in one run, alternating: the 100-task plain read under wrk.
+"""Two builds of Conveyor in one run, alternating: one read under wrk (by default the
+100-task plain read; `--case "page, 100"` picks the case whose name holds that text).
 
     git archive <commit> src | tar -x -C /tmp/before
-    python bench/tree_before_after.py /tmp/before/src [--seconds 3] [--rounds 3]
+    python bench/tree_before_after.py /tmp/before/src [--seconds 3] [--rounds 3] [--case TEXT]
 
 The "before" server runs the source tree given (put first on PYTHONPATH), the "after" one this
 tree; both start as `conveyor serve` on the seeded data set (see tree_seed.py), with the
@@ -33,9 +34,11 @@ async def main() -> None:
     parser.add_argument("before_source", type=Path, help="the src directory of the other build")
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--case", help="the case whose name holds this text")
     args = parser.parse_args()
     database_url = with_database(server_url(), tree_seed.DEFAULT_DATABASE)
-    case = next(case for case in await find_cases(database_url) if not case.page)
+    cases = await find_cases(database_url)
+    case = next(case for case in cases if (args.case in case.name if args.case else not case.page))
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-before-after-") as temporary:
         work_dir = Path(temporary)
         (work_dir / "before").mkdir()

@@ -1,6 +1,7 @@
 """What every resolver gets: the request's loaders, who acts, and the app's services."""
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import strawberry
 from starlette.requests import Request
@@ -26,6 +27,7 @@ class Context:
     #: Who acts; None only on a WebSocket that has not sent its connection_init yet.
     principal: Principal | None = None
     _loaders: Loaders | None = field(default=None, init=False, repr=False)
+    _now: datetime | None = field(default=None, init=False, repr=False)
     #: The process's fan-out of new events; None where nothing serves subscriptions.
     hub: EventHub | None = None
     #: What a WebSocket client sent in connection_init (set by strawberry).
@@ -43,8 +45,20 @@ class Context:
         rendered once for all their subscribers (graphql.shared_render) never needs its own,
         and ten thousand sockets would hold 26 kB each for nothing."""
         if self._loaders is None:
-            self._loaders = Loaders()
+            self._loaders = Loaders(now=self.now)
         return self._loaders
+
+    @property
+    def now(self) -> datetime:
+        """The moment scheduling is decided as of, the same for the whole request. A
+        compiled read needs only this, and building the loaders to learn it cost ~8 % of a
+        100-task pipeline page's CPU."""
+        if self._loaders is not None:
+            # A subscription's loaders move it on for each message (Loaders.forget).
+            return self._loaders.now
+        if self._now is None:
+            self._now = datetime.now(UTC)
+        return self._now
 
     @property
     def acting(self) -> Principal:

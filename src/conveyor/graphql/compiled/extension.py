@@ -177,13 +177,13 @@ class CompiledReads(SchemaExtension):
             data = EncodedData(data_json.encode()) if over_http else orjson.loads(data_json)
         elif built.markers is not None:
             with _no_garbage_collection():
-                derived = DerivedFields(plan, context.principal, context.loaders.now)
+                derived = DerivedFields(plan, context.principal, context.now)
                 spliced = SplicedFields(built.markers, derived).answer(data_json)
                 data = EncodedData(spliced) if over_http else orjson.loads(spliced)
         else:
             with _no_garbage_collection():
                 data = orjson.loads(data_json)
-                DerivedFields(plan, context.principal, context.loaders.now).fill(data)
+                DerivedFields(plan, context.principal, context.now).fill(data)
                 data = EncodedData(orjson.dumps(data)) if over_http else data
         return ExecutionResult(data=data)
 
