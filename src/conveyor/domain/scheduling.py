@@ -161,6 +161,7 @@ _WAITING_FOR_A_PERSON = {
 }
 #: One reason object for each: a pipeline's waiting tasks share them (reasons are values).
 _PERSON_REASONS = {status: WaitingReason(kind) for status, kind in _WAITING_FOR_A_PERSON.items()}
+_CHECKS_PENDING = WaitingReason(WaitingKind.CHECKS_PENDING)
 
 
 _by_id = attrgetter("id")
@@ -237,7 +238,7 @@ def _reason_in_pipeline(
     if task.not_before is not None and task.not_before > now:
         return WaitingReason(WaitingKind.NOT_BEFORE, not_before=task.not_before)
     if task.checks_pending:
-        return WaitingReason(WaitingKind.CHECKS_PENDING)
+        return _CHECKS_PENDING
     return None
 
 

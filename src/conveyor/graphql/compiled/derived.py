@@ -345,14 +345,21 @@ class SplicedFields:
             raise Uncovered("a waiting reason without its pipeline's facts")
         selection = self.markers[int(number)][1]
         objects = self.objects[int(pipeline)]
-        worded: dict[int, str] = {}
+        # By identity first (tasks waiting for an earlier stage share one object), then by
+        # value: the decision makes a new object for each task waiting for its checks or for
+        # a busy database, and most of those are equal.
+        by_identity: dict[int, str] = {}
+        by_value: dict[WaitingReason, str] = {}
         texts = {}
         for task_id, reason in decision.waiting.items():
-            text = worded.get(id(reason))
+            text = by_identity.get(id(reason))
             if text is None:
-                text = worded[id(reason)] = orjson.dumps(
-                    _waiting_reason(reason, selection, objects)
-                ).decode()
+                text = by_value.get(reason)
+                if text is None:
+                    text = by_value[reason] = orjson.dumps(
+                        _waiting_reason(reason, selection, objects)
+                    ).decode()
+                by_identity[id(reason)] = text
             texts[f"{prefix}{task_id}"] = text
         return texts
 
