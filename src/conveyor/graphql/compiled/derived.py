@@ -387,19 +387,23 @@ class SplicedFields:
                 # Every waiting task of the pipeline at once, by the marker it will meet.
                 self.worded.add((pipeline, number))
                 self.texts.update(self.waiting_texts(pipeline, number, marker[: -len(facts)]))
-            found = self.texts.setdefault(marker, "null")
-        else:
-            value: Any
-            if kind == "a":
-                value = self.derived.available_actions(
-                    [*orjson.loads(facts), *_stage_access_facts(key_rest)]
-                )
-            else:
-                statuses = [_TASK_STATUSES[status] for status in orjson.loads(facts)]
-                value = (
-                    derive_stage_status(statuses).value
-                    if kind == "s"
-                    else _task_counts(statuses, self.markers[int(number)][1])
-                )
-            found = self.texts[marker] = orjson.dumps(value).decode()
+            return self.texts.setdefault(marker, "null")
+        principal = self.derived.principal
+        key = (marker, principal.actor, principal.role) if kind == "a" else marker
+        known = self.derived.plan.marker_values
+        found = known.find(key)
+        if found is None:
+            found = orjson.dumps(self._flat_value(kind, number, key_rest, facts)).decode()
+            known.put(key, found)
+        self.texts[marker] = found
         return found
+
+    def _flat_value(self, kind: str, number: str, key_rest: str, facts: str) -> Any:
+        if kind == "a":
+            return self.derived.available_actions(
+                [*orjson.loads(facts), *_stage_access_facts(key_rest)]
+            )
+        statuses = [_TASK_STATUSES[status] for status in orjson.loads(facts)]
+        if kind == "s":
+            return derive_stage_status(statuses).value
+        return _task_counts(statuses, self.markers[int(number)][1])

@@ -8,7 +8,7 @@ it is not sure of, raises `Uncovered`: the whole operation then goes to the reso
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ from conveyor.db.compiled_reads import (
     relation_target,
 )
 from conveyor.errors import ConveyorError
+from conveyor.graphql.bounded_cache import BoundedCache
 from conveyor.graphql.inputs import node_key
 from conveyor.graphql.types.pagination import decode_cursor, page_size
 from conveyor.settings import Settings
@@ -125,6 +126,17 @@ class Plan:
     #: Its statements' texts, built once per form and shape of arguments
     #: (db.compiled_reads.statement).
     texts: dict[bool, list[Any]] = field(default_factory=dict, compare=False)
+    #: The JSON text of the derived values that are functions of their marker's text alone
+    #: (and, for actions, of who asks): a stage's status and counts, a task's actions
+    #: (graphql.compiled.derived.SplicedFields.value). Few differ across all the pipelines a
+    #: plan reads, so they are worked out once for the process, not once per request.
+    marker_values: BoundedCache[Hashable, str] = field(
+        default_factory=lambda: BoundedCache(MARKER_VALUES_PER_PLAN), compare=False
+    )
+
+
+#: Marker texts and their values are about a hundred bytes each: at most ~50 kB a plan.
+MARKER_VALUES_PER_PLAN = 256
 
 
 @dataclass
