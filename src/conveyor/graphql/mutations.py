@@ -46,6 +46,23 @@ def _task_key(input: TaskActionInput) -> int:
     return _required_key(input.task_id, "Task", "taskId")
 
 
+async def _save_instance(
+    info: Info, instance_id: int | None, changes: catalog.InstanceChanges
+) -> Instance:
+    """A new instance (`instance_id` None) or changes to one, under the process's rules on
+    where instances may point."""
+    settings, cipher = info.context.settings, info.context.cipher
+    row = await catalog.save_instance(
+        info.context.acting,
+        instance_id,
+        changes,
+        cipher,
+        networks=InstanceNetworks.parse(settings.instance_networks),
+        own_database=OwnDatabaseCheck(settings, cipher),
+    )
+    return Instance.from_row(row)
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Add an environment to the promotion path.")
@@ -80,8 +97,8 @@ class Mutation:
 
     @strawberry.mutation(description="Register a database server.")
     async def create_instance(self, info: Info, input: CreateInstanceInput) -> Instance:
-        row = await catalog.save_instance(
-            info.context.acting,
+        return await _save_instance(
+            info,
             None,
             catalog.InstanceChanges(
                 name=input.name,
@@ -94,16 +111,12 @@ class Mutation:
                 max_running_tasks=input.max_running_tasks,
                 connection_options=connection_option_pairs(input.connection_options),
             ),
-            info.context.cipher,
-            networks=InstanceNetworks.parse(info.context.settings.instance_networks),
-            own_database=OwnDatabaseCheck(info.context.settings, info.context.cipher),
         )
-        return Instance.from_row(row)
 
     @strawberry.mutation(description="Change a database server's settings or password.")
     async def update_instance(self, info: Info, input: UpdateInstanceInput) -> Instance:
-        row = await catalog.save_instance(
-            info.context.acting,
+        return await _save_instance(
+            info,
             _required_key(input.id, "Instance", "id"),
             catalog.InstanceChanges(
                 name=input.name,
@@ -117,11 +130,7 @@ class Mutation:
                 max_running_tasks=input.max_running_tasks,
                 connection_options=connection_option_pairs(input.connection_options),
             ),
-            info.context.cipher,
-            networks=InstanceNetworks.parse(info.context.settings.instance_networks),
-            own_database=OwnDatabaseCheck(info.context.settings, info.context.cipher),
         )
-        return Instance.from_row(row)
 
     @strawberry.mutation(description="Record a database that exists on an instance.")
     async def register_database(self, info: Info, input: RegisterDatabaseInput) -> Database:
