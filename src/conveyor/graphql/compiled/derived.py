@@ -2,7 +2,7 @@
 by the same `domain` functions the resolvers call; the hidden keys are removed."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -388,8 +388,15 @@ class SplicedFields:
                 self.worded.add((pipeline, number))
                 self.texts.update(self.waiting_texts(pipeline, number, marker[: -len(facts)]))
             return self.texts.setdefault(marker, "null")
-        principal = self.derived.principal
-        key = (marker, principal.actor, principal.role) if kind == "a" else marker
+        key: Hashable
+        if kind == "a":
+            principal = self.derived.principal
+            key = (marker, principal.actor, principal.role)
+        elif kind == "c":
+            # The counts' selection, in case two statements of the plan number it apart.
+            key = (marker, self.markers[int(number)][1])
+        else:
+            key = marker
         known = self.derived.plan.marker_values
         found = known.find(key)
         if found is None:
