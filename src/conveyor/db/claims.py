@@ -6,6 +6,7 @@ and a second claimer moves on to another pipeline. Claims on one instance serial
 transaction-scoped advisory lock taken with *try*, so two workers never wait on each other.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,13 +28,14 @@ from conveyor.db.task_status import (
     StatusChange,
     apply_changes,
     end_attempt,
+    lock_pipeline_of,
     lock_task,
     now_utc,
     start_tasks,
 )
 from conveyor.domain.attempts import AttemptEnd, Outcome, recovery, safe_to_rerun
 from conveyor.domain.scheduling import OCCUPYING_STATUSES, decide
-from conveyor.domain.statuses import PipelineStatus, TaskStatus, TaskType
+from conveyor.domain.statuses import PipelineStatus, TaskRunStatus, TaskStatus, TaskType
 from conveyor.domain.transitions import TaskAction, next_status, statuses_allowing
 
 logger = logging.getLogger(__name__)
@@ -153,6 +155,57 @@ async def _start_in_held_pipeline(
     rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
     running = next_running_status()
     return [_claimed(row, running) for row in rows], len(instances) < len(wanted)
+
+
+class _WarmedUp(Exception):
+    """Ends a warm-up transaction by rolling it back."""
+
+
+async def prepare_hot_path(worker: str, lease: timedelta, sessions: int) -> None:
+    """Open `sessions` of the pool's connections and have each prepare the statements of a
+    claim, a finish and a lease renewal, by running each on no task, in a transaction rolled
+    back: a worker is ready before it takes work, instead of its first tasks paying a
+    connection and a parse of each statement (asyncpg prepares a statement on a connection
+    the first time that connection runs it)."""
+
+    async def prepare_one() -> None:
+        startable = sorted(_STARTABLE)
+        running = next_running_status()
+        try:
+            async with in_transaction() as connection:
+                await connection.execute_query_dict(
+                    RUNNER["pipelines_with_startable_work"],
+                    [0, startable, PipelineStatus.OPEN.value],
+                )
+                await connection.execute_query_dict(
+                    RUNNER["lock_pipeline_for_claim"], [0, PipelineStatus.OPEN.value]
+                )
+                await start_candidates_locking(
+                    connection, 0, PipelineStatus.OPEN, _STARTABLE, _INSTANCE_CLAIM_LOCK
+                )
+                await occupancy([0], connection)
+                await start_tasks(connection, [(0, TaskStatus(startable[0]))], worker, lease, "")
+                locked = await lock_pipeline_of(connection, 0)
+                await end_attempt(
+                    connection,
+                    worker,
+                    HeldTask(0, 0, running),
+                    AttemptEnd(TaskAction.SUCCEED, TaskRunStatus.DONE, None, None),
+                    None,
+                    RUNNER_ACTOR,
+                    locked=locked or LockedPipeline(0, 0, PipelineStatus.OPEN),
+                )
+                await connection.execute_query_dict(
+                    RUNNER["renew_leases"],
+                    [[0], worker, lease.total_seconds(), sorted(OCCUPYING_STATUSES)],
+                )
+                # start_tasks may take the event-order lock even on no task: rolling back
+                # gives it back at once, and leaves nothing written.
+                raise _WarmedUp
+        except _WarmedUp:
+            pass
+
+    await asyncio.gather(*(prepare_one() for _ in range(sessions)))
 
 
 def next_running_status() -> TaskStatus:

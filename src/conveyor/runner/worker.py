@@ -131,6 +131,7 @@ class Worker:
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
             asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
+        prepared = False
         try:
             while not self._stopping.is_set():
                 # The change that woke us may be a cancel request for a task we hold.
@@ -138,6 +139,13 @@ class Worker:
                 wakeup.clear()
                 self._room.clear()
                 try:
+                    if not prepared:
+                        # Ready before the first task: the pool's sessions open, the hot
+                        # path's statements prepared on each.
+                        await claims.prepare_hot_path(
+                            self.id, self._lease, self._settings.db_pool_max_size
+                        )
+                        prepared = True
                     if self._renewal_wanted and self._renewal_wait() <= 0:
                         self._renewal_wanted = False
                         await self._renew_leases()
