@@ -416,6 +416,11 @@ class Result:
     server_cpu: float
     #: The server's involuntary context switches per sample (preempted by another process).
     preempted: float
+    #: CPU per message delivered while sampling (µs): the server's, and all clients' together.
+    server_us_per_message: float = 0.0
+    clients_us_per_message: float = 0.0
+    #: The share of the server's CPU spent in the kernel (the socket writes, mostly).
+    server_system_share: float = 0.0
     burst_latencies: list[float] = field(default_factory=list)
     burst_seconds: float = 0.0
 
@@ -447,20 +452,33 @@ async def measure(
         profiler = _profile(server, args.profile, f"{count}-{selection}")
         started = time.monotonic()
         server_cpu_before = sum(server.cpu_times()[:2])
+        server_system_before = server.cpu_times().system
         switches_before = server.num_ctx_switches().involuntary
         client_cpu_before = clients.cpu_seconds()
         latencies = await latencies_of(clients, main_task.id, args.samples)
         wall = time.monotonic() - started
         _stop_profile(profiler)
-        server_cpu = (sum(server.cpu_times()[:2]) - server_cpu_before) / wall
+        server_seconds = sum(server.cpu_times()[:2]) - server_cpu_before
+        server_system = server.cpu_times().system - server_system_before
         preempted = (server.num_ctx_switches().involuntary - switches_before) / args.samples
-        # The busiest client process's share of one core while the samples were taken.
-        client_cpu = max(
-            (after - before) / wall
+        client_seconds = [
+            after - before
             for before, after in zip(client_cpu_before, clients.cpu_seconds(), strict=True)
-        )
+        ]
         rss = server.memory_info().rss
-        result = Result(count, selection, latencies, rss, client_cpu, server_cpu, preempted)
+        result = Result(
+            count,
+            selection,
+            latencies,
+            rss,
+            # The busiest client process's share of one core while the samples were taken.
+            max(client_seconds) / wall,
+            server_seconds / wall,
+            preempted,
+            server_seconds / len(latencies) * 1e6,
+            sum(client_seconds) / len(latencies) * 1e6,
+            server_system / server_seconds,
+        )
         if burst_clients is not None:
             burst_started = time.monotonic()
             profiler = _profile(server, args.profile, f"{count}-{selection}-burst")
@@ -643,15 +661,18 @@ async def main() -> None:
 
     print(
         "| subscribers | selection | commit → delivery p50 | p99 | server RSS | server CPU "
-        "| busiest client CPU | server preempted per event |"
+        "| busiest client CPU | server preempted per event "
+        "| CPU per message: server (in the kernel), clients |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(
             f"| {result.subscribers:,} | {result.selection} "
             f"| {statistics.median(result.latencies):.1f} ms "
             f"| {percentile(result.latencies, 0.99):.1f} ms | {result.rss / 2**20:.0f} MiB "
-            f"| {result.server_cpu:.0%} | {result.client_cpu:.0%} | {result.preempted:,.0f} |"
+            f"| {result.server_cpu:.0%} | {result.client_cpu:.0%} | {result.preempted:,.0f} "
+            f"| {result.server_us_per_message:.0f} µs ({result.server_system_share:.0%}), "
+            f"{result.clients_us_per_message:.0f} µs |"
         )
     if args.burst:
         print(f"\nDuring a burst of {args.burst:,} events on another pipeline:\n")

@@ -103,6 +103,13 @@ class _DirectConnection:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._server.transport.get_write_buffer_size()
 
+    def write_one(self, message: bytes) -> None:
+        """Frame one text message and write it: a live update's path, paid per subscriber."""
+        if self._server.conn.extensions:
+            self.write((message,))
+        else:
+            self._server.transport.write(b"".join(_text_frame(message)))
+
     def write(self, messages: Iterable[bytes]) -> None:
         """Frame the text messages and write them in one transport write."""
         protocol = self._server.conn
@@ -150,7 +157,11 @@ class LiveOperation:
     def deliver(self, sequence: int, payload: bytes) -> bool:
         """Write (or queue) a payload rendered for every subscriber of the same document;
         False when the connection is too slow and its subscriptions were ended."""
-        return self.socket.queue(_Frame(self.id, sequence, self._next_head + payload + b"}"))
+        message = self._next_head + payload + b"}"
+        if self.socket.write_now(message):
+            self.last_written = sequence
+            return True
+        return self.socket.queue(_Frame(self.id, sequence, message))
 
 
 #: The subscription the running resolver serves, on a connection that writes through an
@@ -271,6 +282,23 @@ class LiveSocketHandler(TransportWSHandler):
         data = json.dumps(message, separators=(",", ":")).encode()
         operation_id = cast(dict[str, Any], message).get("id")
         self.queue(_Frame(operation_id, _sequence_of(message), data))
+
+    def write_now(self, message: bytes) -> bool:
+        """Write one message in this very turn if nothing waits before it and the socket
+        takes it; False (nothing written) otherwise, and `queue` decides. The common case
+        of a live update at 10,000 subscribers: no frame record, no lookup of the operation
+        it belongs to (the caller knows it)."""
+        direct = self._direct
+        if (
+            self._outbox
+            or self._closing_too_slow
+            or direct is None
+            or not direct.takes_data()
+            or not direct.open()
+        ):
+            return False
+        direct.write_one(message)
+        return True
 
     def queue(self, frame: _Frame) -> bool:
         """Write one message now if the socket takes it, else queue it for the writer;
