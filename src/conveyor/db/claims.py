@@ -370,7 +370,7 @@ async def _finish(
                 database_id = created.id
             for name in (outcome.discovered_databases if outcome is not None else None) or ():
                 await _register_database(connection, claimed.instance_id, name)
-            ended = await end_attempt(
+            locked = await end_attempt(
                 connection,
                 worker,
                 claimed.held,
@@ -381,9 +381,8 @@ async def _finish(
                 log_lines=item.log_lines,
                 locked=locked,
             )
-            if ended is None:
+            if locked is None:
                 raise _NotHeld(claimed.task_id)
-            locked = ended.locked
         if limit <= 0 or lease is None or locked is None:
             return []
         if locked.status is not PipelineStatus.OPEN:

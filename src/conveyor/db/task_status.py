@@ -307,16 +307,6 @@ async def lock_pipeline_of(connection: BaseDBAsyncClient, task_id: int) -> Locke
     return LockedPipeline(row["id"], row["issue_id"], PipelineStatus(row["status"]))
 
 
-@dataclass(frozen=True)
-class EndedAttempt:
-    """What the end of an attempt left: its pipeline, locked by the caller's transaction."""
-
-    pipeline_id: int
-    pipeline_status: PipelineStatus
-    #: The pipeline as the attempt's end left it, for the next end in the same transaction.
-    locked: LockedPipeline
-
-
 async def end_attempt(
     connection: BaseDBAsyncClient,
     worker: str,
@@ -328,10 +318,11 @@ async def end_attempt(
     database_id: int | None = None,
     log_lines: Sequence[dict[str, Any]] = (),
     locked: LockedPipeline | None = None,
-) -> EndedAttempt | None:
+) -> LockedPipeline | None:
     """Take the attempt's ending transition and record its run, in two statements (the
     pipeline's lock, then the rest, `log_lines` as a TASK_LOG event before the status change);
-    None if `worker` no longer held the task. A stage or pipeline that rolls up adds its
+    the pipeline as the end left it (for the next end in the same transaction), or None if
+    `worker` no longer held the task. A stage or pipeline that rolls up adds its
     event after them. The pipeline stays locked until the caller's transaction ends.
 
     `locked`: the task's pipeline as this transaction already locked it (by `lock_pipeline_of`
@@ -388,4 +379,4 @@ async def end_attempt(
         pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
         roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, roll_up)
-    return EndedAttempt(pipeline_id, rolled_up, LockedPipeline(pipeline_id, issue_id, rolled_up))
+    return LockedPipeline(pipeline_id, issue_id, rolled_up)
