@@ -283,19 +283,21 @@ class LiveSocketHandler(TransportWSHandler):
         operation_id = cast(dict[str, Any], message).get("id")
         self.queue(_Frame(operation_id, _sequence_of(message), data))
 
-    def write_now(self, message: bytes) -> bool:
-        """Write one message in this very turn if nothing waits before it and the socket
-        takes it; False (nothing written) otherwise, and `queue` decides. The common case
-        of a live update at 10,000 subscribers: no frame record, no lookup of the operation
-        it belongs to (the caller knows it)."""
+    def _writable_now(self) -> _DirectConnection | None:
+        """The socket, if a message may be written to it in this very turn: nothing queued
+        before it (so the order holds), not closing as too slow, and its buffer not full."""
         direct = self._direct
-        if (
-            self._outbox
-            or self._closing_too_slow
-            or direct is None
-            or not direct.takes_data()
-            or not direct.open()
-        ):
+        if self._outbox or self._closing_too_slow or direct is None or not direct.takes_data():
+            return None
+        return direct
+
+    def write_now(self, message: bytes) -> bool:
+        """Write one message in this very turn if the socket takes it; False (nothing
+        written) otherwise, and `queue` decides. The common case of a live update at 10,000
+        subscribers: no frame record, no lookup of the operation it belongs to (the caller
+        knows it)."""
+        direct = self._writable_now()
+        if direct is None or not direct.open():
             return False
         direct.write_one(message)
         return True
@@ -305,11 +307,10 @@ class LiveSocketHandler(TransportWSHandler):
         False when the connection was too slow."""
         if self._closing_too_slow:
             return False
-        direct = self._direct
-        if not self._outbox and direct is not None and direct.takes_data():
-            # Nothing queued before it, so the order holds: written in this very turn.
+        direct = self._writable_now()
+        if direct is not None:
             if direct.open():
-                direct.write((frame.data,))
+                direct.write_one(frame.data)
                 self._written(frame)
             # A closed connection drops it; the handler ends with its read loop.
             return True
@@ -317,7 +318,7 @@ class LiveSocketHandler(TransportWSHandler):
             logger.info("closed a subscriber that fell %d messages behind", self._outbox_limit)
             self._too_slow()
             return False
-        held = self._outbox_bytes + (0 if direct is None else direct.buffered())
+        held = self._outbox_bytes + (0 if self._direct is None else self._direct.buffered())
         if held >= self._outbox_byte_limit:
             logger.info("closed a subscriber with %d bytes waiting for its socket", held)
             self._too_slow()
