@@ -252,7 +252,7 @@ class EventHub:
                 subscription.event_filter, sharing.key, sharing.render, self._priority
             )
         self._unshared.discard(subscription)
-        stream.members.add(subscription)
+        stream.join(subscription, sharing.seat)
         subscription.sharing = sharing
         subscription.stream = stream
 
@@ -262,7 +262,7 @@ class EventHub:
         stream = subscription.stream
         if stream is None:
             return
-        stream.members.discard(subscription)
+        stream.leave(subscription)
         if not stream.members:
             self._streams.pop((stream.event_filter, stream.key), None)
             self._closing.add(asyncio.create_task(stream.close()))

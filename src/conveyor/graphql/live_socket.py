@@ -12,8 +12,11 @@ been stuck on one message for a keep-alive interval. Then its queued messages ar
 kernel's buffers may take megabytes before the socket pushes back (loopback took ~3 MB for a
 client with a 4 KB receive buffer): the server only counts what it holds itself.
 
-Live subscriptions write payloads rendered once for all who share them (`deliver`): a
-subscriber's cost is its socket write. Under uvicorn's sans-I/O WebSocket connection (see
+Live subscriptions write payloads rendered once for all who share them: a subscriber's cost
+is its socket write. While a connection has nothing queued, each of its live operations has
+an open `DirectSeat`, through which its stream writes the framed messages into the transport
+itself; otherwise the stream hands them to `LiveOperation.deliver`, which queues behind what
+waits. Under uvicorn's sans-I/O WebSocket connection (see
 `ExposeWebSocketConnection`) a message is framed and written into the connection at once, in
 the turn that delivers it, while the socket takes it; only a socket whose buffer is full
 queues, and its writer writes what queued in one go once the socket takes data again.
@@ -21,6 +24,7 @@ queues, and its writer writes what queued in one go once the socket takes data a
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -40,7 +44,7 @@ from websockets.protocol import State
 
 from conveyor.errors import ErrorCode
 from conveyor.graphql.context import Context
-from conveyor.graphql.websocket import TransportWSHandler
+from conveyor.graphql.websocket import TransportWSHandler, WebSocketAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,13 @@ class _DirectConnection:
             and server.conn.state is State.OPEN
         )
 
+    def extended(self) -> bool:
+        """Whether the client asked for an extension (compression): websockets frames then."""
+        return bool(self._server.conn.extensions)
+
+    def transport(self) -> asyncio.WriteTransport:
+        return cast(asyncio.WriteTransport, self._server.transport)
+
     def takes_data(self) -> bool:
         """Whether the transport's buffer is below its high-water mark."""
         return self._server.writable.is_set()
@@ -137,22 +148,85 @@ def _text_frame(message: bytes) -> tuple[bytes, bytes]:
     return header, message
 
 
-@dataclass
+class _NextMessage:
+    """The `next` messages of one operation id around shared payloads, framed: the stream's
+    envelope for the seats of that id. It keeps the last payloads' messages, so the
+    subscribers of a stream that share an id (graphql-ws clients number their operations
+    from 1) share one piece of bytes too."""
+
+    __slots__ = ("_head", "_messages", "_payloads")
+
+    def __init__(self, operation_id: str) -> None:
+        self._head = _next_head(operation_id)
+        self._payloads: list[bytes] = []
+        self._messages = b""
+
+    def wrap(self, payloads: list[bytes]) -> bytes:
+        if payloads is not self._payloads:
+            head = self._head
+            self._messages = b"".join(
+                part for payload in payloads for part in _text_frame(head + payload + b"}")
+            )
+            self._payloads = payloads
+        return self._messages
+
+
+def _next_head(operation_id: str) -> bytes:
+    return ('{"id":' + json.dumps(operation_id) + ',"type":"next","payload":').encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _next_message(operation_id: str) -> _NextMessage:
+    return _NextMessage(operation_id)
+
+
+@dataclass(slots=True, eq=False)
+class DirectSeat:
+    """An operation's socket as its shared stream writes to it directly (see
+    `events.shared.Seat`): open while its connection has nothing queued, is not closing,
+    and writes unextended frames."""
+
+    transport: asyncio.WriteTransport
+    envelope: _NextMessage
+    open: bool
+    last_written: int = 0
+
+
 class LiveOperation:
     """A subscription of the connection, as the client sent it, and how far its messages
     have been written to the socket."""
 
-    id: str
-    query: str
-    variables: dict[str, Any] | None
-    operation_name: str | None
-    socket: "LiveSocketHandler"
-    #: The sequence of the last event written to the socket (or the position the
-    #: subscription started from); what the client resumes after when the socket fails it.
-    last_written: int = 0
+    def __init__(
+        self,
+        operation_id: str,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        socket: "LiveSocketHandler",
+    ) -> None:
+        self.id = operation_id
+        self.query = query
+        self.variables = variables
+        self.operation_name = operation_name
+        self.socket = socket
+        self._next_head = _next_head(operation_id)
+        #: The sequence of the event whose message the operation's resolver is sending.
+        self.sequence_in_flight: int | None = None
+        self.seat = socket.seat_for(operation_id)
+        self._last_written = 0
 
-    def __post_init__(self) -> None:
-        self._next_head = ('{"id":' + json.dumps(self.id) + ',"type":"next","payload":').encode()
+    @property
+    def last_written(self) -> int:
+        """The sequence of the last event written to the socket (or the position the
+        subscription started from); what the client resumes after when the socket fails it."""
+        return self._last_written if self.seat is None else self.seat.last_written
+
+    @last_written.setter
+    def last_written(self, sequence: int) -> None:
+        if self.seat is None:
+            self._last_written = sequence
+        else:
+            self.seat.last_written = sequence
 
     def deliver(self, sequence: int, payload: bytes) -> bool:
         """Write (or queue) a payload rendered for every subscriber of the same document;
@@ -176,15 +250,6 @@ class _Frame:
     sequence: int | None
     #: The message, encoded.
     data: bytes
-
-
-def _sequence_of(message: Message) -> int | None:
-    """The `sequence` of a subscription message whose selection has one at its root."""
-    payload = cast(dict[str, Any], message).get("payload")
-    data = payload.get("data") if isinstance(payload, dict) else None
-    root = next(iter(data.values()), None) if isinstance(data, dict) else None
-    sequence = root.get("sequence") if isinstance(root, dict) else None
-    return sequence if isinstance(sequence, int) else None
 
 
 class _LongLivedSockets:
@@ -247,10 +312,18 @@ class LiveSocketHandler(TransportWSHandler):
         self._writing_since: float | None = None
         #: Ended as too slow, with its closing messages still to write.
         self._closing_too_slow = False
+        #: Closed by the server (a close frame is on its way): nothing may follow it.
+        self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._keep_alive: asyncio.Task[None] | None = None
         server_connection = self.websocket.ws.scope.get(_CONNECTION_KEY)  # type: ignore[attr-defined]
         self._direct = None if server_connection is None else _DirectConnection(server_connection)
+        if isinstance(self.websocket, WebSocketAdapter):
+            self.websocket.before_close = self._closed_by_server
+
+    def _closed_by_server(self) -> None:
+        self._closing = True
+        self._update_seats()
 
     async def handle(self) -> None:
         self._writer = self._start_writer()
@@ -281,7 +354,32 @@ class LiveSocketHandler(TransportWSHandler):
     async def send_message(self, message: Message) -> None:
         data = json.dumps(message, separators=(",", ":")).encode()
         operation_id = cast(dict[str, Any], message).get("id")
-        self.queue(_Frame(operation_id, _sequence_of(message), data))
+        live = self._live.get(operation_id) if isinstance(operation_id, str) else None
+        # A `next` message of a live operation shows the event its resolver is sending,
+        # whether or not the client selected its `sequence`.
+        sequence = None
+        if live is not None and message["type"] == "next":
+            sequence = live.sequence_in_flight
+        self.queue(_Frame(operation_id, sequence, data))
+
+    def seat_for(self, operation_id: str) -> DirectSeat | None:
+        """A seat for a new operation, if its live updates may be written straight into the
+        connection: uvicorn's sans-I/O connection, without extensions (they frame and
+        compress each message themselves)."""
+        if self._direct is None or self._direct.extended():
+            return None
+        return DirectSeat(self._direct.transport(), _next_message(operation_id), self._seats_open())
+
+    def _seats_open(self) -> bool:
+        return not self._outbox and not self._closing_too_slow and not self._closing
+
+    def _update_seats(self) -> None:
+        """Opens or closes the seats of every live operation of the connection, as its state
+        now allows: once a message waits in the outbox, nothing may pass it."""
+        open_now = self._seats_open()
+        for live in self._live.values():
+            if live.seat is not None:
+                live.seat.open = open_now
 
     def _writable_now(self) -> _DirectConnection | None:
         """The socket, if a message may be written to it in this very turn: nothing queued
@@ -330,10 +428,17 @@ class LiveSocketHandler(TransportWSHandler):
         self._outbox.append(frame)
         self._outbox_bytes += len(frame.data)
         self._queued.set()
+        if len(self._outbox) == 1:
+            self._update_seats()
 
     def _take(self) -> _Frame:
         frame = self._outbox.popleft()
         self._outbox_bytes -= len(frame.data)
+        if not self._outbox:
+            # The last one is written in this very turn by the writer that took it, before
+            # any stream writes: the closing messages of a connection too slow among them.
+            self._closing_too_slow = False
+            self._update_seats()
         return frame
 
     def _start_writer(self) -> "asyncio.Task[None]":
@@ -372,8 +477,6 @@ class LiveSocketHandler(TransportWSHandler):
             direct.write(frame.data for frame in batch)
             for frame in batch:
                 self._written(frame)
-            if not self._outbox:
-                self._closing_too_slow = False
             await asyncio.sleep(0)
 
     async def _write(self) -> None:
@@ -394,8 +497,6 @@ class LiveSocketHandler(TransportWSHandler):
             finally:
                 self._writing_since = None
             self._take()
-            if not self._outbox:
-                self._closing_too_slow = False
             self._written(frame)
 
     async def _ping(self) -> None:
@@ -424,6 +525,7 @@ class LiveSocketHandler(TransportWSHandler):
         self._outbox.clear()
         self._outbox_bytes = 0
         self._closing_too_slow = True
+        self._update_seats()
         if self.context.hub is not None:
             self.context.hub.slow_subscribers_closed += len(self._live)
         if self._writer is not None and self._writing_since is not None:

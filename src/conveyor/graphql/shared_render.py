@@ -134,4 +134,5 @@ def shared_rendering(
         key=_sharing_key(info, live),
         render=_Renderer(info, live, message_of),
         deliver=live.deliver,
+        seat=live.seat,
     )

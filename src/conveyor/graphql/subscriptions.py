@@ -143,6 +143,8 @@ async def _changes(
         # A WebSocket's context lives as long as the connection: without this, nested fields
         # would show what the loaders cached for an earlier message.
         info.context.loaders.forget()
+        if live is not None:
+            live.sequence_in_flight = event.id
         yield message_of(event)
 
 

@@ -2,7 +2,7 @@
 JSON at all, closes its connection with a reason and one warning, never an ASGI error."""
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -91,11 +91,16 @@ def _warn(protocol: str, problem: str) -> None:
 
 
 class WebSocketAdapter(ASGIWebSocketAdapter):
+    #: Called as the server starts closing the socket, before its close frame is sent.
+    before_close: Callable[[], None] | None = None
+
     def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
         # The legacy handler asks to drop undecodable frames silently; it answers them instead.
         return super().iter_json(ignore_parsing_errors=False)
 
     async def close(self, code: int, reason: str) -> None:
+        if self.before_close is not None:
+            self.before_close()
         # A client that went away meanwhile (one that sends a bad frame and hangs up at once)
         # leaves the socket closed already, as asked.
         with suppress(WebSocketDisconnect):
