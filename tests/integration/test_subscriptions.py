@@ -3,6 +3,7 @@ that feeds them, against real PostgreSQL."""
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import time
@@ -788,3 +789,110 @@ async def test_a_shared_stream_serves_thousands_of_subscribers_without_holding_t
 
     # Other work gets the loop between slices of the delivery, not after all of it.
     assert longest_gap < 0.05, f"the loop was held for {longest_gap * 1000:.0f} ms"
+
+
+@dataclasses.dataclass(eq=False)
+class SocketSeat:
+    """A seat on a real socket pair: the stream writes into one end's asyncio transport, the
+    test reads what arrived at the other. Counts the stream's writes."""
+
+    transport: "CountingTransport"
+    envelope: "LineEnvelope"
+    open: bool = True
+    last_written: int = 0
+
+
+class LineEnvelope:
+    def wrap(self, payloads: list[bytes]) -> bytes:
+        return b"".join(payload + b"\n" for payload in payloads)
+
+
+class CountingTransport:
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
+async def test_open_seats_get_each_batch_in_one_write_and_closed_ones_go_through_deliver(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    async def render(events: list[Event]) -> list[bytes]:
+        return [str(event.id).encode() for event in events]
+
+    loop = asyncio.get_running_loop()
+    delivered: dict[str, list[int]] = {"seated": [], "closed": [], "seatless": []}
+    seats: dict[str, SocketSeat] = {}
+    readers: dict[str, socket.socket] = {}
+
+    def deliverer(name: str) -> Callable[[int, bytes], bool]:
+        def deliver(sequence: int, payload: bytes) -> bool:
+            assert payload == str(sequence).encode()
+            delivered[name].append(sequence)
+            return True
+
+        return deliver
+
+    async with contextlib.AsyncExitStack() as stack:
+        for name in delivered:
+            seat = None
+            if name != "seatless":
+                ours, theirs = socket.socketpair()
+                theirs.setblocking(False)
+                readers[name] = theirs
+                stack.callback(theirs.close)
+                transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+                stack.callback(transport.close)
+                seat = seats[name] = SocketSeat(
+                    CountingTransport(transport), LineEnvelope(), open=name == "seated"
+                )
+            subscription = await stack.enter_async_context(
+                hub.subscription(task_filter(pipeline), SYSTEM)
+            )
+            hub.share(
+                subscription,
+                Sharing(key="one", render=render, deliver=deliverer(name), seat=seat),
+            )
+
+        received = {name: b"" for name in readers}
+
+        def arrived(name: str) -> list[int]:
+            """The sequences that reached the far end of the seat's socket so far."""
+            with contextlib.suppress(BlockingIOError):
+                received[name] += readers[name].recv(65536)
+            return [int(line) for line in received[name].splitlines()]
+
+        first = await write_events(pipeline, 5)
+
+        async def first_batch_arrived() -> bool:
+            return arrived("seated") == first and delivered["seatless"] == first
+
+        await eventually(first_batch_arrived, within=5, what="the first events to arrive")
+        assert delivered["closed"] == first
+        assert arrived("closed") == []
+        # Five events rendered in one batch: one write to the open seat.
+        assert seats["seated"].transport.writes == 1
+        assert seats["seated"].last_written == first[-1]
+
+        # The seats change places: nothing is given twice, nothing skipped.
+        seats["seated"].open = False
+        seats["closed"].open = True
+        seats["closed"].last_written = first[-1]
+        second = await write_events(pipeline, 3)
+
+        async def second_batch_arrived() -> bool:
+            return arrived("closed") == second and delivered["seatless"] == first + second
+
+        await eventually(second_batch_arrived, within=5, what="the next events to arrive")
+        assert delivered["seated"] == second
+        assert delivered["closed"] == first
+        assert arrived("seated") == first
