@@ -258,38 +258,43 @@ class _LongLivedSockets:
     Each socket holds thousands of objects for as long as it is open; with thousands of
     sockets a full collection walked millions of them and stopped the event loop for up to a
     second (measured: 0.2-0.9 s at 1,000 subscribers), delaying every live update. Shortly
-    after sockets open, everything alive is frozen (`gc.freeze`, which costs nothing); cycles
-    left by closed sockets are collected once as many sockets have opened since the last
-    full collection as were open then, so that garbage stays within twice what is live.
+    after sockets open or close, everything alive is frozen (`gc.freeze`, which costs
+    nothing). The cycles closed sockets leave are collected once more sockets have closed
+    since the last full collection than are open now, so that garbage stays within what is
+    live; and the collection comes after the closing, when the fewest subscribers are there
+    to wait for it, not after the next sockets open and start receiving.
     """
 
-    #: How long after a socket opens the freeze waits for its subscriptions to start.
-    FREEZE_DELAY_SECONDS = 1.0
+    #: How long after a socket opens or closes the collector waits for the others that
+    #: come with it (a page's subscriptions, a deploy's disconnections).
+    SETTLE_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.open = 0
-        self._opened_since_collection = 0
-        self._open_at_collection = 0
-        self._freezing: asyncio.TimerHandle | None = None
+        self._closed_since_collection = 0
+        self._settling: asyncio.TimerHandle | None = None
 
     def opened(self) -> None:
         self.open += 1
-        self._opened_since_collection += 1
-        if self._freezing is None:
-            self._freezing = asyncio.get_running_loop().call_later(
-                self.FREEZE_DELAY_SECONDS, self._freeze
-            )
+        self._settle_soon()
 
     def closed(self) -> None:
         self.open -= 1
+        self._closed_since_collection += 1
+        self._settle_soon()
 
-    def _freeze(self) -> None:
-        self._freezing = None
-        if self._opened_since_collection > self._open_at_collection:
+    def _settle_soon(self) -> None:
+        if self._settling is None:
+            self._settling = asyncio.get_running_loop().call_later(
+                self.SETTLE_SECONDS, self._settle
+            )
+
+    def _settle(self) -> None:
+        self._settling = None
+        if self._closed_since_collection > self.open:
             gc.unfreeze()
             gc.collect()
-            self._open_at_collection = self.open
-            self._opened_since_collection = 0
+            self._closed_since_collection = 0
         gc.freeze()
 
 
