@@ -132,10 +132,12 @@ class Worker:
             asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
         prepared = False
+        look_for_work = True
         try:
             while not self._stopping.is_set():
                 # The change that woke us may be a cancel request for a task we hold.
                 self._renewal_wanted = self._renewal_wanted or wakeup.is_set()
+                look_for_work = look_for_work or wakeup.is_set() or self._room.is_set()
                 wakeup.clear()
                 self._room.clear()
                 try:
@@ -146,16 +148,19 @@ class Worker:
                             self.id, self._lease, self._settings.db_pool_max_size
                         )
                         prepared = True
-                    if self._renewal_wanted and self._renewal_wait() <= 0:
+                    if self._renewal_wanted and (not self._attempts or self._renewal_wait() <= 0):
+                        # Nothing held, nothing to renew: no later wake-up for it either.
                         self._renewal_wanted = False
                         await self._renew_leases()
-                    await self._claim_while_room()
+                    if look_for_work:
+                        await self._claim_while_room()
+                        look_for_work = False
                 except Exception as error:
                     # A claim either committed, and its tasks run, or did not; one whose
                     # commit was lost on the wire runs nowhere until recovery settles it.
                     await self._pause(self._outage.failed(error))
                     continue
-                await self._wait_for_work(wakeup)
+                look_for_work = await self._wait_for_work(wakeup)
             await self._drain()
         finally:
             self._running = False
@@ -189,7 +194,9 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _wait_for_work(self, wakeup: asyncio.Event) -> None:
+    async def _wait_for_work(self, wakeup: asyncio.Event) -> bool:
+        """Wait for a reason to claim, or for a renewal a notification asked for to come
+        due; whether to look for work (False: only the renewal is due)."""
         waits = [
             asyncio.create_task(wakeup.wait()),
             asyncio.create_task(self._stopping.wait()),
@@ -198,12 +205,16 @@ class Worker:
         # Notifications only wake the worker; the poll is the safety net for any it missed
         # and for not-before times coming due. A round that skipped what another worker held
         # looks again soon: the notification of that work may have come while it was held.
-        timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        work_timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        timeout = work_timeout
         if self._renewal_wanted:
             timeout = min(timeout, self._renewal_wait())
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        woken, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
+        # A wake-up for the renewal alone claims nothing: the notification that asked for it
+        # had its claim round already, and another round would only delay the next one.
+        return bool(woken) or timeout >= work_timeout
 
     async def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
