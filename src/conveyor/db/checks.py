@@ -15,7 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 from tortoise.transactions import in_transaction
 
-from conveyor.db.events import NewEvent, record_events
+from conveyor.db.events import RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Pipeline, Task, TaskCheck
 from conveyor.db.task_status import issue_creator, lock_task, now_utc, task_event
 from conveyor.domain.check_review import (
@@ -272,6 +272,7 @@ async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
                 )
                 for task_id, stage_id, pipeline_id, issue_id in sorted(places)
             ],
+            RUNNER_CHANNEL,
         )
 
 
@@ -334,6 +335,7 @@ async def record_advisory_findings(
                 )
                 for outcome, found in kept
             ],
+            RUNNER_CHANNEL,
         )
 
 
@@ -398,6 +400,7 @@ async def record_dry_run(
                     detail={"statementVersion": held.statement_version, **detail},
                 )
             ],
+            RUNNER_CHANNEL,
         )
 
 

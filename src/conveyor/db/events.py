@@ -16,9 +16,10 @@ from conveyor.domain.statuses import EventKind
 
 #: The channel that carries the newest sequence number to every listening process.
 CHANNEL = "conveyor_events"
-#: The same, for the runner's own transitions (a claim, the end of an attempt): hundreds a
-#: second under load, and nothing a listener waiting only for people's changes (the checks:
-#: a new issue, an edited statement, a dry run asked for) needs to wake up for.
+#: The same, for what the workers write themselves (a claim, the end of an attempt and the
+#: roll-ups it brings, a task's log lines, checks and dry runs recorded): hundreds a second
+#: under load, and nothing a listener waiting only for people's changes (the checks: a new
+#: issue, an edited statement, a dry run asked for) needs to wake up for.
 RUNNER_CHANNEL = "conveyor_events_runner"
 #: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
 EVENT_ORDER_LOCK_KEY = 7_437_812_001
@@ -53,9 +54,13 @@ class NewEvent:
 
 
 async def record_events(
-    connection: BaseDBAsyncClient, actor: str, events: Sequence[NewEvent]
+    connection: BaseDBAsyncClient,
+    actor: str,
+    events: Sequence[NewEvent],
+    channel: str = CHANNEL,
 ) -> list[int]:
-    """Append `events` in the caller's transaction and announce the newest sequence number."""
+    """Append `events` in the caller's transaction and announce the newest sequence number
+    on `channel`."""
     if not events:
         return []
     # A subscriber resumes "after sequence N": a row that committed later with a smaller
@@ -93,7 +98,7 @@ async def record_events(
     if noted is not None:
         noted.extend(sequence_numbers)
     # NOTIFY is delivered on commit only, so listeners never see a number before its row.
-    await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])])
+    await connection.execute_query("SELECT pg_notify($1, $2)", [channel, str(sequence_numbers[-1])])
     return sequence_numbers
 
 
@@ -122,6 +127,7 @@ async def record_task_logs(actor: str, entries_by_task: Mapping[int, list[dict[s
                 )
                 for task_id, stage_id, pipeline_id, issue_id in sorted(places)
             ],
+            RUNNER_CHANNEL,
         )
 
 

@@ -73,13 +73,17 @@ class Checker:
         while not stopping.is_set():
             wakeup.clear()
             try:
-                busy = await self.check_round() + await self.dry_run_round()
+                checked = await self.check_round()
+                dry_runs = await self.dry_run_round()
             except Exception as error:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), self._outage.failed(error))
                 continue
             self._outage.succeeded()
-            if busy:
+            # Only a full batch may have left due work behind: a smaller one held all there
+            # was, and what comes due later notifies (the checks' own records do not: they go
+            # on the channel of the workers' writes).
+            if checked >= CHECK_BATCH or dry_runs >= DRY_RUN_BATCH:
                 continue
             waits = [asyncio.create_task(wakeup.wait()), asyncio.create_task(stopping.wait())]
             await asyncio.wait(
