@@ -65,21 +65,31 @@ async def record_events(
         return []
     # A subscriber resumes "after sequence N": a row that committed later with a smaller
     # number would be missed for good. Serialising event writers until commit makes the
-    # sequence order the commit order.
-    await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [EVENT_ORDER_LOCK_KEY])
-    # One statement for all of them: the lock above is held until commit, and every other
-    # writer of events waits for it meanwhile.
+    # sequence order the commit order: the lock is taken in the statement's first step,
+    # before the insert draws a number (each inserted row is joined with the lock's one row),
+    # and held until commit, every other writer of events waiting for it meanwhile. Lock,
+    # rows and NOTIFY in one statement: one round trip where three were.
     rows = await connection.execute_query_dict(
         """
-        INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id, old_status,
-            new_status, detail, created_at)
-        SELECT e.kind, $1, e.issue_id, e.pipeline_id, e.stage_id, e.task_id, e.old_status,
-            e.new_status, e.detail, now()
-        FROM unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
-            $8::text[], $9::jsonb[]) WITH ORDINALITY
-            AS e(kind, issue_id, pipeline_id, stage_id, task_id, old_status, new_status, detail, n)
-        ORDER BY e.n
-        RETURNING id
+        WITH ordered AS (
+            SELECT pg_advisory_xact_lock($10) AS held
+        ), inserted AS (
+            INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id,
+                old_status, new_status, detail, created_at)
+            SELECT e.kind, $1, e.issue_id, e.pipeline_id, e.stage_id, e.task_id, e.old_status,
+                e.new_status, e.detail, now()
+            FROM ordered, unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[],
+                $7::text[], $8::text[], $9::jsonb[]) WITH ORDINALITY
+                AS e(kind, issue_id, pipeline_id, stage_id, task_id, old_status, new_status,
+                     detail, n)
+            ORDER BY e.n
+            RETURNING id
+        ), notified AS (
+            -- NOTIFY is delivered on commit only, so listeners never see a number before
+            -- its row.
+            SELECT pg_notify($11, max(id)::text) AS sent FROM inserted
+        )
+        SELECT id, (SELECT count(*) FROM notified) AS notified FROM inserted
         """,
         [
             actor,
@@ -91,14 +101,14 @@ async def record_events(
             [event.old_status for event in events],
             [event.new_status for event in events],
             [None if event.detail is None else JSON_DUMPS(event.detail) for event in events],
+            EVENT_ORDER_LOCK_KEY,
+            channel,
         ],
     )
     sequence_numbers = sorted(row["id"] for row in rows)
     noted = _noted_sequences.get()
     if noted is not None:
         noted.extend(sequence_numbers)
-    # NOTIFY is delivered on commit only, so listeners never see a number before its row.
-    await connection.execute_query("SELECT pg_notify($1, $2)", [channel, str(sequence_numbers[-1])])
     return sequence_numbers
 
 
