@@ -106,6 +106,8 @@ class Worker:
         self._sessions = TargetSessions()
         self._contended = False
         self._running = False
+        #: The hot path's statements are prepared: the worker takes work at full speed.
+        self._prepared = False
         #: A notification came since the last renewal: a cancel may have been asked for.
         self._renewal_wanted = False
         self._renewed_at = 0.0
@@ -131,7 +133,6 @@ class Worker:
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
             asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
-        prepared = False
         look_for_work = True
         try:
             while not self._stopping.is_set():
@@ -141,13 +142,13 @@ class Worker:
                 wakeup.clear()
                 self._room.clear()
                 try:
-                    if not prepared:
+                    if not self._prepared:
                         # Ready before the first task: the pool's sessions open, the hot
                         # path's statements prepared on each.
                         await claims.prepare_hot_path(
                             self.id, self._lease, self._settings.db_pool_max_size
                         )
-                        prepared = True
+                        self._prepared = True
                     if self._renewal_wanted and (not self._attempts or self._renewal_wait() <= 0):
                         # Nothing held, nothing to renew: no later wake-up for it either.
                         self._renewal_wanted = False
@@ -181,9 +182,14 @@ class Worker:
 
     @property
     def claiming(self) -> bool:
-        """Whether the worker looks for work: its loop runs, it is not stopping, and its last
-        try at Conveyor's database succeeded."""
-        return self._running and not self._stopping.is_set() and not self._outage.ongoing
+        """Whether the worker looks for work: its loop runs, ready (its hot path prepared), it
+        is not stopping, and its last try at Conveyor's database succeeded."""
+        return (
+            self._running
+            and self._prepared
+            and not self._stopping.is_set()
+            and not self._outage.ongoing
+        )
 
     @property
     def running_count(self) -> int:
