@@ -61,8 +61,10 @@ class Checker:
         self._outage = outage
         self._lease = timedelta(seconds=settings.lease_seconds)
         # Sessions of their own, kept between rounds (opening one costs more than the checks
-        # it serves), apart from the runner's: checks never take a running task's slot.
-        self._sessions = TargetSessions()
+        # it serves), apart from the runner's: checks never take a running task's slot. The
+        # probes only read the catalog, so a session goes back without a reset: a round trip
+        # less on the way from a new issue to its first task's start.
+        self._sessions = TargetSessions(reset_on_return=False)
 
     async def close(self) -> None:
         """Close the sessions kept open on targets."""
