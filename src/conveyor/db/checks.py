@@ -5,6 +5,7 @@ Lock order, as for every writer: pipeline rows (in id order) before any of their
 """
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from conveyor.db.claims import ClaimedTask, ClaimFor, start_in_held_pipelines
 from conveyor.db.events import RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Pipeline, Task, TaskCheck
 from conveyor.db.task_status import issue_creator, lock_task, now_utc, task_event
@@ -40,6 +43,7 @@ from conveyor.domain.permissions import (
 from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus, TaskType
 from conveyor.errors import ConveyorError, FieldPath, conflict, not_found
 
+logger = logging.getLogger(__name__)
 #: Who the workers' check events name as their actor.
 CHECKER_ACTOR = "conveyor-checker"
 #: The statuses whose tasks are checked: every one a task can still run from.
@@ -173,15 +177,19 @@ class CheckOutcome:
 
 async def _lock_pipelines_and_tasks(
     connection: BaseDBAsyncClient, task_ids: Iterable[int]
-) -> dict[int, Task]:
+) -> tuple[list[int], dict[int, Task]]:
+    """Lock the tasks' pipelines (as a claim locks them), then the tasks; the ids of the OPEN
+    pipelines among them, and the tasks by id."""
     ids = sorted(set(task_ids))
-    await connection.execute_query(
-        "SELECT id FROM pipeline WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
+    pipelines = await connection.execute_query_dict(
+        "SELECT id, status FROM pipeline"
+        " WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
         " ORDER BY id FOR NO KEY UPDATE",
         [ids],
     )
     tasks = await Task.filter(id__in=ids).select_for_update().using_db(connection).order_by("id")
-    return {task.id: task for task in tasks}
+    open_pipelines = [row["id"] for row in pipelines if row["status"] == PipelineStatus.OPEN.value]
+    return open_pipelines, {task.id: task for task in tasks}
 
 
 _FindingRow = tuple[int, int, CheckSource, Finding, dict[str, Any] | None]
@@ -246,13 +254,33 @@ _RECORD_CHECKS = f"""
 """
 
 
-async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
+async def record_checks(
+    outcomes: Sequence[CheckOutcome], claim: ClaimFor | None = None
+) -> list[ClaimedTask]:
     """Keep each task's findings and blocking rules, and tell subscribers, in one transaction;
-    a task edited meanwhile keeps waiting for the checks of its new statement."""
+    a task edited meanwhile keeps waiting for the checks of its new statement. With `claim`,
+    the same transaction then claims what may start in the tasks' open pipelines, which it
+    holds locked already: the tasks claimed (to run once this returns, the claim committed)."""
     if not outcomes:
-        return
+        return []
+    try:
+        return await _record_checks(outcomes, claim)
+    except IntegrityError:
+        if claim is None:
+            raise
+        # The one-running-task-per-database index caught a race the claim's decision did not
+        # see; the checks rolled back with it, and are recorded again without a claim.
+        logger.info("a claim after checks lost a race; recording the checks alone")
+        return await _record_checks(outcomes, None)
+
+
+async def _record_checks(
+    outcomes: Sequence[CheckOutcome], claim: ClaimFor | None
+) -> list[ClaimedTask]:
     async with in_transaction() as connection:
-        tasks = await _lock_pipelines_and_tasks(connection, (o.task_id for o in outcomes))
+        open_pipelines, tasks = await _lock_pipelines_and_tasks(
+            connection, (o.task_id for o in outcomes)
+        )
         current = [
             outcome
             for outcome in outcomes
@@ -260,7 +288,7 @@ async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
             and tasks[outcome.task_id].statement_version == outcome.statement_version
         ]
         if not current:
-            return
+            return []
         places = await connection.execute_query_dict(
             _RECORD_CHECKS,
             [
@@ -294,6 +322,12 @@ async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
             ],
             RUNNER_CHANNEL,
         )
+        if claim is None:
+            return []
+        # After the events: subscribers see a task checked before they see it start. The
+        # pipelines' locks, taken first in this transaction, are the ones a claim takes, and
+        # what the claim reads (the checks just written included) comes after them.
+        return await start_in_held_pipelines(connection, open_pipelines, claim)
 
 
 async def record_advisory_findings(

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -114,7 +114,17 @@ class Worker:
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
-        self._checker = Checker(settings, self._reach, Outage(logger, f"{self.id} checks"))
+        #: Slots held for a claim in a check round's transaction, until its tasks are started.
+        self._reserved = 0
+        self._nothing_reserved = asyncio.Event()
+        self._nothing_reserved.set()
+        self._checker = Checker(
+            settings,
+            self._reach,
+            Outage(logger, f"{self.id} checks"),
+            claim_room=self._room_for_checked,
+            start_claimed=self._start_attempts,
+        )
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -162,6 +172,9 @@ class Worker:
                     await self._pause(self._outage.failed(error))
                     continue
                 look_for_work = await self._wait_for_work(wakeup)
+            # A check round's claim under way commits tasks this worker must run: they are
+            # started before the drain waits for what runs.
+            await self._nothing_reserved.wait()
             await self._drain()
         finally:
             self._running = False
@@ -222,9 +235,25 @@ class Worker:
         # had its claim round already, and another round would only delay the next one.
         return bool(woken) or timeout >= work_timeout
 
+    @contextlib.contextmanager
+    def _room_for_checked(self) -> Iterator[claims.ClaimFor | None]:
+        """The claim a check round's transaction may make, its slots held meanwhile."""
+        room = self._settings.worker_concurrency - len(self._attempts) - self._reserved
+        if room <= 0 or self._stopping.is_set():
+            yield None
+            return
+        self._reserved += room
+        self._nothing_reserved.clear()
+        try:
+            yield claims.ClaimFor(self.id, self._lease, room)
+        finally:
+            self._reserved -= room
+            if not self._reserved:
+                self._nothing_reserved.set()
+
     async def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
-            room = self._settings.worker_concurrency - len(self._attempts)
+            room = self._settings.worker_concurrency - len(self._attempts) - self._reserved
             if room <= 0:
                 return
             round_ = await claims.claim_tasks(self.id, self._lease, room)
