@@ -237,15 +237,28 @@ class Worker:
 
     @contextlib.contextmanager
     def _room_for_checked(self) -> Iterator[claims.ClaimFor | None]:
-        """The claim a check round's transaction may make, its slots held meanwhile."""
+        """The claim a check round's transaction may make (None: none), its slots held
+        meanwhile."""
+        with self._free_slots() as room:
+            if room is None or self._stopping.is_set():
+                yield None
+            else:
+                yield claims.ClaimFor(self.id, self._lease, room)
+
+    @contextlib.contextmanager
+    def _free_slots(self) -> Iterator[int | None]:
+        """How many slots are free now (None: none), held for the context: a claim in a check
+        round and one of the worker's loop may be under way at once, and together never take
+        more than the worker's concurrency. The tasks claimed are started before the context
+        ends."""
         room = self._settings.worker_concurrency - len(self._attempts) - self._reserved
-        if room <= 0 or self._stopping.is_set():
+        if room <= 0:
             yield None
             return
         self._reserved += room
         self._nothing_reserved.clear()
         try:
-            yield claims.ClaimFor(self.id, self._lease, room)
+            yield room
         finally:
             self._reserved -= room
             if not self._reserved:
@@ -253,14 +266,14 @@ class Worker:
 
     async def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
-            room = self._settings.worker_concurrency - len(self._attempts) - self._reserved
-            if room <= 0:
-                return
-            round_ = await claims.claim_tasks(self.id, self._lease, room)
-            self._outage.succeeded()
-            self._contended = round_.contended
-            claimed = round_.tasks
-            self._start_attempts(claimed)
+            with self._free_slots() as room:
+                if room is None:
+                    return
+                round_ = await claims.claim_tasks(self.id, self._lease, room)
+                self._outage.succeeded()
+                self._contended = round_.contended
+                claimed = round_.tasks
+                self._start_attempts(claimed)
             if len(claimed) < room:
                 return
 
