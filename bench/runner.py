@@ -17,7 +17,6 @@ import asyncio
 import signal
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from conveyor.db.migrate import migrate_database
 from conveyor.db.models import Event, Task, TaskRun
 from conveyor.domain.plan import IssuePlan
 from conveyor.domain.statuses import EventKind, TaskStatus
-from runner_catalog import runner_catalog, worker_env
+from runner_catalog import ready_workers, runner_catalog, worker_env
 
 
 async def main() -> None:
@@ -67,11 +66,7 @@ async def main() -> None:
                 return seeded.plan(title, ["SELECT 1"] * count)
 
             env = worker_env(database_url, key, worker_concurrency=str(args.concurrency))
-            workers = [
-                subprocess.Popen([sys.executable, "-m", "conveyor", "worker"], env=env)
-                for _ in range(args.workers)
-            ]
-            await asyncio.sleep(2)
+            workers = await ready_workers(env, args.workers)
 
             latencies = []
             to_checked: list[float] = []

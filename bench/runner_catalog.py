@@ -1,12 +1,18 @@
 """What the runner benchmarks seed: one environment, one instance on the benchmark's server,
 target databases on it, and issues of data changes spread over them."""
 
+import asyncio
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from common import BENCH, none_is_ours, server_url
+import httpx
+
+from common import BENCH, free_port, none_is_ours, server_url
 from conveyor.crypto import PasswordCipher
 from conveyor.db import catalog
 from conveyor.domain.plan import IssuePlan, StagePlan, TaskPlan
@@ -77,3 +83,40 @@ def worker_env(database_url: str, key: str, **settings: str) -> dict[str, str]:
         "CONVEYOR_LOG_LEVEL": "warning",
         **{f"CONVEYOR_{name.upper()}": value for name, value in settings.items()},
     }
+
+
+async def ready_workers(env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    """Start `count` `conveyor worker` processes with `env` and return once each answers
+    /readyz (its LISTEN connection up, its hot path prepared): timed samples then measure
+    running workers, not a process still importing its modules."""
+    ports = [free_port() for _ in range(count)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "worker"],
+            env={**env, "CONVEYOR_METRICS_PORT": str(port)},
+        )
+        for port in ports
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(timeout=2) as client:
+            for port in ports:
+                while not await _ready(client, port):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"a worker was not ready within 60 s (port {port})")
+                    await asyncio.sleep(0.05)
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
+    # Builds before 2026-12-04 night answer /readyz before their hot path is prepared.
+    await asyncio.sleep(1)
+    return workers
+
+
+async def _ready(client: httpx.AsyncClient, port: int) -> bool:
+    try:
+        answer = await client.get(f"http://127.0.0.1:{port}/readyz")
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200

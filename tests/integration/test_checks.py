@@ -4,18 +4,28 @@ leave the target as it was, a worker killed in the middle of one included; plans
 without being created."""
 
 import asyncio
+import contextlib
+import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from strawberry import relay
 
+from conveyor.crypto import PasswordCipher
+from conveyor.db.claims import ClaimedTask, ClaimFor
 from conveyor.db.models import Event, Issue
+from conveyor.db.outages import Outage
+from conveyor.db.own_database import conveyor_database
 from conveyor.domain.permissions import Role
 from conveyor.domain.statuses import EventKind
+from conveyor.domain.targets import UNRESTRICTED
+from conveyor.runner.checking import Checker
+from conveyor.runner.reach import Reach
 from conveyor.runner.worker import Worker
 from conveyor.settings import Settings
 from tests.conftest import GraphQLClient, conveyor_env, launch
@@ -748,3 +758,63 @@ async def test_squawk_s_findings_are_advisory_where_they_cannot_block_and_awaite
     [recorded] = events["prod"]
     assert recorded["counts"]["WARNING"] >= 1
     assert "advisory" not in recorded
+
+
+async def test_a_check_round_starts_what_its_checks_let_run_in_their_own_transaction(
+    graphql: GraphQLClient,
+    engine_settings: Settings,
+    server_url: str,
+    target_databases: Callable[[], Awaitable[str]],
+) -> None:
+    # A worker's checker claims, in the transaction that records the checks, the tasks they let
+    # start (one per database here): no claim round of its own after the commit, and
+    # subscribers see each task checked before they see it start.
+    catalog = await build_engine_catalog(graphql, server_url, {"dev": await target_databases()})
+    _, _, tasks, _ = await create(
+        graphql,
+        catalog,
+        {
+            "dev": [
+                task_plan(catalog, "dev", "first", "SELECT 1", "DATA_UPDATE"),
+                task_plan(catalog, "dev", "second", "SELECT 2", "DATA_UPDATE"),
+            ]
+        },
+    )
+    reach = Reach(
+        PasswordCipher(engine_settings.secret_key or ""),
+        await conveyor_database(),
+        UNRESTRICTED,
+        engine_settings.connect_timeout_seconds,
+    )
+    slots_held: list[bool] = []
+    started: list[ClaimedTask] = []
+
+    @contextlib.contextmanager
+    def room() -> Iterator[ClaimFor | None]:
+        slots_held.append(True)
+        yield ClaimFor("checking-worker", timedelta(seconds=30), 4)
+        slots_held[-1] = False
+
+    def start(claimed: list[ClaimedTask]) -> None:
+        assert slots_held == [True], "started after its slots were given back"
+        started.extend(claimed)
+
+    checker = Checker(
+        engine_settings,
+        reach,
+        Outage(logging.getLogger(__name__), "checks"),
+        claim_room=room,
+        start_claimed=start,
+    )
+    try:
+        assert await checker.check_round() == 2
+    finally:
+        await checker.close()
+
+    first = int(relay.GlobalID.from_id(tasks["first"]).node_id)
+    assert [claimed.task_id for claimed in started] == [first]
+    assert (await task_state(graphql, tasks["first"]))["status"] == "RUNNING"
+    waiting = await task_state(graphql, tasks["second"])
+    assert (waiting["status"], waiting["checkStatus"]) == ("PENDING", "PASSED")
+    kinds = [event.kind for event in await Event.filter(task_id=first).order_by("id")]
+    assert kinds.index(EventKind.TASK_CHECKED) < kinds.index(EventKind.TASK_STATUS_CHANGED)

@@ -100,6 +100,24 @@ async def test_a_reused_session_keeps_nothing_of_the_script_before(
         await target_fetch(server_url, database, f"DROP ROLE {role}")
 
 
+async def test_sessions_kept_without_reset_go_back_as_their_user_left_them(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    # The checks' sessions: their probes change nothing, so no reset is sent; a user that
+    # changed a setting would leave it to the next (which is why only read-only users may).
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions(reset_on_return=False)
+    try:
+        async with sessions.session(1, 1, target, reusable=lambda: True) as connection:
+            first = connection.get_server_pid()
+            await connection.execute("SET application_name = 'left behind'")
+        async with sessions.session(1, 1, target, reusable=lambda: True) as connection:
+            assert connection.get_server_pid() == first
+            assert await connection.fetchval("SHOW application_name") == "left behind"
+    finally:
+        await sessions.close()
+
+
 async def test_changed_connection_settings_retire_the_instances_sessions(
     server_url: str, target_databases: MakeDatabase
 ) -> None:

@@ -5,6 +5,7 @@ Lock order, as for every writer: pipeline rows (in id order) before any of their
 """
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from conveyor.db.events import NewEvent, record_events
+from conveyor.db.claims import ClaimedTask, ClaimFor, start_in_held_pipelines
+from conveyor.db.events import RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Pipeline, Task, TaskCheck
 from conveyor.db.task_status import issue_creator, lock_task, now_utc, task_event
 from conveyor.domain.check_review import (
@@ -40,6 +43,7 @@ from conveyor.domain.permissions import (
 from conveyor.domain.statuses import ApprovalPolicy, EventKind, PipelineStatus, TaskStatus, TaskType
 from conveyor.errors import ConveyorError, FieldPath, conflict, not_found
 
+logger = logging.getLogger(__name__)
 #: Who the workers' check events name as their actor.
 CHECKER_ACTOR = "conveyor-checker"
 #: The statuses whose tasks are checked: every one a task can still run from.
@@ -173,89 +177,133 @@ class CheckOutcome:
 
 async def _lock_pipelines_and_tasks(
     connection: BaseDBAsyncClient, task_ids: Iterable[int]
-) -> dict[int, Task]:
+) -> tuple[list[int], dict[int, Task]]:
+    """Lock the tasks' pipelines (as a claim locks them), then the tasks; the ids of the OPEN
+    pipelines among them, and the tasks by id."""
     ids = sorted(set(task_ids))
-    await connection.execute_query(
-        "SELECT id FROM pipeline WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
+    pipelines = await connection.execute_query_dict(
+        "SELECT id, status FROM pipeline"
+        " WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
         " ORDER BY id FOR NO KEY UPDATE",
         [ids],
     )
     tasks = await Task.filter(id__in=ids).select_for_update().using_db(connection).order_by("id")
-    return {task.id: task for task in tasks}
+    open_pipelines = [row["id"] for row in pipelines if row["status"] == PipelineStatus.OPEN.value]
+    return open_pipelines, {task.id: task for task in tasks}
 
 
-async def _insert_findings(
-    connection: BaseDBAsyncClient,
-    rows: Sequence[tuple[int, int, CheckSource, Finding, dict[str, Any] | None]],
-) -> None:
-    if not rows:
-        return
-    await connection.execute_query(
-        """
+_FindingRow = tuple[int, int, CheckSource, Finding, dict[str, Any] | None]
+
+
+def _findings_insert(first: int) -> str:
+    """The INSERT of task_check rows from `_findings_parameters`, its arrays numbered from
+    `$first`."""
+    arrays = ", ".join(
+        f"${first + n}::{kind}[]"
+        for n, kind in enumerate(
+            ["int", "int", "text", "text", "text", "text", "text", "int", "int", "text", "jsonb"]
+        )
+    )
+    return f"""
         INSERT INTO task_check (task_id, statement_version, source, rule, level, message,
             statement, line, "column", doc_url, detail, created_at)
-        SELECT * , now() FROM unnest($1::int[], $2::int[], $3::text[], $4::text[], $5::text[],
-            $6::text[], $7::text[], $8::int[], $9::int[], $10::text[], $11::jsonb[])
-        """,
-        [
-            [row[0] for row in rows],
-            [row[1] for row in rows],
-            [row[2].value for row in rows],
-            [row[3].rule for row in rows],
-            [row[3].level.value for row in rows],
-            [row[3].message for row in rows],
-            [row[3].statement for row in rows],
-            [row[3].line for row in rows],
-            [row[3].column for row in rows],
-            [row[3].doc_url for row in rows],
-            [None if row[4] is None else json.dumps(row[4]) for row in rows],
-        ],
-    )
+        SELECT * , now() FROM unnest({arrays})
+    """
 
 
-async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
-    """Keep each task's findings and blocking rules, and tell subscribers, in one transaction;
-    a task edited meanwhile keeps waiting for the checks of its new statement."""
-    if not outcomes:
+def _findings_parameters(rows: Sequence[_FindingRow]) -> list[list[Any]]:
+    return [
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2].value for row in rows],
+        [row[3].rule for row in rows],
+        [row[3].level.value for row in rows],
+        [row[3].message for row in rows],
+        [row[3].statement for row in rows],
+        [row[3].line for row in rows],
+        [row[3].column for row in rows],
+        [row[3].doc_url for row in rows],
+        [None if row[4] is None else json.dumps(row[4]) for row in rows],
+    ]
+
+
+async def _insert_findings(connection: BaseDBAsyncClient, rows: Sequence[_FindingRow]) -> None:
+    if not rows:
         return
+    await connection.execute_query(_findings_insert(1), _findings_parameters(rows))
+
+
+# One statement for what a round's findings change (a statement sees the table as it was when
+# it started, so the DELETE leaves the rows the INSERT adds), returning where each checked task
+# is for its event. $1 task ids, $2 their statement versions, $3 their blocking rules (JSON),
+# $4 the source kept (dry runs), $5.. the findings (`_findings_parameters`).
+_RECORD_CHECKS = f"""
+    WITH cleared AS (
+        DELETE FROM task_check WHERE task_id = ANY($1::int[]) AND source <> $4
+    ), found AS ({_findings_insert(5)}
+    ), checked AS (
+        UPDATE task SET checked_version = c.version, blocking_rules = c.rules::jsonb,
+            checks_lease_expires_at = NULL
+        FROM unnest($1::int[], $2::int[], $3::text[]) AS c(id, version, rules)
+        WHERE task.id = c.id
+        RETURNING task.id, task.stage_id, task.pipeline_id
+    )
+    SELECT c.id, c.stage_id, c.pipeline_id, p.issue_id
+    FROM checked c JOIN pipeline p ON p.id = c.pipeline_id
+    ORDER BY c.id
+"""
+
+
+async def record_checks(
+    outcomes: Sequence[CheckOutcome], claim: ClaimFor | None = None
+) -> list[ClaimedTask]:
+    """Keep each task's findings and blocking rules, and tell subscribers, in one transaction;
+    a task edited meanwhile keeps waiting for the checks of its new statement. With `claim`,
+    the same transaction then claims what may start in the tasks' open pipelines, which it
+    holds locked already: the tasks claimed (to run once this returns, the claim committed)."""
+    if not outcomes:
+        return []
+    try:
+        return await _record_checks(outcomes, claim)
+    except IntegrityError:
+        if claim is None:
+            raise
+        # The one-running-task-per-database index caught a race the claim's decision did not
+        # see; the checks rolled back with it, and are recorded again without a claim.
+        logger.info("a claim after checks lost a race; recording the checks alone")
+        return await _record_checks(outcomes, None)
+
+
+async def _record_checks(
+    outcomes: Sequence[CheckOutcome], claim: ClaimFor | None
+) -> list[ClaimedTask]:
     async with in_transaction() as connection:
-        tasks = await _lock_pipelines_and_tasks(connection, (o.task_id for o in outcomes))
+        open_pipelines, tasks = await _lock_pipelines_and_tasks(
+            connection, (o.task_id for o in outcomes)
+        )
         current = [
             outcome
             for outcome in outcomes
             if outcome.task_id in tasks
             and tasks[outcome.task_id].statement_version == outcome.statement_version
         ]
-        ids = [outcome.task_id for outcome in current]
-        await connection.execute_query(
-            "DELETE FROM task_check WHERE task_id = ANY($1) AND source <> $2",
-            [ids, CheckSource.DRY_RUN.value],
-        )
-        await _insert_findings(
-            connection,
+        if not current:
+            return []
+        places = await connection.execute_query_dict(
+            _RECORD_CHECKS,
             [
-                (outcome.task_id, outcome.statement_version, source, finding, None)
-                for outcome in current
-                for source, finding in outcome.findings
-            ],
-        )
-        await connection.execute_query(
-            """
-            UPDATE task SET checked_version = c.version, blocking_rules = c.rules::jsonb,
-                checks_lease_expires_at = NULL
-            FROM unnest($1::int[], $2::int[], $3::text[]) AS c(id, version, rules)
-            WHERE task.id = c.id
-            """,
-            [
-                ids,
+                [outcome.task_id for outcome in current],
                 [outcome.statement_version for outcome in current],
                 [json.dumps(list(outcome.blocking_rules)) for outcome in current],
+                CheckSource.DRY_RUN.value,
+                *_findings_parameters(
+                    [
+                        (outcome.task_id, outcome.statement_version, source, finding, None)
+                        for outcome in current
+                        for source, finding in outcome.findings
+                    ]
+                ),
             ],
-        )
-        places = (
-            await Task.filter(id__in=ids)
-            .using_db(connection)
-            .values_list("id", "stage_id", "pipeline_id", "pipeline__issue_id")
         )
         by_id = {outcome.task_id: outcome for outcome in current}
         await record_events(
@@ -264,15 +312,22 @@ async def record_checks(outcomes: Sequence[CheckOutcome]) -> None:
             [
                 NewEvent(
                     EventKind.TASK_CHECKED,
-                    issue_id=issue_id,
-                    pipeline_id=pipeline_id,
-                    stage_id=stage_id,
-                    task_id=task_id,
-                    detail=_checked_detail(by_id[task_id]),
+                    issue_id=place["issue_id"],
+                    pipeline_id=place["pipeline_id"],
+                    stage_id=place["stage_id"],
+                    task_id=place["id"],
+                    detail=_checked_detail(by_id[place["id"]]),
                 )
-                for task_id, stage_id, pipeline_id, issue_id in sorted(places)
+                for place in places
             ],
+            RUNNER_CHANNEL,
         )
+        if claim is None:
+            return []
+        # After the events: subscribers see a task checked before they see it start. The
+        # pipelines' locks, taken first in this transaction, are the ones a claim takes, and
+        # what the claim reads (the checks just written included) comes after them.
+        return await start_in_held_pipelines(connection, open_pipelines, claim)
 
 
 async def record_advisory_findings(
@@ -334,6 +389,7 @@ async def record_advisory_findings(
                 )
                 for outcome, found in kept
             ],
+            RUNNER_CHANNEL,
         )
 
 
@@ -398,6 +454,7 @@ async def record_dry_run(
                     detail={"statementVersion": held.statement_version, **detail},
                 )
             ],
+            RUNNER_CHANNEL,
         )
 
 

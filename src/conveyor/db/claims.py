@@ -79,6 +79,15 @@ class ClaimedTask:
 
 
 @dataclass(frozen=True)
+class ClaimFor:
+    """Who claims, for how long, and how many tasks at most."""
+
+    worker: str
+    lease: timedelta
+    limit: int
+
+
+@dataclass(frozen=True)
 class Claims:
     tasks: list[ClaimedTask]
     #: Another worker held a pipeline or an instance this round skipped: what it held may
@@ -155,6 +164,23 @@ async def _start_in_held_pipeline(
     rows = await start_tasks(connection, chosen, worker, lease, RUNNER_ACTOR)
     running = next_running_status()
     return [_claimed(row, running) for row in rows], len(instances) < len(wanted)
+
+
+async def start_in_held_pipelines(
+    connection: BaseDBAsyncClient, pipeline_ids: Sequence[int], claim: ClaimFor
+) -> list[ClaimedTask]:
+    """START what scheduling allows in these OPEN pipelines, which this transaction holds
+    locked (as a claim locks them), up to `claim.limit` tasks in all, in pipeline order."""
+    claimed: list[ClaimedTask] = []
+    for pipeline_id in pipeline_ids:
+        room = claim.limit - len(claimed)
+        if room <= 0:
+            break
+        started, _ = await _start_in_held_pipeline(
+            connection, pipeline_id, claim.worker, claim.lease, room
+        )
+        claimed += started
+    return claimed
 
 
 class _WarmedUp(Exception):

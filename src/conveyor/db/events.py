@@ -16,9 +16,10 @@ from conveyor.domain.statuses import EventKind
 
 #: The channel that carries the newest sequence number to every listening process.
 CHANNEL = "conveyor_events"
-#: The same, for the runner's own transitions (a claim, the end of an attempt): hundreds a
-#: second under load, and nothing a listener waiting only for people's changes (the checks:
-#: a new issue, an edited statement, a dry run asked for) needs to wake up for.
+#: The same, for what the workers write themselves (a claim, the end of an attempt and the
+#: roll-ups it brings, a task's log lines, checks and dry runs recorded): hundreds a second
+#: under load, and nothing a listener waiting only for people's changes (the checks: a new
+#: issue, an edited statement, a dry run asked for) needs to wake up for.
 RUNNER_CHANNEL = "conveyor_events_runner"
 #: Any constant unique to Conveyor; the key of the advisory lock that orders event writers.
 EVENT_ORDER_LOCK_KEY = 7_437_812_001
@@ -53,28 +54,42 @@ class NewEvent:
 
 
 async def record_events(
-    connection: BaseDBAsyncClient, actor: str, events: Sequence[NewEvent]
+    connection: BaseDBAsyncClient,
+    actor: str,
+    events: Sequence[NewEvent],
+    channel: str = CHANNEL,
 ) -> list[int]:
-    """Append `events` in the caller's transaction and announce the newest sequence number."""
+    """Append `events` in the caller's transaction and announce the newest sequence number
+    on `channel`."""
     if not events:
         return []
     # A subscriber resumes "after sequence N": a row that committed later with a smaller
     # number would be missed for good. Serialising event writers until commit makes the
-    # sequence order the commit order.
-    await connection.execute_query("SELECT pg_advisory_xact_lock($1)", [EVENT_ORDER_LOCK_KEY])
-    # One statement for all of them: the lock above is held until commit, and every other
-    # writer of events waits for it meanwhile.
+    # sequence order the commit order: the lock is taken in the statement's first step,
+    # before the insert draws a number (each inserted row is joined with the lock's one row),
+    # and held until commit, every other writer of events waiting for it meanwhile. Lock,
+    # rows and NOTIFY in one statement: one round trip where three were.
     rows = await connection.execute_query_dict(
         """
-        INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id, old_status,
-            new_status, detail, created_at)
-        SELECT e.kind, $1, e.issue_id, e.pipeline_id, e.stage_id, e.task_id, e.old_status,
-            e.new_status, e.detail, now()
-        FROM unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
-            $8::text[], $9::jsonb[]) WITH ORDINALITY
-            AS e(kind, issue_id, pipeline_id, stage_id, task_id, old_status, new_status, detail, n)
-        ORDER BY e.n
-        RETURNING id
+        WITH ordered AS (
+            SELECT pg_advisory_xact_lock($10) AS held
+        ), inserted AS (
+            INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id,
+                old_status, new_status, detail, created_at)
+            SELECT e.kind, $1, e.issue_id, e.pipeline_id, e.stage_id, e.task_id, e.old_status,
+                e.new_status, e.detail, now()
+            FROM ordered, unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::int[],
+                $7::text[], $8::text[], $9::jsonb[]) WITH ORDINALITY
+                AS e(kind, issue_id, pipeline_id, stage_id, task_id, old_status, new_status,
+                     detail, n)
+            ORDER BY e.n
+            RETURNING id
+        ), notified AS (
+            -- NOTIFY is delivered on commit only, so listeners never see a number before
+            -- its row.
+            SELECT pg_notify($11, max(id)::text) AS sent FROM inserted
+        )
+        SELECT id, (SELECT count(*) FROM notified) AS notified FROM inserted
         """,
         [
             actor,
@@ -86,14 +101,14 @@ async def record_events(
             [event.old_status for event in events],
             [event.new_status for event in events],
             [None if event.detail is None else JSON_DUMPS(event.detail) for event in events],
+            EVENT_ORDER_LOCK_KEY,
+            channel,
         ],
     )
     sequence_numbers = sorted(row["id"] for row in rows)
     noted = _noted_sequences.get()
     if noted is not None:
         noted.extend(sequence_numbers)
-    # NOTIFY is delivered on commit only, so listeners never see a number before its row.
-    await connection.execute_query("SELECT pg_notify($1, $2)", [CHANNEL, str(sequence_numbers[-1])])
     return sequence_numbers
 
 
@@ -122,6 +137,7 @@ async def record_task_logs(actor: str, entries_by_task: Mapping[int, list[dict[s
                 )
                 for task_id, stage_id, pipeline_id, issue_id in sorted(places)
             ],
+            RUNNER_CHANNEL,
         )
 
 

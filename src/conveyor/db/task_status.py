@@ -276,7 +276,7 @@ async def start_tasks(
         )
     ]
     # Rare (a stage's first task starting): its event is written after the tasks' own.
-    await record_events(connection, actor, stage_events)
+    await record_events(connection, actor, stage_events, RUNNER_CHANNEL)
     return rows
 
 
@@ -378,5 +378,5 @@ async def end_attempt(
         # The issue becomes DONE in the same transaction as its last task.
         pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
         roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
-    await record_events(connection, actor, roll_up)
+    await record_events(connection, actor, roll_up, RUNNER_CHANNEL)
     return LockedPipeline(pipeline_id, issue_id, rolled_up)

@@ -11,12 +11,14 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from conveyor.db import checks
 from conveyor.db.checks import CheckOutcome, TaskToCheck
+from conveyor.db.claims import ClaimedTask, ClaimFor
 from conveyor.db.issues import validated_plan
 from conveyor.db.outages import Outage
 from conveyor.domain.check_review import CheckSource, blocking_rules, linter_could_block
@@ -47,6 +49,9 @@ SESSIONS_PER_INSTANCE = TARGETS_AT_ONCE
 
 #: squawk's findings on each task of a round (in order), and the notice that it could not run.
 _Linted = tuple[list[tuple[Finding, ...]], Finding | None]
+#: The claim a check round's transaction may make now (None: none), the worker's slots for it
+#: held until the context ends.
+ClaimRoom = Callable[[], AbstractContextManager[ClaimFor | None]]
 
 
 class Checker:
@@ -55,14 +60,23 @@ class Checker:
         settings: Settings,
         reach: Reach,
         outage: Outage,
+        claim_room: ClaimRoom | None = None,
+        start_claimed: Callable[[list[ClaimedTask]], None] | None = None,
     ) -> None:
+        """`claim_room` and `start_claimed`: the worker this checker serves, which runs the
+        tasks a round's transaction claims once their checks let them start (without them,
+        rounds only record checks)."""
         self._settings = settings
         self._reach = reach
         self._outage = outage
+        self._claim_room = claim_room
+        self._start_claimed = start_claimed
         self._lease = timedelta(seconds=settings.lease_seconds)
         # Sessions of their own, kept between rounds (opening one costs more than the checks
-        # it serves), apart from the runner's: checks never take a running task's slot.
-        self._sessions = TargetSessions()
+        # it serves), apart from the runner's: checks never take a running task's slot. The
+        # probes only read the catalog, so a session goes back without a reset: a round trip
+        # less on the way from a new issue to its first task's start.
+        self._sessions = TargetSessions(reset_on_return=False)
 
     async def close(self) -> None:
         """Close the sessions kept open on targets."""
@@ -73,13 +87,17 @@ class Checker:
         while not stopping.is_set():
             wakeup.clear()
             try:
-                busy = await self.check_round() + await self.dry_run_round()
+                checked = await self.check_round()
+                dry_runs = await self.dry_run_round()
             except Exception as error:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), self._outage.failed(error))
                 continue
             self._outage.succeeded()
-            if busy:
+            # Only a full batch may have left due work behind: a smaller one held all there
+            # was, and what comes due later notifies (the checks' own records do not: they go
+            # on the channel of the workers' writes).
+            if checked >= CHECK_BATCH or dry_runs >= DRY_RUN_BATCH:
                 continue
             waits = [asyncio.create_task(wakeup.wait()), asyncio.create_task(stopping.wait())]
             await asyncio.wait(
@@ -145,7 +163,14 @@ class Checker:
                     blocking_rules([finding for _, finding in found], task.policy),
                 )
             )
-        await checks.record_checks(outcomes)
+        if self._claim_room is None or self._start_claimed is None:
+            await checks.record_checks(outcomes)
+            return outcomes
+        # The tasks whose checks let them start are claimed in the transaction that records
+        # the checks, which holds their pipelines locked already: no second transaction, nor
+        # a claim round woken by this one's commit to lock the pipeline again.
+        with self._claim_room() as claim:
+            self._start_claimed(await checks.record_checks(outcomes, claim))
         return outcomes
 
     async def _record_advisory(

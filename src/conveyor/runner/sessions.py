@@ -89,9 +89,12 @@ class _InstancePool:
 class TargetSessions:
     """The worker's open sessions on its targets, pooled per instance."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, *, reset_on_return: bool = True) -> None:
         self._pools: dict[int, _InstancePool] = {}
         self._idle_seconds = idle_seconds
+        #: False only for sessions whose users change nothing in them (the checks' probes read
+        #: the catalog): a session is then given back as it is, without the reset's round trip.
+        self._reset_on_return = reset_on_return
 
     def _pool(self, instance_id: int, target: Target, limit: int) -> _InstancePool:
         identity = _identity(target)
@@ -166,7 +169,7 @@ class TargetSessions:
             and not connection.is_in_transaction()
             and pool.open <= pool.limit
         )
-        if keep:
+        if keep and self._reset_on_return:
             try:
                 await connection.execute(_RESET, timeout=target.connect_timeout)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):

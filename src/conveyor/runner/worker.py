@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -106,13 +106,25 @@ class Worker:
         self._sessions = TargetSessions()
         self._contended = False
         self._running = False
+        #: The hot path's statements are prepared: the worker takes work at full speed.
+        self._prepared = False
         #: A notification came since the last renewal: a cancel may have been asked for.
         self._renewal_wanted = False
         self._renewed_at = 0.0
         #: The process's metrics; the worker's own when it has none.
         self.metrics = metrics if metrics is not None else Metrics()
         self._task_logs = TaskLogStream(claims.RUNNER_ACTOR)
-        self._checker = Checker(settings, self._reach, Outage(logger, f"{self.id} checks"))
+        #: Slots held for a claim in a check round's transaction, until its tasks are started.
+        self._reserved = 0
+        self._nothing_reserved = asyncio.Event()
+        self._nothing_reserved.set()
+        self._checker = Checker(
+            settings,
+            self._reach,
+            Outage(logger, f"{self.id} checks"),
+            claim_room=self._room_for_checked,
+            start_claimed=self._start_attempts,
+        )
 
     async def run(self) -> None:
         """Work until `stop` is called; then finish or hand back every task held."""
@@ -131,31 +143,38 @@ class Worker:
             asyncio.create_task(self._recovery_loop(), name=f"{self.id}-recovery"),
             asyncio.create_task(self._task_logs.run(), name=f"{self.id}-task-logs"),
         ]
-        prepared = False
+        look_for_work = True
         try:
             while not self._stopping.is_set():
                 # The change that woke us may be a cancel request for a task we hold.
                 self._renewal_wanted = self._renewal_wanted or wakeup.is_set()
+                look_for_work = look_for_work or wakeup.is_set() or self._room.is_set()
                 wakeup.clear()
                 self._room.clear()
                 try:
-                    if not prepared:
+                    if not self._prepared:
                         # Ready before the first task: the pool's sessions open, the hot
                         # path's statements prepared on each.
                         await claims.prepare_hot_path(
                             self.id, self._lease, self._settings.db_pool_max_size
                         )
-                        prepared = True
-                    if self._renewal_wanted and self._renewal_wait() <= 0:
+                        self._prepared = True
+                    if self._renewal_wanted and (not self._attempts or self._renewal_wait() <= 0):
+                        # Nothing held, nothing to renew: no later wake-up for it either.
                         self._renewal_wanted = False
                         await self._renew_leases()
-                    await self._claim_while_room()
+                    if look_for_work:
+                        await self._claim_while_room()
+                        look_for_work = False
                 except Exception as error:
                     # A claim either committed, and its tasks run, or did not; one whose
                     # commit was lost on the wire runs nowhere until recovery settles it.
                     await self._pause(self._outage.failed(error))
                     continue
-                await self._wait_for_work(wakeup)
+                look_for_work = await self._wait_for_work(wakeup)
+            # A check round's claim under way commits tasks this worker must run: they are
+            # started before the drain waits for what runs.
+            await self._nothing_reserved.wait()
             await self._drain()
         finally:
             self._running = False
@@ -176,9 +195,14 @@ class Worker:
 
     @property
     def claiming(self) -> bool:
-        """Whether the worker looks for work: its loop runs, it is not stopping, and its last
-        try at Conveyor's database succeeded."""
-        return self._running and not self._stopping.is_set() and not self._outage.ongoing
+        """Whether the worker looks for work: its loop runs, ready (its hot path prepared), it
+        is not stopping, and its last try at Conveyor's database succeeded."""
+        return (
+            self._running
+            and self._prepared
+            and not self._stopping.is_set()
+            and not self._outage.ongoing
+        )
 
     @property
     def running_count(self) -> int:
@@ -189,7 +213,9 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _wait_for_work(self, wakeup: asyncio.Event) -> None:
+    async def _wait_for_work(self, wakeup: asyncio.Event) -> bool:
+        """Wait for a reason to claim, or for a renewal a notification asked for to come
+        due; whether to look for work (False: only the renewal is due)."""
         waits = [
             asyncio.create_task(wakeup.wait()),
             asyncio.create_task(self._stopping.wait()),
@@ -198,23 +224,56 @@ class Worker:
         # Notifications only wake the worker; the poll is the safety net for any it missed
         # and for not-before times coming due. A round that skipped what another worker held
         # looks again soon: the notification of that work may have come while it was held.
-        timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        work_timeout = CONTENDED_RETRY_SECONDS if self._contended else self._settings.poll_seconds
+        timeout = work_timeout
         if self._renewal_wanted:
             timeout = min(timeout, self._renewal_wait())
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        woken, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
+        # A wake-up for the renewal alone claims nothing: the notification that asked for it
+        # had its claim round already, and another round would only delay the next one.
+        return bool(woken) or timeout >= work_timeout
+
+    @contextlib.contextmanager
+    def _room_for_checked(self) -> Iterator[claims.ClaimFor | None]:
+        """The claim a check round's transaction may make (None: none), its slots held
+        meanwhile."""
+        with self._free_slots() as room:
+            if room is None or self._stopping.is_set():
+                yield None
+            else:
+                yield claims.ClaimFor(self.id, self._lease, room)
+
+    @contextlib.contextmanager
+    def _free_slots(self) -> Iterator[int | None]:
+        """How many slots are free now (None: none), held for the context: a claim in a check
+        round and one of the worker's loop may be under way at once, and together never take
+        more than the worker's concurrency. The tasks claimed are started before the context
+        ends."""
+        room = self._settings.worker_concurrency - len(self._attempts) - self._reserved
+        if room <= 0:
+            yield None
+            return
+        self._reserved += room
+        self._nothing_reserved.clear()
+        try:
+            yield room
+        finally:
+            self._reserved -= room
+            if not self._reserved:
+                self._nothing_reserved.set()
 
     async def _claim_while_room(self) -> None:
         while not self._stopping.is_set():
-            room = self._settings.worker_concurrency - len(self._attempts)
-            if room <= 0:
-                return
-            round_ = await claims.claim_tasks(self.id, self._lease, room)
-            self._outage.succeeded()
-            self._contended = round_.contended
-            claimed = round_.tasks
-            self._start_attempts(claimed)
+            with self._free_slots() as room:
+                if room is None:
+                    return
+                round_ = await claims.claim_tasks(self.id, self._lease, room)
+                self._outage.succeeded()
+                self._contended = round_.contended
+                claimed = round_.tasks
+                self._start_attempts(claimed)
             if len(claimed) < room:
                 return
 

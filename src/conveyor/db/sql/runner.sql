@@ -2,12 +2,17 @@
 -- status written here is one the transition table allowed (see db.task_status).
 
 -- name: pipelines_with_startable_work
--- Open pipelines with a task START may be taken from and whose not-before time has come,
--- oldest first. $1 limit, $2 the statuses START is taken from, $3 the open pipeline status.
+-- Open pipelines with a task START may be taken from, whose not-before time has come and
+-- whose checks have finished for its statement (domain.check_review.CheckGate.PENDING keeps
+-- a task from starting whatever else holds), oldest first: a new issue's notification finds
+-- its tasks still waiting for their checks, and the claim round it wakes skips the pipeline
+-- instead of locking it for nothing while the checks are recorded; their recording notifies.
+-- $1 limit, $2 the statuses START is taken from, $3 the open pipeline status.
 SELECT t.pipeline_id
 FROM task t JOIN pipeline p ON p.id = t.pipeline_id
 WHERE t.status = ANY($2::text[]) AND p.status = $3
   AND (t.not_before IS NULL OR t.not_before <= now())
+  AND t.checked_version = t.statement_version
 GROUP BY t.pipeline_id
 ORDER BY min(t.id)
 LIMIT $1;
