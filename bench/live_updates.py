@@ -449,7 +449,7 @@ async def measure(
         # Every subscriber has caught up and is live once this reaches them all (the server
         # may still be starting the last subscriptions when the clients have sent them).
         await clients.delivered((await change(main_task.id))[0], CONNECT_WAIT_SECONDS)
-        profiler = _profile(server, args.profile, f"{count}-{selection}")
+        profiler = _profile(server, args.profile, f"{count}-{selection}", args.profiler)
         started = time.monotonic()
         server_cpu_before = sum(server.cpu_times()[:2])
         server_system_before = server.cpu_times().system
@@ -481,7 +481,7 @@ async def measure(
         )
         if burst_clients is not None:
             burst_started = time.monotonic()
-            profiler = _profile(server, args.profile, f"{count}-{selection}-burst")
+            profiler = _profile(server, args.profile, f"{count}-{selection}-burst", args.profiler)
             last = await burst(burst_task, args.burst)
             result.burst_latencies = await latencies_of(clients, main_task.id, args.samples)
             _stop_profile(profiler)
@@ -495,12 +495,18 @@ async def measure(
 
 
 def _profile(
-    server: psutil.Process, directory: str | None, name: str
+    server: psutil.Process, directory: str | None, name: str, profiler_name: str = "py-spy"
 ) -> subprocess.Popen[bytes] | None:
-    """py-spy recording the server (raw, 200 Hz) into `directory`, if asked for."""
+    """py-spy (raw, 200 Hz) or perf recording the server into `directory`, if asked for."""
     if directory is None:
         return None
     os.makedirs(directory, exist_ok=True)
+    if profiler_name == "perf":
+        output = os.path.join(directory, f"{name}.perf")
+        command = ["perf", "record", "-e", "cpu-clock", "-g", "-p", str(server.pid), "-o", output]
+        profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        return profiler
     profiler = subprocess.Popen(
         [
             "py-spy",
@@ -597,6 +603,14 @@ async def main() -> None:
     )
     parser.add_argument(
         "--profile", help="a directory: py-spy records the server while each case is sampled"
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=("py-spy", "perf"),
+        default="py-spy",
+        help="what --profile records with: py-spy (Python stacks; piles samples up at system "
+        "call returns) or perf (`perf record -e cpu-clock -g`: the kernel's and the "
+        "interpreter's own share, read with `perf report -i FILE --sort dso,sym`)",
     )
     args = parser.parse_args()
     os.environ[CLIENT_SCHEDULING] = args.client_scheduling
