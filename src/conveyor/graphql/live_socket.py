@@ -157,22 +157,21 @@ class _NextMessage:
     __slots__ = ("_head", "_messages", "_payloads")
 
     def __init__(self, operation_id: str) -> None:
-        self._head = _next_head(operation_id)
+        self._head = ('{"id":' + json.dumps(operation_id) + ',"type":"next","payload":').encode()
         self._payloads: list[bytes] = []
         self._messages = b""
 
+    def message(self, payload: bytes) -> bytes:
+        """The operation's `next` message around `payload`, unframed."""
+        return self._head + payload + b"}"
+
     def wrap(self, payloads: list[bytes]) -> bytes:
         if payloads is not self._payloads:
-            head = self._head
             self._messages = b"".join(
-                part for payload in payloads for part in _text_frame(head + payload + b"}")
+                part for payload in payloads for part in _text_frame(self.message(payload))
             )
             self._payloads = payloads
         return self._messages
-
-
-def _next_head(operation_id: str) -> bytes:
-    return ('{"id":' + json.dumps(operation_id) + ',"type":"next","payload":').encode()
 
 
 @functools.lru_cache(maxsize=256)
@@ -209,10 +208,10 @@ class LiveOperation:
         self.variables = variables
         self.operation_name = operation_name
         self.socket = socket
-        self._next_head = _next_head(operation_id)
+        self._next = _next_message(operation_id)
         #: The sequence of the event whose message the operation's resolver is sending.
         self.sequence_in_flight: int | None = None
-        self.seat = socket.seat_for(operation_id)
+        self.seat = socket.seat_for(self._next)
         self._last_written = 0
 
     @property
@@ -231,7 +230,7 @@ class LiveOperation:
     def deliver(self, sequence: int, payload: bytes) -> bool:
         """Write (or queue) a payload rendered for every subscriber of the same document;
         False when the connection is too slow and its subscriptions were ended."""
-        message = self._next_head + payload + b"}"
+        message = self._next.message(payload)
         if self.socket.write_now(message):
             self.last_written = sequence
             return True
@@ -367,16 +366,21 @@ class LiveSocketHandler(TransportWSHandler):
             sequence = live.sequence_in_flight
         self.queue(_Frame(operation_id, sequence, data))
 
-    def seat_for(self, operation_id: str) -> DirectSeat | None:
+    def seat_for(self, envelope: _NextMessage) -> DirectSeat | None:
         """A seat for a new operation, if its live updates may be written straight into the
         connection: uvicorn's sans-I/O connection, without extensions (they frame and
         compress each message themselves)."""
         if self._direct is None or self._direct.extended():
             return None
-        return DirectSeat(self._direct.transport(), _next_message(operation_id), self._seats_open())
+        return DirectSeat(self._direct.transport(), envelope, self._seats_open())
+
+    def _nothing_waits(self) -> bool:
+        """Whether a message written now keeps the order: nothing queued before it, and the
+        connection not closing as too slow."""
+        return not self._outbox and not self._closing_too_slow
 
     def _seats_open(self) -> bool:
-        return not self._outbox and not self._closing_too_slow and not self._closing
+        return self._nothing_waits() and not self._closing
 
     def _update_seats(self) -> None:
         """Opens or closes the seats of every live operation of the connection, as its state
@@ -390,7 +394,7 @@ class LiveSocketHandler(TransportWSHandler):
         """The socket, if a message may be written to it in this very turn: nothing queued
         before it (so the order holds), not closing as too slow, and its buffer not full."""
         direct = self._direct
-        if self._outbox or self._closing_too_slow or direct is None or not direct.takes_data():
+        if not self._nothing_waits() or direct is None or not direct.takes_data():
             return None
         return direct
 
