@@ -21,6 +21,7 @@ from conveyor.events.listener import running_listener
 from conveyor.graphql.ide import graphiql_assets_mount
 from conveyor.graphql.live_socket import ExposeWebSocketConnection
 from conveyor.graphql.schema import build_schema
+from conveyor.graphql.shared_render import rendered as live_renders
 from conveyor.graphql.view import GraphQLView
 from conveyor.operations.endpoints import OperationsEndpoints, Readiness
 from conveyor.operations.metrics import Metrics
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, load_demo: bool | None = None) -> Starlett
                     graphql.hub = hub
                     readiness.listener = listener
                     metrics.watch_hub(hub)
+                    metrics.watch_live_renders(live_renders)
                     # What start-up made (modules, the schema, pools) lives as long as the
                     # process: out of the collector's reach, a full collection no longer walks
                     # it, which otherwise held up a whole fan-out of live updates now and then.

@@ -274,17 +274,6 @@ CONNECTIONS = ["issues", "pipelines", "environments", "instances", "databases"]
 #: Fields the compiler leaves to the resolvers: choosing one makes the document uncovered.
 UNCOVERED_FIELDS = {
     ("Instance", "connectionOptions"),
-    # Added for live pages (issue 12) after the compiler was written; not compiled yet.
-    ("Task", "lastSequence"),
-    ("Stage", "lastSequence"),
-    ("Pipeline", "lastSequence"),
-    ("Event", "id"),
-    ("Event", "issueId"),
-    ("Event", "pipelineId"),
-    ("Event", "reason"),
-    ("Event", "task"),
-    ("Event", "stage"),
-    ("Event", "pipeline"),
     # Added with the checks (issue 14): derived from the checks' rows, not compiled yet.
     ("Task", "checks"),
     ("Task", "checkStatus"),

@@ -30,6 +30,8 @@ NOT_RULES = {
     # The compiled read's SQL and the names of the hidden keys in the JSON it returns.
     f"{_COMPILED}.statement",
     f"{_COMPILED}.relation_target",
+    # Names the source of a live batch's arguments (its events' sequence numbers).
+    f"{_COMPILED}.EVENT_BATCH",
     *(
         f"{_COMPILED}.{key}"
         for key in ("ACCESS_KEY", "ACTIVE_STAGE_KEY", "ROW_ID_KEY", "SCHEDULING_KEY")
@@ -49,7 +51,10 @@ def _is_query_or_record(module: ModuleType, name: str) -> bool:
     return (
         inspect.ismodule(value)
         or inspect.isclass(value)
-        or isinstance(value, types.UnionType | typing._GenericAlias)  # type: ignore[attr-defined]
+        or isinstance(
+            value,
+            types.UnionType | types.GenericAlias | typing._GenericAlias,  # type: ignore[attr-defined]
+        )
         or inspect.iscoroutinefunction(value)
         or inspect.isasyncgenfunction(value)
         or (callable(value) and "QuerySet" in str(inspect.signature(value).return_annotation))

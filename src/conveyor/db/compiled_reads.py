@@ -132,7 +132,30 @@ class NodeRead:
     arguments: Any = None
 
 
-Read = Column | Constant | Derived | Relation | ActiveStage | ConnectionRead | NodeRead | ObjectRead
+#: The source of an `EventsRead`'s arguments: `Arguments` gives the batch's `sequences` for it.
+EVENT_BATCH = "the events of a batch"
+
+
+@dataclass(frozen=True)
+class EventsRead:
+    """Events by sequence number, in that order: the messages of a live subscription, one
+    object each."""
+
+    target: ObjectRead
+    arguments: Any = EVENT_BATCH
+
+
+Read = (
+    Column
+    | Constant
+    | Derived
+    | Relation
+    | ActiveStage
+    | ConnectionRead
+    | NodeRead
+    | EventsRead
+    | ObjectRead
+)
 
 
 class Uncovered(Exception):
@@ -194,6 +217,18 @@ def _column_sql(model: str, name: str, alias: str) -> str:
             return global_id_sql("Task", f"{alias}.task_id")
         case "Event", "stage_id":
             return global_id_sql("Stage", f"{alias}.stage_id")
+        case "Event", "issue_id":
+            return global_id_sql("Issue", f"{alias}.issue_id")
+        case "Event", "pipeline_id":
+            return global_id_sql("Pipeline", f"{alias}.pipeline_id")
+        case "Event", "reason":
+            return f"({alias}.detail ->> 'reason')"
+        case _, "last_sequence":
+            # The newest event of the object's pipeline (one probe of (pipeline_id, id)).
+            return (
+                "(SELECT coalesce(max(e.id), 0) FROM event e "
+                f"WHERE e.pipeline_id = {_pipeline_id_sql(model, alias)})"
+            )
         case _, "id":
             return global_id_sql(model, f"{alias}.id")
         case "Task", "cancel_requested":
@@ -275,6 +310,9 @@ _RELATIONS: dict[tuple[str, str], _Join] = {
     ("Issue", "events"): _many(
         "Event", "event {x}", "{x}.issue_id = {a}.id", "{x}.id", bounded=True
     ),
+    ("Event", "task"): _one("Task", "{x}.id = {a}.task_id"),
+    ("Event", "stage"): _one("Stage", "{x}.id = {a}.stage_id"),
+    ("Event", "pipeline"): _one("Pipeline", "{x}.id = {a}.pipeline_id"),
     ("Database", "instance"): _one("Instance", "{x}.id = {a}.instance_id"),
     ("Instance", "environment"): _one("Environment", "{x}.id = {a}.environment_id"),
 }
@@ -708,6 +746,8 @@ class _Builder:
                     entries.append((key, self.nodes(read)))
                 case ConnectionRead():
                     entries.append((key, self.connection(read)))
+                case EventsRead():
+                    entries.append((key, self.events(read)))
                 case _:
                     raise Uncovered(f"{type(read).__name__} at the root")
         if len(entries) > MAX_KEYS_PER_OBJECT:
@@ -734,6 +774,16 @@ class _Builder:
         return (
             f"(SELECT {built} FROM {TABLES[type_name]} {alias} {joins} "
             f"WHERE {alias}.id = {self.parameter(key, 'int', origin)})"
+        )
+
+    def events(self, read: EventsRead) -> str:
+        arguments = self.resolved(read.arguments)
+        sequences = self.argument(arguments, "sequences", "bigint[]")
+        alias = self.alias()
+        built, joins = self.object(read.target, alias)
+        return (
+            f"(SELECT coalesce(json_agg({built} ORDER BY {alias}.id), '[]'::json) "
+            f"FROM event {alias} {joins} WHERE {alias}.id = ANY({sequences}))"
         )
 
     def connection(self, read: ConnectionRead) -> str:

@@ -9,7 +9,7 @@ subscriptions, the hub's lag, pools, tasks by status) is read when the metrics a
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -65,6 +65,7 @@ class _ProcessState(Collector):
         self.worker: WorkerState | None = None
         self.tasks_by_status: dict[str, int] = {}
         self.tasks_by_waiting_reason: dict[str, int] = {}
+        self.live_renders: Mapping[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         if self.hub is not None:
@@ -93,6 +94,15 @@ class _ProcessState(Collector):
                 "Subscriptions closed for falling more than CONVEYOR_SUBSCRIBER_BUFFER behind.",
                 value=self.hub.slow_subscribers_closed,
             )
+        renders = CounterMetricFamily(
+            "conveyor_live_renders",
+            "Batches of live events rendered, by how: `compiled` (one statement of the "
+            "compiled read path) or `resolvers` (graphql-core's field resolution).",
+            labels=["path"],
+        )
+        for path in (RESOLVERS, COMPILED):
+            renders.add_metric([path], self.live_renders.get(path, 0))
+        yield renders
         in_use, size = monitoring.pool_connections()
         pool = GaugeMetricFamily(
             "conveyor_pool_connections",
@@ -216,6 +226,10 @@ class Metrics:
 
     def watch_worker(self, worker: WorkerState | None) -> None:
         self._state.worker = worker
+
+    def watch_live_renders(self, counts: Mapping[str, int]) -> None:
+        """Counts of rendered batches by path, read at each scrape."""
+        self._state.live_renders = counts
 
     def operation_label(self, name: str | None) -> str:
         """The label of an operation name, bounded in number."""

@@ -19,6 +19,7 @@ from conveyor.db.compiled_reads import (
     ActiveStage,
     ConnectionRead,
     Derived,
+    EventsRead,
     NodeRead,
     ObjectRead,
     Relation,
@@ -158,6 +159,9 @@ class DerivedFields:
                 for item in value if read.many else [value]:
                     if item is not None and TYPE_KEY in item:
                         self.object(item, read.by_type[item[TYPE_KEY]])
+            elif isinstance(read, EventsRead):
+                for item in value:
+                    self.object(item, read.target)
             elif isinstance(read, ConnectionRead):
                 for part_key, part in read.parts:
                     if isinstance(part, tuple) and part[0] == "edges":

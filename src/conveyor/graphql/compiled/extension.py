@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,7 +32,8 @@ from graphql.execution.values import VariableValues, get_variable_values
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
-from conveyor.db.compiled_reads import Uncovered, fetch_data_json, statement
+from conveyor.db.compiled_reads import Arguments, Uncovered, fetch_data_json, statement
+from conveyor.domain.permissions import Principal
 from conveyor.graphql.bounded_cache import BoundedCache
 from conveyor.graphql.compiled.derived import DerivedFields, SplicedFields
 from conveyor.graphql.compiled.plan import Plan, arguments_of, compile_plan
@@ -162,30 +164,38 @@ class CompiledReads(SchemaExtension):
         plan = self.cache.plan(text, document, operation, variables, compile_for)
         if plan is None:
             return None
-        built = statement(
-            plan.reads,
+        data_json = await answer_json(
+            plan,
             lambda source: arguments_of(source, variables, context.settings),
-            spliced=plan.spliced and bool(plan.walked),
-            texts=plan.texts,
+            context.principal,
+            context.now,
         )
-        data_json = await fetch_data_json(built.sql, built.parameters)
         # Over HTTP the view sends encoded data as it is (a WebSocket message and an
         # in-process caller get the dict they always get).
-        over_http = context.response is not None
-        data: Any
-        if not plan.walked:
-            data = EncodedData(data_json.encode()) if over_http else orjson.loads(data_json)
-        elif built.markers is not None:
-            with _no_garbage_collection():
-                derived = DerivedFields(plan, context.principal, context.now)
-                spliced = SplicedFields(built.markers, derived).answer(data_json)
-                data = EncodedData(spliced) if over_http else orjson.loads(spliced)
-        else:
-            with _no_garbage_collection():
-                data = orjson.loads(data_json)
-                DerivedFields(plan, context.principal, context.now).fill(data)
-                data = EncodedData(orjson.dumps(data)) if over_http else data
+        data: Any = (
+            EncodedData(data_json) if context.response is not None else orjson.loads(data_json)
+        )
         return ExecutionResult(data=data)
+
+
+async def answer_json(
+    plan: Plan, arguments: Arguments, principal: Principal, now: datetime
+) -> bytes:
+    """The JSON of the `data` of `plan` for these arguments, read in one statement, its
+    derived fields filled in for `principal` as of `now`."""
+    built = statement(
+        plan.reads, arguments, spliced=plan.spliced and bool(plan.walked), texts=plan.texts
+    )
+    data_json = await fetch_data_json(built.sql, built.parameters)
+    if not plan.walked:
+        return data_json.encode()
+    with _no_garbage_collection():
+        derived = DerivedFields(plan, principal, now)
+        if built.markers is not None:
+            return SplicedFields(built.markers, derived).answer(data_json)
+        data = orjson.loads(data_json)
+        derived.fill(data)
+        return orjson.dumps(data)
 
 
 @contextmanager

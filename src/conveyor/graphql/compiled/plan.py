@@ -42,6 +42,7 @@ from conveyor.db.compiled_reads import (
     ConnectionRead,
     Constant,
     Derived,
+    EventsRead,
     NodeRead,
     ObjectRead,
     Read,
@@ -62,12 +63,14 @@ _COLUMNS = {
     "Instance": "id name engine host port username maxRunningTasks createdAt updatedAt",
     "Database": "id name createdAt updatedAt",
     "Issue": "id title description creator createdAt updatedAt status",
-    "Pipeline": "id status createdAt updatedAt",
-    "Stage": "id name position",
+    "Pipeline": "id status createdAt updatedAt lastSequence",
+    "Stage": "id name position lastSequence",
     "Task": "id name type status statement databaseName notBefore version statusReason "
-    "approvedBy approvedAt cancelRequested createdAt updatedAt statementVersion dryRunRequested",
+    "approvedBy approvedAt cancelRequested createdAt updatedAt statementVersion dryRunRequested "
+    "lastSequence",
     "TaskRun": "id attempt status startedAt endedAt errorCode errorMessage result log",
-    "Event": "sequence kind actor createdAt taskId stageId oldStatus newStatus detail",
+    "Event": "id sequence kind actor createdAt issueId pipelineId taskId stageId oldStatus "
+    "newStatus reason detail",
 }
 COLUMNS = {type_name: frozenset(names.split()) for type_name, names in _COLUMNS.items()}
 #: The columns whose values are JSON a client wrote: their keys could be anything, so a read
@@ -85,6 +88,9 @@ _SAME_PIPELINE = frozenset(
         ("Stage", "tasks"),
         ("Task", "stage"),
         ("Task", "pipeline"),
+        ("Event", "task"),
+        ("Event", "stage"),
+        ("Event", "pipeline"),
     }
 )
 _TASK_COUNTS = frozenset(
@@ -166,6 +172,25 @@ class _Compiler:
             for key, details in collected.grouped_field_set.items()
         )
         return Plan(reads, frozenset(self.walked), spliced=not self.not_spliced)
+
+    def subscription_events(self) -> Plan:
+        """The plan of a subscription whose messages are events: its one root field read
+        for the events a batch names (`EventsRead`)."""
+        subscription = self.schema.subscription_type
+        assert subscription is not None
+        collected = collect_fields(
+            self.schema, self.fragments, self.variables, subscription, self.operation
+        )
+        if collected.new_defer_usages or len(collected.grouped_field_set) != 1:
+            raise Uncovered("not one root field")
+        ((key, details),) = collected.grouped_field_set.items()
+        definition = subscription.fields.get(details[0].node.name.value)
+        if definition is None or get_named_type(definition.type).name != "Event":
+            raise Uncovered("a subscription whose messages are not events")
+        read, _ = self.object(self.object_type("Event"), details, inherit=False)
+        return Plan(
+            ((key, EventsRead(read)),), frozenset(self.walked), spliced=not self.not_spliced
+        )
 
     def subfields(self, parent: GraphQLObjectType, details: FieldDetailsList) -> GroupedFieldSet:
         for detail in details:
@@ -383,13 +408,30 @@ def compile_plan(
     variables: VariableValues,
 ) -> Plan:
     """The plan of `operation`, for the @skip/@include values `variables` give."""
+    return _Compiler(schema, _fragments(document_definitions), variables, operation).plan()
+
+
+def _fragments(document_definitions: tuple[Any, ...]) -> dict[str, FragmentDetails]:
     fragments = {}
     for definition in document_definitions:
         if isinstance(definition, FragmentDefinitionNode):
             if definition.variable_definitions:
                 raise Uncovered("fragment variables")
             fragments[definition.name.value] = FragmentDetails(definition)
-    return _Compiler(schema, fragments, variables, operation).plan()
+    return fragments
+
+
+def compile_subscription_plan(
+    schema: GraphQLSchema,
+    document_definitions: tuple[Any, ...],
+    operation: OperationDefinitionNode,
+    variables: VariableValues,
+) -> Plan:
+    """The plan of a subscription `operation` whose messages are events, for the
+    @skip/@include values `variables` give: one read renders a batch of its messages."""
+    return _Compiler(
+        schema, _fragments(document_definitions), variables, operation
+    ).subscription_events()
 
 
 def _global_id(value: Any) -> relay.GlobalID | None:
