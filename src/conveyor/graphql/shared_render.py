@@ -176,7 +176,9 @@ class _Renderer:
             assert isinstance(source, ArgumentSource)
             return arguments_of(source, self._variables, self._settings)
 
-        data_json = await answer_json(plan, arguments, self._principal, datetime.now(UTC))
+        data_json = await answer_json(
+            plan, arguments, self._principal, datetime.now(UTC), generic_plan=True
+        )
         ((key, _),) = plan.reads
         messages = orjson.loads(data_json)[key]
         if len(messages) != len(events):

@@ -179,14 +179,20 @@ class CompiledReads(SchemaExtension):
 
 
 async def answer_json(
-    plan: Plan, arguments: Arguments, principal: Principal, now: datetime
+    plan: Plan,
+    arguments: Arguments,
+    principal: Principal,
+    now: datetime,
+    *,
+    generic_plan: bool = False,
 ) -> bytes:
-    """The JSON of the `data` of `plan` for these arguments, read in one statement, its
-    derived fields filled in for `principal` as of `now`."""
+    """The JSON of the `data` of `plan` for these arguments, read in one statement (see
+    `fetch_data_json` for `generic_plan`), its derived fields filled in for `principal` as
+    of `now`."""
     built = statement(
         plan.reads, arguments, spliced=plan.spliced and bool(plan.walked), texts=plan.texts
     )
-    data_json = await fetch_data_json(built.sql, built.parameters)
+    data_json = await fetch_data_json(built.sql, built.parameters, generic_plan=generic_plan)
     if not plan.walked:
         return data_json.encode()
     with _no_garbage_collection():
