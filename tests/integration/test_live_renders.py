@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from conveyor.domain.statuses import EventKind
 from conveyor.graphql.schema import schema
 from conveyor.settings import Settings
 from tests.api.support import create_catalog, global_id
-from tests.api.test_compiled_differential import DataSet, DocumentBuilder, create_data
+from tests.api.test_compiled_differential import DataSet, DocumentBuilder, Drawn, create_data
 from tests.conftest import ConveyorProcess, GraphQLClient, conveyor_env, run_conveyor, start_server
 from tests.integration.subscribers import LiveSubscription, subscribed, websocket_url
 from tests.integration.test_pipeline_activity import ACTIVITY
@@ -133,13 +132,6 @@ async def until_live(subscriptions: dict[str, LiveSubscription], pipeline: Pipel
         with contextlib.suppress(TimeoutError):
             while True:
                 await asyncio.wait_for(live.next(), 0.3)
-
-
-@dataclass(frozen=True)
-class Drawn:
-    document: str
-    variables: dict[str, Any]
-    covered: bool
 
 
 @st.composite
