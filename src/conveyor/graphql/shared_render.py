@@ -35,6 +35,7 @@ from tortoise.transactions import in_transaction
 
 from conveyor.db.compiled_reads import EVENT_BATCH, Uncovered
 from conveyor.db.models import Event
+from conveyor.db.outages import database_unavailable
 from conveyor.events.shared import Sharing
 from conveyor.graphql.compiled.extension import COMPILED, RESOLVERS, PlanCache, answer_json
 from conveyor.graphql.compiled.plan import (
@@ -110,9 +111,13 @@ class _Renderer:
         # graphql-core refused the variables when the subscription started: never here.
         assert not isinstance(variables, list), "the variables were coerced when subscribed"
         self._variables = variables
-        self._plan = (
-            self._compiled_plan(operation) if info.context.settings.compiled_reads else None
-        )
+        self._plan: Plan | None = None
+        if info.context.settings.compiled_reads:
+            try:
+                self._plan = self._compiled_plan(operation)
+            except Exception as error:
+                # The resolvers render whatever the compiler could not plan.
+                logger.debug("not compiled (%s)", type(error).__name__)
 
     def _compiled_plan(self, operation: OperationDefinitionNode) -> Plan | None:
         schema, document, variables = self._schema, self._document, self._variables
@@ -156,6 +161,8 @@ class _Renderer:
             try:
                 messages = await self._compiled(self._plan, events)
             except Exception as error:
+                if database_unavailable(error):
+                    raise  # the stream renders the batch again once the database answers
                 # Uncovered, or a failure the resolvers will meet and report as the API does.
                 logger.debug(
                     "compiled render failed (%s); the resolvers render", type(error).__name__
