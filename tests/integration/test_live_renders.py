@@ -125,7 +125,8 @@ async def until_live(subscriptions: dict[str, LiveSubscription], pipeline: Pipel
         await events_of(pipeline, probe=True)
         for name in list(waiting):
             with contextlib.suppress(TimeoutError):
-                await subscriptions[name].next()
+                # Not there yet: probe again rather than wait for a message that will not come.
+                await asyncio.wait_for(subscriptions[name].next(), 1.0)
                 waiting.discard(name)
     # The probes that reached one subscription before the other was registered.
     for live in subscriptions.values():
