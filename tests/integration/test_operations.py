@@ -171,7 +171,7 @@ BROKEN = "query Broken { noSuchField }"
 VIEWER = "query Viewer { viewer { actor } }"
 TASK_CHANGES = """
 subscription Watch($pipelineId: ID) {
-  taskStatusChanged(pipelineId: $pipelineId, after: 0) {
+  taskStatusChanged(pipelineId: $pipelineId, snapshot: true) {
     sequence
     ... on TaskStatusChange { taskId newStatus }
   }
@@ -254,13 +254,12 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
         ),
         tmp_path / "serve.log",
     )
-    worker = start_worker(conveyor_env(settings), tmp_path / "worker.log")
+    worker: ConveyorProcess | None = None
     graphql_url = f"{server.url}/graphql"
     try:
         refused = await http.get(f"{server.url}/metrics")
         wrong = await http.get(f"{server.url}/metrics", headers={"Authorization": "Bearer no"})
         api_families, before = await scrape(http, server, scraper)
-        worker_families, _ = await scrape(http, worker)
 
         waiting = await http.post(
             graphql_url,
@@ -281,7 +280,8 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
             },
         )
         assert waiting.status_code == 200, waiting.text
-        # A pipeline that runs, watched from its first event (`after: 0`).
+        # A pipeline that runs, watched from before it starts: the worker starts once the
+        # subscription's snapshot came, so every change of its tasks goes through the hub.
         plan = {
             "title": "runs",
             "stages": [
@@ -307,6 +307,10 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
             {"pipelineId": pipeline["id"]},
             token=server.token,
         ) as live:
+            # The snapshot comes first (a change would carry its taskId).
+            assert "taskId" not in await live.next()
+            worker = start_worker(conveyor_env(settings), tmp_path / "worker.log")
+            worker_families, _ = await scrape(http, worker)
             done: set[str] = set()
             while done != task_ids:
                 change = await live.next()
@@ -319,6 +323,7 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
         broken = await http.post(graphql_url, headers=server.auth, json={"query": BROKEN})
 
         async def counted() -> tuple[Samples, Samples]:
+            assert worker is not None
             _, api = await scrape(http, server, scraper)
             _, work = await scrape(http, worker)
             return api, work
@@ -331,7 +336,8 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
             api, work = await counted()
     finally:
         server.stop()
-        worker.stop()
+        if worker is not None:
+            worker.stop()
 
     assert refused.status_code == 403
     assert wrong.status_code == 403
@@ -361,9 +367,7 @@ async def test_the_api_and_a_worker_serve_metrics_that_follow_a_pipeline_run(
     written = value(api, "conveyor_events_written_total")
     # Each run task went PENDING -> RUNNING -> DONE, and more events besides.
     assert written - value(before, "conveyor_events_written_total") >= 4
-    # The subscription starts after the issue's commit: the worker may have run its first task
-    # by then, and what it missed comes from the table (`after: 0`), not through the hub.
-    assert value(api, "conveyor_events_fanned_out_total") >= 1
+    assert value(api, "conveyor_events_fanned_out_total") >= 4
     assert value(api, "conveyor_event_hub_lag_events") == 0
     assert value(api, "conveyor_slow_subscribers_closed_total") == 0
     assert value(api, "conveyor_pool_connections", pool="conveyor", state="open") >= 1
