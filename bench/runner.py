@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psutil
@@ -115,6 +116,7 @@ async def main() -> None:
             ]
             server_cpu = _cpu_seconds(backends)
             started = time.perf_counter()
+            started_at = datetime.now(UTC)
             created = [
                 await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
                 for n in range(args.issues)
@@ -128,6 +130,7 @@ async def main() -> None:
             elapsed = time.perf_counter() - started
             worker_cpu = _cpu_seconds([worker.pid for worker in workers]) - worker_cpu
             server_cpu = _cpu_seconds(backends) - server_cpu
+            phases = await _throughput_phases(started_at, [issue.id for issue in created])
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -146,6 +149,14 @@ async def main() -> None:
     )
     rate = args.tasks / elapsed
     print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
+    print(
+        f"| of the run: issues committed, checks recorded, first start, last end | "
+        f"{' / '.join(f'{ms:.0f}' for ms in phases.marks)} ms |"
+    )
+    print(
+        f"| runs only (first start → last end) | {args.tasks / phases.running_seconds:.0f} "
+        f"tasks/s |"
+    )
     print(f"| worker CPU per task | {1000 * worker_cpu / args.tasks:.2f} ms |")
     print(
         f"| PostgreSQL CPU per task (backends open at the start) | "
@@ -169,6 +180,41 @@ async def main() -> None:
             f"| of which checks recorded → start p50 / p99 | {statistics.median(to_start):.1f}"
             f" / {percentile(to_start, 0.99):.1f} ms |"
         )
+
+
+@dataclass(frozen=True)
+class _Phases:
+    #: Milliseconds from the run's start to the issues' commit, the last check recorded, the
+    #: first run's start and the last run's end.
+    marks: tuple[float, float, float, float]
+
+    @property
+    def running_seconds(self) -> float:
+        return (self.marks[3] - self.marks[2]) / 1000
+
+
+async def _throughput_phases(started_at: datetime, issue_ids: list[int]) -> _Phases:
+    """Where the throughput run's time went, from the rows it left."""
+    runs = TaskRun.filter(task__pipeline__issue_id__in=issue_ids)
+    first_start = await runs.order_by("started_at").first()
+    last_end = await runs.order_by("-ended_at").first()
+    checked = Event.filter(issue_id__in=issue_ids, kind=EventKind.TASK_CHECKED)
+    first_event = await Event.filter(issue_id__in=issue_ids).order_by("id").first()
+    last_checked = await checked.order_by("-id").first()
+    if not (first_start and last_end and last_end.ended_at and first_event and last_checked):
+        raise RuntimeError("the throughput run left no runs, events or checks to read")
+
+    def since_start(moment: datetime) -> float:
+        return (moment - started_at).total_seconds() * 1000
+
+    return _Phases(
+        (
+            since_start(first_event.created_at),
+            since_start(last_checked.created_at),
+            since_start(first_start.started_at),
+            since_start(last_end.ended_at),
+        )
+    )
 
 
 def _cpu_seconds(pids: list[int]) -> float:

@@ -27,10 +27,17 @@ PENDING, RUNNING, DONE, SKIPPED, FAILED, CANCELED, APPROVAL = (
 )
 #: A PENDING task whose checks have not finished.
 CHECKS_PENDING = object()
+#: A PENDING task whose checks found something blocking.
+CHECKS_FAILED = object()
+#: A PENDING task whose blocking findings a DBA let pass.
+CHECKS_OVERRIDDEN = object()
 #: Statuses by task name (the others stay PENDING), and what the whole-pipeline decision starts.
 CASES: list[tuple[dict[str, Any], set[str]]] = [
     # The first task on alpha's database may not run: the next one on it does.
     ({"a1": CHECKS_PENDING}, {"a2", "b1", "sync_alpha", "sync_beta"}),
+    ({"a1": CHECKS_FAILED}, {"a2", "b1", "sync_alpha", "sync_beta"}),
+    ({"a1": CHECKS_OVERRIDDEN}, {"a1", "b1", "sync_alpha", "sync_beta"}),
+    ({"a1": CHECKS_FAILED, "a2": CHECKS_PENDING, "b1": RUNNING}, {"sync_alpha", "sync_beta"}),
     ({}, {"a1", "b1", "sync_alpha", "sync_beta"}),
     ({"a1": DONE}, {"a2", "b1", "sync_alpha", "sync_beta"}),
     ({"a1": RUNNING}, {"b1", "sync_alpha", "sync_beta"}),
@@ -104,6 +111,13 @@ async def test_the_decision_on_the_candidates_is_the_decision_on_the_pipeline(
     for name, status in statuses.items():
         if status is CHECKS_PENDING:
             await Task.filter(id=ids[name]).update(checked_version=None)
+        elif status is CHECKS_FAILED:
+            await Task.filter(id=ids[name]).update(blocking_rules=["column_type_change"])
+        elif status is CHECKS_OVERRIDDEN:
+            await Task.filter(id=ids[name]).update(
+                blocking_rules=["column_type_change"],
+                checks_overridden_version=F("statement_version"),
+            )
         else:
             await Task.filter(id=ids[name]).update(status=status)
     pipeline_id = row_key(issue.pipeline_id)
@@ -119,5 +133,8 @@ async def test_the_decision_on_the_candidates_is_the_decision_on_the_pipeline(
     names = {task_id: name for name, task_id in ids.items()}
     assert {names[task_id] for task_id in on_whole.startable} == expected
     assert on_narrowed.startable == on_whole.startable
-    # Narrowed: at most one row per database, plus the instance-level tasks.
+    # Narrowed: one stage, at most one row per database, plus the instance-level tasks.
     assert len(narrowed.stages) <= 1
+    databases = [task.database_id for stage in narrowed.stages for task in stage.tasks]
+    databases = [database for database in databases if database is not None]
+    assert len(databases) == len(set(databases))

@@ -27,9 +27,10 @@ SELECT id FROM pipeline WHERE id = $1 AND status = $2 FOR NO KEY UPDATE SKIP LOC
 -- its own rules so that a claim reads neither finished tasks nor later stages: only the
 -- active stage (the first with a task not finished), only tasks in a status START is taken
 -- from, whose not-before time has come, with no unfinished blocker (a blocker that is not a
--- task of this pipeline counts as unfinished), whose database no task occupies. The decision
--- itself (the checks' gate, the instance's limit, one task per database) is still taken, on
--- these rows, by domain.scheduling.decide.
+-- task of this pipeline counts as unfinished), whose checks let it run, whose database no
+-- task occupies, and of those only the first on each database. The decision itself (the
+-- instance's limit, one task per database) is still taken, on these rows, by
+-- domain.scheduling.decide.
 -- $1 pipeline id, $2 the finished statuses, $3 the statuses START is taken from,
 -- $4 the occupying statuses, $5 the statuses not finished (probed by index, one by one).
 WITH active AS (
@@ -54,9 +55,7 @@ WITH active AS (
     WHERE NOT EXISTS (
         SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
     )
-), chosen AS (
-    -- Every ready task on a free database, and every ready instance-level task. Not only the
-    -- first on each database: whether its checks let it run is the decision's to say.
+), ready AS (
     SELECT w.* FROM waiting w
     WHERE (w.database_id IS NULL OR w.database_id IN (SELECT database_id FROM free_databases))
       AND (w.not_before IS NULL OR w.not_before <= now())
@@ -65,6 +64,17 @@ WITH active AS (
           LEFT JOIN task b ON b.id = d.blocked_by_id AND b.pipeline_id = $1
           WHERE d.task_id = w.id AND (b.id IS NULL OR b.status <> ALL($2::text[]))
       )
+      -- The checks let it run: domain.check_review.CheckFacts.gate is PASSED or OVERRIDDEN
+      -- (tests/integration/test_start_candidates.py holds the two to the same answers).
+      AND w.checked_version = w.statement_version
+      AND (w.blocking_rules = '[]'::jsonb OR w.checks_overridden_version = w.statement_version)
+), chosen AS (
+    -- The first ready task on each free database, the only one of them the decision could
+    -- start (it takes the database), and every ready instance-level task: a claim reads a
+    -- few rows, not every waiting task of a large stage.
+    SELECT DISTINCT ON (coalesce(r.database_id, -r.id)) r.*
+    FROM ready r
+    ORDER BY coalesce(r.database_id, -r.id), r.id
 )
 SELECT a.id AS stage_id, a.name AS stage_name, c.id, c.status, c.instance_id, c.database_id,
        c.not_before, c.statement_version, c.checked_version, c.blocking_rules::text,
