@@ -258,6 +258,7 @@ async def start_tasks(
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
             RUNNER_CHANNEL,
+            [status.value for status in TaskStatus],
         ],
     )
     stages: dict[int, list[dict[str, Any]]] = defaultdict(list)

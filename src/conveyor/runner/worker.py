@@ -48,8 +48,8 @@ CANCEL_RETRY_SECONDS = 0.25
 #: How soon a worker claims again after a round that skipped another worker's locks.
 CONTENDED_RETRY_SECONDS = 0.02
 #: The least time between two lease renewals a notification asks for (to see a cancel
-#: request): every status change notifies, the worker's own included, and at hundreds a
-#: second a renewal each would be a round trip per task.
+#: request): people's changes notify, and at hundreds a second a renewal each would be a
+#: round trip per change.
 WAKEUP_RENEWAL_SECONDS = 0.05
 
 
@@ -130,6 +130,9 @@ class Worker:
         """Work until `stop` is called; then finish or hand back every task held."""
         logger.info("%s started (concurrency %d)", self.id, self._settings.worker_concurrency)
         wakeup = self._listener.subscribe()
+        # A cancel request is a person's change: the runner's own transitions (every worker's,
+        # two a task) never ask for one, so they do not make a renewal come due.
+        cancel_wakeup = self._listener.subscribe(runner_transitions=False)
         # Checks come due by people's changes only (a new issue, an edited statement, a dry
         # run asked for): the runner's transitions, two a task, would each cost a round of
         # the checker's two claims for nothing.
@@ -147,9 +150,10 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 # The change that woke us may be a cancel request for a task we hold.
-                self._renewal_wanted = self._renewal_wanted or wakeup.is_set()
+                self._renewal_wanted = self._renewal_wanted or cancel_wakeup.is_set()
                 look_for_work = look_for_work or wakeup.is_set() or self._room.is_set()
                 wakeup.clear()
+                cancel_wakeup.clear()
                 self._room.clear()
                 try:
                     if not self._prepared:
@@ -180,6 +184,7 @@ class Worker:
             self._running = False
             self._listener.unsubscribe(wakeup)
             self._listener.unsubscribe(checks_wakeup)
+            self._listener.unsubscribe(cancel_wakeup)
             await self._sessions.close()
             stopped = [*background, *self._background, *self._reporters.values()]
             for task in stopped:

@@ -98,7 +98,7 @@ WHERE i.id = ANY($1::int[]);
 -- the one given (read under the pipeline's lock) is left alone.
 -- $1 task ids, $2 their statuses now, $3 the status START leads to, $4 worker,
 -- $5 lease seconds, $6 the run's status, $7 event-order lock key, $8 event kind, $9 actor,
--- $10 channel.
+-- $10 channel, $11 every task status.
 WITH wanted AS (
     SELECT * FROM unnest($1::int[], $2::text[]) AS w (id, old_status)
 ), started AS (
@@ -138,10 +138,15 @@ SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.databa
        (SELECT count(*) FROM notified) AS notified,
        -- Read before the update (a statement sees the rows as they were when it started):
        -- the statuses of the stage's tasks this claim leaves alone, for the stage's roll-up.
+       -- One index probe a status, as in end_attempt.
        ARRAY(
-           SELECT DISTINCT o.status::text FROM task o
-           WHERE o.pipeline_id = s.pipeline_id AND o.stage_id = s.stage_id
-             AND o.id NOT IN (SELECT id FROM started)
+           SELECT st.status FROM unnest($11::text[]) AS st (status)
+           WHERE (
+               SELECT true FROM task o
+               WHERE o.pipeline_id = s.pipeline_id AND o.status = st.status
+                 AND o.stage_id = s.stage_id AND o.id NOT IN (SELECT id FROM started)
+               LIMIT 1
+           )
        ) AS stage_others
 FROM started s
 JOIN runs r ON r.task_id = s.id
@@ -205,19 +210,24 @@ WITH ended AS (
 SELECT e.id, e.stage_id,
        (SELECT count(*) FROM run) AS runs,
        (SELECT count(*) FROM notified) AS notified,
+       -- One index probe a status, each a scalar subquery: PostgreSQL may turn an EXISTS
+       -- into a join that reads every task of the pipeline (it did, on a new pipeline of a
+       -- thousand tasks, not yet analyzed: 1.4 ms a finish instead of 0.1).
        ARRAY(
            SELECT s.status FROM unnest($22::text[]) AS s (status)
-           WHERE EXISTS (
-               SELECT FROM task t
+           WHERE (
+               SELECT true FROM task t
                WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status
                  AND t.stage_id = e.stage_id AND t.id <> e.id
+               LIMIT 1
            )
        ) AS stage_others,
        ARRAY(
            SELECT s.status FROM unnest($19::text[]) AS s (status)
-           WHERE EXISTS (
-               SELECT FROM task t
+           WHERE (
+               SELECT true FROM task t
                WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status AND t.id <> e.id
+               LIMIT 1
            )
            LIMIT 1
        ) AS unfinished
