@@ -17,7 +17,6 @@ import asyncio
 import signal
 import statistics
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,22 +114,25 @@ async def main() -> None:
                 )
             ]
             server_cpu = _cpu_seconds(backends)
-            started = time.perf_counter()
             started_at = datetime.now(UTC)
             created = [
                 await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
                 for n in range(args.issues)
             ]
+            committed_at = datetime.now(UTC)
             while (
                 await Task.filter(pipeline__issue_id__in=[issue.id for issue in created])
                 .exclude(status=TaskStatus.DONE)
                 .exists()
             ):
-                await asyncio.sleep(0.01)
-            elapsed = time.perf_counter() - started
+                # Seldom: the bench's own queries share the machine's two cores with the
+                # worker and PostgreSQL. The run's end is read from the rows below.
+                await asyncio.sleep(0.05)
             worker_cpu = _cpu_seconds([worker.pid for worker in workers]) - worker_cpu
             server_cpu = _cpu_seconds(backends) - server_cpu
-            phases = await _throughput_phases(started_at, [issue.id for issue in created])
+            phases = await _throughput_phases(
+                started_at, committed_at, [issue.id for issue in created]
+            )
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -147,10 +149,14 @@ async def main() -> None:
         f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency}, "
         f"{args.issues} issue(s), {args.targets} target databases | {args.tasks} |"
     )
+    elapsed = phases.marks[3] / 1000
     rate = args.tasks / elapsed
-    print(f"| throughput | {rate:.0f} tasks/s ({2 * rate:.0f} transitions/s) |")
     print(
-        f"| of the run: issues committed, checks recorded, first start, last end | "
+        f"| throughput (creating the issues → the last run's end) | {rate:.0f} tasks/s "
+        f"({2 * rate:.0f} transitions/s) |"
+    )
+    print(
+        f"| of the run: issues created, last checks' transaction, first start, last end | "
         f"{' / '.join(f'{ms:.0f}' for ms in phases.marks)} ms |"
     )
     print(
@@ -184,8 +190,8 @@ async def main() -> None:
 
 @dataclass(frozen=True)
 class _Phases:
-    #: Milliseconds from the run's start to the issues' commit, the last check recorded, the
-    #: first run's start and the last run's end.
+    #: Milliseconds from the run's start to the issues' creation returning, the last checks'
+    #: transaction starting, the first run's start and the last run's end.
     marks: tuple[float, float, float, float]
 
     @property
@@ -193,15 +199,16 @@ class _Phases:
         return (self.marks[3] - self.marks[2]) / 1000
 
 
-async def _throughput_phases(started_at: datetime, issue_ids: list[int]) -> _Phases:
+async def _throughput_phases(
+    started_at: datetime, committed_at: datetime, issue_ids: list[int]
+) -> _Phases:
     """Where the throughput run's time went, from the rows it left."""
     runs = TaskRun.filter(task__pipeline__issue_id__in=issue_ids)
     first_start = await runs.order_by("started_at").first()
     last_end = await runs.order_by("-ended_at").first()
     checked = Event.filter(issue_id__in=issue_ids, kind=EventKind.TASK_CHECKED)
-    first_event = await Event.filter(issue_id__in=issue_ids).order_by("id").first()
     last_checked = await checked.order_by("-id").first()
-    if not (first_start and last_end and last_end.ended_at and first_event and last_checked):
+    if not (first_start and last_end and last_end.ended_at and last_checked):
         raise RuntimeError("the throughput run left no runs, events or checks to read")
 
     def since_start(moment: datetime) -> float:
@@ -209,7 +216,7 @@ async def _throughput_phases(started_at: datetime, issue_ids: list[int]) -> _Pha
 
     return _Phases(
         (
-            since_start(first_event.created_at),
+            since_start(committed_at),
             since_start(last_checked.created_at),
             since_start(first_start.started_at),
             since_start(last_end.ended_at),
