@@ -17,10 +17,11 @@ import conveyor
 from conveyor.db.models import Event, Task
 from conveyor.db.queries import RUNNER
 from conveyor.db.task_status import (
+    AttemptToEnd,
     HeldTask,
     StatusChange,
     apply_changes,
-    end_attempt,
+    end_attempts,
     lock_task,
     start_tasks,
 )
@@ -83,7 +84,7 @@ def test_only_the_one_writer_runs_the_queries_that_write_a_status() -> None:
     status_queries = {
         name for name, sql in RUNNER.items() if _writes_a_task_status(ast.Constant(value=sql))
     }
-    assert status_queries == {"start_tasks", "end_attempt"}
+    assert status_queries == {"start_tasks", "end_attempts"}
     users = {
         str(path.relative_to(SOURCE))
         for path in SOURCE.rglob("*.py")
@@ -142,8 +143,8 @@ async def test_the_runners_hot_path_writes_only_what_the_table_allows(
         with pytest.raises(TransitionRefused):
             await start_tasks(connection, [(task_id, TaskStatus.DONE)], "w", timedelta(1), "t")
         with pytest.raises(TransitionRefused):
-            await end_attempt(
-                connection, "w", HeldTask(task_id, 0, TaskStatus.DONE), succeed, None, "t"
+            await end_attempts(
+                connection, "w", [AttemptToEnd(HeldTask(task_id, 0, TaskStatus.DONE), succeed)], "t"
             )
 
     assert (await Task.get(id=task_id)).status is TaskStatus.DONE

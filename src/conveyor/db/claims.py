@@ -23,11 +23,12 @@ from conveyor.db.models import Database, Instance, Task, TaskRun
 from conveyor.db.queries import RUNNER
 from conveyor.db.scheduling import instances_of, occupancy, start_candidates_locking
 from conveyor.db.task_status import (
+    AttemptToEnd,
     HeldTask,
     LockedPipeline,
     StatusChange,
     apply_changes,
-    end_attempt,
+    end_attempts,
     lock_pipeline_of,
     lock_task,
     now_utc,
@@ -212,12 +213,15 @@ async def prepare_hot_path(worker: str, lease: timedelta, sessions: int) -> None
                 await occupancy([0], connection)
                 await start_tasks(connection, [(0, TaskStatus(startable[0]))], worker, lease, "")
                 locked = await lock_pipeline_of(connection, 0)
-                await end_attempt(
+                await end_attempts(
                     connection,
                     worker,
-                    HeldTask(0, 0, running),
-                    AttemptEnd(TaskAction.SUCCEED, TaskRunStatus.DONE, None, None),
-                    None,
+                    [
+                        AttemptToEnd(
+                            HeldTask(0, 0, running),
+                            AttemptEnd(TaskAction.SUCCEED, TaskRunStatus.DONE, None, None),
+                        )
+                    ],
                     RUNNER_ACTOR,
                     locked=locked or LockedPipeline(0, 0, PipelineStatus.OPEN),
                 )
@@ -385,7 +389,7 @@ async def _finish(
     limit: int,
 ) -> list[ClaimedTask]:
     async with in_transaction() as connection:
-        locked: LockedPipeline | None = None
+        attempts = []
         for item in finished:
             claimed, outcome = item.claimed, item.outcome
             database_id = None
@@ -396,25 +400,19 @@ async def _finish(
                 database_id = created.id
             for name in (outcome.discovered_databases if outcome is not None else None) or ():
                 await _register_database(connection, claimed.instance_id, name)
-            locked = await end_attempt(
-                connection,
-                worker,
-                claimed.held,
-                item.end,
-                outcome,
-                RUNNER_ACTOR,
-                database_id=database_id,
-                log_lines=item.log_lines,
-                locked=locked,
+            attempts.append(
+                AttemptToEnd(claimed.held, item.end, outcome, database_id, item.log_lines)
             )
-            if locked is None:
-                raise _NotHeld(claimed.task_id)
-        if limit <= 0 or lease is None or locked is None:
-            return []
-        if locked.status is not PipelineStatus.OPEN:
+        ended = await end_attempts(connection, worker, attempts, RUNNER_ACTOR)
+        if ended is None:  # the first task is gone
+            raise _NotHeld(attempts[0].held.task_id)
+        for attempt in attempts:
+            if attempt.held.task_id not in ended.task_ids:
+                raise _NotHeld(attempt.held.task_id)
+        if limit <= 0 or lease is None or ended.pipeline.status is not PipelineStatus.OPEN:
             return []
         started, _ = await _start_in_held_pipeline(
-            connection, locked.pipeline_id, worker, lease, limit
+            connection, ended.pipeline.pipeline_id, worker, lease, limit
         )
         return started
 

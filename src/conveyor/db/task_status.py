@@ -2,7 +2,7 @@
 
 This module is the one writer of a task's status, and it writes only what the transition table
 (domain.transitions) allows: a change names an action, never a status. `apply_changes` serves
-a person's actions and the runner's rare paths; `start_tasks` and `end_attempt` are the
+a person's actions and the runner's rare paths; `start_tasks` and `end_attempts` are the
 runner's hot path, one named statement each (sql/runner.sql), the table consulted first.
 """
 
@@ -308,76 +308,129 @@ async def lock_pipeline_of(connection: BaseDBAsyncClient, task_id: int) -> Locke
     return LockedPipeline(row["id"], row["issue_id"], PipelineStatus(row["status"]))
 
 
-async def end_attempt(
+@dataclass(frozen=True)
+class AttemptToEnd:
+    """An attempt `end_attempts` records: the task as held, how the attempt ended, what the
+    target answered (None: it never did), the database a DATABASE_CREATE task made (to link),
+    and the attempt's log lines not streamed yet."""
+
+    held: HeldTask
+    end: AttemptEnd
+    outcome: Outcome | None = None
+    database_id: int | None = None
+    log_lines: Sequence[dict[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class EndedAttempts:
+    """What `end_attempts` left: the pipeline, as the ends left it (for the next write in the
+    same transaction), and the tasks whose attempt it ended (the others were not held)."""
+
+    pipeline: LockedPipeline
+    task_ids: frozenset[int]
+
+
+async def end_attempts(
     connection: BaseDBAsyncClient,
     worker: str,
-    held: HeldTask,
-    end: AttemptEnd,
-    outcome: Outcome | None,
+    attempts: Sequence[AttemptToEnd],
     actor: str,
     *,
-    database_id: int | None = None,
-    log_lines: Sequence[dict[str, Any]] = (),
     locked: LockedPipeline | None = None,
-) -> LockedPipeline | None:
-    """Take the attempt's ending transition and record its run, in two statements (the
-    pipeline's lock, then the rest, `log_lines` as a TASK_LOG event before the status change);
-    the pipeline as the end left it (for the next end in the same transaction), or None if
-    `worker` no longer held the task. A stage or pipeline that rolls up adds its
-    event after them. The pipeline stays locked until the caller's transaction ends.
+) -> EndedAttempts | None:
+    """Take the ending transitions of attempts on tasks of one pipeline and record their runs,
+    in two statements whatever their number (the pipeline's lock, then the rest: each task's
+    log lines as a TASK_LOG event before its status change); None if the first task does not
+    exist. A task `worker` no longer held is left alone. A stage or pipeline that rolls up adds
+    its event after them. The pipeline stays locked until the caller's transaction ends.
 
-    `locked`: the task's pipeline as this transaction already locked it (by `lock_pipeline_of`
-    or an earlier end in it), which saves the first statement."""
-    new_status = next_status(held.status, end.action)
+    `locked`: the pipeline as this transaction already locked it (by `lock_pipeline_of` or an
+    earlier write in it), which saves the first statement."""
+    if not attempts:
+        raise ValueError("no attempt to end")
+    new_statuses = [next_status(item.held.status, item.end.action) for item in attempts]
     if locked is None:
-        locked = await lock_pipeline_of(connection, held.task_id)
+        locked = await lock_pipeline_of(connection, attempts[0].held.task_id)
         if locked is None:
             return None
     rows = await connection.execute_query_dict(
-        RUNNER["end_attempt"],
+        RUNNER["end_attempts"],
         [
-            held.task_id,
+            [item.held.task_id for item in attempts],
+            [item.held.status.value for item in attempts],
+            [status.value for status in new_statuses],
+            [item.end.status_reason for item in attempts],
+            [item.database_id for item in attempts],
+            [item.held.run_id for item in attempts],
+            [item.end.run_status.value for item in attempts],
+            [item.end.error_code for item in attempts],
+            [item.end.reason for item in attempts],
+            [
+                None if item.outcome is None else json.dumps(item.outcome.result)
+                for item in attempts
+            ],
+            [None if item.outcome is None else json.dumps(item.outcome.log) for item in attempts],
+            [None if item.outcome is None else item.outcome.transactional for item in attempts],
+            [
+                json.dumps({"reason": item.end.status_reason}) if item.end.status_reason else None
+                for item in attempts
+            ],
+            [
+                json.dumps({"entries": list(item.log_lines)}) if item.log_lines else None
+                for item in attempts
+            ],
             worker,
-            held.status.value,
-            new_status.value,
-            end.status_reason,
-            database_id,
-            held.run_id,
-            end.run_status.value,
-            end.error_code,
-            end.reason,
-            None if outcome is None else json.dumps(outcome.result),
-            None if outcome is None else json.dumps(outcome.log),
-            None if outcome is None else outcome.transactional,
             EVENT_ORDER_LOCK_KEY,
             EventKind.TASK_STATUS_CHANGED.value,
             actor,
-            json.dumps({"reason": end.status_reason}) if end.status_reason else None,
+            EventKind.TASK_LOG.value,
             RUNNER_CHANNEL,
             sorted(set(TaskStatus) - FINISHED_TASK_STATUSES),
-            EventKind.TASK_LOG.value,
-            json.dumps({"entries": list(log_lines)}) if log_lines else None,
             [status.value for status in TaskStatus],
         ],
     )
     if not rows:
-        return None
-    [row] = rows
+        return EndedAttempts(locked, frozenset())
     pipeline_id, issue_id = locked.pipeline_id, locked.issue_id
-    roll_up = stage_events_of_changes(
-        pipeline_id,
-        issue_id,
-        row["stage_id"],
-        [TaskStatus(status) for status in row["stage_others"]],
-        [held.status],
-        [new_status],
-    )
+    changes = {
+        item.held.task_id: (item.held.status, new)
+        for item, new in zip(attempts, new_statuses, strict=True)
+    }
+    by_stage: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_stage[row["stage_id"]].append(row)
+    roll_up = [
+        event
+        for stage_id, ended in sorted(by_stage.items())
+        for event in stage_events_of_changes(
+            pipeline_id,
+            issue_id,
+            stage_id,
+            [TaskStatus(status) for status in ended[0]["stage_others"]],
+            [changes[row["id"]][0] for row in ended],
+            [changes[row["id"]][1] for row in ended],
+        )
+    ]
     pipeline_status = locked.status
-    others = [TaskStatus(status) for status in row["unfinished"]]
-    rolled_up = derive_pipeline_status(pipeline_status, [new_status, *others])
+    others = [TaskStatus(status) for status in rows[0]["unfinished"]]
+    rolled_up = derive_pipeline_status(
+        pipeline_status, [*(changes[row["id"]][1] for row in rows), *others]
+    )
     if rolled_up is not pipeline_status:
         # The issue becomes DONE in the same transaction as its last task.
         pipeline = await Pipeline.filter(id=pipeline_id).using_db(connection).get()
         roll_up.append(await set_pipeline_status(connection, pipeline, rolled_up))
     await record_events(connection, actor, roll_up, RUNNER_CHANNEL)
-    return LockedPipeline(pipeline_id, issue_id, rolled_up)
+    return EndedAttempts(
+        LockedPipeline(pipeline_id, issue_id, rolled_up), frozenset(row["id"] for row in rows)
+    )
+
+
+def _outcome_columns(outcomes: Sequence[Outcome | None]) -> list[list[Any]]:
+    """The run rows' result, log (JSON) and transactional flag; None where the target never
+    answered (the row keeps what it has)."""
+    return [
+        [None if outcome is None else json.dumps(outcome.result) for outcome in outcomes],
+        [None if outcome is None else json.dumps(outcome.log) for outcome in outcomes],
+        [None if outcome is None else outcome.transactional for outcome in outcomes],
+    ]

@@ -138,7 +138,7 @@ SELECT s.id AS task_id, r.id AS run_id, r.attempt, s.type, s.statement, s.databa
        (SELECT count(*) FROM notified) AS notified,
        -- Read before the update (a statement sees the rows as they were when it started):
        -- the statuses of the stage's tasks this claim leaves alone, for the stage's roll-up.
-       -- One index probe a status, as in end_attempt.
+       -- One index probe a status, as in end_attempts.
        ARRAY(
            SELECT st.status FROM unnest($11::text[]) AS st (status)
            WHERE (
@@ -161,53 +161,65 @@ FROM pipeline p
 WHERE p.id = (SELECT pipeline_id FROM task WHERE id = $1)
 FOR UPDATE;
 
--- name: end_attempt
--- The transition that ends an attempt, on a task this worker holds in the given status: the
--- task's row, its run row, the task's last log lines (a TASK_LOG event, when it has any) and
--- a TASK_STATUS_CHANGED event after them, and their one NOTIFY. Runs under the pipeline's
--- lock (lock_pipeline_of_task), so what it reads of the other tasks is current: the statuses
--- of the stage's other tasks (the stage's roll-up) and one task of the pipeline, besides this
--- one, that is not finished (none: the pipeline may roll up).
--- $1 task id, $2 worker, $3 the status now, $4 the status the action leads to,
--- $5 status_reason, $6 database id to link (NULL keeps it), $7 run id, $8 run status,
--- $9 error code, $10 error message, $11 result, $12 log, $13 transactional,
--- $14 event-order lock key, $15 event kind, $16 actor, $17 event detail, $18 channel,
--- $19 the statuses not finished, $20 the log event's kind, $21 its detail (NULL: no lines),
--- $22 every task status.
-WITH ended AS (
+-- name: end_attempts
+-- The transitions that end attempts, on tasks of one pipeline this worker holds in the given
+-- statuses: each task's row, its run row, its last log lines (a TASK_LOG event, when it has
+-- any) and a TASK_STATUS_CHANGED event after them, and one NOTIFY for all. Runs under the
+-- pipeline's lock (lock_pipeline_of_task), so what it reads of the other tasks is current:
+-- for each ended task the statuses of its stage's tasks not ended here (the stage's roll-up),
+-- and one task of the pipeline not ended here that is not finished (none: the pipeline may
+-- roll up). A task not held as given is left alone and returns no row.
+-- $1 task ids, $2 their statuses now, $3 the statuses their actions lead to, $4 status
+-- reasons, $5 database ids to link (NULL keeps the task's), $6 run ids, $7 run statuses,
+-- $8 error codes, $9 error messages, $10 results (JSON), $11 logs (JSON), $12 transactional,
+-- $13 status events' details (JSON), $14 log events' details (JSON; NULL: no lines), $15 worker,
+-- $16 event-order lock key, $17 the status event's kind, $18 actor, $19 the log event's kind,
+-- $20 channel, $21 the statuses not finished, $22 every task status.
+WITH ending AS (
+    SELECT *
+    FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[],
+                $13::text[], $14::text[])
+        AS e (task_id, old_status, new_status, status_reason, database_id, run_id, run_status,
+              error_code, error_message, result, log, transactional, status_detail,
+              log_detail)
+), ended AS (
     UPDATE task t
-    SET status = $4, version = t.version + 1, updated_at = now(),
+    SET status = e.new_status, version = t.version + 1, updated_at = now(),
         lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL,
-        status_reason = $5, database_id = coalesce($6, t.database_id)
-    WHERE t.id = $1 AND t.lease_owner = $2 AND t.status = $3
-    RETURNING t.id, t.pipeline_id, t.stage_id
+        status_reason = e.status_reason, database_id = coalesce(e.database_id, t.database_id)
+    FROM ending e
+    WHERE t.id = e.task_id AND t.id = ANY($1::int[]) AND t.lease_owner = $15
+      AND t.status = e.old_status
+    RETURNING t.id, t.pipeline_id, t.stage_id, e.*
 ), run AS (
-    UPDATE task_run
-    SET status = $8, ended_at = now(), error_code = $9, error_message = $10,
-        result = coalesce($11::jsonb, result), log = coalesce($12::jsonb, log),
-        transactional = coalesce($13, transactional)
-    WHERE id = $7 AND EXISTS (SELECT FROM ended)
-    RETURNING id
+    UPDATE task_run r
+    SET status = d.run_status, ended_at = now(), error_code = d.error_code,
+        error_message = d.error_message, result = coalesce(d.result::jsonb, r.result),
+        log = coalesce(d.log::jsonb, r.log), transactional = coalesce(d.transactional, r.transactional)
+    FROM ended d
+    WHERE r.id = d.run_id
+    RETURNING r.id
 ), ordered AS (
-    SELECT pg_advisory_xact_lock($14) AS held FROM ended
+    SELECT pg_advisory_xact_lock($16) AS held WHERE EXISTS (SELECT FROM ended)
 ), events AS (
-    -- Sequence numbers are drawn in row order: the log lines come before the status change
-    -- that ends them.
+    -- Sequence numbers are drawn in row order: a task's log lines come before the status
+    -- change that ends them.
     INSERT INTO event (created_at, kind, actor, issue_id, pipeline_id, stage_id, task_id,
                        old_status, new_status, detail)
-    SELECT now(), n.kind, $16, p.issue_id, e.pipeline_id, e.stage_id, e.id,
-           n.old_status, n.new_status, n.detail
-    FROM ordered, ended e JOIN pipeline p ON p.id = e.pipeline_id,
-         (VALUES (1, $20::text, NULL::text, NULL::text, $21::jsonb),
-                 (2, $15::text, $3::text, $4::text, $17::jsonb))
+    SELECT now(), n.kind, $18, p.issue_id, d.pipeline_id, d.stage_id, d.id,
+           n.old_status, n.new_status, n.detail::jsonb
+    FROM ordered, ended d JOIN pipeline p ON p.id = d.pipeline_id,
+         LATERAL (VALUES (1, $19::text, NULL::text, NULL::text, d.log_detail),
+                         (2, $17::text, d.old_status, d.new_status, d.status_detail))
              AS n (place, kind, old_status, new_status, detail)
-    WHERE n.place = 2 OR $21::jsonb IS NOT NULL
-    ORDER BY n.place
+    WHERE n.place = 2 OR d.log_detail IS NOT NULL
+    ORDER BY d.id, n.place
     RETURNING id
 ), notified AS (
-    SELECT pg_notify($18, max(id)::text) AS sent FROM events HAVING count(*) > 0
+    SELECT pg_notify($20, max(id)::text) AS sent FROM events HAVING count(*) > 0
 )
-SELECT e.id, e.stage_id,
+SELECT d.id, d.stage_id,
        (SELECT count(*) FROM run) AS runs,
        (SELECT count(*) FROM notified) AS notified,
        -- One index probe a status, each a scalar subquery: PostgreSQL may turn an EXISTS
@@ -217,21 +229,23 @@ SELECT e.id, e.stage_id,
            SELECT s.status FROM unnest($22::text[]) AS s (status)
            WHERE (
                SELECT true FROM task t
-               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status
-                 AND t.stage_id = e.stage_id AND t.id <> e.id
+               WHERE t.pipeline_id = d.pipeline_id AND t.status = s.status
+                 AND t.stage_id = d.stage_id AND t.id <> ALL($1::int[])
                LIMIT 1
            )
        ) AS stage_others,
        ARRAY(
-           SELECT s.status FROM unnest($19::text[]) AS s (status)
+           SELECT s.status FROM unnest($21::text[]) AS s (status)
            WHERE (
                SELECT true FROM task t
-               WHERE t.pipeline_id = e.pipeline_id AND t.status = s.status AND t.id <> e.id
+               WHERE t.pipeline_id = d.pipeline_id AND t.status = s.status
+                 AND t.id <> ALL($1::int[])
                LIMIT 1
            )
            LIMIT 1
        ) AS unfinished
-FROM ended e;
+FROM ended d
+ORDER BY d.id;
 
 -- name: renew_leases
 -- Extend the leases this worker holds on tasks still in an occupying status; which of them a
