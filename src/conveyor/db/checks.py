@@ -18,7 +18,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from conveyor.db.claims import ClaimedTask, ClaimFor, start_in_held_pipelines
-from conveyor.db.events import RUNNER_CHANNEL, NewEvent, record_events
+from conveyor.db.events import EVENT_ORDER_LOCK_KEY, RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Pipeline, Task, TaskCheck
 from conveyor.db.task_status import issue_creator, lock_task, now_utc, task_event
 from conveyor.domain.check_review import (
@@ -234,22 +234,37 @@ async def _insert_findings(connection: BaseDBAsyncClient, rows: Sequence[_Findin
 
 
 # One statement for what a round's findings change (a statement sees the table as it was when
-# it started, so the DELETE leaves the rows the INSERT adds), returning where each checked task
-# is for its event. $1 task ids, $2 their statement versions, $3 their blocking rules (JSON),
-# $4 the source kept (dry runs), $5.. the findings (`_findings_parameters`).
+# it started, so the DELETE leaves the rows the INSERT adds) and each checked task's
+# TASK_CHECKED event with its NOTIFY, as db.events.record_events writes them (the event-order
+# lock before a sequence number is drawn); a round trip less between a new issue's commit and
+# its first task's start. $1 task ids, $2 their statement versions, $3 their blocking rules
+# (JSON), $4 their events' details (JSON), $5 the source kept (dry runs), $6 the event kind,
+# $7 actor, $8 the event-order lock key, $9 channel, $10.. the findings
+# (`_findings_parameters`).
 _RECORD_CHECKS = f"""
     WITH cleared AS (
-        DELETE FROM task_check WHERE task_id = ANY($1::int[]) AND source <> $4
-    ), found AS ({_findings_insert(5)}
+        DELETE FROM task_check WHERE task_id = ANY($1::int[]) AND source <> $5
+    ), found AS ({_findings_insert(10)}
     ), checked AS (
         UPDATE task SET checked_version = c.version, blocking_rules = c.rules::jsonb,
             checks_lease_expires_at = NULL
-        FROM unnest($1::int[], $2::int[], $3::text[]) AS c(id, version, rules)
+        FROM unnest($1::int[], $2::int[], $3::text[], $4::text[]) AS c(id, version, rules, detail)
         WHERE task.id = c.id
-        RETURNING task.id, task.stage_id, task.pipeline_id
+        RETURNING task.id, task.stage_id, task.pipeline_id, c.detail
+    ), ordered AS (
+        SELECT pg_advisory_xact_lock($8) AS held WHERE EXISTS (SELECT FROM checked)
+    ), events AS (
+        INSERT INTO event (kind, actor, issue_id, pipeline_id, stage_id, task_id, detail,
+            created_at)
+        SELECT $6, $7, p.issue_id, c.pipeline_id, c.stage_id, c.id, c.detail::jsonb, now()
+        FROM ordered, checked c JOIN pipeline p ON p.id = c.pipeline_id
+        ORDER BY c.id
+        RETURNING id
+    ), notified AS (
+        SELECT pg_notify($9, max(id)::text) AS sent FROM events HAVING count(*) > 0
     )
-    SELECT c.id, c.stage_id, c.pipeline_id, p.issue_id
-    FROM checked c JOIN pipeline p ON p.id = c.pipeline_id
+    SELECT c.id, (SELECT count(*) FROM notified) AS notified
+    FROM checked c
     ORDER BY c.id
 """
 
@@ -289,13 +304,18 @@ async def _record_checks(
         ]
         if not current:
             return []
-        places = await connection.execute_query_dict(
+        await connection.execute_query_dict(
             _RECORD_CHECKS,
             [
                 [outcome.task_id for outcome in current],
                 [outcome.statement_version for outcome in current],
                 [json.dumps(list(outcome.blocking_rules)) for outcome in current],
+                [json.dumps(_checked_detail(outcome)) for outcome in current],
                 CheckSource.DRY_RUN.value,
+                EventKind.TASK_CHECKED.value,
+                CHECKER_ACTOR,
+                EVENT_ORDER_LOCK_KEY,
+                RUNNER_CHANNEL,
                 *_findings_parameters(
                     [
                         (outcome.task_id, outcome.statement_version, source, finding, None)
@@ -304,23 +324,6 @@ async def _record_checks(
                     ]
                 ),
             ],
-        )
-        by_id = {outcome.task_id: outcome for outcome in current}
-        await record_events(
-            connection,
-            CHECKER_ACTOR,
-            [
-                NewEvent(
-                    EventKind.TASK_CHECKED,
-                    issue_id=place["issue_id"],
-                    pipeline_id=place["pipeline_id"],
-                    stage_id=place["stage_id"],
-                    task_id=place["id"],
-                    detail=_checked_detail(by_id[place["id"]]),
-                )
-                for place in places
-            ],
-            RUNNER_CHANNEL,
         )
         if claim is None:
             return []
