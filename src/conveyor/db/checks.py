@@ -175,29 +175,24 @@ class CheckOutcome:
     blocking_rules: tuple[str, ...]
 
 
-async def _lock_pipelines_and_tasks(
-    connection: BaseDBAsyncClient, task_ids: Iterable[int]
-) -> tuple[list[int], dict[int, Task]]:
-    """Lock the tasks' pipelines (as a claim locks them), then the tasks; the ids of the OPEN
-    pipelines among them, and the tasks by id."""
-    ids = sorted(set(task_ids))
+async def _lock_open_pipelines(connection: BaseDBAsyncClient, task_ids: Iterable[int]) -> list[int]:
+    """Lock the tasks' pipelines (as a claim locks them, before any task); the ids of the OPEN
+    ones among them."""
     pipelines = await connection.execute_query_dict(
         "SELECT id, status FROM pipeline"
         " WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
         " ORDER BY id FOR NO KEY UPDATE",
-        [ids],
+        [sorted(set(task_ids))],
     )
-    tasks = await Task.filter(id__in=ids).select_for_update().using_db(connection).order_by("id")
-    open_pipelines = [row["id"] for row in pipelines if row["status"] == PipelineStatus.OPEN.value]
-    return open_pipelines, {task.id: task for task in tasks}
+    return [row["id"] for row in pipelines if row["status"] == PipelineStatus.OPEN.value]
 
 
 _FindingRow = tuple[int, int, CheckSource, Finding, dict[str, Any] | None]
 
 
-def _findings_insert(first: int) -> str:
+def _findings_insert(first: int, where: str = "") -> str:
     """The INSERT of task_check rows from `_findings_parameters`, its arrays numbered from
-    `$first`."""
+    `$first`; `where` filters them (on `f.task_id`)."""
     arrays = ", ".join(
         f"${first + n}::{kind}[]"
         for n, kind in enumerate(
@@ -207,7 +202,11 @@ def _findings_insert(first: int) -> str:
     return f"""
         INSERT INTO task_check (task_id, statement_version, source, rule, level, message,
             statement, line, "column", doc_url, detail, created_at)
-        SELECT * , now() FROM unnest({arrays})
+        SELECT f.*, now()
+        FROM unnest({arrays})
+            AS f(task_id, statement_version, source, rule, level, message, statement, line,
+                 "column", doc_url, detail)
+        {where}
     """
 
 
@@ -233,24 +232,35 @@ async def _insert_findings(connection: BaseDBAsyncClient, rows: Sequence[_Findin
     await connection.execute_query(_findings_insert(1), _findings_parameters(rows))
 
 
-# One statement for what a round's findings change (a statement sees the table as it was when
-# it started, so the DELETE leaves the rows the INSERT adds) and each checked task's
+# One statement for what a round's findings change, on the tasks still at the statement
+# version checked (locked, in id order, after their pipelines), and each such task's
 # TASK_CHECKED event with its NOTIFY, as db.events.record_events writes them (the event-order
-# lock before a sequence number is drawn); a round trip less between a new issue's commit and
-# its first task's start. $1 task ids, $2 their statement versions, $3 their blocking rules
-# (JSON), $4 their events' details (JSON), $5 the source kept (dry runs), $6 the event kind,
-# $7 actor, $8 the event-order lock key, $9 channel, $10.. the findings
-# (`_findings_parameters`).
+# lock before a sequence number is drawn): two round trips fewer between a new issue's commit
+# and its first task's start. A statement sees the tables as they were when it started, so
+# the DELETE leaves the rows the INSERT adds. $1 task ids, $2 their statement versions checked,
+# $3 their blocking rules (JSON), $4 their events' details (JSON), $5 the source kept (dry
+# runs), $6 the event kind, $7 actor, $8 the event-order lock key, $9 channel, $10.. the
+# findings (`_findings_parameters`).
 _RECORD_CHECKS = f"""
-    WITH cleared AS (
-        DELETE FROM task_check WHERE task_id = ANY($1::int[]) AND source <> $5
-    ), found AS ({_findings_insert(10)}
+    WITH outcome AS (
+        SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
+            AS o(id, version, rules, detail)
+    ), current AS (
+        -- A task edited meanwhile keeps waiting for the checks of its new statement.
+        SELECT t.id FROM task t JOIN outcome o ON o.id = t.id AND o.version = t.statement_version
+        WHERE t.id = ANY($1::int[])
+        ORDER BY t.id
+        FOR UPDATE OF t
+    ), cleared AS (
+        DELETE FROM task_check
+        WHERE task_id IN (SELECT id FROM current) AND source <> $5
+    ), found AS ({_findings_insert(10, "WHERE f.task_id IN (SELECT id FROM current)")}
     ), checked AS (
-        UPDATE task SET checked_version = c.version, blocking_rules = c.rules::jsonb,
+        UPDATE task SET checked_version = o.version, blocking_rules = o.rules::jsonb,
             checks_lease_expires_at = NULL
-        FROM unnest($1::int[], $2::int[], $3::text[], $4::text[]) AS c(id, version, rules, detail)
-        WHERE task.id = c.id
-        RETURNING task.id, task.stage_id, task.pipeline_id, c.detail
+        FROM outcome o
+        WHERE task.id = o.id AND task.id IN (SELECT id FROM current)
+        RETURNING task.id, task.stage_id, task.pipeline_id, o.detail
     ), ordered AS (
         SELECT pg_advisory_xact_lock($8) AS held WHERE EXISTS (SELECT FROM checked)
     ), events AS (
@@ -293,24 +303,14 @@ async def _record_checks(
     outcomes: Sequence[CheckOutcome], claim: ClaimFor | None
 ) -> list[ClaimedTask]:
     async with in_transaction() as connection:
-        open_pipelines, tasks = await _lock_pipelines_and_tasks(
-            connection, (o.task_id for o in outcomes)
-        )
-        current = [
-            outcome
-            for outcome in outcomes
-            if outcome.task_id in tasks
-            and tasks[outcome.task_id].statement_version == outcome.statement_version
-        ]
-        if not current:
-            return []
-        await connection.execute_query_dict(
+        open_pipelines = await _lock_open_pipelines(connection, (o.task_id for o in outcomes))
+        checked = await connection.execute_query_dict(
             _RECORD_CHECKS,
             [
-                [outcome.task_id for outcome in current],
-                [outcome.statement_version for outcome in current],
-                [json.dumps(list(outcome.blocking_rules)) for outcome in current],
-                [json.dumps(_checked_detail(outcome)) for outcome in current],
+                [outcome.task_id for outcome in outcomes],
+                [outcome.statement_version for outcome in outcomes],
+                [json.dumps(list(outcome.blocking_rules)) for outcome in outcomes],
+                [json.dumps(_checked_detail(outcome)) for outcome in outcomes],
                 CheckSource.DRY_RUN.value,
                 EventKind.TASK_CHECKED.value,
                 CHECKER_ACTOR,
@@ -319,13 +319,13 @@ async def _record_checks(
                 *_findings_parameters(
                     [
                         (outcome.task_id, outcome.statement_version, source, finding, None)
-                        for outcome in current
+                        for outcome in outcomes
                         for source, finding in outcome.findings
                     ]
                 ),
             ],
         )
-        if claim is None:
+        if not checked or claim is None:
             return []
         # After the events: subscribers see a task checked before they see it start. The
         # pipelines' locks, taken first in this transaction, are the ones a claim takes, and
