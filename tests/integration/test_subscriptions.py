@@ -27,7 +27,7 @@ from conveyor.db.events import EventFilter, NewEvent, record_events
 from conveyor.db.models import Event, Issue, Pipeline
 from conveyor.domain.permissions import SYSTEM, Principal, Role
 from conveyor.domain.statuses import EventKind, PipelineStatus
-from conveyor.events.hub import EventHub, HubSubscription, SubscriberTooSlow
+from conveyor.events.hub import HUB_READ_BATCH_SIZE, EventHub, HubSubscription, SubscriberTooSlow
 from conveyor.events.listener import APPLICATION_NAME
 from conveyor.events.shared import Sharing
 from conveyor.graphql.context import Context
@@ -789,6 +789,63 @@ async def test_a_shared_stream_serves_thousands_of_subscribers_without_holding_t
 
     # Other work gets the loop between slices of the delivery, not after all of it.
     assert longest_gap < 0.05, f"the loop was held for {longest_gap * 1000:.0f} ms"
+
+
+async def test_a_burst_is_read_whole_before_its_stream_renders_and_other_pipelines_go_first(
+    hub: EventHub, pipeline: Pipeline
+) -> None:
+    other = await Pipeline.create(
+        issue=await Issue.create(title="other", creator="tester"), status=PipelineStatus.OPEN
+    )
+    renders: list[tuple[str, int, int]] = []
+
+    def renderer(name: str) -> Callable[[list[Event]], Awaitable[list[bytes]]]:
+        async def render(events: list[Event]) -> list[bytes]:
+            # Which stream, the first event of the batch, and how far the hub had read.
+            renders.append((name, events[0].id, hub.last_read))
+            return [str(event.id).encode() for event in events]
+
+        return render
+
+    async with contextlib.AsyncExitStack() as stack:
+        for name, watched in (("burst", pipeline), ("other", other)):
+            subscription = await stack.enter_async_context(
+                hub.subscription(task_filter(watched), SYSTEM)
+            )
+            hub.share(
+                subscription,
+                Sharing(key=name, render=renderer(name), deliver=lambda sequence, payload: True),
+            )
+        # One commit: more than two of the hub's reads of a burst, then another pipeline's
+        # event, which the hub reads last.
+        async with in_transaction() as connection:
+            event = NewEvent(
+                EventKind.TASK_STATUS_CHANGED,
+                issue_id=pipeline.issue_id,
+                pipeline_id=pipeline.id,
+                task_id=1,
+                old_status="PENDING",
+                new_status="RUNNING",
+            )
+            burst = await record_events(
+                connection, "tester", [event] * (2 * HUB_READ_BATCH_SIZE + 5)
+            )
+            [last] = await record_events(
+                connection,
+                "tester",
+                [dataclasses.replace(event, issue_id=other.issue_id, pipeline_id=other.id)],
+            )
+
+        async def burst_rendered() -> bool:
+            return any(name == "burst" and first == burst[-5] for name, first, _ in renders)
+
+        await eventually(burst_rendered, within=20, what="the burst's last batch to render")
+
+    # The other pipeline's event first, then the burst's batches, each once the hub had read
+    # the whole commit: none rendered on the loop while it read.
+    assert renders[0] == ("other", last, last)
+    assert renders[1] == ("burst", burst[0], last)
+    assert {read for _, _, read in renders} == {last}
 
 
 @dataclasses.dataclass(eq=False)

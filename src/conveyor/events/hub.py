@@ -296,14 +296,25 @@ class EventHub:
             self._listener.unsubscribe(wakeup)
 
     async def _read_new_events(self) -> None:
-        while True:
-            rows = await event_log.event_headers_after(self.last_read, HUB_READ_BATCH_SIZE)
-            for row in rows:
-                self._fan_out(row)
-                self.last_read = row.id
-            self.events_read += len(rows)
-            if len(rows) < HUB_READ_BATCH_SIZE:
-                return
+        backlog = False
+        try:
+            while True:
+                rows = await event_log.event_headers_after(self.last_read, HUB_READ_BATCH_SIZE)
+                for row in rows:
+                    self._fan_out(row)
+                    self.last_read = row.id
+                self.events_read += len(rows)
+                if len(rows) < HUB_READ_BATCH_SIZE:
+                    return
+                if not backlog:
+                    # A burst: the events after it, other pipelines' included, come only
+                    # once the hub has read it all. Streams catching up wait until then
+                    # rather than render the burst's first batches on the loop that reads.
+                    backlog = True
+                    self._priority.hold()
+        finally:
+            if backlog:
+                self._priority.release()
 
     async def _watch_tokens(self) -> None:
         outage = Outage(logger, "event hub's token check")
