@@ -365,12 +365,7 @@ async def end_attempts(
             [item.end.run_status.value for item in attempts],
             [item.end.error_code for item in attempts],
             [item.end.reason for item in attempts],
-            [
-                None if item.outcome is None else json.dumps(item.outcome.result)
-                for item in attempts
-            ],
-            [None if item.outcome is None else json.dumps(item.outcome.log) for item in attempts],
-            [None if item.outcome is None else item.outcome.transactional for item in attempts],
+            *_outcome_columns([item.outcome for item in attempts]),
             [
                 json.dumps({"reason": item.end.status_reason}) if item.end.status_reason else None
                 for item in attempts
