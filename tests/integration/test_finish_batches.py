@@ -44,6 +44,15 @@ async def _claimed(
     return ids, {names[task.task_id]: task for task in claims.tasks}, last.id
 
 
+def _one_task_on_each_database(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "dev": [
+            database_task(catalog, "DATA_UPDATE", name="a1", statement="SELECT 1"),
+            database_task(catalog, "DATA_UPDATE", "beta", name="b1", statement="SELECT 1"),
+        ]
+    }
+
+
 async def _events_after(sequence: int) -> Events:
     return [
         (event.kind.value, event.task_id, event.old_status, event.new_status)
@@ -113,15 +122,7 @@ async def test_a_batch_ends_each_attempt_with_its_own_outcome(graphql: GraphQLCl
 async def test_a_batch_that_ends_the_last_tasks_rolls_the_stage_and_pipeline_up_once(
     graphql: GraphQLClient,
 ) -> None:
-    def stages(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
-        return {
-            "dev": [
-                database_task(catalog, "DATA_UPDATE", name="a1", statement="SELECT 1"),
-                database_task(catalog, "DATA_UPDATE", "beta", name="b1", statement="SELECT 1"),
-            ]
-        }
-
-    ids, claimed, sequence = await _claimed(graphql, stages)
+    ids, claimed, sequence = await _claimed(graphql, _one_task_on_each_database)
 
     round_ = await finish_and_claim_together(
         WORKER,
@@ -146,15 +147,7 @@ async def test_a_batch_that_ends_the_last_tasks_rolls_the_stage_and_pipeline_up_
 async def test_an_attempt_no_longer_held_is_dropped_and_the_others_are_recorded(
     graphql: GraphQLClient,
 ) -> None:
-    def stages(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
-        return {
-            "dev": [
-                database_task(catalog, "DATA_UPDATE", name="a1", statement="SELECT 1"),
-                database_task(catalog, "DATA_UPDATE", "beta", name="b1", statement="SELECT 1"),
-            ]
-        }
-
-    ids, claimed, sequence = await _claimed(graphql, stages)
+    ids, claimed, sequence = await _claimed(graphql, _one_task_on_each_database)
     # Another worker settled b1's expired lease and runs it again.
     await Task.filter(id=ids["b1"]).update(lease_owner="worker-other")
 

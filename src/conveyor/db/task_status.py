@@ -8,7 +8,7 @@ runner's hot path, one named statement each (sql/runner.sql), the table consulte
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,24 +261,42 @@ async def start_tasks(
             [status.value for status in TaskStatus],
         ],
     )
-    stages: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if rows:
+        stage_events = _stage_roll_ups(
+            rows[0]["pipeline_id"],
+            rows[0]["issue_id"],
+            rows,
+            lambda row: (TaskStatus(row["old_status"]), running),
+        )
+        # Rare (a stage's first task starting): its event is written after the tasks' own.
+        await record_events(connection, actor, stage_events, RUNNER_CHANNEL)
+    return rows
+
+
+def _stage_roll_ups(
+    pipeline_id: int,
+    issue_id: int,
+    rows: Sequence[Mapping[str, Any]],
+    change_of: Callable[[Mapping[str, Any]], tuple[TaskStatus, TaskStatus]],
+) -> list[NewEvent]:
+    """The STAGE_STATUS_CHANGED events of the tasks one statement changed: `rows` give each
+    task's `stage_id` and its stage's other statuses (`stage_others`), `change_of` each task's
+    status before and after."""
+    by_stage: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
-        stages[row["stage_id"]].append(row)
-    stage_events = [
+        by_stage[row["stage_id"]].append(row)
+    return [
         event
-        for stage_id, started in sorted(stages.items())
+        for stage_id, changed in sorted(by_stage.items())
         for event in stage_events_of_changes(
-            started[0]["pipeline_id"],
-            started[0]["issue_id"],
+            pipeline_id,
+            issue_id,
             stage_id,
-            [TaskStatus(status) for status in started[0]["stage_others"]],
-            [TaskStatus(row["old_status"]) for row in started],
-            [running] * len(started),
+            [TaskStatus(status) for status in changed[0]["stage_others"]],
+            [change_of(row)[0] for row in changed],
+            [change_of(row)[1] for row in changed],
         )
     ]
-    # Rare (a stage's first task starting): its event is written after the tasks' own.
-    await record_events(connection, actor, stage_events, RUNNER_CHANNEL)
-    return rows
 
 
 @dataclass(frozen=True)
@@ -391,21 +409,7 @@ async def end_attempts(
         item.held.task_id: (item.held.status, new)
         for item, new in zip(attempts, new_statuses, strict=True)
     }
-    by_stage: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_stage[row["stage_id"]].append(row)
-    roll_up = [
-        event
-        for stage_id, ended in sorted(by_stage.items())
-        for event in stage_events_of_changes(
-            pipeline_id,
-            issue_id,
-            stage_id,
-            [TaskStatus(status) for status in ended[0]["stage_others"]],
-            [changes[row["id"]][0] for row in ended],
-            [changes[row["id"]][1] for row in ended],
-        )
-    ]
+    roll_up = _stage_roll_ups(pipeline_id, issue_id, rows, lambda row: changes[row["id"]])
     pipeline_status = locked.status
     others = [TaskStatus(status) for status in rows[0]["unfinished"]]
     rolled_up = derive_pipeline_status(
