@@ -149,7 +149,7 @@ async def main() -> None:
         f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency}, "
         f"{args.issues} issue(s), {args.targets} target databases | {args.tasks} |"
     )
-    elapsed = phases.marks[3] / 1000
+    elapsed = phases.last_end / 1000
     rate = args.tasks / elapsed
     print(
         f"| throughput (creating the issues → the last run's end) | {rate:.0f} tasks/s "
@@ -190,13 +190,20 @@ async def main() -> None:
 
 @dataclass(frozen=True)
 class _Phases:
-    #: Milliseconds from the run's start to the issues' creation returning, the last checks'
-    #: transaction starting, the first run's start and the last run's end.
-    marks: tuple[float, float, float, float]
+    """Milliseconds from the run's start to each of its marks."""
+
+    issues_created: float
+    last_checks: float
+    first_start: float
+    last_end: float
+
+    @property
+    def marks(self) -> tuple[float, float, float, float]:
+        return (self.issues_created, self.last_checks, self.first_start, self.last_end)
 
     @property
     def running_seconds(self) -> float:
-        return (self.marks[3] - self.marks[2]) / 1000
+        return (self.last_end - self.first_start) / 1000
 
 
 async def _throughput_phases(
@@ -215,12 +222,10 @@ async def _throughput_phases(
         return (moment - started_at).total_seconds() * 1000
 
     return _Phases(
-        (
-            since_start(committed_at),
-            since_start(last_checked.created_at),
-            since_start(first_start.started_at),
-            since_start(last_end.ended_at),
-        )
+        issues_created=since_start(committed_at),
+        last_checks=since_start(last_checked.created_at),
+        first_start=since_start(first_start.started_at),
+        last_end=since_start(last_end.ended_at),
     )
 
 
