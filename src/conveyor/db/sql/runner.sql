@@ -189,6 +189,8 @@ WITH ending AS (
         lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL,
         status_reason = e.status_reason, database_id = coalesce(e.database_id, t.database_id)
     FROM ending e
+    -- `= ANY` beside the join: an index condition on the task's key whatever the planner
+    -- estimates of the unnest.
     WHERE t.id = e.task_id AND t.id = ANY($1::int[]) AND t.lease_owner = $15
       AND t.status = e.old_status
     RETURNING t.id, t.pipeline_id, t.stage_id, e.*
