@@ -2,6 +2,7 @@
 
 import pytest
 
+from conveyor.domain import statements
 from conveyor.domain.statements import (
     Relation,
     StatementKind,
@@ -274,3 +275,17 @@ def test_the_schema_of_what_a_statement_defines_is_named_not_those_it_only_uses(
     [parsed] = parse_script(statement).statements
 
     assert parsed.schemas == schemas
+
+
+def test_a_script_read_again_is_read_once() -> None:
+    # One change applied to many databases is checked and run once per database.
+    script = "UPDATE accounts SET active = true WHERE id = 7"
+    assert statements.parse_script(script) is statements.parse_script(script)
+    assert statements.parse_script(script + ";") is not statements.parse_script(script)
+
+
+def test_a_long_script_is_not_kept() -> None:
+    script = "SELECT 1;\n" * (statements.CACHED_SCRIPT_CHARS // 10 + 1)
+    first = statements.parse_script(script)
+    assert first is not statements.parse_script(script)
+    assert first == statements.parse_script(script)

@@ -387,9 +387,22 @@ class Script:
         return None
 
 
+#: Scripts up to this many characters are read once and the result kept, for the last
+#: CACHED_SCRIPTS of them: one change applied to many databases is one script, which the
+#: checks and the runner read again for every database.
+CACHED_SCRIPT_CHARS = 16_384
+CACHED_SCRIPTS = 128
+
+
 def parse_script(script: str) -> Script:
     """`script` split into statements the way psql splits a file, each parsed by PostgreSQL's
-    parser."""
+    parser. The result is shared: nothing may change it."""
+    if len(script) <= CACHED_SCRIPT_CHARS:
+        return _parse_script_cached(script)
+    return _parse_script(script)
+
+
+def _parse_script(script: str) -> Script:
     unreadable = _unreadable(script)
     if unreadable is not None:
         return _unreadable_script(script, unreadable)
@@ -406,6 +419,9 @@ def parse_script(script: str) -> Script:
         script,
         tuple(_statement(script, piece, tree) for piece, tree in zip(pieces, trees, strict=True)),
     )
+
+
+_parse_script_cached = functools.lru_cache(maxsize=CACHED_SCRIPTS)(_parse_script)
 
 
 def _unreadable(script: str) -> SyntaxProblem | None:
