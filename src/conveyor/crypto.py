@@ -1,5 +1,6 @@
 """Secrets at rest: instance passwords encrypted, keys and tokens in owner-only files."""
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -9,6 +10,8 @@ from cryptography.fernet import Fernet, InvalidToken
 logger = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "secret.key"
+#: How many instance passwords a process keeps decrypted.
+DECRYPTED_PASSWORDS = 256
 
 
 class PasswordCipher:
@@ -16,11 +19,18 @@ class PasswordCipher:
 
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
+        # A worker reads an instance's password again for every task on it; a token always
+        # decrypts to the same password, and the decryption (an HMAC and AES) costs more
+        # than the look-up.
+        self._decrypted = functools.lru_cache(maxsize=DECRYPTED_PASSWORDS)(self._decrypt)
 
     def encrypt(self, password: str) -> str:
         return self._fernet.encrypt(password.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        return self._decrypted(token)
+
+    def _decrypt(self, token: str) -> str:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
