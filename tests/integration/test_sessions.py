@@ -3,11 +3,17 @@ when the instance's connection settings change, bounded by the instance's limit,
 when idle too long."""
 
 import asyncio
+import contextlib
 import functools
 import uuid
+from collections.abc import AsyncIterator
 
+import asyncpg
+import pytest
+
+from conveyor.runner import targets
 from conveyor.runner.sessions import TargetSessions
-from conveyor.runner.targets import Target, execute
+from conveyor.runner.targets import Connection, Target, execute
 from tests.integration.conftest import target_fetch
 from tests.integration.test_targets import MakeDatabase, change_of, target_of
 
@@ -180,5 +186,102 @@ async def test_a_session_whose_history_table_was_dropped_creates_it_again(
             server_url, database, "SELECT task_id FROM conveyor.change_history"
         )
         assert [row["task_id"] for row in rows] == [2]
+    finally:
+        await sessions.close()
+
+
+async def test_a_transactional_change_resets_its_session_with_its_commit(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    # Three round trips an attempt: BEGIN with the history row, the statement, COMMIT with the
+    # reset; giving the session back sends nothing more.
+    target = target_of(server_url, await target_databases())
+    sessions = TargetSessions()
+    sent: list[str] = []
+
+    def log(query: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(query.query)
+
+    @contextlib.asynccontextmanager
+    async def logged(target: Target) -> AsyncIterator[Connection]:
+        async with sessions.session(1, 1, target, reusable=lambda: True) as connection:
+            connection.add_query_logger(log)
+            yield connection
+        connection.remove_query_logger(log)
+
+    try:
+        await execute(target, change_of("SELECT 1"), sessions=logged)  # finds the history table
+        await asyncio.sleep(0)  # asyncpg calls query loggers soon after, not at once
+        sent.clear()
+        outcome = await execute(
+            target, change_of("SET search_path = pg_catalog", task_id=2), sessions=logged
+        )
+        assert outcome.succeeded, outcome.error_message
+        await asyncio.sleep(0)
+        assert len(sent) == 3
+        assert sent[1] == "SET search_path = pg_catalog"
+        assert sent[2].startswith("COMMIT; ")
+        async with sessions.session(1, 1, target, reusable=lambda: True) as connection:
+            assert await connection.fetchval("SHOW search_path") == '"$user", public'
+    finally:
+        await sessions.close()
+
+
+async def test_a_change_whose_commit_fails_applies_nothing_and_leaves_a_clean_session(
+    server_url: str, target_databases: MakeDatabase
+) -> None:
+    database = await target_databases()
+    target = target_of(server_url, database)
+    sessions = TargetSessions()
+    run = functools.partial(sessions.session, 1, 1, reusable=lambda: True)
+    script = (
+        "SET search_path = pg_catalog; "
+        "CREATE TABLE public.deferred (id int PRIMARY KEY, parent int "
+        "REFERENCES public.deferred DEFERRABLE INITIALLY DEFERRED); "
+        "INSERT INTO public.deferred VALUES (1, 2)"
+    )
+    try:
+        outcome = await execute(target, change_of(script), sessions=run)
+        assert not outcome.succeeded
+        assert outcome.error_code == "23503"  # the foreign key, checked at COMMIT
+        rows = await target_fetch(
+            server_url,
+            database,
+            "SELECT to_regclass('public.deferred') AS made, "
+            "(SELECT count(*) FROM conveyor.change_history) AS recorded",
+        )
+        assert (rows[0]["made"], rows[0]["recorded"]) == (None, 0)
+        async with run(target) as connection:
+            assert await connection.fetchval("SHOW search_path") == '"$user", public'
+    finally:
+        await sessions.close()
+
+
+async def test_a_commit_whose_reset_fails_counts_as_applied(
+    server_url: str, target_databases: MakeDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No script makes the reset fail (it resets its settings first and names pg_catalog's
+    # function); the failure is made here, after a real COMMIT.
+    monkeypatch.setattr(targets, "_COMMIT_AND_RESET", "COMMIT; SELECT 1 / 0")
+    database = await target_databases()
+    target = target_of(server_url, database)
+    sessions = TargetSessions()
+    run = functools.partial(sessions.session, 1, 1, reusable=lambda: True)
+    try:
+        outcome = await execute(
+            target,
+            change_of("SET search_path = pg_catalog; CREATE TABLE public.kept ()"),
+            sessions=run,
+        )
+        assert outcome.succeeded, outcome.error_message
+        rows = await target_fetch(
+            server_url,
+            database,
+            "SELECT to_regclass('public.kept') IS NOT NULL AS made, "
+            "(SELECT count(*) FROM conveyor.change_history) AS recorded",
+        )
+        assert (rows[0]["made"], rows[0]["recorded"]) == (True, 1)
+        async with run(target) as connection:  # reset when it was given back
+            assert await connection.fetchval("SHOW search_path") == '"$user", public'
     finally:
         await sessions.close()

@@ -4,7 +4,8 @@ A session is opened by `targets.connect`, so every rule of a new connection (all
 address pinning, instance networks, the refusal of Conveyor's own database) holds for it as for
 one opened per task. A pool holds at most the instance's `maxRunningTasks` sessions, open or
 idle, over all its databases. A session is reset (role, settings, temporary tables, session
-advisory locks) when it is given back, or closed instead when its attempt was canceled (a late
+advisory locks) when it is given back (a transactional change resets it with its COMMIT, in
+one round trip), or closed instead when its attempt was canceled (a late
 cancel must not hit the next task's statement) or when the instance's address, credentials or
 options changed; it is checked (`SELECT 1`) before it is reused, unless its reset was under
 ALIVE_BYPASS_SECONDS ago. A session idle for IDLE_SECONDS is closed.
@@ -27,13 +28,6 @@ from conveyor.runner.targets import Target
 logger = logging.getLogger(__name__)
 
 _Connection = targets.Connection
-#: What a session given back runs: the reset asyncpg's own pools send, and what a script may
-#: leave behind that RESET ALL keeps (its role, its temporary tables and sequence state). The
-#: prepared statements stay: asyncpg's own cache holds them.
-_RESET = (
-    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
-    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
-)
 _HEALTH_CHECK = "SELECT 1"
 #: A session given back (and reset, which proves it alive) this recently is reused without a
 #: check of its own: HikariCP's "alive bypass window" (500 ms), for the same reason, a round
@@ -169,9 +163,9 @@ class TargetSessions:
             and not connection.is_in_transaction()
             and pool.open <= pool.limit
         )
-        if keep and self._reset_on_return:
+        if keep and self._reset_on_return and not targets.was_reset(connection):
             try:
-                await connection.execute(_RESET, timeout=target.connect_timeout)
+                await connection.execute(targets.SESSION_RESET, timeout=target.connect_timeout)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                 keep = False
         if keep:

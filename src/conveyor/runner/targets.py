@@ -74,6 +74,19 @@ INVALID_NAME = "INVALID_NAME"
 
 _QUERY_CANCELED = "57014"
 
+#: What a session kept for another attempt runs once its attempt is over: the reset asyncpg's
+#: own pools send, and what a script may leave behind that RESET ALL keeps (its role, its
+#: temporary tables and sequence state). The prepared statements stay: asyncpg's own cache
+#: holds them. RESET ALL goes first, so that a statement_timeout the script set cannot cut the
+#: rest short; the function is qualified, as the script may have put a schema of its own
+#: before pg_catalog. A transactional change sends it with its COMMIT, in the same round trip
+#: (`was_reset`); runner.sessions sends it for the others when they give their session back.
+SESSION_RESET = (
+    "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; SELECT pg_catalog.pg_advisory_unlock_all(); "
+    "CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES"
+)
+_COMMIT_AND_RESET = f"COMMIT; {SESSION_RESET}"
+
 _HISTORY_TABLE = "conveyor.change_history"
 # 0: no history table yet; 1: one from before installations were told apart; 2: current.
 _HISTORY_STATE = """SELECT CASE
@@ -633,11 +646,42 @@ async def _apply_in_transaction(
             entry["durationMs"] = 0.0
             run.tell(entry)
         result = await _run_statements(connection, run, statements)
-        await connection.execute("COMMIT")
+        await _commit_and_reset(connection, change)
     except BaseException:
         await _roll_back(connection)
         raise
     return run.succeeded(result)
+
+
+#: Sessions whose attempt reset them with its COMMIT (`was_reset`).
+_RESET_WITH_COMMIT: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def was_reset(connection: _Connection) -> bool:
+    """Whether the attempt just over left its session reset (SESSION_RESET); asked once, when
+    the session is given back."""
+    if connection in _RESET_WITH_COMMIT:
+        _RESET_WITH_COMMIT.discard(connection)
+        return True
+    return False
+
+
+async def _commit_and_reset(connection: _Connection, change: Change) -> None:
+    try:
+        await connection.execute(_COMMIT_AND_RESET)
+    except asyncpg.PostgresError as error:
+        # The COMMIT failed (a deferred constraint, say: nothing was applied), or the reset
+        # after it did: the change's own history row tells which, read as the instance's user
+        # (the script's role may not see it).
+        try:
+            await connection.execute(_AS_INSTANCE_USER)
+            applied = await _applied_change(connection, change)
+        except asyncpg.PostgresError:
+            raise error from None
+        if applied is None or applied["attempt"] != change.attempt:
+            raise error
+        return  # committed; the session is reset when it is given back, or closed
+    _RESET_WITH_COMMIT.add(connection)
 
 
 def _timeouts(change: Change) -> tuple[tuple[str, int], ...]:
