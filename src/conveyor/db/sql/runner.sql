@@ -43,17 +43,24 @@ WITH active AS (
     ORDER BY s.position
     LIMIT 1
 ), waiting AS (
+    -- Joined status by status, as the free databases' probes below: the index on (pipeline,
+    -- status) then reads the waiting tasks' entries only, not every task of the pipeline
+    -- and each one's dead versions.
     SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before, t.statement_version,
            t.checked_version, t.blocking_rules, t.checks_overridden_version
     FROM active a
-    JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
-    WHERE t.status = ANY($3::text[])
+    CROSS JOIN unnest($3::text[]) AS st (status)
+    JOIN task t ON t.pipeline_id = $1 AND t.status = st.status AND t.stage_id = a.id
 ), free_databases AS (
-    -- Each database tested once, after DISTINCT: not once per waiting task.
+    -- Each database tested once, after DISTINCT: not once per waiting task; and one index
+    -- probe an occupying status, not a read of every task the database ever had.
     SELECT d.database_id
     FROM (SELECT DISTINCT w.database_id FROM waiting w WHERE w.database_id IS NOT NULL) d
     WHERE NOT EXISTS (
-        SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
+        SELECT FROM unnest($4::text[]) AS o (status)
+        WHERE EXISTS (
+            SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = o.status
+        )
     )
 ), ready AS (
     SELECT w.* FROM waiting w
@@ -107,7 +114,9 @@ WITH wanted AS (
         lease_owner = $4, lease_expires_at = now() + $5 * interval '1 second',
         cancel_requested_at = NULL, status_reason = NULL
     FROM wanted w
-    WHERE t.id = w.id AND t.status = w.old_status
+    -- `= ANY` beside the join, as in end_attempts: an index condition on the task's key
+    -- whatever the planner makes of the unnest.
+    WHERE t.id = w.id AND t.id = ANY($1::int[]) AND t.status = w.old_status
     RETURNING t.id, t.pipeline_id, t.stage_id, t.type, t.statement, t.database_name,
               t.instance_id, t.database_id, w.old_status
 ), runs AS (
