@@ -21,7 +21,7 @@ from tortoise.context import TortoiseContext
 
 from conveyor.app import create_app, database_url, password_cipher
 from conveyor.db import tokens
-from conveyor.db.config import tortoise_config
+from conveyor.db.config import WORKER_SESSION_SETTINGS, tortoise_config
 from conveyor.db.migrate import migrate_database
 from conveyor.demo import load_demo
 from conveyor.domain.checks import (
@@ -152,7 +152,13 @@ async def work(settings: Settings) -> None:
     metrics = Metrics()
     readiness = Readiness()
     async with database_url(settings) as url, TortoiseContext() as context:
-        await context.init(config=tortoise_config(url, pool_max_size=settings.db_pool_max_size))
+        await context.init(
+            config=tortoise_config(
+                url,
+                pool_max_size=settings.db_pool_max_size,
+                session_settings=WORKER_SESSION_SETTINGS,
+            )
+        )
         # The server outlives the worker: while it drains, /readyz says so.
         async with (
             operations_server(settings, OperationsEndpoints(settings, metrics, readiness)),
