@@ -43,24 +43,17 @@ WITH active AS (
     ORDER BY s.position
     LIMIT 1
 ), waiting AS (
-    -- Joined status by status, as the free databases' probes below: the index on (pipeline,
-    -- status) then reads the waiting tasks' entries only, not every task of the pipeline
-    -- and each one's dead versions.
     SELECT t.id, t.status, t.instance_id, t.database_id, t.not_before, t.statement_version,
            t.checked_version, t.blocking_rules, t.checks_overridden_version
     FROM active a
-    CROSS JOIN unnest($3::text[]) AS st (status)
-    JOIN task t ON t.pipeline_id = $1 AND t.status = st.status AND t.stage_id = a.id
+    JOIN task t ON t.pipeline_id = $1 AND t.stage_id = a.id
+    WHERE t.status = ANY($3::text[])
 ), free_databases AS (
-    -- Each database tested once, after DISTINCT: not once per waiting task; and one index
-    -- probe an occupying status, not a read of every task the database ever had.
+    -- Each database tested once, after DISTINCT: not once per waiting task.
     SELECT d.database_id
     FROM (SELECT DISTINCT w.database_id FROM waiting w WHERE w.database_id IS NOT NULL) d
     WHERE NOT EXISTS (
-        SELECT FROM unnest($4::text[]) AS o (status)
-        WHERE EXISTS (
-            SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = o.status
-        )
+        SELECT FROM task r WHERE r.database_id = d.database_id AND r.status = ANY($4::text[])
     )
 ), ready AS (
     SELECT w.* FROM waiting w
