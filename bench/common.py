@@ -7,12 +7,17 @@ import sys
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
+import psutil
 
 from conveyor.domain.permissions import Principal, Role
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: Who the benchmarks act as when they seed through Conveyor's own functions.
 BENCH = Principal(actor="bench", role=Role.ADMIN)
+#: How often a latency sample looks for the row of the run it waits for. The times are read
+#: from the rows, so a slower look costs the sample nothing; a look every millisecond took a
+#: good part of a core from the worker and PostgreSQL on a two-core machine.
+SAMPLE_POLL_SECONDS = 0.02
 
 
 async def none_is_ours(_instance: object, _database: str) -> str | None:
@@ -66,6 +71,18 @@ async def create_token(database_url: str, role: str = "VIEWER") -> str:
     if command.returncode != 0:
         raise RuntimeError(f"conveyor token create failed: {err.decode()}")
     return out.decode().strip()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (those gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def percentile(values: list[float], fraction: float) -> float:

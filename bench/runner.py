@@ -21,11 +21,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psutil
 from cryptography.fernet import Fernet
 from tortoise.context import TortoiseContext
 
-from common import BENCH, admin_fetch, percentile, server_url, with_database
+from common import (
+    BENCH,
+    SAMPLE_POLL_SECONDS,
+    admin_fetch,
+    cpu_seconds,
+    percentile,
+    server_url,
+    with_database,
+)
 from conveyor.db import issues
 from conveyor.db.config import tortoise_config
 from conveyor.db.migrate import migrate_database
@@ -78,7 +85,7 @@ async def main() -> None:
                     run = await TaskRun.filter(task__pipeline__issue_id=created.id).first()
                     if run is not None:
                         break
-                    await asyncio.sleep(0.001)
+                    await asyncio.sleep(SAMPLE_POLL_SECONDS)
                 latencies.append((run.started_at - committed).total_seconds() * 1000)
                 # Where the wait went: a task starts once its checks are recorded.
                 checked = (
@@ -103,7 +110,7 @@ async def main() -> None:
                     stdout=subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1)
-            worker_cpu = _cpu_seconds([worker.pid for worker in workers])
+            worker_cpu = cpu_seconds([worker.pid for worker in workers])
             # The server's processes serving this run: the workers' sessions to Conveyor's
             # database and to the targets (pooled, so they last through the run).
             backends = [
@@ -113,7 +120,7 @@ async def main() -> None:
                     [conveyor_db, *targets],
                 )
             ]
-            server_cpu = _cpu_seconds(backends)
+            server_cpu = cpu_seconds(backends)
             started_at = datetime.now(UTC)
             created = [
                 await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
@@ -128,8 +135,8 @@ async def main() -> None:
                 # Seldom: the bench's own queries share the machine's two cores with the
                 # worker and PostgreSQL. The run's end is read from the rows below.
                 await asyncio.sleep(0.05)
-            worker_cpu = _cpu_seconds([worker.pid for worker in workers]) - worker_cpu
-            server_cpu = _cpu_seconds(backends) - server_cpu
+            worker_cpu = cpu_seconds([worker.pid for worker in workers]) - worker_cpu
+            server_cpu = cpu_seconds(backends) - server_cpu
             phases = await _throughput_phases(
                 started_at, committed_at, [issue.id for issue in created]
             )
@@ -227,18 +234,6 @@ async def _throughput_phases(
         first_start=since_start(first_start.started_at),
         last_end=since_start(last_end.ended_at),
     )
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (those gone count nothing)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 if __name__ == "__main__":
