@@ -25,9 +25,8 @@ class PooledConnection(asyncpg.Connection):
 #: A worker's sessions plan each statement once, on its first run, and keep that plan. Its
 #: statements are look-ups by key, whose plan does not depend on the values, and planning
 #: the claim's and the finish's statements (common table expressions of a dozen tables) costs
-#: about as much as running them: PostgreSQL's default plans a statement anew for its first
-#: five runs on each session, and for good when the generic plan's estimate comes out above
-#: the others', as an `unnest` of parameters makes it.
+#: about as much as running them, where PostgreSQL's default plans a statement anew for its
+#: first five runs on each session (and for good if its generic plan looks dearer).
 WORKER_SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 
 
