@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import statistics
 import sys
 from urllib.parse import urlparse, urlunparse
 
@@ -83,6 +84,52 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+async def backends(databases: list[str]) -> list[int]:
+    """The server's processes serving sessions on these databases."""
+    rows = await admin_fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])", databases
+    )
+    return [row["pid"] for row in rows]
+
+
+def print_runner_rows(
+    tasks: int,
+    since: str,
+    marks: tuple[str, tuple[float, ...]],
+    running_seconds: float,
+    worker_cpu: float,
+    server_cpu: float,
+) -> None:
+    """The rows bench/runner.py and its peer share: throughput from `since` (the run's start)
+    to the last run's end, the run's named `marks` (milliseconds from its start, the last
+    run's end last), the runs alone, and the CPU seconds a task."""
+    names, moments = marks
+    rate = tasks / (moments[-1] / 1000)
+    print(
+        f"| throughput ({since} → the last run's end) | {rate:.0f} tasks/s "
+        f"({2 * rate:.0f} transitions/s) |"
+    )
+    print(f"| of the run: {names} | {' / '.join(f'{ms:.0f}' for ms in moments)} ms |")
+    print(f"| runs only (first start → last end) | {tasks / running_seconds:.0f} tasks/s |")
+    print(f"| worker CPU per task | {1000 * worker_cpu / tasks:.2f} ms |")
+    print(
+        f"| PostgreSQL CPU per task (backends open at the start) | "
+        f"{1000 * server_cpu / tasks:.2f} ms |"
+    )
+
+
+def print_latency_rows(latencies: list[float]) -> None:
+    """commit → start p50 and p99, and the slowest samples with their place in the run."""
+    print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
+    print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
+    slowest = sorted(range(len(latencies)), key=lambda n: latencies[n])[-3:]
+    print(
+        "| slowest samples (their order in the run) | "
+        + ", ".join(f"#{n + 1}: {latencies[n]:.1f} ms" for n in reversed(slowest))
+        + " |"
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -28,8 +28,11 @@ from common import (
     BENCH,
     SAMPLE_POLL_SECONDS,
     admin_fetch,
+    backends,
     cpu_seconds,
     percentile,
+    print_latency_rows,
+    print_runner_rows,
     server_url,
     with_database,
 )
@@ -113,14 +116,8 @@ async def main() -> None:
             worker_cpu = cpu_seconds([worker.pid for worker in workers])
             # The server's processes serving this run: the workers' sessions to Conveyor's
             # database and to the targets (pooled, so they last through the run).
-            backends = [
-                row["pid"]
-                for row in await admin_fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])",
-                    [conveyor_db, *targets],
-                )
-            ]
-            server_cpu = cpu_seconds(backends)
+            serving = await backends([conveyor_db, *targets])
+            server_cpu = cpu_seconds(serving)
             started_at = datetime.now(UTC)
             created = [
                 await issues.create_issue(BENCH, plan(f"throughput {n}", args.tasks // args.issues))
@@ -136,7 +133,7 @@ async def main() -> None:
                 # worker and PostgreSQL. The run's end is read from the rows below.
                 await asyncio.sleep(0.05)
             worker_cpu = cpu_seconds([worker.pid for worker in workers]) - worker_cpu
-            server_cpu = cpu_seconds(backends) - server_cpu
+            server_cpu = cpu_seconds(serving) - server_cpu
             phases = await _throughput_phases(
                 started_at, committed_at, [issue.id for issue in created]
             )
@@ -156,33 +153,15 @@ async def main() -> None:
         f"| tasks through {args.workers} worker process(es), concurrency {args.concurrency}, "
         f"{args.issues} issue(s), {args.targets} target databases | {args.tasks} |"
     )
-    elapsed = phases.last_end / 1000
-    rate = args.tasks / elapsed
-    print(
-        f"| throughput (creating the issues → the last run's end) | {rate:.0f} tasks/s "
-        f"({2 * rate:.0f} transitions/s) |"
+    print_runner_rows(
+        args.tasks,
+        "creating the issues",
+        ("issues created, last checks' transaction, first start, last end", phases.marks),
+        phases.running_seconds,
+        worker_cpu,
+        server_cpu,
     )
-    print(
-        f"| of the run: issues created, last checks' transaction, first start, last end | "
-        f"{' / '.join(f'{ms:.0f}' for ms in phases.marks)} ms |"
-    )
-    print(
-        f"| runs only (first start → last end) | {args.tasks / phases.running_seconds:.0f} "
-        f"tasks/s |"
-    )
-    print(f"| worker CPU per task | {1000 * worker_cpu / args.tasks:.2f} ms |")
-    print(
-        f"| PostgreSQL CPU per task (backends open at the start) | "
-        f"{1000 * server_cpu / args.tasks:.2f} ms |"
-    )
-    print(f"| commit → start p50 | {statistics.median(latencies):.1f} ms |")
-    print(f"| commit → start p99 | {percentile(latencies, 0.99):.1f} ms |")
-    slowest = sorted(range(len(latencies)), key=lambda n: latencies[n])[-3:]
-    print(
-        "| slowest samples (their order in the run) | "
-        + ", ".join(f"#{n + 1}: {latencies[n]:.1f} ms" for n in reversed(slowest))
-        + " |"
-    )
+    print_latency_rows(latencies)
     if to_checked:
         # Both from the checks' transaction start (the event's created_at is its now()).
         print(

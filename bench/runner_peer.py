@@ -33,8 +33,11 @@ import asyncpg
 from common import (
     SAMPLE_POLL_SECONDS,
     admin_fetch,
+    backends,
     cpu_seconds,
     percentile,
+    print_latency_rows,
+    print_runner_rows,
     server_url,
     with_database,
 )
@@ -130,39 +133,20 @@ async def main() -> None:
         f"{node_version}), concurrency {args.concurrency}, {args.targets} target databases, "
         f"added with {args.enqueue} | {args.tasks} |"
     )
-    elapsed = throughput.last_end / 1000
-    rate = args.tasks / elapsed
-    print(
-        f"| throughput (adding the jobs → the last run's end) | {rate:.0f} tasks/s "
-        f"({2 * rate:.0f} transitions/s) |"
-    )
-    print(
-        f"| of the run: jobs added, first start, last end | "
-        f"{' / '.join(f'{ms:.0f}' for ms in throughput.marks)} ms |"
-    )
-    print(
-        f"| runs only (first start → last end) | {args.tasks / throughput.running_seconds:.0f} "
-        f"tasks/s |"
-    )
-    print(f"| worker CPU per task | {1000 * throughput.worker_cpu / args.tasks:.2f} ms |")
-    print(
-        f"| PostgreSQL CPU per task (backends open at the start) | "
-        f"{1000 * throughput.server_cpu / args.tasks:.2f} ms |"
+    print_runner_rows(
+        args.tasks,
+        "adding the jobs",
+        ("jobs added, first start, last end", throughput.marks),
+        throughput.running_seconds,
+        throughput.worker_cpu,
+        throughput.server_cpu,
     )
     print(
         f"| PostgreSQL CPU per task (and the backends opened during the run: "
         f"{throughput.backends_at_start} → {throughput.backends_at_end} backends) | "
         f"{1000 * throughput.all_server_cpu / args.tasks:.2f} ms |"
     )
-    starts = [sample.to_start for sample in latencies]
-    print(f"| commit → start p50 | {statistics.median(starts):.1f} ms |")
-    print(f"| commit → start p99 | {percentile(starts, 0.99):.1f} ms |")
-    slowest = sorted(range(len(starts)), key=lambda n: starts[n])[-3:]
-    print(
-        "| slowest samples (their order in the run) | "
-        + ", ".join(f"#{n + 1}: {starts[n]:.1f} ms" for n in reversed(slowest))
-        + " |"
-    )
+    print_latency_rows([sample.to_start for sample in latencies])
     locks = [sample.to_locked for sample in latencies]
     print(
         f"| of which commit → job locked p50 / p99 (locked_at: now() of the claiming "
@@ -302,8 +286,8 @@ async def _throughput(
 ) -> _Throughput:
     """Add `tasks` jobs in one transaction, round robin over `targets`, and wait for all."""
     worker_cpu = cpu_seconds([worker_pid])
-    backends = await _backends(databases)
-    server_cpu = cpu_seconds(backends)
+    serving = await backends(databases)
+    server_cpu = cpu_seconds(serving)
     started_at = datetime.now(UTC)
     job_ids = [
         row["id"]
@@ -322,9 +306,9 @@ async def _throughput(
         # Seldom, as in bench/runner.py: the run's end is read from the rows below.
         await asyncio.sleep(0.05)
     worker_cpu = cpu_seconds([worker_pid]) - worker_cpu
-    server_cpu = cpu_seconds(backends) - server_cpu
-    at_end = await _backends(databases)
-    opened = [pid for pid in at_end if pid not in backends]
+    server_cpu = cpu_seconds(serving) - server_cpu
+    at_end = await backends(databases)
+    opened = [pid for pid in at_end if pid not in serving]
     marks = await connection.fetchrow(
         "SELECT min(started_at) AS first_start, max(ended_at) AS last_end FROM bench_runs "
         "WHERE job_id = ANY($1::bigint[])",
@@ -339,17 +323,9 @@ async def _throughput(
         server_cpu=server_cpu,
         # A backend opened during the run spent all its CPU time in it.
         all_server_cpu=server_cpu + cpu_seconds(opened),
-        backends_at_start=len(backends),
+        backends_at_start=len(serving),
         backends_at_end=len(at_end),
     )
-
-
-async def _backends(databases: list[str]) -> list[int]:
-    """The server's processes serving sessions on these databases."""
-    rows = await admin_fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])", databases
-    )
-    return [row["pid"] for row in rows]
 
 
 def _ms(interval: timedelta) -> float:
