@@ -4,7 +4,9 @@ import asyncio
 import os
 import socket
 import statistics
+import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
@@ -129,6 +131,19 @@ def print_latency_rows(latencies: list[float]) -> None:
         "| slowest samples (their order in the run) | "
         + ", ".join(f"#{n + 1}: {latencies[n]:.1f} ms" for n in reversed(slowest))
         + " |"
+    )
+
+
+def npm_ci(directory: Path) -> None:
+    """Install exactly `directory`'s package-lock.json (`npm ci` fails if package.json
+    disagrees with it). npm's progress goes to stderr with the benchmark's own: stdout holds
+    only the tables."""
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=directory,
+        stdout=sys.stderr,
+        check=True,
+        timeout=600,
     )
 
 

@@ -21,8 +21,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +33,7 @@ from common import (
     admin_fetch,
     backends,
     cpu_seconds,
+    npm_ci,
     percentile,
     print_latency_rows,
     print_runner_rows,
@@ -159,14 +158,7 @@ def ensure_installed() -> None:
     lock = (PEER_DIR / "package-lock.json").read_bytes()
     if NODE.exists() and INSTALLED_LOCK.exists() and INSTALLED_LOCK.read_bytes() == lock:
         return
-    # npm's progress goes to stderr with the benchmark's own: stdout holds only the table.
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=PEER_DIR,
-        stdout=sys.stderr,
-        check=True,
-        timeout=600,
-    )
+    npm_ci(PEER_DIR)
     INSTALLED_LOCK.write_bytes(lock)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from cryptography.fernet import Fernet
 
-from common import create_token, free_port
+from common import create_token, free_port, npm_ci
 from tree_queries import TASKS_PER_STAGE
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -84,15 +84,7 @@ def ensure_postgraphile() -> str | None:
     POSTGRAPHILE_DIR.mkdir(exist_ok=True)
     for name, pinned in pins.items():
         (POSTGRAPHILE_DIR / name).write_bytes(pinned)
-    # `npm ci` installs exactly the lockfile (and fails if package.json disagrees with it).
-    # npm's progress goes to stderr with the benchmark's own: stdout holds only the tables.
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=POSTGRAPHILE_DIR,
-        stdout=sys.stderr,
-        check=True,
-        timeout=600,
-    )
+    npm_ci(POSTGRAPHILE_DIR)
     return None
 
 
