@@ -9,7 +9,7 @@ transaction-scoped advisory lock taken with *try*, so two workers never wait on 
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from conveyor.db.task_status import (
     StatusChange,
     apply_changes,
     end_attempts,
+    lock_pipeline,
     lock_pipeline_of,
     lock_task,
     now_utc,
@@ -212,6 +213,7 @@ async def prepare_hot_path(worker: str, lease: timedelta, sessions: int) -> None
                 )
                 await occupancy([0], connection)
                 await start_tasks(connection, [(0, TaskStatus(startable[0]))], worker, lease, "")
+                await lock_pipeline(connection, 0)
                 locked = await lock_pipeline_of(connection, 0)
                 await end_attempts(
                     connection,
@@ -354,28 +356,56 @@ async def finish_and_claim_together(
     An attempt this worker no longer holds is dropped and the others are recorded without it;
     a claim that loses a race the checks did not see (the one-running-task-per-database index)
     takes the finish's rollback with it, and the attempts are recorded without a claim."""
-    pending = sorted(finished, key=lambda item: item.claimed.task_id)
-    if len({item.claimed.pipeline_id for item in pending}) > 1:
+    pipelines = {item.claimed.pipeline_id for item in finished}
+    if len(pipelines) > 1:
         raise ValueError("finished attempts are recorded together only within one pipeline")
+    if not pipelines:
+        return FinishedRound([], [])
+    [pipeline_id] = pipelines
+    return await finish_queued_and_claim(
+        worker, pipeline_id, lambda: finished, lease, claim=claim, limit=limit
+    )
+
+
+async def finish_queued_and_claim(
+    worker: str,
+    pipeline_id: int,
+    take: Callable[[], Sequence[Finished]],
+    lease: timedelta | None,
+    *,
+    claim: bool,
+    limit: int | None = None,
+) -> FinishedRound:
+    """`finish_and_claim_together` for attempts of `pipeline_id` that `take` hands over, once:
+    when the first transaction holds the pipeline's lock. A caller that queues its finishes
+    may start this while an earlier finish still holds the pipeline: the transaction waits
+    for that lock in PostgreSQL, and records every attempt that finished meanwhile as soon as
+    the earlier one commits, instead of beginning only then."""
+    pending: list[Finished] | None = None
+
+    def attempts() -> list[Finished]:
+        nonlocal pending
+        if pending is None:
+            pending = sorted(take(), key=lambda item: item.claimed.task_id)
+            if any(item.claimed.pipeline_id != pipeline_id for item in pending):
+                raise ValueError("finished attempts are recorded together only within one pipeline")
+        return pending
+
     dropped: list[int] = []
-    while pending:
-        wanted = (len(pending) if limit is None else limit) if claim else 0
+    while pending is None or pending:
         try:
-            claimed = await _finish(worker, pending, lease, wanted)
+            claimed = await _finish(worker, pipeline_id, attempts, lease, claim, limit)
         except _NotHeld as not_held:
             logger.warning(
                 "task %s was taken from this worker; its result is dropped", not_held.task_id
             )
             dropped.append(not_held.task_id)
-            pending = [item for item in pending if item.claimed.task_id != not_held.task_id]
+            pending = [item for item in attempts() if item.claimed.task_id != not_held.task_id]
             continue
         except IntegrityError:
             if not claim:
                 raise
-            logger.info(
-                "a claim in pipeline %s's finish lost a race; finishing alone",
-                pending[0].claimed.pipeline_id,
-            )
+            logger.info("a claim in pipeline %s's finish lost a race; finishing alone", pipeline_id)
             claim = False
             continue
         return FinishedRound(claimed, dropped)
@@ -384,11 +414,19 @@ async def finish_and_claim_together(
 
 async def _finish(
     worker: str,
-    finished: Sequence[Finished],
+    pipeline_id: int,
+    attempts_to_record: Callable[[], Sequence[Finished]],
     lease: timedelta | None,
-    limit: int,
+    claim: bool,
+    limit: int | None,
 ) -> list[ClaimedTask]:
     async with in_transaction() as connection:
+        locked = await lock_pipeline(connection, pipeline_id)
+        finished = attempts_to_record()
+        if not finished:
+            return []
+        if locked is None:  # no such pipeline: none of its tasks is held
+            raise _NotHeld(finished[0].claimed.task_id)
         attempts = []
         for item in finished:
             claimed, outcome = item.claimed, item.outcome
@@ -403,16 +441,16 @@ async def _finish(
             attempts.append(
                 AttemptToEnd(claimed.held, item.end, outcome, database_id, item.log_lines)
             )
-        ended = await end_attempts(connection, worker, attempts, RUNNER_ACTOR)
-        if ended is None:  # the first task is gone
-            raise _NotHeld(attempts[0].held.task_id)
+        ended = await end_attempts(connection, worker, attempts, RUNNER_ACTOR, locked=locked)
+        assert ended is not None  # only None when it locks the pipeline itself
         for attempt in attempts:
             if attempt.held.task_id not in ended.task_ids:
                 raise _NotHeld(attempt.held.task_id)
-        if limit <= 0 or lease is None or ended.pipeline.status is not PipelineStatus.OPEN:
+        wanted = (len(attempts) if limit is None else limit) if claim else 0
+        if wanted <= 0 or lease is None or ended.pipeline.status is not PipelineStatus.OPEN:
             return []
         started, _ = await _start_in_held_pipeline(
-            connection, ended.pipeline.pipeline_id, worker, lease, limit
+            connection, ended.pipeline.pipeline_id, worker, lease, wanted
         )
         return started
 

@@ -319,7 +319,15 @@ class LockedPipeline:
 
 async def lock_pipeline_of(connection: BaseDBAsyncClient, task_id: int) -> LockedPipeline | None:
     """Lock the pipeline of the task, as every writer locks it first; None: no such task."""
-    rows = await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [task_id])
+    return _locked(await connection.execute_query_dict(RUNNER["lock_pipeline_of_task"], [task_id]))
+
+
+async def lock_pipeline(connection: BaseDBAsyncClient, pipeline_id: int) -> LockedPipeline | None:
+    """Lock the pipeline, as every writer locks it first; None: no such pipeline."""
+    return _locked(await connection.execute_query_dict(RUNNER["lock_pipeline"], [pipeline_id]))
+
+
+def _locked(rows: Sequence[Mapping[str, Any]]) -> LockedPipeline | None:
     if not rows:
         return None
     [row] = rows

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -99,9 +99,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-        #: Reports waiting to be recorded, by pipeline, and the task recording each's.
+        #: Reports waiting to be recorded, by pipeline; the reporter of each that waits for
+        #: its lock (it takes them once it holds it); every reporter under way.
         self._reports: dict[int, list[_Report]] = {}
-        self._reporters: dict[int, asyncio.Task[None]] = {}
+        self._waiting_reporters: dict[int, asyncio.Task[None]] = {}
+        self._reporters: set[asyncio.Task[None]] = set()
         self._outage = Outage(logger, self.id)
         self._sessions = TargetSessions()
         self._contended = False
@@ -186,7 +188,7 @@ class Worker:
             self._listener.unsubscribe(checks_wakeup)
             self._listener.unsubscribe(cancel_wakeup)
             await self._sessions.close()
-            stopped = [*background, *self._background, *self._reporters.values()]
+            stopped = [*background, *self._background, *self._reporters]
             for task in stopped:
                 task.cancel()
             for task in stopped:
@@ -353,25 +355,49 @@ class Worker:
             attempt.claimed, _ending_of(attempt, outcome), outcome, attempt.log_lines
         )
         self._reports.setdefault(pipeline_id, []).append((finished, recorded))
-        if pipeline_id not in self._reporters:
-            self._reporters[pipeline_id] = asyncio.create_task(
+        if pipeline_id not in self._waiting_reporters:
+            reporter = asyncio.create_task(
                 self._report_pipeline(pipeline_id), name=f"{self.id}-reports-{pipeline_id}"
             )
+            self._waiting_reporters[pipeline_id] = reporter
+            self._reporters.add(reporter)
+            reporter.add_done_callback(self._reporters.discard)
         await recorded
 
     async def _report_pipeline(self, pipeline_id: int) -> None:
-        # Finishes of one pipeline wait for each other's lock anyway: those that come while
-        # one is recorded go together in the next transaction, under one lock of it.
-        waiting: list[_Report] = []
+        # Finishes of one pipeline wait for each other's lock anyway. A reporter begins as soon
+        # as a report comes and waits for the pipeline's lock in PostgreSQL while the one before
+        # it records; once it holds the lock it takes every report that came meanwhile, and the
+        # next report starts the next reporter. Only one waits at a time.
+        taken: list[_Report] | None = None
+
+        def take() -> list[claims.Finished]:
+            nonlocal taken
+            if taken is None:
+                self._stop_waiting(pipeline_id)
+                taken = self._reports.pop(pipeline_id, [])
+            return [finished for finished, _ in taken]
+
         try:
-            while waiting := self._reports.pop(pipeline_id, []):
-                await self._record(waiting)
+            await self._record(pipeline_id, take, lambda: taken or [])
         finally:
-            del self._reporters[pipeline_id]
-            for _, recorded in [*waiting, *self._reports.pop(pipeline_id, [])]:
+            # A reporter that stops before it held the lock takes its reports down with it.
+            take()
+            for _, recorded in taken or []:
                 recorded.cancel()
 
-    async def _record(self, reports: list[_Report]) -> None:
+    def _stop_waiting(self, pipeline_id: int) -> None:
+        if self._waiting_reporters.get(pipeline_id) is asyncio.current_task():
+            del self._waiting_reporters[pipeline_id]
+
+    async def _record(
+        self,
+        pipeline_id: int,
+        take: Callable[[], list[claims.Finished]],
+        reports: Callable[[], list[_Report]],
+    ) -> None:
+        """Record the reports `take` hands over once the pipeline is locked (`reports` gives
+        them with their futures, once taken)."""
         # Retrying is safe: a report whose commit was lost on the wire finds the task no
         # longer held, and is dropped.
         while True:
@@ -379,22 +405,21 @@ class Worker:
                 # The slots the attempts free go, in the same transaction, to the next tasks
                 # of their pipeline that may start: no claim of their own, nor one that finds
                 # the pipeline held.
-                round_ = await claims.finish_and_claim_together(
-                    self.id,
-                    [finished for finished, _ in reports],
-                    self._lease,
-                    claim=not self._stopping.is_set(),
+                round_ = await claims.finish_queued_and_claim(
+                    self.id, pipeline_id, take, self._lease, claim=not self._stopping.is_set()
                 )
             except Exception as error:
                 if database_unavailable(error):
                     await asyncio.sleep(self._outage.failed(error))
                     continue
-                if len(reports) > 1:
+                take()  # what failed before the lock was held fails with it
+                taken = reports()
+                if len(taken) > 1:
                     # What failed may be one attempt's alone: the others are not held back.
-                    for report in reports:
-                        await self._record([report])
+                    for report in taken:
+                        await self._record_alone(pipeline_id, report)
                     return
-                for _, recorded in reports:
+                for _, recorded in taken:
                     if not recorded.done():
                         recorded.set_exception(error)
                 return
@@ -403,9 +428,12 @@ class Worker:
         # Registered while the finished attempts still hold their slots: never above
         # concurrency.
         self._start_attempts(round_.claimed)
-        for _, recorded in reports:
+        for _, recorded in reports():
             if not recorded.done():
                 recorded.set_result(None)
+
+    async def _record_alone(self, pipeline_id: int, report: _Report) -> None:
+        await self._record(pipeline_id, lambda: [report[0]], lambda: [report])
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

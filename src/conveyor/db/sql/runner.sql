@@ -163,11 +163,15 @@ FROM pipeline p
 WHERE p.id = (SELECT pipeline_id FROM task WHERE id = $1)
 FOR UPDATE;
 
+-- name: lock_pipeline
+-- The pipeline, locked as every writer locks it first. $1 pipeline id.
+SELECT id, issue_id, status FROM pipeline WHERE id = $1 FOR UPDATE;
+
 -- name: end_attempts
 -- The transitions that end attempts, on tasks of one pipeline this worker holds in the given
 -- statuses: each task's row, its run row, its last log lines (a TASK_LOG event, when it has
 -- any) and a TASK_STATUS_CHANGED event after them, and one NOTIFY for all. Runs under the
--- pipeline's lock (lock_pipeline_of_task), so what it reads of the other tasks is current:
+-- pipeline's lock (lock_pipeline or lock_pipeline_of_task), so what it reads of the other tasks is current:
 -- for each ended task the statuses of its stage's tasks not ended here (the stage's roll-up),
 -- and one task of the pipeline not ended here that is not finished (none: the pipeline may
 -- roll up). A task not held as given is left alone and returns no row.
