@@ -123,13 +123,16 @@ class Checker:
         if not advisory:
             await self._check(gated, *await self._linted(gated))
             return len(held)
-        # squawk runs meanwhile, one process over the whole batch.
-        linting = asyncio.create_task(self._linted(held))
+        # squawk runs meanwhile, one process over the whole batch, when gated tasks wait for
+        # it; else it starts once the checks are recorded (and the tasks they let start are
+        # claimed): its process is then no rival of theirs for the CPU.
+        linting = asyncio.create_task(self._linted(held)) if gated else None
         try:
             recorded = await self._check(advisory, [() for _ in advisory], None)
-            lint_findings, unavailable = await linting
+            lint_findings, unavailable = await (linting or self._linted(held))
         finally:
-            linting.cancel()
+            if linting is not None:
+                linting.cancel()
         by_task = dict(zip((task.task_id for task in held), lint_findings, strict=True))
         if gated:
             await self._check(gated, [by_task[task.task_id] for task in gated], unavailable)
