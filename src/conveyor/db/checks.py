@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from conveyor.db.claims import ClaimedTask, ClaimFor, start_in_held_pipelines
 from conveyor.db.events import EVENT_ORDER_LOCK_KEY, RUNNER_CHANNEL, NewEvent, record_events
 from conveyor.db.models import Environment, Pipeline, Task, TaskCheck
+from conveyor.db.queries import ASYNCHRONOUS_COMMIT
 from conveyor.db.task_status import issue_creator, lock_task, now_utc, task_event
 from conveyor.domain.check_review import (
     CheckFacts,
@@ -95,7 +96,10 @@ _HELD_COLUMNS = """
 """
 
 # Each claim takes the rows whose hold is free or expired (the worker holding them died), and
-# skips the rows another worker is locking right now: no worker waits on another.
+# skips the rows another worker is locking right now: no worker waits on another. A claim
+# writes a lease and nothing else, so it commits without waiting for its WAL to reach the disk
+# (`ASYNCHRONOUS_COMMIT`): that wait was most of a claim's time, and a new issue's first task
+# waits for its checks' claim.
 _CLAIM_CHECKS = f"""
     WITH held AS (
         UPDATE task SET checks_lease_expires_at = now() + $2 * interval '1 second'
@@ -106,7 +110,7 @@ _CLAIM_CHECKS = f"""
               AND (t.checks_lease_expires_at IS NULL OR t.checks_lease_expires_at < now())
             ORDER BY t.id LIMIT $1
             FOR NO KEY UPDATE OF t SKIP LOCKED)
-        RETURNING id)
+        RETURNING id, {ASYNCHRONOUS_COMMIT})
     SELECT {_HELD_COLUMNS}
 """
 
@@ -119,7 +123,7 @@ _CLAIM_DRY_RUNS = f"""
               AND (t.dry_run_lease_expires_at IS NULL OR t.dry_run_lease_expires_at < now())
             ORDER BY t.dry_run_requested_at, t.id LIMIT $1
             FOR NO KEY UPDATE OF t SKIP LOCKED)
-        RETURNING id)
+        RETURNING id, {ASYNCHRONOUS_COMMIT})
     SELECT {_HELD_COLUMNS}
 """
 
@@ -175,18 +179,6 @@ class CheckOutcome:
     blocking_rules: tuple[str, ...]
 
 
-async def _lock_open_pipelines(connection: BaseDBAsyncClient, task_ids: Iterable[int]) -> list[int]:
-    """Lock the tasks' pipelines (as a claim locks them, before any task); the ids of the OPEN
-    ones among them."""
-    pipelines = await connection.execute_query_dict(
-        "SELECT id, status FROM pipeline"
-        " WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1))"
-        " ORDER BY id FOR NO KEY UPDATE",
-        [sorted(set(task_ids))],
-    )
-    return [row["id"] for row in pipelines if row["status"] == PipelineStatus.OPEN.value]
-
-
 _FindingRow = tuple[int, int, CheckSource, Finding, dict[str, Any] | None]
 
 
@@ -233,28 +225,38 @@ async def _insert_findings(connection: BaseDBAsyncClient, rows: Sequence[_Findin
 
 
 # One statement for what a round's findings change, on the tasks still at the statement
-# version checked (locked, in id order, after their pipelines), and each such task's
-# TASK_CHECKED event with its NOTIFY, as db.events.record_events writes them (the event-order
-# lock before a sequence number is drawn): two round trips fewer between a new issue's commit
-# and its first task's start. A statement sees the tables as they were when it started, so
-# the DELETE leaves the rows the INSERT adds. $1 task ids, $2 their statement versions checked,
-# $3 their blocking rules (JSON), $4 their events' details (JSON), $5 the source kept (dry
-# runs), $6 the event kind, $7 actor, $8 the event-order lock key, $9 channel, $10.. the
-# findings (`_findings_parameters`).
+# version checked (locked, in id order, after their pipelines, which it locks first as a claim
+# does), and each such task's TASK_CHECKED event with its NOTIFY, as db.events.record_events
+# writes them (the event-order lock before a sequence number is drawn): three round trips fewer
+# between a new issue's commit and its first task's start. Every row it writes is one it
+# locked (a row changed meanwhile is read anew), and the claim that follows it is a statement
+# of its own, which sees whatever committed before these locks were granted. A statement sees
+# the tables as they were when it started, so the DELETE leaves the rows the INSERT adds.
+# $1 task ids, $2 their statement versions checked, $3 their blocking rules (JSON), $4 their
+# events' details (JSON), $5 the source kept (dry runs), $6 the event kind, $7 actor, $8 the
+# event-order lock key, $9 channel, $10 the open pipeline status, $11.. the findings
+# (`_findings_parameters`).
 _RECORD_CHECKS = f"""
-    WITH outcome AS (
+    WITH pipelines AS MATERIALIZED (
+        SELECT id, status FROM pipeline
+        WHERE id IN (SELECT pipeline_id FROM task WHERE id = ANY($1::int[]))
+        ORDER BY id
+        FOR NO KEY UPDATE
+    ), outcome AS (
         SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[])
             AS o(id, version, rules, detail)
     ), current AS (
-        -- A task edited meanwhile keeps waiting for the checks of its new statement.
+        -- A task edited meanwhile keeps waiting for the checks of its new statement. Its
+        -- pipelines are locked first, every one of them: the count reads them all, once,
+        -- before the first task row (a condition on no row is evaluated before any row).
         SELECT t.id FROM task t JOIN outcome o ON o.id = t.id AND o.version = t.statement_version
-        WHERE t.id = ANY($1::int[])
+        WHERE t.id = ANY($1::int[]) AND (SELECT count(*) FROM pipelines) > 0
         ORDER BY t.id
         FOR UPDATE OF t
     ), cleared AS (
         DELETE FROM task_check
         WHERE task_id IN (SELECT id FROM current) AND source <> $5
-    ), found AS ({_findings_insert(10, "WHERE f.task_id IN (SELECT id FROM current)")}
+    ), found AS ({_findings_insert(11, "WHERE f.task_id IN (SELECT id FROM current)")}
     ), checked AS (
         UPDATE task SET checked_version = o.version, blocking_rules = o.rules::jsonb,
             checks_lease_expires_at = NULL
@@ -273,7 +275,8 @@ _RECORD_CHECKS = f"""
     ), notified AS (
         SELECT pg_notify($9, max(id)::text) AS sent FROM events HAVING count(*) > 0
     )
-    SELECT c.id, (SELECT count(*) FROM notified) AS notified
+    SELECT c.id, (SELECT count(*) FROM notified) AS notified,
+        ARRAY(SELECT id FROM pipelines WHERE status = $10 ORDER BY id) AS open_pipelines
     FROM checked c
     ORDER BY c.id
 """
@@ -303,7 +306,6 @@ async def _record_checks(
     outcomes: Sequence[CheckOutcome], claim: ClaimFor | None
 ) -> list[ClaimedTask]:
     async with in_transaction() as connection:
-        open_pipelines = await _lock_open_pipelines(connection, (o.task_id for o in outcomes))
         checked = await connection.execute_query_dict(
             _RECORD_CHECKS,
             [
@@ -316,6 +318,7 @@ async def _record_checks(
                 CHECKER_ACTOR,
                 EVENT_ORDER_LOCK_KEY,
                 RUNNER_CHANNEL,
+                PipelineStatus.OPEN.value,
                 *_findings_parameters(
                     [
                         (outcome.task_id, outcome.statement_version, source, finding, None)
@@ -330,7 +333,7 @@ async def _record_checks(
         # After the events: subscribers see a task checked before they see it start. The
         # pipelines' locks, taken first in this transaction, are the ones a claim takes, and
         # what the claim reads (the checks just written included) comes after them.
-        return await start_in_held_pipelines(connection, open_pipelines, claim)
+        return await start_in_held_pipelines(connection, checked[0]["open_pipelines"], claim)
 
 
 async def record_advisory_findings(

@@ -22,3 +22,10 @@ def load_queries(file_name: str) -> dict[str, str]:
 
 #: The runner's hot path (sql/runner.sql).
 RUNNER = load_queries("runner.sql")
+
+#: In a statement's RETURNING list: its transaction commits without waiting for its WAL to
+#: reach the disk. Only for writes that hold a lease and nothing else: one that a crash of the
+#: server loses is taken again once it would have expired anyway, which is what a lease is
+#: for. Never for a write with an event: a subscriber could see a number the log then loses.
+#: In RETURNING, so that only a statement that wrote a row sets it.
+ASYNCHRONOUS_COMMIT = "set_config('synchronous_commit', 'off', true)"
