@@ -1,12 +1,23 @@
 """Attempts of one pipeline that finish while another finish holds it are recorded together
 (`db.claims.finish_and_claim_together`, one `end_attempts` statement for all): each must end
-as it would alone, its log lines before its status change, the roll-ups once, after them."""
+as it would alone, its log lines before its status change, the roll-ups once, after them.
+A queued finish (`db.claims.finish_queued_and_claim`) takes its attempts once it holds the
+pipeline's lock: those that finished while it waited go with it."""
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from conveyor.db.claims import ClaimedTask, Finished, claim_tasks, finish_and_claim_together
+from tortoise.transactions import in_transaction
+
+from conveyor.db.claims import (
+    ClaimedTask,
+    Finished,
+    claim_tasks,
+    finish_and_claim_together,
+    finish_queued_and_claim,
+)
 from conveyor.db.models import Event, Instance, Pipeline, Task, TaskRun
 from conveyor.domain.attempts import AttemptEnd
 from conveyor.domain.statuses import (
@@ -160,3 +171,45 @@ async def test_an_attempt_no_longer_held_is_dropped_and_the_others_are_recorded(
     b1 = await Task.get(id=ids["b1"])
     assert (b1.status, b1.lease_owner) == (TaskStatus.RUNNING, "worker-other")
     assert await _events_after(sequence) == [("TASK_STATUS_CHANGED", ids["a1"], "RUNNING", "DONE")]
+
+
+async def test_a_queued_finish_takes_the_attempts_that_finished_while_it_waited_for_the_lock(
+    graphql: GraphQLClient,
+) -> None:
+    ids, claimed, sequence = await _claimed(graphql, _one_task_on_each_database)
+    pipeline_id = claimed["a1"].pipeline_id
+    queued = [Finished(claimed["a1"], SUCCEED)]
+    taken: list[list[int]] = []
+
+    def take() -> list[Finished]:
+        taken.append([item.claimed.task_id for item in queued])
+        return list(queued)
+
+    locked, released = asyncio.Event(), asyncio.Event()
+
+    async def earlier_finish() -> None:
+        async with in_transaction() as connection:
+            await Pipeline.filter(id=pipeline_id).select_for_update().using_db(connection).get()
+            locked.set()
+            await released.wait()
+
+    holder = asyncio.create_task(earlier_finish())
+    await locked.wait()
+    finishing = asyncio.create_task(
+        finish_queued_and_claim(WORKER, pipeline_id, take, LEASE, claim=True)
+    )
+    await asyncio.sleep(0.3)
+    # It waits for the lock in PostgreSQL, and has taken nothing yet.
+    assert not finishing.done()
+    assert taken == []
+    queued.append(Finished(claimed["b1"], FAIL))
+    released.set()
+    await holder
+
+    round_ = await finishing
+    assert taken == [[ids["a1"], ids["b1"]]]
+    assert (round_.claimed, round_.dropped) == ([], [])
+    assert [event[1:] for event in await _events_after(sequence)][:2] == [
+        (ids["a1"], "RUNNING", "DONE"),
+        (ids["b1"], "RUNNING", "FAILED"),
+    ]
