@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 #: Tasks checked in one round (one squawk run, one transaction recording them).
 CHECK_BATCH = 500
+#: Tasks checked in the first round after a wake-up: a large issue's first tasks start as
+#: soon as they are checked, enough of them to fill a worker's slots, while the rest of the
+#: issue is checked in full rounds.
+FIRST_CHECK_BATCH = 32
 #: Dry runs one worker runs at once.
 DRY_RUN_BATCH = 4
 #: Targets asked at once during a round.
@@ -84,10 +88,11 @@ class Checker:
 
     async def run(self, wakeup: asyncio.Event, stopping: asyncio.Event) -> None:
         """Check and dry-run what is due, whenever woken (and every poll), until `stopping`."""
+        batch = FIRST_CHECK_BATCH
         while not stopping.is_set():
             wakeup.clear()
             try:
-                checked = await self.check_round()
+                checked = await self.check_round(batch)
                 dry_runs = await self.dry_run_round()
             except Exception as error:
                 with contextlib.suppress(TimeoutError):
@@ -97,8 +102,10 @@ class Checker:
             # Only a full batch may have left due work behind: a smaller one held all there
             # was, and what comes due later notifies (the checks' own records do not: they go
             # on the channel of the workers' writes).
-            if checked >= CHECK_BATCH or dry_runs >= DRY_RUN_BATCH:
+            if checked >= batch or dry_runs >= DRY_RUN_BATCH:
+                batch = CHECK_BATCH
                 continue
+            batch = FIRST_CHECK_BATCH
             waits = [asyncio.create_task(wakeup.wait()), asyncio.create_task(stopping.wait())]
             await asyncio.wait(
                 waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
@@ -106,14 +113,14 @@ class Checker:
             for wait in waits:
                 wait.cancel()
 
-    async def check_round(self) -> int:
-        """Check one batch of due tasks; how many were checked.
+    async def check_round(self, batch: int = CHECK_BATCH) -> int:
+        """Check up to `batch` due tasks; how many were checked.
 
         Tasks whose policy lets no finding of squawk's block them (domain.check_review.
         linter_could_block) are recorded first, on Conveyor's own rules and the target's, so
         that they may start without waiting for squawk's process; squawk's findings on them
         follow as advisory. The others are recorded once squawk has run too."""
-        held = await checks.claim_tasks_to_check(self._lease, CHECK_BATCH)
+        held = await checks.claim_tasks_to_check(self._lease, batch)
         if not held:
             return 0
         gated: list[TaskToCheck] = []
