@@ -171,10 +171,10 @@ SELECT id, issue_id, status FROM pipeline WHERE id = $1 FOR UPDATE;
 -- The transitions that end attempts, on tasks of one pipeline this worker holds in the given
 -- statuses: each task's row, its run row, its last log lines (a TASK_LOG event, when it has
 -- any) and a TASK_STATUS_CHANGED event after them, and one NOTIFY for all. Runs under the
--- pipeline's lock (lock_pipeline or lock_pipeline_of_task), so what it reads of the other tasks is current:
--- for each ended task the statuses of its stage's tasks not ended here (the stage's roll-up),
--- and one task of the pipeline not ended here that is not finished (none: the pipeline may
--- roll up). A task not held as given is left alone and returns no row.
+-- pipeline's lock (lock_pipeline or lock_pipeline_of_task), so what it reads of the other
+-- tasks is current: for each ended task the statuses of its stage's tasks not ended here (the
+-- stage's roll-up), and one task of the pipeline not ended here that is not finished (none:
+-- the pipeline may roll up). A task not held as given is left alone and returns no row.
 -- $1 task ids, $2 their statuses now, $3 the statuses their actions lead to, $4 status
 -- reasons, $5 database ids to link (NULL keeps the task's), $6 run ids, $7 run statuses,
 -- $8 error codes, $9 error messages, $10 results (JSON), $11 logs (JSON), $12 transactional,
