@@ -78,6 +78,22 @@ async def validated_plan(principal: Principal, plan: IssuePlan) -> Catalog:
     return catalog
 
 
+#: An issue's tasks, in plan order ($2..$11: one element a task); each one's id, stage and
+#: position. The columns left out take their database defaults.
+_INSERT_TASKS = """
+    INSERT INTO task (created_at, updated_at, pipeline_id, stage_id, position, name, type,
+        status, instance_id, database_id, statement, database_name, not_before)
+    SELECT now(), now(), $1, t.stage_id, t.position, t.name, t.type, t.status, t.instance_id,
+        t.database_id, t.statement, t.database_name, t.not_before
+    FROM unnest($2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[],
+        $9::text[], $10::text[], $11::timestamptz[]) WITH ORDINALITY
+        AS t (stage_id, position, name, type, status, instance_id, database_id, statement,
+              database_name, not_before, n)
+    ORDER BY t.n
+    RETURNING id, stage_id, position
+"""
+
+
 async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
     """Create the issue, its pipeline, stages, tasks and their links, or nothing at all."""
     creator = principal.actor
@@ -106,30 +122,33 @@ async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
         stages = (
             await Stage.filter(pipeline_id=pipeline.id).order_by("position").using_db(connection)
         )
-        new_tasks = [
-            Task(
-                pipeline_id=pipeline.id,
-                stage_id=stage_row.id,
-                position=position,
-                name=task_names[stage_row.position][position],
-                type=task.type,
-                status=gate(catalog.environment_policies[stage.environment_id or 0]),
-                instance_id=task.instance_id,
-                database_id=task.database_id,
-                statement=task.statement,
-                database_name=task.database_name,
-                not_before=task.not_before,
+        # One statement from arrays (a column each), not a model object a task: building
+        # tortoise's objects took half of a 400-task issue's creation.
+        rows = [
+            (
+                stage_row.id,
+                position,
+                task_names[stage_row.position][position],
+                task.type.value,
+                gate(catalog.environment_policies[stage.environment_id or 0]).value,
+                task.instance_id,
+                task.database_id,
+                task.statement,
+                task.database_name,
+                task.not_before,
             )
             for stage_row, stage in zip(stages, plan.stages, strict=True)
             for position, task in enumerate(stage.tasks)
         ]
-        await Task.bulk_create(new_tasks, using_db=connection, batch_size=1000)
-        task_ids = (
-            await Task.filter(pipeline_id=pipeline.id)
-            .order_by("stage__position", "position")
-            .using_db(connection)
-            .values_list("id", flat=True)
-        )
+        columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
+        inserted = await connection.execute_query_dict(_INSERT_TASKS, [pipeline.id, *columns])
+        stage_positions = {stage_row.id: stage_row.position for stage_row in stages}
+        task_ids = [
+            row["id"]
+            for row in sorted(
+                inserted, key=lambda row: (stage_positions[row["stage_id"]], row["position"])
+            )
+        ]
         planned_tasks = [task for stage in plan.stages for task in stage.tasks]
         id_by_ref = {
             task.ref: task_id
