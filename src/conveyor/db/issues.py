@@ -140,7 +140,7 @@ async def create_issue(principal: Principal, plan: IssuePlan) -> Issue:
             for stage_row, stage in zip(stages, plan.stages, strict=True)
             for position, task in enumerate(stage.tasks)
         ]
-        columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 10
+        columns = [list(column) for column in zip(*rows, strict=True)]  # a stage has a task
         inserted = await connection.execute_query_dict(_INSERT_TASKS, [pipeline.id, *columns])
         stage_positions = {stage_row.id: stage_row.position for stage_row in stages}
         task_ids = [

@@ -371,33 +371,27 @@ class Worker:
         # next report starts the next reporter. Only one waits at a time.
         taken: list[_Report] | None = None
 
-        def take() -> list[claims.Finished]:
+        def take() -> list[_Report]:
             nonlocal taken
             if taken is None:
                 self._stop_waiting(pipeline_id)
                 taken = self._reports.pop(pipeline_id, [])
-            return [finished for finished, _ in taken]
+            return taken
 
         try:
-            await self._record(pipeline_id, take, lambda: taken or [])
+            await self._record(pipeline_id, take)
         finally:
             # A reporter that stops before it held the lock takes its reports down with it.
-            take()
-            for _, recorded in taken or []:
+            for _, recorded in take():
                 recorded.cancel()
 
     def _stop_waiting(self, pipeline_id: int) -> None:
         if self._waiting_reporters.get(pipeline_id) is asyncio.current_task():
             del self._waiting_reporters[pipeline_id]
 
-    async def _record(
-        self,
-        pipeline_id: int,
-        take: Callable[[], list[claims.Finished]],
-        reports: Callable[[], list[_Report]],
-    ) -> None:
-        """Record the reports `take` hands over once the pipeline is locked (`reports` gives
-        them with their futures, once taken)."""
+    async def _record(self, pipeline_id: int, take: Callable[[], list[_Report]]) -> None:
+        """Record the reports `take` hands over (the same ones at every call) once the
+        pipeline is locked."""
         # Retrying is safe: a report whose commit was lost on the wire finds the task no
         # longer held, and is dropped.
         while True:
@@ -406,14 +400,17 @@ class Worker:
                 # of their pipeline that may start: no claim of their own, nor one that finds
                 # the pipeline held.
                 round_ = await claims.finish_queued_and_claim(
-                    self.id, pipeline_id, take, self._lease, claim=not self._stopping.is_set()
+                    self.id,
+                    pipeline_id,
+                    lambda: [finished for finished, _ in take()],
+                    self._lease,
+                    claim=not self._stopping.is_set(),
                 )
             except Exception as error:
                 if database_unavailable(error):
                     await asyncio.sleep(self._outage.failed(error))
                     continue
-                take()  # what failed before the lock was held fails with it
-                taken = reports()
+                taken = take()  # what failed before the lock was held fails with it
                 if len(taken) > 1:
                     # What failed may be one attempt's alone: the others are not held back.
                     for report in taken:
@@ -428,12 +425,12 @@ class Worker:
         # Registered while the finished attempts still hold their slots: never above
         # concurrency.
         self._start_attempts(round_.claimed)
-        for _, recorded in reports():
+        for _, recorded in take():
             if not recorded.done():
                 recorded.set_result(None)
 
     async def _record_alone(self, pipeline_id: int, report: _Report) -> None:
-        await self._record(pipeline_id, lambda: [report[0]], lambda: [report])
+        await self._record(pipeline_id, lambda: [report])
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
